@@ -1,0 +1,1 @@
+"""myobench pipeline: one module per DVC stage, run as `python -m pipeline.<stage>`."""

@@ -1,0 +1,348 @@
+"""params.yaml, validated once at load into typed, frozen objects.
+
+Every stage calls `load()` and works from the returned `Params`; nothing below re-reads YAML.
+Unknown keys and bad values are refused with a `ParamsError` naming the dotted key, the value
+and what would be accepted.
+
+`python -m pipeline.params apply profiles/paper.yaml` merges a profile (a partial params file)
+into params.yaml, validating the result before it replaces the file.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from pipeline.atomic import atomic_write_text
+
+PARAMS_FILE = Path("params.yaml")
+
+SCENARIOS = ("S1", "S2", "S3", "S4")
+PROTOCOLS = ("patient", "image", "ucar")
+
+
+class ParamsError(ValueError):
+    """A params.yaml value that cannot be used; the message names the key and what is accepted."""
+
+
+@dataclass(frozen=True)
+class SyntheticParams:
+    patients: int = 80           # cohort size; diagnoses split 33/19/14/14 of 80, scaled
+    images_per_side: int = 3     # repeated images per muscle side (seconds apart, small probe shifts)
+    render_size: int = 224       # images are rendered at this size, then resized to data.image_size
+
+    def validate(self, key: str) -> None:
+        _require(self.patients >= 4, f"{key}.patients", self.patients, "an integer >= 4 (one per diagnosis)")
+        _require(1 <= self.images_per_side <= 20, f"{key}.images_per_side", self.images_per_side, "an integer in 1..20")
+        _require(32 <= self.render_size <= 1024, f"{key}.render_size", self.render_size, "an integer in 32..1024")
+
+
+@dataclass(frozen=True)
+class DataParams:
+    source: Literal["synthetic", "folder", "ucar"] = "synthetic"
+    root: str = "data/raw"              # folder and ucar sources: where the images live
+    manifest: str = "manifest.csv"      # folder source: CSV relative to root (path, patient_id, diagnosis[, muscle, side])
+    image_size: int = 64                # square side of the processed array, in pixels
+    channels: Literal[1, 3] = 1         # 1: grayscale B-mode; 3: replicated/RGB, as ImageNet-style models expect
+    max_pixels: int = 100_000_000       # refuse images that would decode larger than this (decompression bombs)
+    synthetic: SyntheticParams = field(default_factory=SyntheticParams)
+
+    def validate(self, key: str) -> None:
+        _require(16 <= self.image_size <= 1024, f"{key}.image_size", self.image_size, "an integer in 16..1024")
+        _require(self.max_pixels >= 1, f"{key}.max_pixels", self.max_pixels, "a positive integer")
+        self.synthetic.validate(f"{key}.synthetic")
+
+
+@dataclass(frozen=True)
+class SplitParams:
+    scenario: Literal["S1", "S2", "S3", "S4"] = "S1"
+    protocols: tuple[Literal["patient", "image", "ucar"], ...] = ("patient", "image")
+    folds: int = 5
+    val_fraction: float = 0.2   # share of each fold's training part held out for model selection
+
+    def validate(self, key: str) -> None:
+        _require(2 <= self.folds <= 20, f"{key}.folds", self.folds, "an integer in 2..20")
+        _require(0.05 <= self.val_fraction <= 0.5, f"{key}.val_fraction", self.val_fraction, "a number in 0.05..0.5")
+        _require(len(self.protocols) > 0, f"{key}.protocols", list(self.protocols), f"a non-empty list of {list(PROTOCOLS)}")
+        _require(len(set(self.protocols)) == len(self.protocols), f"{key}.protocols", list(self.protocols), "a list without repeats")
+
+
+@dataclass(frozen=True)
+class OptimParams:
+    """Optimiser and schedule; `train.overrides.<model>` may replace any of these per model."""
+    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    momentum: float = 0.9                 # sgd only
+    schedule: Literal["cosine", "constant", "step"] = "cosine"
+    warmup_epochs: int = 0
+    batch_size: int = 32
+    epochs: int = 0                       # 0: train.epochs
+
+    def validate(self, key: str) -> None:
+        _require(0 <= self.epochs <= 10_000, f"{key}.epochs", self.epochs, "an integer in 0..10000 (0: train.epochs)")
+        _require(0 < self.lr <= 10, f"{key}.lr", self.lr, "a number in (0, 10]")
+        _require(0 <= self.weight_decay <= 1, f"{key}.weight_decay", self.weight_decay, "a number in [0, 1]")
+        _require(0 <= self.momentum < 1, f"{key}.momentum", self.momentum, "a number in [0, 1)")
+        _require(self.warmup_epochs >= 0, f"{key}.warmup_epochs", self.warmup_epochs, "an integer >= 0")
+        _require(1 <= self.batch_size <= 4096, f"{key}.batch_size", self.batch_size, "an integer in 1..4096")
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    models: tuple[str, ...] = ("stanet", "dual_vgg", "resnet18", "mobilenetv3_small_100", "efficientnet_b0")
+    folds: tuple[int, ...] = (1, 2, 3, 4, 5)   # which of split.folds to train (1-based)
+    epochs: int = 30
+    optim: OptimParams = field(default_factory=OptimParams)
+    overrides: dict[str, OptimParams] = field(default_factory=dict)
+    select_by: Literal["val_accuracy", "val_loss"] = "val_accuracy"
+    class_weighting: bool = False
+    label_smoothing: float = 0.0
+    augment: bool = True
+    eval_batch_size: int = 256
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    compile: bool = False               # torch.compile on CUDA
+    threads: int = 0                    # CPU threads for torch; 0 = torch's default
+
+    def validate(self, key: str) -> None:
+        _require(len(self.models) > 0, f"{key}.models", list(self.models), "a non-empty list of model names")
+        _require(len(set(self.models)) == len(self.models), f"{key}.models", list(self.models), "a list without repeats")
+        _require(len(self.folds) > 0 and all(k >= 1 for k in self.folds), f"{key}.folds", list(self.folds),
+                 "a non-empty list of fold numbers starting at 1")
+        _require(1 <= self.epochs <= 10_000, f"{key}.epochs", self.epochs, "an integer in 1..10000")
+        _require(0 <= self.label_smoothing < 1, f"{key}.label_smoothing", self.label_smoothing, "a number in [0, 1)")
+        _require(1 <= self.eval_batch_size <= 65536, f"{key}.eval_batch_size", self.eval_batch_size, "an integer in 1..65536")
+        _require(self.threads >= 0, f"{key}.threads", self.threads, "an integer >= 0")
+        self.optim.validate(f"{key}.optim")
+        for name, o in self.overrides.items():
+            _require(name in self.models, f"{key}.overrides.{name}", name, f"one of train.models {list(self.models)}")
+            o.validate(f"{key}.overrides.{name}")
+
+    def optim_for(self, model: str) -> OptimParams:
+        """The optimiser settings for `model`: train.optim with its override's keys written over it."""
+        return self.overrides.get(model, self.optim)
+
+    def epochs_for(self, model: str) -> int:
+        """Epochs for `model`: its override's `epochs` if set, else train.epochs."""
+        return self.optim_for(model).epochs or self.epochs
+
+
+@dataclass(frozen=True)
+class ProfileParams:
+    latency_runs: int = 30        # timed runs per measurement, after warm-up
+    warmup_runs: int = 3
+    threads: int = 2              # torch CPU threads during latency measurement (recorded in the JSON)
+
+    def validate(self, key: str) -> None:
+        _require(self.latency_runs >= 30, f"{key}.latency_runs", self.latency_runs, "an integer >= 30")
+        _require(self.warmup_runs >= 1, f"{key}.warmup_runs", self.warmup_runs, "an integer >= 1")
+        _require(self.threads >= 1, f"{key}.threads", self.threads, "an integer >= 1")
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    reference_model: str = "stanet"   # the model every other one is compared against
+    bootstrap: int = 2000             # resamples for the paired bootstrap
+
+    def validate(self, key: str) -> None:
+        _require(self.bootstrap >= 100, f"{key}.bootstrap", self.bootstrap, "an integer >= 100")
+
+
+@dataclass(frozen=True)
+class CheckParams:
+    baseline: str = "reports/baseline.json"
+    max_accuracy_drop: float = 2.0      # percentage points, per model and protocol
+    max_metric_drop: float = 0.03       # absolute, for macro-F1, balanced accuracy and AUC
+    exact: tuple[str, ...] = ("params", "macs", "flops")   # complexity fields that must match exactly
+
+    def validate(self, key: str) -> None:
+        _require(self.max_accuracy_drop >= 0, f"{key}.max_accuracy_drop", self.max_accuracy_drop, "a number >= 0")
+        _require(self.max_metric_drop >= 0, f"{key}.max_metric_drop", self.max_metric_drop, "a number >= 0")
+
+
+@dataclass(frozen=True)
+class Params:
+    seed: int = 0
+    profile_name: str = "cpu-demo"    # words the report uses for this configuration
+    data: DataParams = field(default_factory=DataParams)
+    split: SplitParams = field(default_factory=SplitParams)
+    train: TrainParams = field(default_factory=TrainParams)
+    profile: ProfileParams = field(default_factory=ProfileParams)
+    evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+    check: CheckParams = field(default_factory=CheckParams)
+
+    def validate(self, key: str = "") -> None:
+        _require(0 <= self.seed < 2**32, "seed", self.seed, "an integer in 0..2**32-1")
+        self.data.validate("data")
+        self.split.validate("split")
+        self.train.validate("train")
+        self.profile.validate("profile")
+        self.evaluate.validate("evaluate")
+        self.check.validate("check")
+        if "ucar" in self.split.protocols and self.data.source != "ucar":
+            raise ParamsError(f"split.protocols: 'ucar' folds exist only for data.source 'ucar', "
+                              f"not {self.data.source!r}; use 'patient' and/or 'image'")
+        bad = [k for k in self.train.folds if k > self.split.folds]
+        if bad:
+            raise ParamsError(f"train.folds: {bad} exceed split.folds={self.split.folds}; "
+                              f"accepted: fold numbers in 1..{self.split.folds}")
+        if self.evaluate.reference_model not in self.train.models:
+            raise ParamsError(f"evaluate.reference_model: {self.evaluate.reference_model!r} is not in "
+                              f"train.models {list(self.train.models)}")
+
+
+def _require(ok: bool, key: str, value: Any, accepted: str) -> None:
+    if not ok:
+        raise ParamsError(f"{key}: {value!r} is not accepted; expected {accepted}")
+
+
+def _convert(tp: Any, value: Any, key: str) -> Any:
+    """Convert a YAML value to the annotated type `tp`, or raise ParamsError naming `key`."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices or isinstance(value, bool) != any(isinstance(c, bool) for c in choices):
+            raise ParamsError(f"{key}: {value!r} is not accepted; expected one of {list(choices)}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ParamsError(f"{key}: {value!r} is not accepted; expected a list")
+        (item_tp, _ellipsis) = typing.get_args(tp)
+        return tuple(_convert(item_tp, v, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise ParamsError(f"{key}: {value!r} is not accepted; expected a mapping")
+        k_tp, v_tp = typing.get_args(tp)
+        return {_convert(k_tp, k, key): _convert(v_tp, v, f"{key}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ParamsError(f"{key}: {value!r} is not accepted; expected true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ParamsError(f"{key}: {value!r} is not accepted; expected an integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ParamsError(f"{key}: {value!r} is not accepted; expected a number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str) or not value:
+            raise ParamsError(f"{key}: {value!r} is not accepted; expected a non-empty string")
+        return value
+    raise TypeError(f"unsupported params type {tp} at {key}")  # a bug in this module, not in params.yaml
+
+
+def _build(cls: type, raw: Any, key: str) -> Any:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{key or 'params.yaml'}: expected a mapping of keys, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - fields)
+    if unknown:
+        where = f"{key}." if key else ""
+        raise ParamsError(f"unknown key {where}{unknown[0]}; accepted keys here: {sorted(fields)}")
+    kwargs = {name: _convert(hints[name], raw[name], f"{key}.{name}" if key else name)
+              for name in fields if name in raw}
+    return cls(**kwargs)
+
+
+def from_dict(raw: Any) -> Params:
+    """Validate a parsed params mapping into `Params`.
+
+    Each `train.overrides.<model>` is merged over `train.optim`, so an override names only what
+    differs for that model.
+    """
+    train = raw.get("train") if isinstance(raw, dict) else None
+    if isinstance(train, dict) and isinstance(train.get("overrides"), dict):
+        base = train.get("optim") or {}
+        if isinstance(base, dict):
+            merged = {m: deep_merge(base, o) if isinstance(o, dict) else o for m, o in train["overrides"].items()}
+            raw = {**raw, "train": {**train, "overrides": merged}}
+    params = _build(Params, raw, "")
+    params.validate()
+    return params
+
+
+def load(path: str | Path = PARAMS_FILE) -> Params:
+    """Read and validate params.yaml (or `path`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path}: no such params file; run stages from the project root, where params.yaml is")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ParamsError(f"{path}: not valid YAML: {e}") from None
+    try:
+        return from_dict(raw)
+    except ParamsError as e:
+        raise ParamsError(f"{path}: {e}") from None
+
+
+def to_dict(params: Params) -> dict:
+    """Plain mapping of `params` (tuples as lists), for reports and fingerprints."""
+    def plain(x: Any) -> Any:
+        if dataclasses.is_dataclass(x):
+            return {f.name: plain(getattr(x, f.name)) for f in dataclasses.fields(x)}
+        if isinstance(x, (list, tuple)):
+            return [plain(v) for v in x]
+        if isinstance(x, dict):
+            return {k: plain(v) for k, v in x.items()}
+        return x
+    return plain(params)
+
+
+def deep_merge(base: dict, overlay: dict) -> dict:
+    """`base` with `overlay`'s keys written over it, recursively for mappings."""
+    out = dict(base)
+    for k, v in overlay.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def apply_profile(profile: str | Path, params_path: str | Path = PARAMS_FILE) -> Params:
+    """Merge the profile file into params.yaml, validate, and replace params.yaml atomically."""
+    params_path, profile = Path(params_path), Path(profile)
+    base = yaml.safe_load(params_path.read_text()) or {}
+    overlay = yaml.safe_load(profile.read_text()) or {}
+    merged = deep_merge(base, overlay)
+    try:
+        params = from_dict(merged)
+    except ParamsError as e:
+        raise ParamsError(f"{profile} merged into {params_path}: {e}") from None
+    header = f"# Profile {profile.name} applied by `python -m pipeline.params apply {profile}`.\n"
+    atomic_write_text(params_path, header + yaml.safe_dump(merged, sort_keys=False))
+    return params
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m pipeline.params", description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("check", help="validate params.yaml and print the resolved values")
+    ap_apply = sub.add_parser("apply", help="merge a profile file into params.yaml")
+    ap_apply.add_argument("profile")
+    args = ap.parse_args(argv)
+    try:
+        params = apply_profile(args.profile) if args.cmd == "apply" else load()
+    except ParamsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(yaml.safe_dump(to_dict(params), sort_keys=False), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
