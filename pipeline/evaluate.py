@@ -1,0 +1,255 @@
+"""Evaluate stage: per-fold metrics from every run's predictions, summarised across folds.
+
+Reads runs/<model>/<protocol>/fold-<k>/{predictions.csv,metrics.json} for every model in
+train.models, protocol in split.protocols and fold in train.folds, and writes
+
+- reports/metrics.json: {"<model>": {"<protocol>": {"accuracy": {"mean","sd","ci_low","ci_high","n"},
+  ...}}, "comparisons": {"<protocol>": {"<model>": ...}}, "meta": {...}} (a DVC metrics file);
+- reports/per_fold.csv: one row per model, protocol and fold.
+
+Metrics are recomputed from predictions.csv (the arg-max of the probabilities), so the numbers
+here never depend on what a run chose to write in its own metrics.json. Accuracies are fractions
+(0..1). Floats are rounded to 6 decimals and keys sorted, so identical runs give identical bytes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline import metrics as M
+from pipeline import scenarios
+from pipeline.atomic import atomic_write_csv, atomic_write_json
+from pipeline.errors import DataError
+from pipeline.params import Params, load
+
+SUMMARY_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "auc")
+PER_FOLD_COLUMNS = ["model", "protocol", "fold", "accuracy", "balanced_accuracy", "macro_f1", "auc",
+                    "patient_accuracy", "n_test", "n_train", "n_patients"]
+COMPARED_METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
+DECIMALS = 6
+
+
+def run_dir(runs: Path, model: str, protocol: str, fold: int) -> Path:
+    """The directory one training run writes: runs/<model>/<protocol>/fold-<k>."""
+    return Path(runs) / model / protocol / f"fold-{fold}"
+
+
+def train_command(model: str, protocol: str, fold: int) -> str:
+    """The command that (re)makes one run."""
+    return f"python -m pipeline.train --model {model} --protocol {protocol} --fold {fold}"
+
+
+def load_run(runs: Path, model: str, protocol: str, fold: int, scenario: str) -> tuple[pd.DataFrame, dict]:
+    """Read and check one run's predictions.csv and metrics.json; DataError names the file at fault."""
+    d = run_dir(runs, model, protocol, fold)
+    make = f"make it with `{train_command(model, protocol, fold)}` (or `dvc repro`)"
+    pred_path, meta_path = d / "predictions.csv", d / "metrics.json"
+    for p in (pred_path, meta_path):
+        if not p.is_file():
+            raise DataError(f"{p}: missing; {make}")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as e:
+        raise DataError(f"{meta_path}: not valid JSON ({e}); {make}") from None
+    for key, want in (("scenario", scenario), ("model", model), ("protocol", protocol), ("fold", fold)):
+        if key in meta and meta[key] != want:
+            raise DataError(f"{meta_path}: {key} is {meta[key]!r} but this evaluation expects {want!r} "
+                            f"(a stale run?); {make}")
+    names = list(scenarios.class_names(scenario))
+    if "class_names" in meta and list(meta["class_names"]) != names:
+        raise DataError(f"{meta_path}: class_names {meta['class_names']} differ from scenario {scenario}'s "
+                        f"{names}; {make}")
+    n_train = meta.get("n_train")
+    if not isinstance(n_train, int) or isinstance(n_train, bool) or n_train <= 0:
+        raise DataError(f"{meta_path}: n_train is {n_train!r}; expected a positive integer; {make}")
+
+    pred = pd.read_csv(pred_path, dtype={"patient_id": str})
+    cols = scenarios.prob_columns(scenario)
+    missing = [c for c in ["image_id", "patient_id", "label", "predicted", *cols] if c not in pred.columns]
+    if missing:
+        raise DataError(f"{pred_path}: missing columns {missing}; expected image_id, patient_id, label, "
+                        f"predicted, {', '.join(cols)}; {make}")
+    if pred.empty:
+        raise DataError(f"{pred_path}: no rows; a fold's test part holds at least one image; {make}")
+    bad = pred[cols + ["label"]].isna().any(axis=1) | ~pred["label"].isin(range(len(names)))
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise DataError(f"{pred_path}: data row {row + 1} has label {pred['label'].iloc[row]!r} or an empty "
+                        f"probability; expected labels 0..{len(names) - 1} and numbers in {cols}")
+    dup = pred["image_id"].duplicated()
+    if dup.any():
+        raise DataError(f"{pred_path}: image_id {pred['image_id'][dup].iloc[0]} appears more than once")
+    pred["label"] = pred["label"].astype(np.int64)
+    return pred, meta
+
+
+def fold_row(model: str, protocol: str, fold: int, pred: pd.DataFrame, meta: dict,
+             class_names: list[str]) -> tuple[dict, dict]:
+    """Per-fold metrics (the per_fold.csv row) and the full fold_metrics dict of one run."""
+    cols = [f"prob_{c}" for c in class_names]
+    fm = M.fold_metrics(pred["label"].to_numpy(), pred[cols].to_numpy(), class_names)
+    patient_accuracy = None
+    if protocol == "patient":
+        # a patient's images are all in this fold's test part only under the patient protocol
+        y_p, prob_p = M.patient_level(pred, class_names)
+        patient_accuracy = float((prob_p.argmax(axis=1) == y_p).mean())
+    row = {"model": model, "protocol": protocol, "fold": fold,
+           **{k: fm[k] for k in SUMMARY_METRICS}, "patient_accuracy": patient_accuracy,
+           "n_test": fm["n"], "n_train": int(meta["n_train"]),
+           "n_patients": int(pred["patient_id"].nunique())}
+    return row, fm
+
+
+def summarize_runs(rows: list[dict], fms: list[dict], class_names: list[str], protocol: str) -> dict:
+    """Across-fold summary of one model under one protocol."""
+    out: dict[str, Any] = {k: M.mean_sd_ci([r[k] for r in rows]) for k in SUMMARY_METRICS}
+    if protocol == "patient":
+        out["patient_accuracy"] = M.mean_sd_ci([r["patient_accuracy"] for r in rows])
+    out["per_class"] = {
+        name: {q: M.mean_sd_ci([fm["per_class"][name][q] for fm in fms]) for q in ("sensitivity", "specificity")}
+        for name in class_names}
+    cm = np.sum([np.asarray(fm["confusion_matrix"]) for fm in fms], axis=0)
+    # nested by name (true class -> predicted class) so every leaf is a number DVC can show
+    out["confusion_matrix"] = {t: {p: int(cm[i, j]) for j, p in enumerate(class_names)}
+                               for i, t in enumerate(class_names)}
+    out["n_test"] = int(sum(r["n_test"] for r in rows))
+    out["n_folds"] = len(rows)
+    return out
+
+
+def compare(ref_rows: list[dict], other_rows: list[dict], ref_preds: list[pd.DataFrame],
+            other_preds: list[pd.DataFrame], class_names: list[str], n_resamples: int, seed: int,
+            where: str) -> dict:
+    """Reference minus other over the same folds: corrected resampled t-test per metric, and a
+    paired bootstrap of accuracy over the pooled test images."""
+    out: dict[str, Any] = {}
+    n_train = float(np.mean([r["n_train"] for r in ref_rows]))
+    n_test = float(np.mean([r["n_test"] for r in ref_rows]))
+    for metric in COMPARED_METRICS:
+        diffs = [a[metric] - b[metric] for a, b in zip(ref_rows, other_rows)
+                 if a[metric] is not None and b[metric] is not None]
+        out[metric] = M.corrected_resampled_ttest(diffs, n_train, n_test)
+    cols = [f"prob_{c}" for c in class_names]
+    correct_a, correct_b = [], []
+    for row, a, b in zip(ref_rows, ref_preds, other_preds):
+        if set(a["image_id"]) != set(b["image_id"]):
+            raise DataError(f"{where}: fold {row['fold']}'s test images differ between the two models' "
+                            f"predictions.csv (stale runs?); re-run both with the same data/splits.csv")
+        b = b.set_index("image_id").loc[a["image_id"]]
+        correct_a.append(a[cols].to_numpy().argmax(axis=1) == a["label"].to_numpy())
+        correct_b.append(b[cols].to_numpy().argmax(axis=1) == b["label"].to_numpy())
+    out["bootstrap_accuracy"] = M.paired_bootstrap(np.concatenate(correct_a), np.concatenate(correct_b),
+                                                   n_resamples=n_resamples, seed=seed)
+    return out
+
+
+def _consistent(runs_meta: list[tuple[str, dict]], key: str) -> Any:
+    """The one value of `key` shared by the runs; DataError naming two runs that disagree."""
+    seen: dict[str, str] = {}
+    for where, meta in runs_meta:
+        if key in meta:
+            seen.setdefault(json.dumps(meta[key]), where)
+    if len(seen) > 1:
+        (v1, w1), (v2, w2) = list(seen.items())[:2]
+        raise DataError(f"{w1} has {key}={v1} but {w2} has {key}={v2}; runs of one evaluation must share "
+                        f"it (stale runs?); re-run them with `dvc repro`")
+    return json.loads(next(iter(seen))) if seen else None
+
+
+def build(params: Params, runs: Path = Path("runs")) -> tuple[dict, pd.DataFrame]:
+    """The metrics.json content and the per-fold table for the runs params.yaml names."""
+    scenario = params.split.scenario
+    class_names = list(scenarios.class_names(scenario))
+    models, protocols, folds = params.train.models, params.split.protocols, params.train.folds
+    rows: dict[tuple[str, str], list[dict]] = {}
+    fms: dict[tuple[str, str], list[dict]] = {}
+    preds: dict[tuple[str, str], list[pd.DataFrame]] = {}
+    runs_meta: dict[str, list[tuple[str, dict]]] = {m: [] for m in models}
+    for model in models:
+        for protocol in protocols:
+            for fold in folds:
+                pred, meta = load_run(runs, model, protocol, fold, scenario)
+                row, fm = fold_row(model, protocol, fold, pred, meta, class_names)
+                rows.setdefault((model, protocol), []).append(row)
+                fms.setdefault((model, protocol), []).append(fm)
+                preds.setdefault((model, protocol), []).append(pred)
+                runs_meta[model].append((str(run_dir(runs, model, protocol, fold) / "metrics.json"), meta))
+
+    result: dict[str, Any] = {}
+    for (model, protocol), rs in rows.items():
+        result.setdefault(model, {})[protocol] = summarize_runs(rs, fms[(model, protocol)], class_names, protocol)
+
+    ref = params.evaluate.reference_model
+    comparisons: dict[str, Any] = {}
+    for protocol in protocols:
+        for model in models:
+            if model == ref:
+                continue
+            where = f"{run_dir(runs, ref, protocol, 0).parent} vs {run_dir(runs, model, protocol, 0).parent}"
+            comparisons.setdefault(protocol, {})[model] = compare(
+                rows[(ref, protocol)], rows[(model, protocol)], preds[(ref, protocol)], preds[(model, protocol)],
+                class_names, params.evaluate.bootstrap, params.seed, where)
+    result["comparisons"] = comparisons
+
+    all_meta = [x for m in models for x in runs_meta[m]]
+    result["meta"] = {
+        "scenario": scenario,
+        "scenario_description": scenarios.DESCRIPTIONS[scenario],
+        "class_names": class_names,
+        "data_source": params.data.source,
+        "protocols": list(protocols),
+        "folds": list(folds),
+        "models": list(models),
+        "reference_model": ref,
+        "comparison": f"{ref} minus each other model, same folds",
+        "input_size": _consistent(all_meta, "input_size"),
+        "epochs": {m: _consistent(runs_meta[m], "epochs") for m in models},
+        "pretrained": bool(any(meta.get("pretrained") for _, meta in all_meta)),
+    }
+    per_fold = pd.DataFrame([r for rs in rows.values() for r in rs], columns=PER_FOLD_COLUMNS)
+    return rounded(result), per_fold
+
+
+def rounded(obj: Any, decimals: int = DECIMALS) -> Any:
+    """`obj` with floats rounded, NaN/inf as None and -0.0 as 0.0 (stable JSON bytes)."""
+    if isinstance(obj, dict):
+        return {str(k): rounded(v, decimals) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [rounded(v, decimals) for v in obj]
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        x = M._num(obj)
+        return None if x is None else round(x, decimals) + 0.0
+    return obj
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write reports/metrics.json and reports/per_fold.csv from the runs."""
+    ap = argparse.ArgumentParser(prog="python -m pipeline.evaluate", description=__doc__.splitlines()[0])
+    ap.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    ap.add_argument("--runs", default="runs", help="directory of training runs (default: runs)")
+    ap.add_argument("--out-dir", default="reports", help="where metrics.json and per_fold.csv go")
+    args = ap.parse_args(argv)
+    params = load(args.params)
+    result, per_fold = build(params, Path(args.runs))
+    out = Path(args.out_dir)
+    atomic_write_json(out / "metrics.json", result)
+    atomic_write_csv(out / "per_fold.csv", per_fold, float_format=f"%.{DECIMALS}f", lineterminator="\n")
+    n_runs = len(per_fold)
+    print(f"evaluate: {n_runs} runs ({len(params.train.models)} models x {len(params.split.protocols)} protocols "
+          f"x {len(params.train.folds)} folds) -> {out / 'metrics.json'}, {out / 'per_fold.csv'}")
+    return 0
+
+
+if __name__ == "__main__":
+    from pipeline.cli import run_stage
+
+    run_stage(main)

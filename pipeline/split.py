@@ -1,0 +1,201 @@
+"""Stage `split`: cross-validation folds for one scenario, under each protocol.
+
+Protocols:
+- `patient`: stratified group k-fold by patient (scikit-learn's StratifiedGroupKFold); the
+  validation part is carved from the training patients, again grouped by patient. No patient is
+  in two parts of one fold: this is asserted here, on every run, not only in tests.
+- `image`: stratified k-fold over images, the protocol of Uçar (2022) and most of the field.
+  Repeated images of one muscle side land on both sides of the split, so accuracy is inflated by
+  leakage; the summary measures how much.
+- `ucar`: the folds published with the Uçar release (FileList/), source `ucar` only.
+
+Writes data/splits.csv (image_id, patient_id, label, scenario, protocol, fold, part) and
+reports/split_summary.md (counts per fold, part and class, and the measured leakage).
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
+
+from pipeline import scenarios
+from pipeline.atomic import atomic_write_csv, atomic_write_text
+from pipeline.cli import run_stage
+from pipeline.errors import DataError
+from pipeline.params import Params, load
+
+MANIFEST = Path("data/processed/manifest.csv")
+SPLITS = Path("data/splits.csv")
+SUMMARY = Path("reports/split_summary.md")
+COLUMNS = ["image_id", "patient_id", "label", "scenario", "protocol", "fold", "part"]
+
+
+def scenario_images(manifest: pd.DataFrame, scenario: str) -> pd.DataFrame:
+    """The manifest rows that belong to `scenario`, with their integer `label`."""
+    mapping = scenarios.label_map(scenario)
+    rows = manifest[manifest["diagnosis"].isin(mapping)].copy()
+    rows["label"] = rows["diagnosis"].map(mapping).astype(int)
+    if rows.empty:
+        raise DataError(f"{MANIFEST}: no images of the diagnoses {sorted(mapping)} that scenario "
+                        f"{scenario} needs; diagnoses present: {sorted(manifest['diagnosis'].unique())}")
+    return rows.reset_index(drop=True)
+
+
+def _check_class_patients(rows: pd.DataFrame, scenario: str, needed: int, what: str) -> None:
+    """Refuse a cohort with fewer patients of a class than the folds need."""
+    names = scenarios.class_names(scenario)
+    per_class = rows.groupby("label")["patient_id"].nunique()
+    for label, name in enumerate(names):
+        have = int(per_class.get(label, 0))
+        if have < needed:
+            raise DataError(
+                f"scenario {scenario}: class {name!r} has {have} patient(s), but {what} needs at least "
+                f"{needed}; lower split.folds or use a larger cohort (data.synthetic.patients)")
+
+
+def _patient_folds(rows: pd.DataFrame, folds: int, val_fraction: float, seed: int) -> list[pd.DataFrame]:
+    """Patient-grouped folds: test by StratifiedGroupKFold, validation patients from the rest."""
+    _check_class_patients(rows, rows["scenario"].iat[0], folds, f"split.folds={folds} patient folds")
+    outer = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    out = []
+    for k, (trainval_idx, test_idx) in enumerate(outer.split(rows, rows["label"], rows["patient_id"]), start=1):
+        part = np.full(len(rows), "train", dtype=object)
+        part[test_idx] = "test"
+        trainval = rows.iloc[trainval_idx]
+        # one patient -> one row, stratified by the patient's label, so validation is patient-grouped
+        patients = trainval.groupby("patient_id", sort=True)["label"].first()
+        n_val = max(len(np.unique(patients.values)), int(round(val_fraction * len(patients))))
+        try:
+            _, val_patients = train_test_split(patients.index.to_numpy(), test_size=n_val,
+                                               stratify=patients.values, random_state=seed + k)
+        except ValueError as e:  # a class with a single training patient cannot also give one to validation
+            raise DataError(f"patient fold {k}: cannot carve a patient-grouped validation part ({e}); "
+                            f"lower split.folds or use a larger cohort") from None
+        part[np.flatnonzero(rows["patient_id"].isin(set(val_patients)).to_numpy() & (part != "test"))] = "val"
+        out.append(rows.assign(fold=k, part=part))
+    return out
+
+
+def _image_folds(rows: pd.DataFrame, folds: int, val_fraction: float, seed: int) -> list[pd.DataFrame]:
+    """Image-level stratified folds (the paper's protocol): patients ignored on purpose."""
+    if rows["label"].value_counts().min() < folds:
+        raise DataError(f"scenario {rows['scenario'].iat[0]}: a class has fewer images than "
+                        f"split.folds={folds}; lower split.folds")
+    outer = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    out = []
+    for k, (trainval_idx, test_idx) in enumerate(outer.split(rows, rows["label"]), start=1):
+        part = np.full(len(rows), "train", dtype=object)
+        part[test_idx] = "test"
+        _, val_idx = train_test_split(trainval_idx, test_size=val_fraction,
+                                      stratify=rows["label"].to_numpy()[trainval_idx], random_state=seed + k)
+        part[val_idx] = "val"
+        out.append(rows.assign(fold=k, part=part))
+    return out
+
+
+def _ucar_folds(rows: pd.DataFrame, root: Path, folds: int) -> list[pd.DataFrame]:
+    """The published FileList folds of the Uçar release, matched by cropped image name."""
+    from pipeline.sources import read_ucar_folds  # only the ucar source needs the adapter
+
+    published = read_ucar_folds(root, rows["scenario"].iat[0])
+    out = []
+    for k in range(1, folds + 1):
+        fold = published[published["fold"] == k]
+        if fold.empty:
+            raise DataError(f"{root / 'FileList'}: no published fold {k} for scenario "
+                            f"{rows['scenario'].iat[0]}; split.folds may be at most {published['fold'].max()}")
+        part = rows["source_name"].map(dict(zip(fold["source_name"], fold["part"])))
+        missing = rows.loc[part.isna(), "source_name"]
+        if len(missing):
+            raise DataError(f"{root / 'FileList'}: fold {k} does not list {len(missing)} image(s) of the "
+                            f"scenario, e.g. {missing.iloc[0]!r}")
+        out.append(rows.assign(fold=k, part=part.to_numpy()))
+    return out
+
+
+def assert_invariants(splits: pd.DataFrame, protocol: str) -> None:
+    """Every image is tested exactly once per protocol; patient folds never share a patient."""
+    sub = splits[splits["protocol"] == protocol]
+    tested = sub[sub["part"] == "test"].groupby("image_id").size()
+    all_ids = sub["image_id"].unique()
+    if len(tested) != len(all_ids) or (tested != 1).any():
+        raise AssertionError(f"protocol {protocol}: each image must be in the test part of exactly one fold")
+    if protocol == "patient":
+        for fold, f in sub.groupby("fold"):
+            owners = f.groupby("patient_id")["part"].nunique()
+            if (owners > 1).any():
+                bad = owners[owners > 1].index[0]
+                raise AssertionError(f"patient protocol fold {fold}: patient {bad} is in more than one part")
+
+
+def leakage(fold: pd.DataFrame, manifest: pd.DataFrame) -> dict[str, float]:
+    """Fractions of test images with an image of the same patient (or patient and muscle side) in training."""
+    m = manifest.set_index("image_id")
+    f = fold.assign(muscle_side=(m.loc[fold["image_id"], "side"].fillna("").astype(str)
+                                 + m.loc[fold["image_id"], "muscle"].fillna("").astype(str)).to_numpy())
+    train, test = f[f["part"] == "train"], f[f["part"] == "test"]
+    same_patient = test["patient_id"].isin(set(train["patient_id"]))
+    train_keys = set(zip(train["patient_id"], train["muscle_side"]))
+    same_side = [(p, s) in train_keys and s != "" for p, s in zip(test["patient_id"], test["muscle_side"])]
+    return {"same_patient": float(same_patient.mean()), "same_muscle_side": float(np.mean(same_side))}
+
+
+def make_splits(manifest: pd.DataFrame, params: Params) -> pd.DataFrame:
+    """All folds of every protocol in params, as one table in the splits.csv layout."""
+    sp = params.split
+    rows = scenario_images(manifest, sp.scenario).assign(scenario=sp.scenario)
+    frames = []
+    for protocol in sp.protocols:
+        if protocol == "patient":
+            folds = _patient_folds(rows, sp.folds, sp.val_fraction, params.seed)
+        elif protocol == "image":
+            folds = _image_folds(rows, sp.folds, sp.val_fraction, params.seed)
+        else:
+            folds = _ucar_folds(rows, Path(params.data.root), sp.folds)
+        frames.extend(f.assign(protocol=protocol) for f in folds)
+    splits = pd.concat(frames, ignore_index=True)[COLUMNS]
+    for protocol in sp.protocols:
+        assert_invariants(splits, protocol)
+    return splits.sort_values(["protocol", "fold", "image_id"], kind="stable").reset_index(drop=True)
+
+
+def summarize(splits: pd.DataFrame, manifest: pd.DataFrame, params: Params) -> str:
+    """Markdown summary: counts per protocol, fold, part and class, and leakage per fold."""
+    names = scenarios.class_names(params.split.scenario)
+    lines = [f"# Folds: scenario {params.split.scenario} ({scenarios.DESCRIPTIONS[params.split.scenario]}), "
+             f"data source {params.data.source}, seed {params.seed}", ""]
+    counts = (splits.assign(cls=splits["label"].map(dict(enumerate(names))))
+              .pivot_table(index=["protocol", "fold", "part"], columns="cls", values="image_id",
+                           aggfunc="count", fill_value=0)
+              .reindex(columns=list(names), fill_value=0))
+    counts["patients"] = splits.groupby(["protocol", "fold", "part"])["patient_id"].nunique()
+    lines += ["## Images per class (and patients) in each part", "", counts.reset_index().to_markdown(index=False), ""]
+    lines += ["## Leakage: share of test images with an image of the same patient in training", "",
+              "| protocol | fold | same patient | same patient, same muscle side |", "|---|---|---|---|"]
+    for (protocol, fold), f in splits.groupby(["protocol", "fold"]):
+        leak = leakage(f, manifest)
+        lines.append(f"| {protocol} | {fold} | {leak['same_patient']:.1%} | {leak['same_muscle_side']:.1%} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the stage: read the manifest, write data/splits.csv and the summary."""
+    argparse.ArgumentParser(prog="python -m pipeline.split", description=__doc__.splitlines()[0]).parse_args(argv)
+    params = load()
+    if not MANIFEST.is_file():
+        raise DataError(f"{MANIFEST}: not found; run `dvc repro prepare` (python -m pipeline.prepare) first")
+    manifest = pd.read_csv(MANIFEST, dtype={"patient_id": str, "muscle": str, "side": str, "source_name": str},
+                           keep_default_na=False)
+    splits = make_splits(manifest, params)
+    summary = summarize(splits, manifest, params)
+    atomic_write_csv(SPLITS, splits)
+    atomic_write_text(SUMMARY, summary)
+    print(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    run_stage(main)

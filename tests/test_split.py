@@ -1,0 +1,119 @@
+"""The split stage: fold invariants over many random cohorts, leakage measurement, bad input."""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline import split
+from pipeline.errors import DataError
+from pipeline.params import from_dict
+
+MUSCLES = ("D", "B", "R", "G", "T", "FCR", "FDP")
+
+
+def random_manifest(rng: np.random.Generator, patients: int, per_side: int = 2, side_dropout: float = 0.0) -> pd.DataFrame:
+    """A manifest with the real cohort's structure; some muscle sides randomly missing."""
+    diagnoses = rng.choice(["N", "IBM", "PM", "DM"], size=patients, p=[33 / 80, 19 / 80, 14 / 80, 14 / 80])
+    diagnoses[:4] = ["N", "IBM", "PM", "DM"]  # every diagnosis present
+    rows = []
+    for p, dx in enumerate(diagnoses):
+        for side, muscle in itertools.product("RL", MUSCLES):
+            if rng.random() < side_dropout:
+                continue
+            for r in range(per_side):
+                rows.append({"patient_id": f"P{p:03d}", "diagnosis": dx, "muscle": muscle, "side": side})
+    m = pd.DataFrame(rows)
+    m.insert(0, "image_id", np.arange(len(m)))
+    return m.assign(source="synthetic", path="x", sha256="0", source_name="x")
+
+
+def make_params(**split_kw) -> object:
+    return from_dict({"split": {"protocols": ["patient", "image"], **split_kw}, "train": {"folds": [1]}})
+
+
+@pytest.mark.parametrize("trial", range(12))
+def test_fold_invariants_over_random_cohorts(trial):
+    rng = np.random.default_rng(trial)
+    scenario = ["S1", "S2", "S3", "S4"][trial % 4]
+    folds = [3, 4, 5][trial % 3]
+    manifest = random_manifest(rng, patients=int(rng.integers(40, 90)), per_side=int(rng.integers(1, 4)),
+                               side_dropout=float(rng.uniform(0, 0.3)))
+    params = make_params(scenario=scenario, folds=folds, val_fraction=float(rng.uniform(0.1, 0.3)))
+    s = split.make_splits(manifest, params)
+    in_scenario = manifest[manifest["diagnosis"].isin(split.scenarios.label_map(scenario))]
+    for protocol, sub in s.groupby("protocol"):
+        # every image of the scenario: one row per fold, tested exactly once
+        assert sorted(sub["image_id"].unique()) == sorted(in_scenario["image_id"])
+        assert (sub.groupby("image_id").size() == folds).all()
+        assert (sub[sub["part"] == "test"].groupby("image_id").size() == 1).all()
+        assert set(sub["part"]) == {"train", "val", "test"}
+        for _, f in sub.groupby("fold"):
+            assert set(f["label"]) == set(range(len(split.scenarios.class_names(scenario)))) or protocol == "patient"
+            if protocol == "patient":
+                parts = {p: set(f.loc[f["part"] == p, "patient_id"]) for p in ("train", "val", "test")}
+                assert not parts["train"] & parts["test"]
+                assert not parts["val"] & parts["test"]
+                assert not parts["train"] & parts["val"]
+    # labels follow the scenario's map
+    merged = s.merge(manifest[["image_id", "diagnosis"]], on="image_id")
+    assert (merged["diagnosis"].map(split.scenarios.label_map(scenario)) == merged["label"]).all()
+
+
+def test_same_seed_same_folds_and_seed_changes_them():
+    manifest = random_manifest(np.random.default_rng(0), 40)
+    a = split.make_splits(manifest, make_params(folds=3))
+    b = split.make_splits(manifest, make_params(folds=3))
+    pd.testing.assert_frame_equal(a, b)
+    c = split.make_splits(manifest, from_dict({"seed": 1, "split": {"folds": 3}, "train": {"folds": [1]}}))
+    assert not a["part"].equals(c["part"])
+
+
+def test_image_protocol_leaks_and_patient_protocol_does_not():
+    manifest = random_manifest(np.random.default_rng(1), 80, per_side=3)
+    s = split.make_splits(manifest, make_params(folds=5))
+    image_leak = [split.leakage(f, manifest) for _, f in s[s["protocol"] == "image"].groupby("fold")]
+    patient_leak = [split.leakage(f, manifest) for _, f in s[s["protocol"] == "patient"].groupby("fold")]
+    assert all(l["same_patient"] > 0.95 for l in image_leak)
+    assert all(l["same_muscle_side"] > 0.5 for l in image_leak)
+    assert all(l["same_patient"] == 0 and l["same_muscle_side"] == 0 for l in patient_leak)
+
+
+def test_too_few_patients_of_a_class_is_refused():
+    manifest = random_manifest(np.random.default_rng(2), 12)
+    with pytest.raises(DataError, match=r"class '\w+' has \d patient\(s\), but split.folds=5"):
+        split.make_splits(manifest, make_params(scenario="S4", folds=5))
+
+
+def test_scenario_without_its_diagnoses_is_refused():
+    manifest = random_manifest(np.random.default_rng(3), 20)
+    manifest = manifest[manifest["diagnosis"] == "N"]
+    with pytest.raises(DataError, match="scenario S3 needs"):
+        split.make_splits(manifest, make_params(scenario="S3", folds=3))
+
+
+def test_assert_invariants_catches_a_shared_patient():
+    manifest = random_manifest(np.random.default_rng(4), 40)
+    s = split.make_splits(manifest, make_params(folds=3))
+    bad = s.copy()
+    # move one test image of a patient into training: now that patient is in two parts
+    i = bad.index[(bad["protocol"] == "patient") & (bad["fold"] == 1) & (bad["part"] == "test")][0]
+    bad.loc[i, "part"] = "train"
+    with pytest.raises(AssertionError):
+        split.assert_invariants(bad, "patient")
+
+
+def test_stage_writes_atomically_and_keeps_old_outputs_on_error(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data/processed").mkdir(parents=True)
+    random_manifest(np.random.default_rng(5), 24).to_csv("data/processed/manifest.csv", index=False)
+    (tmp_path / "params.yaml").write_text("split: {folds: 3}\ntrain: {folds: [1, 2, 3]}\n")
+    assert split.main([]) == 0
+    before = (tmp_path / "data/splits.csv").read_bytes()
+    assert "Leakage" in (tmp_path / "reports/split_summary.md").read_text()
+    (tmp_path / "params.yaml").write_text("split: {folds: 9, scenario: S4}\ntrain: {folds: [1]}\n")
+    with pytest.raises(DataError, match="patient"):
+        split.main([])
+    assert (tmp_path / "data/splits.csv").read_bytes() == before
