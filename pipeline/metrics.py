@@ -67,7 +67,9 @@ def fold_metrics(y_true: Sequence[int], prob: Any, class_names: Sequence[str]) -
         "accuracy": _num(tp.sum() / total),
         # mean recall over the classes present in y_true (sklearn's balanced_accuracy_score)
         "balanced_accuracy": _num(np.nanmean(sensitivity)),
-        "macro_f1": _num(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+        # over the classes present in y_true, like balanced accuracy: an absent class has no F1
+        "macro_f1": _num(f1_score(y_true, y_pred, labels=sorted(set(y_true.tolist())), average="macro",
+                                  zero_division=0)),
         "auc": _num(auc),
         "per_class": {
             name: {"sensitivity": _num(sensitivity[c]), "specificity": _num(specificity[c]),
@@ -167,7 +169,9 @@ def paired_bootstrap(correct_a: Sequence[bool], correct_b: Sequence[bool], n_res
         idx = rng.integers(0, n, size=(stop - start, n))
         boots[start:stop] = d[idx].mean(axis=1)
     alpha = (1 - confidence) / 2
-    p = min(1.0, 2 * min(float((boots <= 0).mean()), float((boots >= 0).mean())))
+    # (count + 1) / (B + 1): a resampling p-value is never exactly 0 (Davison & Hinkley 1997)
+    tail = min(int((boots <= 0).sum()), int((boots >= 0).sum()))
+    p = min(1.0, 2 * (tail + 1) / (n_resamples + 1))
     return {"mean_difference": float(d.mean()), "ci_low": float(np.quantile(boots, alpha)),
             "ci_high": float(np.quantile(boots, 1 - alpha)), "p_value": p, "n_images": n,
             "n_resamples": int(n_resamples)}

@@ -205,8 +205,9 @@ def fold_data(splits: pd.DataFrame, scenario: str, protocol: str, fold: int) -> 
     for p, r in parts.items():
         if r.empty:
             raise DataError(f"{SPLITS}: protocol {protocol!r} fold {fold} has an empty {p} part")
-    return FoldData(parts["train"]["image_id"].to_numpy(), parts["train"]["label"].to_numpy(),
-                    parts["val"]["image_id"].to_numpy(), parts["val"]["label"].to_numpy(),
+    ids = {p: (r["image_id"].to_numpy(dtype=np.int64, copy=True), r["label"].to_numpy(dtype=np.int64, copy=True))
+           for p, r in parts.items()}
+    return FoldData(*ids["train"], *ids["val"],
                     parts["test"][["image_id", "patient_id", "label"]].reset_index(drop=True))
 
 

@@ -1,0 +1,216 @@
+"""Regression check: compare reports/metrics.json and reports/complexity/*.json with a baseline.
+
+    python -m pipeline.check                 # compare; exit 1 on a regression, 0 otherwise
+    python -m pipeline.check --update        # write the baseline from the current results
+    python -m pipeline.check --baseline PATH --metrics PATH --complexity DIR   # for CI
+
+Tolerances come from params.check: a mean accuracy may not drop by more than max_accuracy_drop
+percentage points, balanced accuracy / macro-F1 / AUC not by more than max_metric_drop, and the
+complexity fields in check.exact (params, macs, flops) must match exactly. A model or protocol in
+the baseline but not in the current results is a regression; a new one is reported, not failed.
+A baseline made with other settings (scenario, protocols, folds, input size, epochs, data source)
+is refused with exit 1: the numbers would not be comparable.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from pipeline.atomic import atomic_write_json
+from pipeline.errors import DataError
+from pipeline.params import PARAMS_FILE, CheckParams, load
+
+METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "auc")
+SETTINGS = ("data_source", "scenario", "protocols", "folds", "input_size", "epochs")
+BASELINE_VERSION = 1
+
+
+def _read_json(path: Path, what: str) -> dict:
+    if not path.is_file():
+        raise DataError(f"{path}: missing; {what}")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: not valid JSON ({e}); {what}") from None
+
+
+def complexity_fields(c: dict, exact: tuple[str, ...], where: str) -> dict[str, Any]:
+    """The exact-match fields of one complexity record: top-level keys (params), and MACs/FLOPs at
+    the paper's 3x224x224 (`macs`) and at the training input (`macs_training`)."""
+    out = {}
+    for name in exact:
+        if name in c and not isinstance(c[name], dict):
+            out[name] = c[name]
+        elif name in (c.get("paper_setting") or {}):
+            out[name] = c["paper_setting"][name]
+            if name in (c.get("training_setting") or {}):
+                out[f"{name}_training"] = c["training_setting"][name]
+        else:
+            raise DataError(f"{where}: no field {name!r} (from check.exact); accepted: top-level numbers such as "
+                            f"'params', or keys of paper_setting such as 'macs' and 'flops'")
+    return out
+
+
+def current_results(metrics_path: Path, complexity_dir: Path, exact: tuple[str, ...]) -> dict:
+    """The current results in baseline form: settings, metric means and exact complexity fields."""
+    metrics = _read_json(metrics_path, "make it with `python -m pipeline.evaluate` (or `dvc repro`)")
+    meta = metrics.get("meta")
+    if not isinstance(meta, dict) or "models" not in meta:
+        raise DataError(f"{metrics_path}: no meta.models; re-make it with `python -m pipeline.evaluate`")
+    out: dict[str, Any] = {"version": BASELINE_VERSION, "settings": {k: meta.get(k) for k in SETTINGS},
+                           "metrics": {}, "complexity": {}}
+    for model in meta["models"]:
+        for protocol, summary in (metrics.get(model) or {}).items():
+            out["metrics"].setdefault(model, {})[protocol] = {
+                m: (summary.get(m) or {}).get("mean") for m in METRICS}
+        path = complexity_dir / f"{model}.json"
+        if path.is_file():
+            out["complexity"][model] = complexity_fields(
+                _read_json(path, f"re-make it with `python -m pipeline.profile --model {model}`"), exact, str(path))
+    return out
+
+
+def settings_differences(baseline: dict, current: dict) -> list[str]:
+    """Settings that differ between the baseline and the current results, in words."""
+    b, c = baseline.get("settings") or {}, current.get("settings") or {}
+    out = []
+    for key in SETTINGS:
+        bv, cv = b.get(key), c.get(key)
+        if key == "epochs" and isinstance(bv, dict) and isinstance(cv, dict):
+            # models added or dropped are reported as models; compare the ones both have
+            bv = {m: e for m, e in bv.items() if m in cv}
+            cv = {m: e for m, e in cv.items() if m in bv}
+        if bv != cv:
+            out.append(f"{key}: baseline {json.dumps(bv)}, current {json.dumps(cv)}")
+    return out
+
+
+def compare(baseline: dict, current: dict, check: CheckParams) -> list[dict]:
+    """One row per compared value: model, protocol, metric, baseline, current, delta, status."""
+    rows = []
+    bm, cm = baseline.get("metrics") or {}, current.get("metrics") or {}
+    for model in sorted(set(bm) | set(cm)):
+        for protocol in sorted(set(bm.get(model, {})) | set(cm.get(model, {}))):
+            b, c = bm.get(model, {}).get(protocol), cm.get(model, {}).get(protocol)
+            if c is None:
+                rows.append(_row(model, protocol, "(all metrics)", None, None, "MISSING"))
+                continue
+            if b is None:
+                rows.append(_row(model, protocol, "(all metrics)", None, None, "new"))
+                continue
+            for metric in METRICS:
+                bv, cv = b.get(metric), c.get(metric)
+                if bv is None:
+                    status = "new" if cv is not None else "ok"
+                elif cv is None:
+                    status = "MISSING"
+                else:
+                    drop = (bv - cv) * 100 if metric == "accuracy" else bv - cv
+                    limit = check.max_accuracy_drop if metric == "accuracy" else check.max_metric_drop
+                    status = "REGRESSION" if drop > limit + 1e-9 else ("better" if cv > bv else "ok")
+                rows.append(_row(model, protocol, metric, bv, cv, status))
+    bc, cc = baseline.get("complexity") or {}, current.get("complexity") or {}
+    for model in sorted(set(bc) | set(cc)):
+        b, c = bc.get(model), cc.get(model)
+        if b is None:
+            rows.append(_row(model, "-", "(complexity)", None, None, "new"))
+            continue
+        if c is None:
+            rows.append(_row(model, "-", "(complexity)", None, None, "MISSING"))
+            continue
+        for field in sorted(set(b) | set(c)):
+            bv, cv = b.get(field), c.get(field)
+            status = "ok" if bv == cv else ("new" if bv is None else "MISSING" if cv is None else "CHANGED")
+            rows.append(_row(model, "-", field, bv, cv, status))
+    return rows
+
+
+def _row(model: str, protocol: str, metric: str, bv: Any, cv: Any, status: str) -> dict:
+    delta = cv - bv if isinstance(bv, (int, float)) and isinstance(cv, (int, float)) else None
+    return {"model": model, "protocol": protocol, "metric": metric, "baseline": bv, "current": cv,
+            "delta": delta, "status": status}
+
+
+FAILING = {"REGRESSION", "MISSING", "CHANGED"}
+
+
+def _fmt(metric: str, x: Any, delta: bool = False) -> str:
+    if x is None:
+        return "-"
+    if metric == "accuracy":
+        return f"{100 * x:+.2f} pts" if delta else f"{100 * x:.2f}%"
+    if isinstance(x, int) and not isinstance(x, bool):
+        return f"{x:+,d}" if delta else f"{x:,d}"
+    return f"{x:+.4f}" if delta else f"{x:.4f}"
+
+
+def format_table(rows: list[dict]) -> str:
+    """A fixed-width text table of the comparison rows."""
+    header = ["model", "protocol", "metric", "baseline", "current", "delta", "status"]
+    body = [[r["model"], r["protocol"], r["metric"], _fmt(r["metric"], r["baseline"]), _fmt(r["metric"], r["current"]),
+             _fmt(r["metric"], r["delta"], delta=True), r["status"]] for r in rows]
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *body)]
+    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(header), line(["-" * w for w in widths]), *(line(r) for r in body)])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Compare the current results with the baseline (or write it with --update)."""
+    ap = argparse.ArgumentParser(prog="python -m pipeline.check", description=__doc__.splitlines()[0])
+    ap.add_argument("--update", action="store_true", help="write the baseline from the current results")
+    ap.add_argument("--baseline", help="baseline file (default: params check.baseline)")
+    ap.add_argument("--metrics", default="reports/metrics.json", help="current metrics (default: reports/metrics.json)")
+    ap.add_argument("--complexity", default="reports/complexity", help="directory of <model>.json complexity files")
+    ap.add_argument("--all", action="store_true", help="list unchanged values too")
+    ap.add_argument("--params", default=str(PARAMS_FILE), help="params file for check.* (default: params.yaml; "
+                                                               "built-in defaults when it does not exist)")
+    args = ap.parse_args(argv)
+    check = load(args.params).check if Path(args.params).is_file() else CheckParams()
+    baseline_path = Path(args.baseline or check.baseline)
+    current = current_results(Path(args.metrics), Path(args.complexity), check.exact)
+
+    if args.update:
+        atomic_write_json(baseline_path, current)
+        n = sum(len(p) for p in current["metrics"].values())
+        print(f"check: wrote {baseline_path} ({len(current['metrics'])} models, {n} model-protocol results, "
+              f"complexity of {len(current['complexity'])} models; settings {json.dumps(current['settings'])})")
+        return 0
+
+    baseline = _read_json(baseline_path, "create it with `python -m pipeline.check --update` and commit it")
+    if baseline.get("version") != BASELINE_VERSION:
+        raise DataError(f"{baseline_path}: baseline version {baseline.get('version')!r}, this check reads "
+                        f"version {BASELINE_VERSION}; re-create it with `python -m pipeline.check --update`")
+    differences = settings_differences(baseline, current)
+    if differences:
+        print(f"check: {baseline_path} was made with different settings, so the results are not comparable:")
+        for d in differences:
+            print(f"  - {d}")
+        print("Re-run with the baseline's settings, or accept the new settings with "
+              "`python -m pipeline.check --update` and commit the baseline.")
+        return 1
+    rows = compare(baseline, current, check)
+    print(f"check: {args.metrics} and {args.complexity}/ against {baseline_path} "
+          f"(tolerances: accuracy -{check.max_accuracy_drop:g} points, balanced accuracy/macro-F1/AUC "
+          f"-{check.max_metric_drop:g}, exact: {', '.join(check.exact)})")
+    shown = rows if args.all else [r for r in rows if r["status"] != "ok" or r["delta"] not in (0, None)]
+    print(format_table(shown) if shown else "(every compared value is unchanged)")
+    if len(shown) < len(rows):
+        print(f"{len(rows) - len(shown)} unchanged value(s) within tolerance not shown (--all shows them).")
+    failing = [r for r in rows if r["status"] in FAILING]
+    new = [r for r in rows if r["status"] == "new"]
+    if new:
+        print(f"{len(new)} new result(s) not in the baseline (not a failure; `--update` adds them).")
+    if failing:
+        print(f"FAILED: {len(failing)} regression(s): "
+              + "; ".join(f"{r['model']} {r['protocol']} {r['metric']} {r['status']}" for r in failing))
+        return 1
+    print("OK: no regressions.")
+    return 0
+
+
+if __name__ == "__main__":
+    from pipeline.cli import run_stage
+
+    run_stage(main)

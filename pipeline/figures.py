@@ -1,0 +1,223 @@
+"""Report figures (PNG, matplotlib Agg). Each function draws one figure from plain data and
+writes it atomically; the caller supplies a title naming data source, protocol(s) and input size.
+
+Figures are built on `matplotlib.figure.Figure` directly, not pyplot, so no global state or
+display backend is involved.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from pipeline.atomic import atomic_path
+
+PROTOCOL_COLORS = {"patient": "#1f77b4", "image": "#d62728", "ucar": "#ff7f0e"}
+PROTOCOL_MARKERS = {"patient": "o", "image": "s", "ucar": "D"}
+PROTOCOL_STYLES = {"patient": "-", "image": "--", "ucar": ":"}
+DPI = 110
+
+
+def _figure(width: float, height: float):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+
+
+def _title(fig, title: str) -> None:
+    """Suptitle wrapped to the figure's width, so long context lines stay inside the image."""
+    import textwrap
+
+    width = max(40, int(fig.get_figwidth() * 13))
+    fig.suptitle("\n".join(textwrap.fill(line, width) for line in title.splitlines()), fontsize=10)
+
+
+def _save(fig, path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=DPI, metadata={"Software": None})
+
+
+def _model_colors(models: Sequence[str]) -> dict[str, tuple]:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10"]
+    return {m: cmap(i % 10) for i, m in enumerate(models)}
+
+
+def accuracy_vs_macs(points: list[dict], path: str | Path, title: str) -> None:
+    """Accuracy (mean ± sd over folds) against MACs at 3x224x224 on a log axis; marker area by params.
+
+    Each point: model, label, protocol, macs, params, accuracy (%), accuracy_sd (%).
+    """
+    fig = _figure(8.5, 5.6)
+    ax = fig.add_subplot()
+    models = list(dict.fromkeys(p["model"] for p in points))
+    colors = _model_colors(models)
+    max_params = max((p["params"] for p in points), default=1) or 1
+    for p in points:
+        if p["macs"] is None or p["accuracy"] is None:
+            continue
+        size = 40 + 400 * math.sqrt(p["params"] / max_params)   # area grows with sqrt(params): all stay visible
+        ax.errorbar(p["macs"], p["accuracy"], yerr=p["accuracy_sd"] or 0, fmt="none", ecolor=colors[p["model"]],
+                    elinewidth=1.2, capsize=3, alpha=0.8, zorder=2)
+        ax.scatter(p["macs"], p["accuracy"], s=size, color=colors[p["model"]], edgecolor="black",
+                   marker=PROTOCOL_MARKERS.get(p["protocol"], "o"), alpha=0.85, zorder=3)
+        # patient labels below-right, others above-right: a model's two points often sit close
+        ax.annotate(f"{p['label']} ({p['protocol']})", (p["macs"], p["accuracy"]), textcoords="offset points",
+                    xytext=(9, -13 if p["protocol"] == "patient" else 7), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("MACs at 3x224x224 (log scale)")
+    ax.set_ylabel("accuracy, % (mean ± sd over folds)")
+    ax.grid(True, which="both", alpha=0.3)
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], marker=PROTOCOL_MARKERS.get(pr, "o"), color="grey", linestyle="", markersize=8,
+                      label=f"{pr} protocol") for pr in dict.fromkeys(p["protocol"] for p in points)]
+    handles.append(Line2D([], [], linestyle="", label="marker area ~ sqrt(params)"))
+    ax.legend(handles=handles, loc="best", fontsize=8)
+    ax.margins(x=0.15, y=0.12)
+    _title(fig, title)
+    _save(fig, path)
+
+
+def confusion_matrices(matrices: dict[str, dict[str, np.ndarray]], labels: dict[str, str],
+                       class_names: Sequence[str], path: str | Path, title: str) -> None:
+    """One panel per model (columns) and protocol (rows): counts summed over folds, colour = row share."""
+    protocols = list(matrices)
+    models = list(dict.fromkeys(m for pr in protocols for m in matrices[pr]))
+    n_classes = len(class_names)
+    cell = 0.55 * max(n_classes, 2) + 1.2
+    fig = _figure(cell * len(models) + 0.8, cell * len(protocols) + 0.9)
+    axes = fig.subplots(len(protocols), len(models), squeeze=False)
+    for i, protocol in enumerate(protocols):
+        for j, model in enumerate(models):
+            ax = axes[i][j]
+            cm = matrices[protocol].get(model)
+            if cm is None:
+                ax.set_axis_off()
+                continue
+            cm = np.asarray(cm, dtype=float)
+            share = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+            ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+            for r in range(n_classes):
+                for c in range(n_classes):
+                    ax.text(c, r, f"{int(cm[r, c])}\n{100 * share[r, c]:.0f}%", ha="center", va="center",
+                            fontsize=8, color="white" if share[r, c] > 0.6 else "black")
+            ax.set_xticks(range(n_classes), class_names, fontsize=7, rotation=30)
+            ax.set_yticks(range(n_classes), class_names, fontsize=7)
+            ax.set_title(f"{labels.get(model, model)}\n{protocol} protocol", fontsize=8)
+            if j == 0:
+                ax.set_ylabel("true class", fontsize=8)
+            if i == len(protocols) - 1:
+                ax.set_xlabel("predicted class", fontsize=8)
+    _title(fig, title)
+    _save(fig, path)
+
+
+def per_fold_accuracy(per_fold: list[dict], models: Sequence[str], protocols: Sequence[str],
+                      labels: dict[str, str], path: str | Path, title: str) -> None:
+    """Per-fold accuracy of each model, protocols side by side; the line joins the protocol means
+    and its label gives the gap (image-level minus patient-grouped), the leakage made visible."""
+    fig = _figure(max(8.0, 1.6 * len(models) + 2), 5.4)
+    ax = fig.add_subplot()
+    width = 0.7 / max(len(protocols), 1)
+    for x, model in enumerate(models):
+        means = {}
+        for k, protocol in enumerate(protocols):
+            ys = [100 * r["accuracy"] for r in per_fold
+                  if r["model"] == model and r["protocol"] == protocol and r["accuracy"] is not None]
+            if not ys:
+                continue
+            xpos = x - 0.35 + width * (k + 0.5)
+            jitter = np.linspace(-width * 0.2, width * 0.2, len(ys)) if len(ys) > 1 else [0.0]
+            ax.scatter(xpos + np.asarray(jitter), ys, color=PROTOCOL_COLORS.get(protocol, "grey"),
+                       marker=PROTOCOL_MARKERS.get(protocol, "o"), s=28, alpha=0.8, zorder=3,
+                       label=f"{protocol} protocol (one point per fold)" if x == 0 else None)
+            means[protocol] = (xpos, float(np.mean(ys)))
+            ax.hlines(means[protocol][1], xpos - width * 0.35, xpos + width * 0.35,
+                      color=PROTOCOL_COLORS.get(protocol, "grey"), linewidth=2.5, zorder=4)
+        if "patient" in means and len(means) > 1:
+            other = next(p for p in ("image", "ucar") if p in means) if any(p in means for p in ("image", "ucar")) else None
+            if other:
+                (x0, y0), (x1, y1) = means["patient"], means[other]
+                ax.plot([x0, x1], [y0, y1], color="black", linewidth=1, zorder=2)
+                ax.annotate(f"{y1 - y0:+.1f} pts", ((x0 + x1) / 2, max(y0, y1)), textcoords="offset points",
+                            xytext=(0, 8), ha="center", fontsize=8)
+    ax.set_xticks(range(len(models)), [labels.get(m, m) for m in models], rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("test accuracy, %")
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.margins(y=0.15)
+    _title(fig, title)
+    _save(fig, path)
+
+
+def training_curves(curves: dict[str, dict[str, dict]], labels: dict[str, str], path: str | Path,
+                    title: str) -> None:
+    """Validation accuracy and training loss by epoch, mean over folds: one row per protocol.
+
+    curves[protocol][model] = {"epoch": [...], "val_accuracy": [...], "train_loss": [...]}.
+    """
+    from matplotlib.ticker import MaxNLocator
+
+    protocols = list(curves)
+    models = list(dict.fromkeys(m for pr in protocols for m in curves[pr]))
+    colors = _model_colors(models)
+    fig = _figure(11, 3.4 * len(protocols) + 0.6)
+    axes = fig.subplots(len(protocols), 2, squeeze=False)
+    for i, protocol in enumerate(protocols):
+        for model, c in curves[protocol].items():
+            axes[i][0].plot(c["epoch"], [100 * v for v in c["val_accuracy"]], color=colors[model],
+                            label=labels.get(model, model))
+            axes[i][1].plot(c["epoch"], c["train_loss"], color=colors[model], label=labels.get(model, model))
+        axes[i][0].set_title(f"validation accuracy, {protocol} protocol (mean over folds)", fontsize=9)
+        axes[i][1].set_title(f"training loss, {protocol} protocol (mean over folds)", fontsize=9)
+        axes[i][0].set_ylabel("%")
+        for ax in axes[i]:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_xlabel("epoch")
+            ax.grid(True, alpha=0.3)
+    axes[0][1].legend(fontsize=8, loc="upper right")
+    _title(fig, title)
+    _save(fig, path)
+
+
+def roc_curves(pooled: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]], labels: dict[str, str],
+               class_names: Sequence[str], path: str | Path, title: str) -> None:
+    """ROC curves of each model's pooled test predictions (all folds), one panel per protocol.
+
+    Two classes: the positive (second) class. More: micro-averaged one-vs-rest.
+    """
+    from sklearn.metrics import roc_auc_score, roc_curve
+    from sklearn.preprocessing import label_binarize
+
+    protocols = list(pooled)
+    models = list(dict.fromkeys(m for pr in protocols for m in pooled[pr]))
+    colors = _model_colors(models)
+    fig = _figure(5.0 * len(protocols) + 0.5, 5.2)
+    axes = fig.subplots(1, len(protocols), squeeze=False)[0]
+    n_classes = len(class_names)
+    for ax, protocol in zip(axes, protocols):
+        for model, (y, prob) in pooled[protocol].items():
+            if n_classes == 2:
+                truth, score = (y == 1).astype(int), prob[:, 1]
+            else:
+                truth = label_binarize(y, classes=list(range(n_classes))).ravel()
+                score = prob.ravel()
+            if truth.min() == truth.max():
+                continue  # one class only: no ROC curve
+            fpr, tpr, _ = roc_curve(truth, score)
+            auc = roc_auc_score(truth, score)
+            ax.plot(fpr, tpr, color=colors[model], label=f"{labels.get(model, model)} (pooled AUC {auc:.3f})")
+        ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+        what = f"positive class: {class_names[1]}" if n_classes == 2 else "micro-average, one-vs-rest"
+        ax.set_title(f"{protocol} protocol, pooled test folds ({what})", fontsize=9)
+        ax.set_xlabel("false positive rate (1 - specificity)")
+        ax.set_ylabel("true positive rate (sensitivity)")
+        ax.set_aspect("equal")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+    _title(fig, title)
+    _save(fig, path)

@@ -1,0 +1,147 @@
+"""Published figures, and the table that sets each beside this run's figure for the same quantity.
+
+The published numbers are literature constants, each with its citation. This run's numbers are
+always read from reports/metrics.json and reports/complexity/*.json, never typed in here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# (short name, full citation, DOI)
+TAN_2024 = ("Tan et al. 2024",
+            "Tan et al., A lightweight convolutional neural network for myositis classification from muscle "
+            "ultrasound images, J. Biomed. Eng. 2024, 41(5):895-902", "10.7507/1001-5515.202301023")
+UCAR_2022 = ("Uçar 2022",
+             "Uçar, Classification of myositis from muscle ultrasound images using deep learning, "
+             "Biomed. Signal Process. Control 71 (2022) 103277", "10.1016/j.bspc.2021.103277")
+BURLINA_2017 = ("Burlina et al. 2017",
+                "Burlina, Billings, Joshi, Albayda, Automated diagnosis of myositis from muscle ultrasound: "
+                "exploring the use of machine learning and deep learning methods, PLoS One 2017, 12(8):e0184059",
+                "10.1371/journal.pone.0184059")
+SOURCES = (TAN_2024, UCAR_2022, BURLINA_2017)
+
+NOT_STATED = "not stated in the abstract"
+
+
+@dataclass(frozen=True)
+class Published:
+    """One figure from the literature and the quantity of this run it corresponds to."""
+    source: str               # short name, e.g. "Uçar 2022"
+    citation: str
+    doi: str
+    network: str              # the network the paper reports on
+    quantity: str             # accuracy | accuracy_gain | macs_pct
+    value: float              # accuracy and gain in percent (points); macs_pct in percent
+    sd: float | None          # as published (across folds), None when not given
+    scenario: str | None      # None: the abstract does not say
+    protocol: str | None      # "image": image-level folds; None: not stated
+    this_run_model: str       # this run's model for the same quantity ("best": the best of this run)
+    note: str = ""
+    decimals: int = 1         # as printed in the paper
+
+
+PUBLISHED: tuple[Published, ...] = (
+    Published(*TAN_2024, "proposed lightweight network (DSC/CConv + soft-threshold attention)",
+              "accuracy", 96.1, None, None, None, "stanet"),
+    Published(*TAN_2024, "dual-branch feature-fusion network (Uçar 2022)", "accuracy", 96.1 - 5.9, None,
+              None, None, "dual_vgg", "derived: the abstract gives 96.1 and a 5.9-point gain"),
+    Published(*TAN_2024, "proposed minus dual-branch", "accuracy_gain", 5.9, None, None, None, "stanet"),
+    Published(*TAN_2024, "proposed network's computation as % of the dual-branch network's", "macs_pct",
+              0.25, None, None, None, "stanet", decimals=2),
+    *(Published(*UCAR_2022, "dual-branch VGG16+VGG19 feature fusion", "accuracy", acc, None, s, "image",
+                "dual_vgg", "image-level stratified 5-fold (published FileList folds)", decimals=2)
+      for s, acc in (("S1", 93.00), ("S2", 96.01), ("S3", 91.74), ("S4", 95.12))),
+    *(Published(*BURLINA_2017, f"fine-tuned AlexNet (problem {p})", "accuracy", acc, sd, s, None, "best",
+                "accuracy ± sd as in the abstract; AlexNet is not in this benchmark, so this run's best model "
+                "is set beside it")
+      for p, s, acc, sd in (("A", "S1", 76.2, 3.1), ("B", "S2", 86.6, 2.4), ("C", "S3", 74.8, 3.9))),
+)
+
+QUANTITY_WORDS = {
+    "accuracy": "accuracy (%)",
+    "accuracy_gain": "accuracy difference (points)",
+    "macs_pct": "MACs at 3x224x224, % of dual-branch",
+}
+
+
+def data_caveat(data_source: str) -> str:
+    """Words saying whether this run's accuracy can be compared with a published one."""
+    if data_source == "synthetic":
+        return "synthetic cohort: not comparable to the published figure"
+    if data_source == "folder":
+        return "own image folder: a different cohort from the published figure's"
+    return "same public cohort (Uçar release of Burlina 2017)"
+
+
+def _pct(stat: dict | None) -> str:
+    if not stat or stat.get("mean") is None:
+        return "n/a"
+    sd = stat.get("sd")
+    return f"{100 * stat['mean']:.1f}" + (f" ± {100 * sd:.1f}" if sd is not None else "")
+
+
+def _protocol_for(published_protocol: str | None, protocols: list[str]) -> list[str]:
+    """This run's protocols that match a published one: the paper's own folds first, then image-level."""
+    if published_protocol is None:
+        return list(protocols)
+    if published_protocol == "image":
+        for p in ("ucar", "image"):
+            if p in protocols:
+                return [p]
+    return [p for p in protocols if p == published_protocol]
+
+
+def beside_this_run(metrics: dict, complexity: dict[str, dict]) -> list[dict]:
+    """Rows of the paper-beside-this-run table: citation, quantity, scenario, protocol, published
+    figure, this run's figure and setting, and a note on comparability."""
+    meta = metrics["meta"]
+    scenario, protocols, source = meta["scenario"], list(meta["protocols"]), meta["data_source"]
+    models = [m for m in meta["models"] if m in metrics]
+    setting = (f"{source}, {scenario}, {len(meta['folds'])} folds, input "
+               + "x".join(str(v) for v in (meta.get("input_size") or [])))
+    rows = []
+    for pub in PUBLISHED:
+        base = {"source": pub.source, "citation": pub.citation, "doi": pub.doi, "network": pub.network,
+                "quantity": QUANTITY_WORDS[pub.quantity],
+                "published": f"{pub.value:.{pub.decimals}f}" + (f" ± {pub.sd:.{pub.decimals}f}" if pub.sd is not None else ""),
+                "published_scenario": pub.scenario or NOT_STATED,
+                "published_protocol": {"image": "image-level folds", None: NOT_STATED}.get(pub.protocol, pub.protocol)}
+        if pub.quantity == "macs_pct":
+            macs = {m: (complexity.get(m) or {}).get("paper_setting", {}).get("macs") for m in ("stanet", "dual_vgg")}
+            if macs["stanet"] and macs["dual_vgg"]:
+                value = f"{100 * macs['stanet'] / macs['dual_vgg']:.2f}"
+                note = ("computation is counted (thop) at 3x224x224 and does not depend on the data: comparable; "
+                        "stanet is this project's reconstruction from the abstract")
+            else:
+                value, note = "not run (needs stanet and dual_vgg complexity)", ""
+            rows.append({**base, "this_run": value, "this_run_model": "stanet / dual_vgg",
+                         "this_run_setting": "3x224x224, thop", "note": note})
+            continue
+        if pub.scenario is not None and pub.scenario != scenario:
+            rows.append({**base, "this_run": f"not run (this run: {scenario})", "this_run_model": "",
+                         "this_run_setting": "", "note": pub.note})
+            continue
+        matched = _protocol_for(pub.protocol, protocols)
+        if not matched:
+            rows.append({**base, "this_run": f"not run (this run: protocols {', '.join(protocols)})",
+                         "this_run_model": "", "this_run_setting": "", "note": pub.note})
+            continue
+        for protocol in matched:
+            notes = [n for n in (pub.note, data_caveat(source)) if n]
+            if pub.scenario is None:
+                notes.append(f"the paper's scenario and protocol are {NOT_STATED}")
+            if pub.quantity == "accuracy_gain":
+                a = metrics.get("stanet", {}).get(protocol, {}).get("accuracy", {}).get("mean")
+                b = metrics.get("dual_vgg", {}).get(protocol, {}).get("accuracy", {}).get("mean")
+                value = f"{100 * (a - b):+.1f}" if a is not None and b is not None else "not run"
+                model = "stanet - dual_vgg"
+            else:
+                model = pub.this_run_model
+                if model == "best":
+                    model = max(models, key=lambda m: metrics[m].get(protocol, {}).get("accuracy", {}).get("mean")
+                                or -1.0)
+                stat = metrics.get(model, {}).get(protocol, {}).get("accuracy")
+                value = _pct(stat) if stat else f"not run ({model} not in this run)"
+            rows.append({**base, "this_run": value, "this_run_model": model,
+                         "this_run_setting": f"{setting}, {protocol} protocol", "note": "; ".join(notes)})
+    return rows

@@ -1,0 +1,223 @@
+"""Stage `profile`: what one model costs, counted and measured, not guessed.
+
+    python -m pipeline.profile --model stanet      -> reports/complexity/stanet.json
+
+Figures (the JSON layout is the contract in the project docs):
+- params: exact count of the model as trained (data.channels in, split.scenario's classes out).
+- macs: thop's multiply-accumulates of convolution and linear layers, plus thop's count for
+  average pooling, plus the soft-threshold attention's own arithmetic through a custom rule
+  (`SoftThreshold.macs`). Batch norm counts zero: it folds into the preceding convolution at
+  inference, and timm's fused BatchNormAct2d, which thop does not know, would otherwise make the
+  convention differ between models. Activations count zero. This matches torchvision's published
+  GMACs (tests/test_profile.py checks five of them). thop matches module types exactly, so the
+  rules here are attached by isinstance (timm's own Linear subclass would otherwise count zero).
+- flops: torch.utils.flop_counter.FlopCounterMode, which counts only matmul- and
+  convolution-like aten ops (2 FLOPs per multiply-accumulate): no batch norm, activation,
+  pooling or elementwise work, so flops is close to 2 x macs but not equal to it.
+- both at the paper's 3x224x224 and at the training input data.channels x data.image_size^2.
+- latency: CPU wall time of model(x) in inference mode with torch.set_num_threads(profile.threads),
+  batch 1 at 3x224x224 and batch 32 at the training input; median, quartiles, min and max over
+  profile.latency_runs runs after profile.warmup_runs warm-up runs.
+- peak_memory_bytes: the most bytes of CPU tensor memory allocated at once during one batch-1
+  3x224x224 inference forward, beyond the weights and the input that already exist; read from
+  torch.profiler's allocator events (every allocation and free, in order). Process RSS would
+  mix in the allocator's caching and the interpreter; tracemalloc does not see torch's memory.
+- weights_bytes: len(torch.save(state_dict)) of the model as trained.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import io
+import os
+import statistics
+import time
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # keep torch.profiler's start/stop chatter off stderr
+
+import thop
+import torch
+from thop.vision.basic_hooks import count_adap_avgpool, count_avgpool, count_convNd, count_linear, zero_ops
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+import models
+from pipeline import params as params_module
+from pipeline.atomic import atomic_write_json
+from pipeline.cli import run_stage
+from pipeline.scenarios import class_names
+
+PAPER_INPUT = (3, 224, 224)
+OUT_DIR = Path("reports/complexity")
+
+# thop rules by base class, so subclasses (timm.layers.Linear, Conv2dSame, BatchNormAct2d) count too
+_RULES_BY_BASE: list[tuple[type[nn.Module], Any]] = [
+    (nn.modules.conv._ConvNd, count_convNd),
+    (nn.Linear, count_linear),
+    (nn.modules.batchnorm._NormBase, zero_ops),
+    (nn.AdaptiveAvgPool2d, count_adap_avgpool),
+    (nn.AvgPool2d, count_avgpool),
+]
+
+
+def _count_own_macs(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+    """thop rule for modules that count themselves (e.g. models.SoftThreshold.macs)."""
+    module.total_ops += torch.DoubleTensor([module.macs(inputs[0].shape)])
+
+
+def thop_rules(model: nn.Module) -> dict[type[nn.Module], Any]:
+    """thop custom_ops for every module type in `model`: own `macs()` first, then the base-class rules."""
+    rules = {}
+    for m in model.modules():
+        t = type(m)
+        if t in rules:
+            continue
+        if callable(getattr(m, "macs", None)):
+            rules[t] = _count_own_macs
+            continue
+        for base, rule in _RULES_BY_BASE:
+            if isinstance(m, base):
+                rules[t] = rule
+                break
+    return rules
+
+
+def count_macs(model: nn.Module, x: torch.Tensor) -> int:
+    """MACs of model(x) by thop, on a deep copy (thop leaves total_ops buffers and hooks behind)."""
+    clone = copy.deepcopy(model).eval()
+    macs, _ = thop.profile(clone, inputs=(x,), custom_ops=thop_rules(clone), verbose=False)
+    return int(round(macs))
+
+
+def count_flops(model: nn.Module, x: torch.Tensor) -> int:
+    """FLOPs of model(x) by torch.utils.flop_counter.FlopCounterMode (matmul/conv-like ops only)."""
+    training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(x)
+    finally:
+        model.train(training)
+    return int(counter.get_total_flops())
+
+
+def count_params(model: nn.Module) -> int:
+    """Exact number of parameters (buffers such as batch-norm statistics excluded)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def measure(model: nn.Module, input_size: tuple[int, int, int] = PAPER_INPUT) -> dict:
+    """Params, MACs and FLOPs of `model` for one input of `input_size` (C, H, W)."""
+    x = torch.randn(1, *input_size)
+    return {"input": list(input_size), "params": count_params(model),
+            "macs": count_macs(model, x), "flops": count_flops(model, x)}
+
+
+def measure_latency(model: nn.Module, input_size: tuple[int, int, int], batch_size: int = 1,
+                    runs: int = 30, warmup: int = 3) -> dict:
+    """CPU inference latency of one batch, in ms: median, p25, p75, min and max over `runs` runs."""
+    training = model.training
+    model.eval()
+    x = torch.randn(batch_size, *input_size)
+    times = []
+    try:
+        with torch.inference_mode():
+            for i in range(warmup + runs):
+                start = time.perf_counter()
+                model(x)
+                if i >= warmup:
+                    times.append((time.perf_counter() - start) * 1000.0)
+    finally:
+        model.train(training)
+    q1, q2, q3 = statistics.quantiles(times, n=4, method="inclusive")
+    return {"input": list(input_size), "median_ms": round(q2, 3), "p25_ms": round(q1, 3), "p75_ms": round(q3, 3),
+            "min_ms": round(min(times), 3), "max_ms": round(max(times), 3)}
+
+
+def peak_forward_memory(model: nn.Module, input_size: tuple[int, int, int] = PAPER_INPUT, batch_size: int = 1) -> int:
+    """Most bytes of CPU tensor memory allocated at once during one inference forward (weights excluded)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    training = model.training
+    model.eval()
+    x = torch.randn(batch_size, *input_size)
+    try:
+        with torch.inference_mode():
+            model(x)  # first call may allocate one-off caches (e.g. oneDNN); keep them out of the count
+            with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+                model(x)
+    finally:
+        model.train(training)
+    # each "[memory]" event is one allocation (+bytes) or free (-bytes); the running sum in time
+    # order is what was allocated during the forward and still alive
+    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
+                    if e.name() == "[memory]")
+    current = peak = 0
+    for _, nbytes in events:
+        current += nbytes
+        peak = max(peak, current)
+    return peak
+
+
+def weights_bytes(model: nn.Module) -> int:
+    """Size of the saved weights: bytes of torch.save(model.state_dict())."""
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return buffer.tell()
+
+
+def profile_model(name: str, params: params_module.Params) -> dict:
+    """Every figure of reports/complexity/<name>.json for model `name` under `params`."""
+    num_classes = len(class_names(params.split.scenario))
+    train_input = (params.data.channels, params.data.image_size, params.data.image_size)
+    torch.manual_seed(params.seed)
+    torch.set_num_threads(params.profile.threads)
+    paper_model = models.create_model(name, num_classes=num_classes, in_chans=PAPER_INPUT[0])
+    train_model = (paper_model if train_input[0] == PAPER_INPUT[0]
+                   else models.create_model(name, num_classes=num_classes, in_chans=train_input[0]))
+    paper, training = measure(paper_model, PAPER_INPUT), measure(train_model, train_input)
+    runs, warmup = params.profile.latency_runs, params.profile.warmup_runs
+    return {
+        "model": name,
+        "display_name": models.display_name(name),
+        "num_classes": num_classes,
+        "params": training["params"],
+        "paper_setting": paper,
+        "training_setting": training,
+        "latency": {
+            "device": "cpu", "threads": torch.get_num_threads(), "runs": runs, "warmup": warmup,
+            "batch_1": measure_latency(paper_model, PAPER_INPUT, 1, runs, warmup),
+            "batch_32": measure_latency(train_model, train_input, 32, runs, warmup),
+        },
+        "peak_memory_bytes": peak_forward_memory(paper_model, PAPER_INPUT),
+        "weights_bytes": weights_bytes(train_model),
+        "versions": {"torch": torch.__version__, "timm": version("timm"), "thop": version("thop")},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m pipeline.profile", description=__doc__.splitlines()[0])
+    ap.add_argument("--model", required=True, help="a registered model or timm name, e.g. stanet")
+    ap.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    ap.add_argument("--out-dir", default=str(OUT_DIR), help=f"where <model>.json goes (default: {OUT_DIR})")
+    args = ap.parse_args(argv)
+    params = params_module.load(args.params)
+    try:
+        models.display_name(args.model)
+    except ValueError as e:
+        raise params_module.ParamsError(f"--model: {e}") from None
+    start = time.perf_counter()
+    report = profile_model(args.model, params)
+    target = Path(args.out_dir) / f"{args.model}.json"
+    atomic_write_json(target, report)
+    print(f"{target}: params {report['params']:,}, {report['paper_setting']['macs'] / 1e6:,.1f} MMACs at 3x224x224, "
+          f"batch-1 latency {report['latency']['batch_1']['median_ms']:.1f} ms "
+          f"({time.perf_counter() - start:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,140 @@
+"""Fake but well-formed pipeline outputs for testing evaluate, report and check without training.
+
+`write_fixture(root)` writes, under `root`: params.yaml, runs/<model>/<protocol>/fold-<k>/
+{predictions.csv,history.csv,metrics.json} and reports/complexity/<model>.json, following the
+file contract of the train and profile stages. Predictions are drawn from a seeded generator with
+a per-model skill, and the image protocol scores higher (as leakage would), so metrics differ
+between models and protocols but are reproducible.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from pipeline.scenarios import class_names as scenario_classes
+from pipeline.scenarios import label_map
+
+# params, MACs and FLOPs at 3x224x224: orders of magnitude of the real networks, not measurements
+FAKE_COMPLEXITY = {
+    "stanet": (310_000, 88_000_000),
+    "dual_vgg": (36_500_000, 34_900_000_000),
+    "resnet18": (11_200_000, 1_820_000_000),
+    "mobilenetv3_small_100": (1_500_000, 57_000_000),
+}
+SKILL = {"stanet": 0.80, "dual_vgg": 0.72, "resnet18": 0.76, "mobilenetv3_small_100": 0.70}
+LEAKAGE_BONUS = {"patient": 0.0, "image": 0.12, "ucar": 0.12}
+DIAGNOSIS_CYCLE = ("N", "IBM", "PM", "N", "DM", "IBM")   # S1: one third normal, unbalanced on purpose
+
+
+def fixture_params(models=("stanet", "dual_vgg", "resnet18"), protocols=("patient", "image"), folds=3,
+                   scenario="S1", epochs=4, seed=0, data_source="synthetic") -> dict:
+    """A small, valid params mapping for the fixture runs."""
+    return {
+        "seed": seed,
+        "profile_name": "fixture",
+        "data": {"source": data_source, "image_size": 32, "channels": 1,
+                 "synthetic": {"patients": 12, "images_per_side": 2, "render_size": 64}},
+        "split": {"scenario": scenario, "protocols": list(protocols), "folds": folds},
+        "train": {"models": list(models), "folds": list(range(1, folds + 1)), "epochs": epochs},
+        "evaluate": {"reference_model": "stanet", "bootstrap": 200},
+        "check": {"baseline": "reports/baseline.json", "max_accuracy_drop": 2.0, "max_metric_drop": 0.03,
+                  "exact": ["params", "macs", "flops"]},
+    }
+
+
+def _cohort(n_patients: int, images_per_patient: int, scenario: str) -> pd.DataFrame:
+    labels = label_map(scenario)
+    rows, image_id = [], 0
+    for i in range(n_patients):
+        diagnosis = DIAGNOSIS_CYCLE[i % len(DIAGNOSIS_CYCLE)]
+        if diagnosis not in labels:
+            continue
+        for _ in range(images_per_patient):
+            rows.append({"image_id": image_id, "patient_id": f"P{i:03d}", "label": labels[diagnosis]})
+            image_id += 1
+    return pd.DataFrame(rows)
+
+
+def _test_parts(cohort: pd.DataFrame, protocol: str, folds: int) -> list[pd.DataFrame]:
+    if protocol == "patient":
+        # deal patients to folds class by class, so every fold's test part holds every class
+        patients = cohort.groupby("patient_id")["label"].first().reset_index().sort_values(["label", "patient_id"])
+        fold_of = {p: i % folds for i, p in enumerate(patients["patient_id"])}
+        key = cohort["patient_id"].map(fold_of)
+    else:
+        key = cohort["image_id"] % folds
+    return [cohort[key == k].reset_index(drop=True) for k in range(folds)]
+
+
+def _probabilities(labels: np.ndarray, n_classes: int, skill: float, rng: np.random.Generator) -> np.ndarray:
+    correct = rng.random(len(labels)) < skill
+    prob = rng.dirichlet(np.ones(n_classes), size=len(labels))
+    for i, y in enumerate(labels):
+        # put the largest probability on the true class when correct, on another class otherwise
+        target = y if correct[i] else (y + 1 + rng.integers(n_classes - 1)) % n_classes
+        j = int(prob[i].argmax())
+        prob[i, [j, target]] = prob[i, [target, j]]
+    return prob / prob.sum(axis=1, keepdims=True)
+
+
+def write_fixture(root: str | Path, models=("stanet", "dual_vgg", "resnet18"), protocols=("patient", "image"),
+                  folds=3, scenario="S1", epochs=4, seed=0, data_source="synthetic", n_patients=24,
+                  images_per_patient=6) -> Path:
+    """Write params.yaml, runs/ and reports/complexity/ under `root`; return `root`."""
+    root = Path(root)
+    params = fixture_params(models, protocols, folds, scenario, epochs, seed, data_source)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    names = list(scenario_classes(scenario))
+    cohort = _cohort(n_patients, images_per_patient, scenario)
+    rng = np.random.default_rng(seed)
+    for model in models:
+        for protocol in protocols:
+            parts = _test_parts(cohort, protocol, folds)
+            for k, test in enumerate(parts, start=1):
+                d = root / "runs" / model / protocol / f"fold-{k}"
+                d.mkdir(parents=True, exist_ok=True)
+                skill = min(0.98, SKILL.get(model, 0.7) + LEAKAGE_BONUS[protocol])
+                prob = _probabilities(test["label"].to_numpy(), len(names), skill, rng)
+                pred = test.copy()
+                pred["predicted"] = prob.argmax(axis=1)
+                for c, name in enumerate(names):
+                    pred[f"prob_{name}"] = prob[:, c].round(6)
+                pred.to_csv(d / "predictions.csv", index=False)
+                epoch = np.arange(1, epochs + 1)
+                history = pd.DataFrame({
+                    "epoch": epoch, "train_loss": (0.7 * np.exp(-epoch / epochs) + rng.random(epochs) * 0.02).round(6),
+                    "val_loss": (0.75 * np.exp(-epoch / (2 * epochs))).round(6),
+                    "val_accuracy": (0.5 + (skill - 0.5) * (1 - np.exp(-epoch / 2))).round(6),
+                    "lr": 0.002, "seconds": 0.5})
+                history.to_csv(d / "history.csv", index=False)
+                n_test = len(test)
+                acc = float((pred["predicted"] == pred["label"]).mean())
+                meta = {"model": model, "protocol": protocol, "fold": k, "scenario": scenario,
+                        "class_names": names, "accuracy": acc, "balanced_accuracy": acc, "macro_f1": acc,
+                        "auc": acc, "n_train": int((len(cohort) - n_test) * 0.8),
+                        "n_val": int((len(cohort) - n_test) * 0.2), "n_test": n_test, "epochs": epochs,
+                        "best_epoch": epochs, "seconds": 2.0, "device": "cpu", "device_name": "fixture CPU",
+                        "threads": 2, "input_size": [1, 32, 32], "batch_size": 32, "optimizer": "adamw",
+                        "lr": 0.002, "pretrained": False}
+                (d / "metrics.json").write_text(json.dumps(meta, indent=2))
+    for model in models:
+        n_params, macs = FAKE_COMPLEXITY.get(model, (1_000_000, 100_000_000))
+        lat = {"median_ms": macs / 1e8 + 1.0, "p25_ms": macs / 1e8 + 0.9, "p75_ms": macs / 1e8 + 1.1,
+               "min_ms": macs / 1e8 + 0.8, "max_ms": macs / 1e8 + 1.5}
+        c = {"model": model, "display_name": {"stanet": "STANet (Tan 2024)", "dual_vgg": "Dual VGG16+19 (Uçar 2022)"}
+             .get(model, model), "num_classes": len(names), "params": n_params,
+             "paper_setting": {"input": [3, 224, 224], "macs": macs, "flops": 2 * macs},
+             "training_setting": {"input": [1, 32, 32], "macs": macs // 49, "flops": 2 * (macs // 49)},
+             "latency": {"device": "cpu", "threads": 2, "runs": 30, "warmup": 3,
+                         "batch_1": {"input": [3, 224, 224], **lat},
+                         "batch_32": {"input": [1, 32, 32], **lat}},
+             "peak_memory_bytes": 4 * n_params, "weights_bytes": 4 * n_params,
+             "versions": {"torch": "x", "timm": "x", "thop": "x"}}
+        out = root / "reports" / "complexity" / f"{model}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(c, indent=2))
+    return root

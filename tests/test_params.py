@@ -1,0 +1,74 @@
+"""params.yaml validation: typed objects, unknown keys and bad values refused by name."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.params import ParamsError, apply_profile, from_dict, load
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_repository_params_and_profiles_are_valid():
+    base = load(ROOT / "params.yaml")
+    assert base.data.source == "synthetic" and base.seed == 0
+    assert base.train.optim_for("dual_vgg").lr == pytest.approx(2e-5)   # Uçar's setting
+    assert base.train.optim_for("stanet") == base.train.optim
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"data": {"sourc": "synthetic"}}, "unknown key data.sourc"),
+    ({"bogus": 1}, "unknown key bogus"),
+    ({"data": {"source": "dicom"}}, "data.source: 'dicom' is not accepted; expected one of"),
+    ({"data": {"image_size": 8}}, "data.image_size: 8"),
+    ({"data": {"image_size": "64"}}, "data.image_size: '64' is not accepted; expected an integer"),
+    ({"data": {"channels": 2}}, "data.channels: 2"),
+    ({"split": {"scenario": "S5"}}, "split.scenario: 'S5'"),
+    ({"split": {"protocols": ["patient", "patient"]}}, "split.protocols"),
+    ({"split": {"protocols": ["ucar"]}}, "'ucar' folds exist only for data.source 'ucar'"),
+    ({"split": {"folds": 3}, "train": {"folds": [1, 4]}}, "train.folds: [4] exceed split.folds=3"),
+    ({"train": {"epochs": 0}}, "train.epochs: 0"),
+    ({"train": {"optim": {"lr": -1}}}, "train.optim.lr: -1"),
+    ({"train": {"augment": "yes"}}, "train.augment: 'yes' is not accepted; expected true or false"),
+    ({"train": {"overrides": {"vgg99": {"lr": 0.1}}}}, "train.overrides.vgg99"),
+    ({"train": {"overrides": {"dual_vgg": {"batch_size": 0}}}}, "train.overrides.dual_vgg.batch_size: 0"),
+    ({"profile": {"latency_runs": 5}}, "profile.latency_runs: 5"),
+    ({"seed": -1}, "seed: -1"),
+])
+def test_bad_params_are_refused_naming_the_key(raw, message):
+    with pytest.raises(ParamsError) as e:
+        from_dict(raw)
+    assert message in str(e.value)
+
+
+def test_override_is_merged_over_the_default_optimiser():
+    p = from_dict({"train": {"optim": {"lr": 0.01, "batch_size": 16}, "overrides": {"dual_vgg": {"lr": 0.001}}}})
+    assert p.train.optim_for("dual_vgg").lr == 0.001
+    assert p.train.optim_for("dual_vgg").batch_size == 16   # inherited from train.optim
+    assert p.train.epochs_for("dual_vgg") == p.train.epochs
+
+
+def test_load_names_the_file(tmp_path):
+    f = tmp_path / "params.yaml"
+    f.write_text("data: {image_size: 3}\n")
+    with pytest.raises(ParamsError, match=r"params.yaml: data.image_size: 3"):
+        load(f)
+    f.write_text("data: [unclosed\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load(f)
+
+
+def test_apply_profile_merges_and_refuses_bad_profiles_without_touching_params(tmp_path):
+    target = tmp_path / "params.yaml"
+    target.write_text((ROOT / "params.yaml").read_text())
+    params = apply_profile(ROOT / "profiles/paper.yaml", target)
+    assert params.data.image_size == 224 and params.split.folds == 5 and params.train.epochs == 30
+    assert yaml.safe_load(target.read_text())["train"]["models"] == list(params.train.models)
+    before = target.read_bytes()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: {epochs: -3}\n")
+    with pytest.raises(ParamsError, match="train.epochs: -3"):
+        apply_profile(bad, target)
+    assert target.read_bytes() == before

@@ -1,0 +1,202 @@
+"""The train stage on tiny cohorts: outputs, learning, determinism, resume after SIGKILL, failures."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from pipeline import checkpoint, split, train
+from pipeline.errors import TrainingError
+from pipeline.params import from_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_cohort(root: Path, patients: int = 12, per_side: int = 1, size: int = 32, separation: float = 60.0,
+                 seed: int = 0, train_cfg: dict | None = None) -> None:
+    """A tiny processed cohort in `root`: diseased images brighter by `separation` grey levels."""
+    rng = np.random.default_rng(seed)
+    dx = np.array(["N", "IBM", "N", "DM"] * patients)[:patients]  # half normal: S1 is balanced
+    rows, images = [], []
+    for p in range(patients):
+        for side in "RL":
+            for muscle in ("D", "B", "R", "G", "T", "FCR", "FDP"):
+                for _ in range(per_side):
+                    base = 70 + (separation if dx[p] != "N" else 0) + rng.normal(0, 5)
+                    images.append(np.clip(rng.normal(base, 25, size=(1, size, size)), 0, 255))
+                    rows.append({"patient_id": f"P{p:02d}", "diagnosis": dx[p], "muscle": muscle, "side": side})
+    manifest = pd.DataFrame(rows)
+    manifest.insert(0, "image_id", np.arange(len(manifest)))
+    manifest = manifest.assign(source="synthetic", path="x", sha256="0", source_name="x")
+    (root / "data/processed").mkdir(parents=True, exist_ok=True)
+    np.save(root / "data/processed/images.npy", np.stack(images).astype(np.uint8))
+    manifest.to_csv(root / "data/processed/manifest.csv", index=False)
+    raw = {"seed": 0, "data": {"image_size": size},
+           "split": {"folds": 2, "protocols": ["patient", "image"]},
+           "train": {"models": ["stanet"], "folds": [1, 2], "epochs": 3,
+                     "optim": {"batch_size": 16, "lr": 0.003}, **(train_cfg or {})}}
+    (root / "params.yaml").write_text(yaml.safe_dump(raw))
+    split.make_splits(manifest, from_dict(raw)).to_csv(root / "data/splits.csv", index=False)
+
+
+@pytest.fixture
+def cohort(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_cohort(tmp_path)
+    return tmp_path
+
+
+def read_outputs(root: Path) -> dict:
+    out = root / "runs/stanet/patient/fold-1"
+    return {"predictions": (out / "predictions.csv").read_bytes(), "history": pd.read_csv(out / "history.csv"),
+            "metrics": json.loads((out / "metrics.json").read_text())}
+
+
+def test_tiny_cohort_writes_every_output(cohort):
+    t0 = time.perf_counter()
+    assert train.main(["--model", "stanet", "--protocol", "patient", "--fold", "1"]) == 0
+    assert time.perf_counter() - t0 < 60
+    out = cohort / "runs/stanet/patient/fold-1"
+    assert sorted(p.name for p in out.iterdir()) == ["history.csv", "metrics.json", "predictions.csv", "weights.pt"]
+    state = torch.load(out / "weights.pt", weights_only=True)
+    assert all(isinstance(v, torch.Tensor) for v in state.values())
+    history = pd.read_csv(out / "history.csv")
+    assert list(history.columns) == train.HISTORY_COLUMNS and list(history["epoch"]) == [1, 2, 3]
+    pred = pd.read_csv(out / "predictions.csv")
+    assert list(pred.columns) == ["image_id", "patient_id", "label", "predicted", "prob_normal", "prob_myositis"]
+    assert np.allclose(pred[["prob_normal", "prob_myositis"]].sum(axis=1), 1, atol=1e-5)
+    splits = pd.read_csv(cohort / "data/splits.csv")
+    test_ids = splits.query("protocol == 'patient' and fold == 1 and part == 'test'")["image_id"]
+    assert sorted(pred["image_id"]) == sorted(test_ids)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n_test"] == len(pred) and metrics["pretrained"] is False
+    assert metrics["accuracy"] == pytest.approx((pred["label"] == pred["predicted"]).mean())
+    assert 1 <= metrics["best_epoch"] <= 3
+
+
+def test_the_loop_really_learns(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_cohort(tmp_path, patients=16, per_side=2, separation=80, train_cfg={"epochs": 6})
+    assert train.main(["--model", "stanet", "--protocol", "patient", "--fold", "1"]) == 0
+    assert read_outputs(tmp_path)["metrics"]["accuracy"] >= 0.95
+
+
+def test_same_seed_same_predictions(cohort, tmp_path_factory):
+    assert train.main(["--model", "stanet", "--protocol", "patient", "--fold", "1"]) == 0
+    first = read_outputs(cohort)
+    other = tmp_path_factory.mktemp("again")
+    os.chdir(other)
+    write_cohort(other)
+    assert train.main(["--model", "stanet", "--protocol", "patient", "--fold", "1"]) == 0
+    assert read_outputs(other)["predictions"] == first["predictions"]
+
+
+def test_finished_fold_is_not_retrained_and_resume_matches(cohort, capsys):
+    args = ["--model", "stanet", "--protocol", "patient", "--fold", "1"]
+    assert train.main(args) == 0
+    first = read_outputs(cohort)
+    ckpt = checkpoint.path_for("stanet", "patient", 1)
+    state = torch.load(ckpt, weights_only=True)
+    assert state["finished"] and state["optimizer"] is None
+    capsys.readouterr()
+    assert train.main(args) == 0
+    assert "finished earlier" in capsys.readouterr().out
+    assert read_outputs(cohort)["predictions"] == first["predictions"]
+
+
+def test_changed_params_do_not_reuse_a_checkpoint(cohort, capsys):
+    args = ["--model", "stanet", "--protocol", "patient", "--fold", "1"]
+    assert train.main(args) == 0
+    raw = yaml.safe_load((cohort / "params.yaml").read_text())
+    raw["train"]["optim"]["lr"] = 0.001
+    (cohort / "params.yaml").write_text(yaml.safe_dump(raw))
+    capsys.readouterr()
+    assert train.main(args) == 0
+    out = capsys.readouterr().out
+    assert "other settings" in out and "epoch 1/3" in out
+
+
+def test_corrupt_checkpoint_is_refused(cohort):
+    ckpt = checkpoint.path_for("stanet", "patient", 1)
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(TrainingError, match="corrupt or truncated checkpoint, refused"):
+        train.main(["--model", "stanet", "--protocol", "patient", "--fold", "1"])
+    assert not (cohort / "runs").exists()
+
+
+def test_truncated_checkpoint_is_refused(cohort):
+    args = ["--model", "stanet", "--protocol", "patient", "--fold", "1"]
+    assert train.main(args) == 0
+    ckpt = checkpoint.path_for("stanet", "patient", 1)
+    data = ckpt.read_bytes()
+    ckpt.write_bytes(data[: len(data) // 2])
+    with pytest.raises(TrainingError, match=str(ckpt)):
+        train.main(args)
+
+
+def test_non_finite_loss_names_model_protocol_fold_epoch_and_step(cohort, monkeypatch):
+    real = train.make_step
+
+    def poisoned(*a, **k):
+        step, calls = real(*a, **k), [0]
+
+        def wrapper(x, y):
+            calls[0] += 1
+            loss = step(x, y)
+            return loss * float("nan") if calls[0] == 2 else loss
+        return wrapper
+
+    monkeypatch.setattr(train, "make_step", poisoned)
+    with pytest.raises(TrainingError, match=r"model stanet, protocol patient, fold 1, epoch 1, step 2"):
+        train.main(["--model", "stanet", "--protocol", "patient", "--fold", "1"])
+
+
+def test_unknown_fold_or_model_is_refused(cohort):
+    from pipeline.errors import DataError
+
+    with pytest.raises(DataError, match=r"--fold 7 is not in train.folds \[1, 2\]"):
+        train.main(["--model", "stanet", "--protocol", "patient", "--fold", "7"])
+    with pytest.raises(DataError, match="--model 'resnet18' is not in train.models"):
+        train.main(["--model", "resnet18", "--protocol", "patient", "--fold", "1"])
+
+
+def _train_cmd() -> list[str]:
+    return [sys.executable, "-m", "pipeline.train", "--model", "stanet", "--protocol", "image", "--fold", "2"]
+
+
+def test_sigkill_mid_run_then_resume_gives_identical_predictions(tmp_path):
+    cfg = {"epochs": 4}
+    ref, killed = tmp_path / "ref", tmp_path / "killed"
+    for root in (ref, killed):
+        root.mkdir()
+        write_cohort(root, patients=12, per_side=1, train_cfg=cfg)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    subprocess.run(_train_cmd(), cwd=ref, env=env, check=True, capture_output=True)
+
+    proc = subprocess.Popen(_train_cmd(), cwd=killed, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # kill as soon as the second epoch's line is printed: mid-way through the run, possibly mid-save
+    for line in proc.stdout:
+        if "epoch 2/4" in line:
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (killed / "runs").exists()
+    resumed = subprocess.run(_train_cmd(), cwd=killed, env=env, check=True, capture_output=True, text=True)
+    assert "resuming after epoch" in resumed.stdout
+    a = ref / "runs/stanet/image/fold-2"
+    b = killed / "runs/stanet/image/fold-2"
+    assert (a / "predictions.csv").read_bytes() == (b / "predictions.csv").read_bytes()
+    ha, hb = pd.read_csv(a / "history.csv"), pd.read_csv(b / "history.csv")
+    pd.testing.assert_frame_equal(ha.drop(columns="seconds"), hb.drop(columns="seconds"))
