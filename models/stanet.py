@@ -87,7 +87,7 @@ class STANet(nn.Module):
         in_chans: int = 3,
         stem_width: int = 16,
         widths: Sequence[int] = (32, 64, 128, 256),
-        depths: Sequence[int] = (1, 1, 2, 2),
+        depths: Sequence[int] = (1, 2, 2, 2),
         attention: Sequence[bool] = (False, False, True, True),
         down: str = "cconv",
         mix: str = "dsc",
@@ -152,12 +152,12 @@ def stanet_noatt(num_classes: int, in_chans: int, pretrained: bool = False, **kw
 @register_model("STANet, DSC blocks only (ablation)")
 def stanet_dsc(num_classes: int, in_chans: int, pretrained: bool = False, **kwargs) -> STANet:
     """STANet with every block depthwise separable (stem kept), widened to STANet's MACs."""
-    cfg = dict(down="dsc", mix="dsc", stem_width=24, widths=(64, 128, 256, 512))
+    cfg = dict(down="dsc", mix="dsc", stem_width=16, widths=(56, 112, 224, 336))
     return _create_stanet(num_classes, in_chans, pretrained, **{**cfg, **kwargs})
 
 
 @register_model("STANet, conventional blocks only (ablation)")
 def stanet_conv(num_classes: int, in_chans: int, pretrained: bool = False, **kwargs) -> STANet:
     """STANet with every block a conventional 3x3 convolution, narrowed to STANet's MACs."""
-    cfg = dict(down="cconv", mix="cconv", stem_width=16, widths=(24, 48, 96, 192))
+    cfg = dict(down="cconv", mix="cconv", stem_width=16, widths=(16, 32, 72, 160))
     return _create_stanet(num_classes, in_chans, pretrained, **{**cfg, **kwargs})

@@ -140,9 +140,9 @@ def corrected_resampled_ttest(differences: Sequence[float], n_train: float, n_te
     mean = float(d.mean())
     var = float(d.var(ddof=1))
     se = math.sqrt((1.0 / k + n_test / n_train) * var)
-    if se == 0.0:
+    if np.ptp(d) == 0.0:
         # every fold gave the same difference: no evidence of variation either way
-        t, p = (0.0, 1.0) if mean == 0.0 else (math.copysign(math.inf, mean), 0.0)
+        t, p, se = (0.0, 1.0, 0.0) if mean == 0.0 else (math.copysign(math.inf, mean), 0.0, 0.0)
     else:
         t = mean / se
         p = float(2 * stats.t.sf(abs(t), k - 1))

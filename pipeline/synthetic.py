@@ -104,7 +104,7 @@ SEVERITY_BETA = {"IBM": (4.0, 3.0), "PM": (2.5, 4.0), "DM": (2.5, 4.0)}   # pati
 AGE = {"N": (50, 16), "IBM": (67, 8), "PM": (52, 14), "DM": (48, 15)}      # mean, sd (years)
 EI_PER_SEVERITY_DB = 9.0
 EI_PER_YEAR_DB = 0.1
-DISPLAY_OFFSET_DB = 20.0   # maps normal muscle to a mean grey of about 60 at 52 dB dynamic range
+DISPLAY_OFFSET_DB = 18.0   # maps normal muscle to a mean grey of about 60 at 52 dB dynamic range
 
 
 def diagnosis_counts(patients: int) -> dict[str, int]:

@@ -1,0 +1,56 @@
+"""Project the wall time of the whole paper profile from the stage timings of a partial run.
+
+    python benchmarks/project_paper_time.py timings.csv [--folds 5 --protocols 2 --json out.json]
+
+timings.csv is written by benchmarks/gpu_check.sh (stage, model, protocol, fold, seconds, status).
+Each model's training time per fold is the mean of its measured folds (process start-up, data
+loading, every epoch, validation and test prediction included); the whole profile trains every
+model on `folds` x `protocols` folds. prepare, split, profile, evaluate and report run once, as
+measured. DVC's own bookkeeping between stages is added as `--dvc-overhead-s` per stage.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import pandas as pd
+
+
+def project(timings: pd.DataFrame, folds: int, protocols: int, dvc_overhead_s: float) -> dict:
+    """Per-model fold times and the projected total, in seconds."""
+    ok = timings[timings["status"].astype(str) == "0"].copy()
+    ok["seconds"] = ok["seconds"].astype(float)
+    train = ok[ok["stage"] == "train"]
+    per_model = train.groupby("model")["seconds"].agg(["mean", "count"]).round(2)
+    runs = folds * protocols
+    once = ok[ok["stage"] != "train"]["seconds"].sum()
+    n_stages = runs * len(per_model) + len(ok[ok["stage"] != "train"])
+    total = float(per_model["mean"].sum() * runs + once + dvc_overhead_s * n_stages)
+    return {"per_model_fold_seconds": per_model["mean"].to_dict(), "folds_measured": per_model["count"].to_dict(),
+            "runs_per_model": runs, "other_stages_seconds": round(float(once), 2),
+            "dvc_overhead_s_per_stage": dvc_overhead_s, "stages": int(n_stages),
+            "projected_total_seconds": round(total, 1), "projected_total_minutes": round(total / 60, 2)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("timings")
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--protocols", type=int, default=2)
+    ap.add_argument("--dvc-overhead-s", type=float, default=1.0)
+    ap.add_argument("--json")
+    args = ap.parse_args(argv)
+    result = project(pd.read_csv(args.timings), args.folds, args.protocols, args.dvc_overhead_s)
+    for model, s in result["per_model_fold_seconds"].items():
+        print(f"{model:24s} {s:8.1f} s per fold  x {result['runs_per_model']} = {s * result['runs_per_model']:8.1f} s")
+    print(f"other stages {result['other_stages_seconds']} s; dvc bookkeeping {args.dvc_overhead_s} s x {result['stages']} stages")
+    print(f"projected whole paper profile: {result['projected_total_seconds']} s ({result['projected_total_minutes']} min)")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""The whole pipeline, end to end, on the tiny profile, then the regression check.
+
+Runs `dvc repro` in a scratch copy of the project (dvc.yaml, params.yaml with profiles/tiny.yaml
+applied, the code), and then `python -m pipeline.check` against the committed tiny baseline
+tests/data/baseline_tiny.json. Regenerate that baseline after an intended change with:
+
+    python -m pytest tests/test_e2e.py --update-tiny-baseline
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BASELINE = ROOT / "tests/data/baseline_tiny.json"
+
+
+def run(cmd: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n--- stdout\n{proc.stdout[-6000:]}\n"
+                             f"--- stderr\n{proc.stderr[-6000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A scratch copy of the project with the tiny profile applied, after `dvc repro`."""
+    work = tmp_path_factory.mktemp("e2e")
+    for name in ("pipeline", "models", "profiles", "tests/data"):
+        if (ROOT / name).exists():
+            shutil.copytree(ROOT / name, work / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy(ROOT / name, work / name)
+    # stages run `python -m ...`: make that the interpreter running the tests
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(work), "MPLBACKEND": "Agg", "DVC_NO_ANALYTICS": "1"}
+    run(["git", "init", "-q"], work, env)
+    run([sys.executable, "-m", "dvc", "init", "-q"], work, env)
+    run([sys.executable, "-m", "pipeline.params", "apply", "profiles/tiny.yaml"], work, env)
+    proc = run([sys.executable, "-m", "dvc", "repro"], work, env)
+    return work, env, proc
+
+
+@pytest.mark.slow
+def test_repro_writes_every_report(project):
+    work, env, _ = project
+    for rel in ("data/processed/images.npy", "data/processed/manifest.csv", "data/splits.csv",
+                "reports/split_summary.md", "reports/figures/cohort_examples.png",
+                "reports/complexity/stanet.json", "reports/complexity/resnet18.json",
+                "reports/metrics.json", "reports/per_fold.csv", "reports/comparison.csv", "reports/comparison.md",
+                "reports/README.md", "runs/stanet/patient/fold-1/predictions.csv",
+                "runs/resnet18/image/fold-2/metrics.json"):
+        assert (work / rel).is_file(), rel
+    figures = sorted(p.name for p in (work / "reports/figures").glob("*.png"))
+    assert len(figures) >= 5, figures
+    readme = (work / "reports/README.md").read_text()
+    assert "synthetic" in readme.lower() and "S1" in readme
+    metrics = json.loads((work / "reports/metrics.json").read_text())
+    assert "stanet" in json.dumps(metrics)
+
+
+@pytest.mark.slow
+def test_second_repro_is_up_to_date(project):
+    work, env, _ = project
+    proc = run([sys.executable, "-m", "dvc", "status"], work, env)
+    assert "changed" not in proc.stdout, proc.stdout
+
+
+@pytest.mark.slow
+def test_metrics_show_and_plots_show(project):
+    work, env, _ = project
+    shown = run([sys.executable, "-m", "dvc", "metrics", "show", "--json"], work, env)
+    assert "accuracy" in shown.stdout
+    run([sys.executable, "-m", "dvc", "plots", "show", "-o", str(work / "dvc_plots")], work, env)
+    assert (work / "dvc_plots/index.html").is_file()
+
+
+@pytest.mark.slow
+def test_check_against_the_committed_tiny_baseline(project, request):
+    work, env, _ = project
+    if request.config.getoption("--update-tiny-baseline"):
+        run([sys.executable, "-m", "pipeline.check", "--update", "--baseline", str(BASELINE)], work, env)
+    proc = run([sys.executable, "-m", "pipeline.check", "--baseline", str(BASELINE)], work, env)
+    assert "regression" not in proc.stdout.lower() or "no regression" in proc.stdout.lower()

@@ -1,0 +1,146 @@
+"""The evaluate stage on fixture runs (tests/fixture_runs.py): layout, numbers, determinism, errors."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline import evaluate
+from pipeline.errors import DataError
+from tests.fixture_runs import write_fixture
+
+MODELS = ("stanet", "dual_vgg", "resnet18")
+PROTOCOLS = ("patient", "image")
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A fixture project (params.yaml, runs/, reports/complexity/) evaluated once, from inside it."""
+    root = write_fixture(tmp_path_factory.mktemp("project"), models=MODELS, protocols=PROTOCOLS, folds=3)
+    old = os.getcwd()
+    os.chdir(root)
+    try:
+        assert evaluate.main([]) == 0          # default paths: params.yaml, runs/, reports/
+    finally:
+        os.chdir(old)
+    return root
+
+
+def test_writes_metrics_and_per_fold(project):
+    metrics = json.loads((project / "reports/metrics.json").read_text())
+    per_fold = pd.read_csv(project / "reports/per_fold.csv")
+    assert set(metrics) == {*MODELS, "comparisons", "meta"}
+    assert metrics["meta"]["scenario"] == "S1" and metrics["meta"]["folds"] == [1, 2, 3]
+    assert metrics["meta"]["protocols"] == list(PROTOCOLS) and metrics["meta"]["input_size"] == [1, 32, 32]
+    assert metrics["meta"]["pretrained"] is False
+    for model in MODELS:
+        for protocol in PROTOCOLS:
+            s = metrics[model][protocol]
+            for name in ("accuracy", "balanced_accuracy", "macro_f1", "auc"):
+                assert set(s[name]) == {"mean", "sd", "ci_low", "ci_high", "n"}
+                assert s[name]["ci_low"] <= s[name]["mean"] <= s[name]["ci_high"]
+            assert set(s["per_class"]) == {"normal", "myositis"}
+            assert ("patient_accuracy" in s) == (protocol == "patient")
+    assert list(per_fold.columns[:9]) == ["model", "protocol", "fold", "accuracy", "balanced_accuracy", "macro_f1",
+                                          "auc", "patient_accuracy", "n_test"]
+    assert len(per_fold) == len(MODELS) * len(PROTOCOLS) * 3
+    assert per_fold.loc[per_fold.protocol == "image", "patient_accuracy"].isna().all()
+    assert per_fold.loc[per_fold.protocol == "patient", "patient_accuracy"].notna().all()
+
+
+def test_numbers_match_the_predictions(project):
+    """Recompute accuracy straight from predictions.csv, independently of pipeline.metrics."""
+    metrics = json.loads((project / "reports/metrics.json").read_text())
+    for model in MODELS:
+        for protocol in PROTOCOLS:
+            accs, n_test, patient_accs = [], 0, []
+            for k in (1, 2, 3):
+                p = pd.read_csv(project / f"runs/{model}/{protocol}/fold-{k}/predictions.csv")
+                predicted = (p["prob_myositis"] > p["prob_normal"]).astype(int)
+                accs.append((predicted == p["label"]).mean())
+                n_test += len(p)
+                per_patient = p.groupby("patient_id")[["prob_normal", "prob_myositis", "label"]].mean()
+                patient_accs.append(((per_patient.prob_myositis > per_patient.prob_normal).astype(int)
+                                     == per_patient.label).mean())
+            s = metrics[model][protocol]
+            assert s["accuracy"]["mean"] == pytest.approx(np.mean(accs), abs=1e-6)
+            assert s["accuracy"]["sd"] == pytest.approx(np.std(accs, ddof=1), abs=1e-6)
+            cm = s["confusion_matrix"]
+            assert sum(v for row in cm.values() for v in row.values()) == n_test == s["n_test"]
+            correct = cm["normal"]["normal"] + cm["myositis"]["myositis"]
+            assert correct == round(sum(a * 48 for a in accs))   # 48 test images per fold in the fixture
+            if protocol == "patient":
+                assert s["patient_accuracy"]["mean"] == pytest.approx(np.mean(patient_accs), abs=1e-6)
+
+
+def test_comparisons_reference_minus_other(project):
+    metrics = json.loads((project / "reports/metrics.json").read_text())
+    comps = metrics["comparisons"]
+    assert set(comps) == set(PROTOCOLS)
+    for protocol in PROTOCOLS:
+        assert set(comps[protocol]) == {"dual_vgg", "resnet18"}
+        for other, c in comps[protocol].items():
+            want = metrics["stanet"][protocol]["accuracy"]["mean"] - metrics[other][protocol]["accuracy"]["mean"]
+            assert c["accuracy"]["mean_difference"] == pytest.approx(want, abs=2e-6)
+            assert 0 <= c["accuracy"]["p_value"] <= 1 and c["accuracy"]["df"] == 2
+            assert c["bootstrap_accuracy"]["n_images"] == 144
+            assert c["bootstrap_accuracy"]["mean_difference"] == pytest.approx(want, abs=2e-6)
+
+
+def test_byte_identical_across_runs(project, tmp_path):
+    args = ["--params", str(project / "params.yaml"), "--runs", str(project / "runs")]
+    evaluate.main([*args, "--out-dir", str(tmp_path / "a")])
+    evaluate.main([*args, "--out-dir", str(tmp_path / "b")])
+    for name in ("metrics.json", "per_fold.csv"):
+        a, b = (tmp_path / "a" / name).read_bytes(), (tmp_path / "b" / name).read_bytes()
+        assert a == b
+        assert a == (project / "reports" / name).read_bytes()
+    text = (tmp_path / "a/metrics.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+
+
+def _copy(project: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "copy"
+    shutil.copytree(project, dst)
+    return dst
+
+
+def test_missing_run_names_path_and_command(project, tmp_path):
+    root = _copy(project, tmp_path)
+    (root / "runs/resnet18/image/fold-2/predictions.csv").unlink()
+    before = (root / "reports/metrics.json").read_bytes()
+    with pytest.raises(DataError) as e:
+        evaluate.main(["--params", str(root / "params.yaml"), "--runs", str(root / "runs"),
+                       "--out-dir", str(root / "reports")])
+    msg = str(e.value)
+    assert "resnet18/image/fold-2/predictions.csv" in msg
+    assert "python -m pipeline.train --model resnet18 --protocol image --fold 2" in msg
+    assert (root / "reports/metrics.json").read_bytes() == before      # earlier output intact
+
+
+def test_stale_run_is_refused(project, tmp_path):
+    root = _copy(project, tmp_path)
+    meta_path = root / "runs/stanet/patient/fold-1/metrics.json"
+    meta = json.loads(meta_path.read_text())
+    meta["scenario"] = "S2"
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(DataError, match=r"scenario is 'S2'.*'S1'"):
+        evaluate.build(evaluate.load(root / "params.yaml"), root / "runs")
+
+
+def test_bad_predictions_are_refused(project, tmp_path):
+    root = _copy(project, tmp_path)
+    path = root / "runs/dual_vgg/patient/fold-3/predictions.csv"
+    p = pd.read_csv(path)
+    p.drop(columns=["prob_myositis"]).to_csv(path, index=False)
+    with pytest.raises(DataError, match=r"fold-3/predictions.csv: missing columns \['prob_myositis'\]"):
+        evaluate.build(evaluate.load(root / "params.yaml"), root / "runs")
+    p.loc[4, "label"] = 7
+    p.to_csv(path, index=False)
+    with pytest.raises(DataError, match="data row 5"):
+        evaluate.build(evaluate.load(root / "params.yaml"), root / "runs")
