@@ -151,8 +151,8 @@ def format_table(rows: list[dict]) -> str:
     header = ["model", "protocol", "metric", "baseline", "current", "delta", "status"]
     body = [[r["model"], r["protocol"], r["metric"], _fmt(r["metric"], r["baseline"]), _fmt(r["metric"], r["current"]),
              _fmt(r["metric"], r["delta"], delta=True), r["status"]] for r in rows]
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *body)]
-    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *body, strict=True)]
+    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()  # noqa: E731
     return "\n".join([line(header), line(["-" * w for w in widths]), *(line(r) for r in body)])
 
 

@@ -32,6 +32,7 @@ PER_FOLD_COLUMNS = ["model", "protocol", "fold", "accuracy", "balanced_accuracy"
                     "patient_accuracy", "n_test", "n_train", "n_patients"]
 COMPARED_METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
 DECIMALS = 6
+UNIT = (0.0, 1.0)   # every summarised metric is a fraction; its interval is clipped to this range
 
 
 def run_dir(runs: Path, model: str, protocol: str, fold: int) -> Path:
@@ -107,11 +108,12 @@ def fold_row(model: str, protocol: str, fold: int, pred: pd.DataFrame, meta: dic
 
 def summarize_runs(rows: list[dict], fms: list[dict], class_names: list[str], protocol: str) -> dict:
     """Across-fold summary of one model under one protocol."""
-    out: dict[str, Any] = {k: M.mean_sd_ci([r[k] for r in rows]) for k in SUMMARY_METRICS}
+    out: dict[str, Any] = {k: M.mean_sd_ci([r[k] for r in rows], bounds=UNIT) for k in SUMMARY_METRICS}
     if protocol == "patient":
-        out["patient_accuracy"] = M.mean_sd_ci([r["patient_accuracy"] for r in rows])
+        out["patient_accuracy"] = M.mean_sd_ci([r["patient_accuracy"] for r in rows], bounds=UNIT)
     out["per_class"] = {
-        name: {q: M.mean_sd_ci([fm["per_class"][name][q] for fm in fms]) for q in ("sensitivity", "specificity")}
+        name: {q: M.mean_sd_ci([fm["per_class"][name][q] for fm in fms], bounds=UNIT)
+               for q in ("sensitivity", "specificity")}
         for name in class_names}
     cm = np.sum([np.asarray(fm["confusion_matrix"]) for fm in fms], axis=0)
     # nested by name (true class -> predicted class) so every leaf is a number DVC can show
@@ -131,12 +133,12 @@ def compare(ref_rows: list[dict], other_rows: list[dict], ref_preds: list[pd.Dat
     n_train = float(np.mean([r["n_train"] for r in ref_rows]))
     n_test = float(np.mean([r["n_test"] for r in ref_rows]))
     for metric in COMPARED_METRICS:
-        diffs = [a[metric] - b[metric] for a, b in zip(ref_rows, other_rows)
+        diffs = [a[metric] - b[metric] for a, b in zip(ref_rows, other_rows, strict=True)
                  if a[metric] is not None and b[metric] is not None]
         out[metric] = M.corrected_resampled_ttest(diffs, n_train, n_test)
     cols = [f"prob_{c}" for c in class_names]
     correct_a, correct_b = [], []
-    for row, a, b in zip(ref_rows, ref_preds, other_preds):
+    for row, a, b in zip(ref_rows, ref_preds, other_preds, strict=True):
         if set(a["image_id"]) != set(b["image_id"]):
             raise DataError(f"{where}: fold {row['fold']}'s test images differ between the two models' "
                             f"predictions.csv (stale runs?); re-run both with the same data/splits.csv")

@@ -56,6 +56,11 @@ def accuracy_vs_macs(points: list[dict], path: str | Path, title: str) -> None:
     models = list(dict.fromkeys(p["model"] for p in points))
     colors = _model_colors(models)
     max_params = max((p["params"] for p in points), default=1) or 1
+    # a model's highest point is labelled above, its others below: its protocols often sit close
+    top = {}
+    for p in points:
+        if p["accuracy"] is not None and p["accuracy"] > top.get(p["model"], -1.0):
+            top[p["model"]] = p["accuracy"]
     for p in points:
         if p["macs"] is None or p["accuracy"] is None:
             continue
@@ -64,9 +69,9 @@ def accuracy_vs_macs(points: list[dict], path: str | Path, title: str) -> None:
                     elinewidth=1.2, capsize=3, alpha=0.8, zorder=2)
         ax.scatter(p["macs"], p["accuracy"], s=size, color=colors[p["model"]], edgecolor="black",
                    marker=PROTOCOL_MARKERS.get(p["protocol"], "o"), alpha=0.85, zorder=3)
-        # patient labels below-right, others above-right: a model's two points often sit close
+        above = p["accuracy"] == top[p["model"]]
         ax.annotate(f"{p['label']} ({p['protocol']})", (p["macs"], p["accuracy"]), textcoords="offset points",
-                    xytext=(9, -13 if p["protocol"] == "patient" else 7), fontsize=8)
+                    xytext=(math.sqrt(size) / 2 + 3, 4 if above else -12), fontsize=8)
     ax.set_xscale("log")
     ax.set_xlabel("MACs at 3x224x224 (log scale)")
     ax.set_ylabel("accuracy, % (mean ± sd over folds)")
@@ -124,7 +129,7 @@ def per_fold_accuracy(per_fold: list[dict], models: Sequence[str], protocols: Se
     ax = fig.add_subplot()
     width = 0.7 / max(len(protocols), 1)
     for x, model in enumerate(models):
-        means = {}
+        means, highest = {}, -math.inf
         for k, protocol in enumerate(protocols):
             ys = [100 * r["accuracy"] for r in per_fold
                   if r["model"] == model and r["protocol"] == protocol and r["accuracy"] is not None]
@@ -136,15 +141,16 @@ def per_fold_accuracy(per_fold: list[dict], models: Sequence[str], protocols: Se
                        marker=PROTOCOL_MARKERS.get(protocol, "o"), s=28, alpha=0.8, zorder=3,
                        label=f"{protocol} protocol (one point per fold)" if x == 0 else None)
             means[protocol] = (xpos, float(np.mean(ys)))
+            highest = max(highest, max(ys))
             ax.hlines(means[protocol][1], xpos - width * 0.35, xpos + width * 0.35,
                       color=PROTOCOL_COLORS.get(protocol, "grey"), linewidth=2.5, zorder=4)
-        if "patient" in means and len(means) > 1:
-            other = next(p for p in ("image", "ucar") if p in means) if any(p in means for p in ("image", "ucar")) else None
+        if "patient" in means:
+            other = next((p for p in ("image", "ucar") if p in means), None)
             if other:
                 (x0, y0), (x1, y1) = means["patient"], means[other]
                 ax.plot([x0, x1], [y0, y1], color="black", linewidth=1, zorder=2)
-                ax.annotate(f"{y1 - y0:+.1f} pts", ((x0 + x1) / 2, max(y0, y1)), textcoords="offset points",
-                            xytext=(0, 8), ha="center", fontsize=8)
+                ax.annotate(f"{other} - patient: {y1 - y0:+.1f} pts", ((x0 + x1) / 2, highest),
+                            textcoords="offset points", xytext=(0, 9), ha="center", fontsize=8)
     ax.set_xticks(range(len(models)), [labels.get(m, m) for m in models], rotation=20, ha="right", fontsize=8)
     ax.set_ylabel("test accuracy, %")
     ax.grid(True, axis="y", alpha=0.3)
@@ -199,7 +205,7 @@ def roc_curves(pooled: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]], labe
     fig = _figure(5.0 * len(protocols) + 0.5, 5.2)
     axes = fig.subplots(1, len(protocols), squeeze=False)[0]
     n_classes = len(class_names)
-    for ax, protocol in zip(axes, protocols):
+    for ax, protocol in zip(axes, protocols, strict=True):
         for model, (y, prob) in pooled[protocol].items():
             if n_classes == 2:
                 truth, score = (y == 1).astype(int), prob[:, 1]

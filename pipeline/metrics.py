@@ -104,9 +104,11 @@ def _finite(values: Iterable[Any]) -> np.ndarray:
     return np.array([float(v) for v in values if v is not None and math.isfinite(float(v))])
 
 
-def mean_sd_ci(values: Iterable[Any], confidence: float = 0.95) -> dict:
+def mean_sd_ci(values: Iterable[Any], confidence: float = 0.95,
+               bounds: tuple[float, float] | None = None) -> dict:
     """Mean, sample sd (ddof=1) and t-distribution confidence interval of per-fold values;
-    None/NaN values are left out, and `n` counts what was used."""
+    None/NaN values are left out, and `n` counts what was used. With `bounds` the interval is
+    clipped to the metric's range (an accuracy interval never passes 1)."""
     from scipy import stats
 
     x = _finite(values)
@@ -118,7 +120,10 @@ def mean_sd_ci(values: Iterable[Any], confidence: float = 0.95) -> dict:
         return {"mean": mean, "sd": None, "ci_low": None, "ci_high": None, "n": 1}
     sd = float(x.std(ddof=1))
     half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
-    return {"mean": mean, "sd": sd, "ci_low": mean - half, "ci_high": mean + half, "n": n}
+    low, high = mean - half, mean + half
+    if bounds is not None:
+        low, high = max(low, bounds[0]), min(high, bounds[1])
+    return {"mean": mean, "sd": sd, "ci_low": low, "ci_high": high, "n": n}
 
 
 def corrected_resampled_ttest(differences: Sequence[float], n_train: float, n_test: float) -> dict:

@@ -103,7 +103,8 @@ def beside_this_run(metrics: dict, complexity: dict[str, dict]) -> list[dict]:
     for pub in PUBLISHED:
         base = {"source": pub.source, "citation": pub.citation, "doi": pub.doi, "network": pub.network,
                 "quantity": QUANTITY_WORDS[pub.quantity],
-                "published": f"{pub.value:.{pub.decimals}f}" + (f" ± {pub.sd:.{pub.decimals}f}" if pub.sd is not None else ""),
+                "published": f"{pub.value:.{pub.decimals}f}"
+                             + (f" ± {pub.sd:.{pub.decimals}f}" if pub.sd is not None else ""),
                 "published_scenario": pub.scenario or NOT_STATED,
                 "published_protocol": {"image": "image-level folds", None: NOT_STATED}.get(pub.protocol, pub.protocol)}
         if pub.quantity == "macs_pct":
@@ -141,7 +142,11 @@ def beside_this_run(metrics: dict, complexity: dict[str, dict]) -> list[dict]:
                     model = max(models, key=lambda m: metrics[m].get(protocol, {}).get("accuracy", {}).get("mean")
                                 or -1.0)
                 stat = metrics.get(model, {}).get(protocol, {}).get("accuracy")
-                value = _pct(stat) if stat else f"not run ({model} not in this run)"
+                value = _pct(stat) if stat else "not run"
+            if value.startswith("not run"):
+                rows.append({**base, "this_run": f"not run ({model} not in this run)", "this_run_model": "",
+                             "this_run_setting": "", "note": pub.note})
+                continue
             rows.append({**base, "this_run": value, "this_run_model": model,
                          "this_run_setting": f"{setting}, {protocol} protocol", "note": "; ".join(notes)})
     return rows

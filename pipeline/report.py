@@ -14,7 +14,6 @@ import os
 import platform
 from importlib import metadata
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -254,7 +253,8 @@ def reading(metrics: dict, complexity: dict[str, dict], labels: dict[str, str]) 
             g = np.array(list(gaps.values())) * 100
             higher = int((g > 0).sum())
             s = (f"Image-level ({leak}) folds gave a higher mean accuracy than patient-grouped folds for {higher} of "
-                 f"{len(g)} models; the gap ranged from {g.min():+.1f} to {g.max():+.1f} points (mean {g.mean():+.1f}).")
+                 f"{len(g)} models; the gap ranged from {g.min():+.1f} to {g.max():+.1f} points "
+                 f"(mean {g.mean():+.1f}).")
             if g.mean() > 0:
                 s += (" Image-level folds put images of the same patient (and muscle) in training and test, so "
                       "they overstate accuracy on new patients.")
@@ -284,8 +284,8 @@ def reading(metrics: dict, complexity: dict[str, dict], labels: dict[str, str]) 
         s = (f"Of {len(tests)} paired accuracy comparisons of {labels[ref]} with another model "
              f"(corrected resampled t-test over the same folds), {len(sig)} had p < {ALPHA}")
         if sig:
-            s += ": " + "; ".join(f"{labels[m]} under {p} ({100 * t['mean_difference']:+.1f} points, {_p(t['p_value'])})"
-                                  for p, m, t in sig)
+            s += ": " + "; ".join(f"{labels[m]} under {p} ({100 * t['mean_difference']:+.1f} points, "
+                                  f"{_p(t['p_value'])})" for p, m, t in sig)
         s += "."
         if k < 5:
             s += f" With {k} folds these tests have little power: a real difference can go undetected."
@@ -320,13 +320,16 @@ def draw_figures(metrics: dict, per_fold: pd.DataFrame, complexity: dict[str, di
 
     records = [{k: (None if pd.isna(v) else v) for k, v in r.items()} for r in per_fold.to_dict("records")]
     figures.per_fold_accuracy(records, models, protocols, labels, out_dir / "per_fold_accuracy.png",
-                              f"Per-fold test accuracy by protocol (bar: mean; label: gap between protocols)\n{context}")
+                              "Per-fold test accuracy by protocol (bar: mean; label: gap between protocols)"
+                              f"\n{context}")
 
     curves: dict[str, dict[str, dict]] = {}
     for p in protocols:
         for m in models:
             h = pd.concat([runs[(m, p, k)]["history"] for k in meta["folds"]])
             mean = h.groupby("epoch")[["val_accuracy", "train_loss"]].mean().sort_index()
+            if mean["val_accuracy"].max() > 1.0:   # written in percent rather than as a fraction
+                mean["val_accuracy"] /= 100.0
             curves.setdefault(p, {})[m] = {"epoch": mean.index.tolist(), "val_accuracy": mean["val_accuracy"].tolist(),
                                            "train_loss": mean["train_loss"].tolist()}
     figures.training_curves(curves, labels, out_dir / "training_curves.png",
@@ -354,6 +357,8 @@ def readme(params: Params, metrics: dict, comparison_md: str, paper_md: str, run
                else f"pretrained weights used by: {', '.join(pretrained)} (from the runs' metrics.json)")
     devices = sorted({f"{m.get('device_name') or m.get('device') or 'unknown'}" for m in metas})
     threads = sorted({(c.get("latency") or {}).get("threads") for c in complexity.values()} - {None})
+    # the profile stage may record its CPU; otherwise latency was measured here, where reports are made
+    latency_cpus = sorted({(c.get("latency") or {}).get("cpu") for c in complexity.values()} - {None}) or [cpu_name()]
     epochs = meta.get("epochs") or {}
     epoch_words = ", ".join(f"{m} {e}" for m, e in epochs.items()) if len(set(epochs.values())) > 1 \
         else str(next(iter(epochs.values()), "n/a"))
@@ -372,7 +377,7 @@ def readme(params: Params, metrics: dict, comparison_md: str, paper_md: str, run
         ["Seed", str(params.seed)],
         ["Weights", weights],
         ["Packages", ", ".join(f"{k} {v}" for k, v in versions.items())],
-        ["Hardware", f"training: {', '.join(devices)} (runs' metrics.json); CPU latency: {cpu_name()}"
+        ["Hardware", f"training: {', '.join(devices)} (runs' metrics.json); CPU latency: {', '.join(latency_cpus)}"
                      + (f", {', '.join(str(t) for t in threads)} thread(s)" if threads else "")],
         ["Params profile", f"{params.profile_name}; report generated {report_date()}"],
     ]
@@ -402,6 +407,9 @@ def readme(params: Params, metrics: dict, comparison_md: str, paper_md: str, run
     for name in ("accuracy_vs_macs.png", "per_fold_accuracy.png", "confusion_matrices.png", "roc_curves.png",
                  "training_curves.png"):
         lines += [f"![{captions[name]}](figures/{name})", "", captions[name], ""]
+    lines += ["## Reproduce", "", "`dvc repro` rebuilds every stage that is out of date; "
+              "`python -m pipeline.check` compares reports/metrics.json and reports/complexity/ with the committed "
+              "baseline and exits 1 on a regression."]
     return "\n".join(lines).rstrip() + "\n"
 
 

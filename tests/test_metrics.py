@@ -115,6 +115,9 @@ def test_mean_sd_ci_by_hand():
     half = 4.303 * 0.1 / math.sqrt(3)                 # t(0.975, 2) = 4.303 from tables
     assert s["ci_low"] == pytest.approx(0.9 - half, abs=1e-4)
     assert s["ci_high"] == pytest.approx(0.9 + half, abs=1e-4)
+    clipped = M.mean_sd_ci([0.9, 1.0, 1.0], bounds=(0.0, 1.0))
+    assert clipped["ci_high"] == 1.0 and clipped["ci_low"] < clipped["mean"]
+    assert M.mean_sd_ci([0.9, 1.0, 1.0])["ci_high"] > 1.0                 # unclipped t interval
     assert M.mean_sd_ci([0.7, None, float("nan")]) == {"mean": 0.7, "sd": None, "ci_low": None, "ci_high": None, "n": 1}
     assert M.mean_sd_ci([])["mean"] is None
 

@@ -1,0 +1,155 @@
+"""The report stage on fixture runs: every output file, tables read from the metrics, figures,
+the paper-beside-this-run table and the generated reading."""
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline import evaluate, paper, report
+from pipeline.errors import DataError
+from tests.fixture_runs import write_fixture
+
+MODELS = ("stanet", "dual_vgg", "resnet18")
+PROTOCOLS = ("patient", "image")
+OUTPUTS = ["comparison.csv", "comparison.md", "README.md", *(f"figures/{f}" for f in report.FIGURES)]
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """Fixture runs, evaluated and reported from inside the project directory with default paths."""
+    root = write_fixture(tmp_path_factory.mktemp("project"), models=MODELS, protocols=PROTOCOLS, folds=3)
+    old = os.getcwd()
+    os.chdir(root)
+    try:
+        assert evaluate.main([]) == 0
+        assert report.main([]) == 0
+    finally:
+        os.chdir(old)
+    return root
+
+
+@pytest.fixture(scope="module")
+def metrics(project):
+    return json.loads((project / "reports/metrics.json").read_text())
+
+
+def test_every_output_is_written(project):
+    for name in OUTPUTS:
+        path = project / "reports" / name
+        assert path.is_file() and path.stat().st_size > 0, name
+    assert not list((project / "reports").rglob(".*.tmp"))      # no temporary files left behind
+
+
+def test_figures_are_readable_pngs(project):
+    for name in report.FIGURES:
+        with Image.open(project / "reports/figures" / name) as im:
+            assert im.format == "PNG"
+            assert im.width >= 600 and im.height >= 400, (name, im.size)
+            pixels = np.asarray(im.convert("L"), dtype=float)
+        assert pixels.std() > 10, f"{name} looks blank"
+
+
+def test_comparison_csv_reads_metrics_and_complexity(project, metrics):
+    rows = list(csv.DictReader((project / "reports/comparison.csv").open()))
+    assert [(r["model"], r["protocol"]) for r in rows] == [(m, p) for m in MODELS for p in PROTOCOLS]
+    assert list(rows[0]) == report.COMPARISON_COLUMNS
+    complexity = {m: json.loads((project / f"reports/complexity/{m}.json").read_text()) for m in MODELS}
+    for r in rows:
+        c = complexity[r["model"]]
+        assert int(r["params"]) == c["params"]
+        assert int(float(r["macs_3x224x224"])) == c["paper_setting"]["macs"]
+        want_pct = 100 * c["paper_setting"]["macs"] / complexity["dual_vgg"]["paper_setting"]["macs"]
+        assert float(r["macs_pct_of_dual_vgg"]) == pytest.approx(want_pct, rel=1e-5)
+        assert float(r["cpu_latency_batch1_ms"]) == pytest.approx(c["latency"]["batch_1"]["median_ms"])
+        assert r["display_name"] == c["display_name"]
+        s = metrics[r["model"]][r["protocol"]]
+        assert float(r["accuracy_mean"]) == pytest.approx(s["accuracy"]["mean"], rel=1e-5)
+        assert float(r["macro_f1_mean"]) == pytest.approx(s["macro_f1"]["mean"], rel=1e-5)
+        assert (r["patient_accuracy_mean"] != "") == (r["protocol"] == "patient")
+
+
+def test_paper_table_sets_this_runs_figures_beside_the_published(project, metrics):
+    md = (project / "reports/comparison.md").read_text()
+    assert "## The paper beside this run" in md
+    dual_image = 100 * metrics["dual_vgg"]["image"]["accuracy"]["mean"]
+    ucar_s1 = next(line for line in md.splitlines() if "Uçar 2022" in line and "| S1 |" in line)
+    assert "93.00" in ucar_s1 and f"{dual_image:.1f}" in ucar_s1 and "image protocol" in ucar_s1
+    assert "synthetic cohort: not comparable to the published figure" in ucar_s1
+    for other in ("| S2 |", "| S3 |", "| S4 |"):
+        line = next(line for line in md.splitlines() if "Uçar 2022" in line and other in line)
+        assert "not run (this run: S1)" in line
+    macs_line = next(line for line in md.splitlines() if "% of dual-branch" in line)
+    c = {m: json.loads((project / f"reports/complexity/{m}.json").read_text())["paper_setting"]["macs"]
+         for m in ("stanet", "dual_vgg")}
+    assert "| 0.25 |" in macs_line and f"{100 * c['stanet'] / c['dual_vgg']:.2f}" in macs_line
+    for doi in ("10.7507/1001-5515.202301023", "10.1016/j.bspc.2021.103277", "10.1371/journal.pone.0184059"):
+        assert doi in md
+
+
+def test_readme_header_tables_figures_and_reading(project, metrics):
+    text = (project / "reports/README.md").read_text()
+    for words in ("synthetic cohort", "S1: normal vs myositis", "patient (folds grouped by patient",
+                  "image (image-level", "1x32x32", "| Epochs | 4 |", "| Seed | 0 |", "trained from scratch",
+                  "`pretrained: false`",
+                  "torch ", "timm ", "dvc ", "numpy ", "scikit-learn ", "python ", "fixture CPU", "fixture;",
+                  "## The paper beside this run"):
+        assert words in text, words
+    for name in report.FIGURES:
+        assert f"](figures/{name})" in text
+    for protocol in PROTOCOLS:
+        best = max(MODELS, key=lambda m: metrics[m][protocol]["accuracy"]["mean"])
+        label = json.loads((project / f"reports/complexity/{best}.json").read_text())["display_name"]
+        assert f"Under the {protocol} protocol, {label} had the highest mean accuracy" in text
+    gaps = [metrics[m]["image"]["accuracy"]["mean"] - metrics[m]["patient"]["accuracy"]["mean"] for m in MODELS]
+    assert f"mean {100 * np.mean(gaps):+.1f})" in text
+
+
+def test_reading_follows_the_numbers(metrics):
+    """The reading is generated: flip the leakage gap and the sentence about overstatement goes away."""
+    labels = {m: m for m in MODELS}
+    complexity = {m: {"params": 10, "paper_setting": {"macs": 100 * (i + 1)}} for i, m in enumerate(MODELS)}
+    flipped = copy.deepcopy(metrics)
+    for m in MODELS:
+        flipped[m]["image"], flipped[m]["patient"] = flipped[m]["patient"], flipped[m]["image"]
+    original = " ".join(report.reading(metrics, complexity, labels))
+    changed = " ".join(report.reading(flipped, complexity, labels))
+    assert ("overstate" in original) != ("overstate" in changed)
+    assert "synthetic cohort" in changed
+
+
+def test_missing_complexity_names_the_profile_command(project, tmp_path):
+    root = tmp_path / "copy"
+    shutil.copytree(project, root)
+    (root / "reports/complexity/resnet18.json").unlink()
+    want = r"resnet18.json: missing; make it with `python -m pipeline.profile --model resnet18`"
+    with pytest.raises(DataError, match=want):
+        report.main(["--params", str(root / "params.yaml"), "--runs", str(root / "runs"),
+                     "--reports", str(root / "reports")])
+
+
+def test_beside_this_run_matches_scenario_and_protocol():
+    """Real-data run of S2 with the published folds: Uçar's S2 figure sits beside the ucar protocol."""
+    acc = lambda a: {"accuracy": {"mean": a, "sd": 0.01}}  # noqa: E731
+    metrics = {"meta": {"scenario": "S2", "protocols": ["patient", "ucar"], "data_source": "ucar", "folds": [1, 2],
+                        "models": ["stanet", "dual_vgg"], "input_size": [3, 224, 224]},
+               "stanet": {"patient": acc(0.81), "ucar": acc(0.95)},
+               "dual_vgg": {"patient": acc(0.78), "ucar": acc(0.9432)}}
+    complexity = {"stanet": {"paper_setting": {"macs": 50}}, "dual_vgg": {"paper_setting": {"macs": 20000}}}
+    rows = paper.beside_this_run(metrics, complexity)
+    ucar = {r["published_scenario"]: r for r in rows if r["source"] == "Uçar 2022"}
+    assert ucar["S2"]["this_run"] == "94.3 ± 1.0" and "ucar protocol" in ucar["S2"]["this_run_setting"]
+    assert ucar["S2"]["note"].endswith("same public cohort (Uçar release of Burlina 2017)")
+    assert ucar["S1"]["this_run"] == "not run (this run: S2)"
+    burlina_b = [r for r in rows if r["source"] == "Burlina et al. 2017" and r["published_scenario"] == "S2"]
+    assert [r["this_run_model"] for r in burlina_b] == ["stanet", "stanet"]     # the best model, each protocol
+    gain = [r for r in rows if r["quantity"].startswith("accuracy difference")]
+    assert [r["this_run"] for r in gain] == ["+3.0", "+0.7"]
+    macs = next(r for r in rows if r["quantity"].startswith("MACs"))
+    assert macs["this_run"] == "0.25"
