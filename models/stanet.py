@@ -6,23 +6,28 @@ alternates depthwise separable convolution (DSC) and conventional convolution (C
 with soft-threshold attention (models/attention.py) removing redundant features, at 0.25% of
 the computation of Uçar's dual VGG network. Its layer table is not available to us: the table
 below is a RECONSTRUCTION from that description, sized so that its MACs at 3x224x224 are 0.25%
-of dual_vgg's (pipeline/profile.py counts them; tests/test_models.py holds it to 0.22-0.28%).
+of dual_vgg's (pipeline/profile.py counts them; tests/test_profile.py holds it to 0.22-0.28%).
 
 Each stage halves the resolution with a CConv block and then mixes features with DSC blocks, so
-the two kinds alternate; the DSC blocks of the later stages are residual shrinkage units:
-y = ReLU(x + SoftThreshold(BN(pw(ReLU(BN(dw(x))))))). Default layer table (input 3x224x224):
+the two kinds alternate; the DSC blocks are residual units, those of stages 3 and 4 residual
+shrinkage units: y = ReLU(x + SoftThreshold(BN(pw(ReLU(BN(dw(x))))))). Default layer table
+(input 3x224x224; 88.4 MMACs = 0.254% of dual_vgg's 34.86 GMACs; 0.66 M parameters):
 
     stage  block                                   channels    stride  output
     stem   CConv 3x3 + BN + ReLU                   in -> 16    2       112x112
     1      CConv 3x3 + BN + ReLU                   16 -> 32    2       56x56
     1      DSC residual unit                       32          1       56x56
     2      CConv 3x3 + BN + ReLU                   32 -> 64    2       28x28
-    2      DSC residual unit                       64          1       28x28
+    2      2 x DSC residual unit                   64          1       28x28
     3      CConv 3x3 + BN + ReLU                   64 -> 128   2       14x14
     3      2 x DSC residual shrinkage unit         128         1       14x14
     4      CConv 3x3 + BN + ReLU                   128 -> 256  2       7x7
     4      2 x DSC residual shrinkage unit         256         1       7x7
     head   global average pool, dropout, linear    256 -> num_classes   1x1
+
+Ablations at matched cost (3x224x224, 2 classes; the stem stays a CConv, as in MobileNet):
+stanet_noatt, the same without attention (88.2 MMACs); stanet_dsc, every block DSC, widths
+16/56/112/224/336 (87.8 MMACs); stanet_conv, every block CConv, widths 16/16/32/72/160 (88.1 MMACs).
 
 Every layer works on a 1x1 feature map (3x3 convolutions are padded; no fixed-size pooling), so
 the 32x32 CPU demo runs through the same network (stage 4 is then 1x1). Batch norm in training

@@ -48,7 +48,7 @@ def read_image(path: str | Path, *, max_pixels: int, channels: int, where: str =
     row that named the file. Raises DataError for anything that cannot be used.
     """
     path = Path(path)
-    at = f"{path}" + (f" ({where})" if where else "")
+    at = f"{path}" + (f" [{where}]" if where else "")
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -86,7 +86,11 @@ def read_image(path: str | Path, *, max_pixels: int, channels: int, where: str =
         except (OSError, SyntaxError, ValueError, EOFError) as e:
             kind = getattr(image, "format", None) or "image"
             raise DataError(f"{at}: corrupt or truncated {kind} data: {e}") from None
-    return _to_uint8(image, channels, at), sha256
+    try:
+        return _to_uint8(image, channels, at), sha256
+    except (ValueError, OSError) as e:   # a mode PIL cannot convert (e.g. LAB, HSV)
+        raise DataError(f"{at}: pixel format {image.mode!r} cannot be converted ({e}); expected 8- or 16-bit "
+                        f"grayscale, palette, RGB or RGBA") from None
 
 
 def _to_uint8(image: Image.Image, channels: int, at: str) -> np.ndarray:

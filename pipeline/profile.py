@@ -3,7 +3,8 @@
     python -m pipeline.profile --model stanet      -> reports/complexity/stanet.json
 
 Figures (the JSON layout is the contract in the project docs):
-- params: exact count of the model as trained (data.channels in, split.scenario's classes out).
+- params: exact count of the model as trained (data.channels in, split.scenario's classes out);
+  each setting also records the params of the model it measured (3 input channels at 224).
 - macs: thop's multiply-accumulates of convolution and linear layers, plus thop's count for
   average pooling, plus the soft-threshold attention's own arithmetic through a custom rule
   (`SoftThreshold.macs`). Batch norm counts zero: it folds into the preceding convolution at
@@ -17,7 +18,9 @@ Figures (the JSON layout is the contract in the project docs):
 - both at the paper's 3x224x224 and at the training input data.channels x data.image_size^2.
 - latency: CPU wall time of model(x) in inference mode with torch.set_num_threads(profile.threads),
   batch 1 at 3x224x224 and batch 32 at the training input; median, quartiles, min and max over
-  profile.latency_runs runs after profile.warmup_runs warm-up runs.
+  profile.latency_runs runs after profile.warmup_runs warm-up runs; the CPU model is recorded.
+  Run it on an otherwise idle machine: with as many threads as cores, one busy core elsewhere
+  makes OpenMP's threads wait on each other and can multiply the times several-fold.
 - peak_memory_bytes: the most bytes of CPU tensor memory allocated at once during one batch-1
   3x224x224 inference forward, beyond the weights and the input that already exist; read from
   torch.profiler's allocator events (every allocation and free, in order). Process RSS would
@@ -30,16 +33,21 @@ import argparse
 import copy
 import io
 import os
+import platform
 import statistics
 import time
+import warnings
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # keep torch.profiler's start/stop chatter off stderr
+os.environ.setdefault("KINETO_LOG_LEVEL", "6")  # 6 silences torch.profiler's start/stop lines on stderr
 
-import thop
 import torch
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)   # thop 0.1.1 still imports distutils' LooseVersion
+    import thop
 from thop.vision.basic_hooks import count_adap_avgpool, count_avgpool, count_convNd, count_linear, zero_ops
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
@@ -48,6 +56,7 @@ import models
 from pipeline import params as params_module
 from pipeline.atomic import atomic_write_json
 from pipeline.cli import run_stage
+from pipeline.errors import PipelineError
 from pipeline.scenarios import class_names
 
 PAPER_INPUT = (3, 224, 224)
@@ -85,23 +94,18 @@ def thop_rules(model: nn.Module) -> dict[type[nn.Module], Any]:
     return rules
 
 
-def count_macs(model: nn.Module, x: torch.Tensor) -> int:
-    """MACs of model(x) by thop, on a deep copy (thop leaves total_ops buffers and hooks behind)."""
-    clone = copy.deepcopy(model).eval()
-    macs, _ = thop.profile(clone, inputs=(x,), custom_ops=thop_rules(clone), verbose=False)
-    return int(round(macs))
+def count_macs_and_flops(model: nn.Module, x: torch.Tensor) -> tuple[int, int]:
+    """MACs by thop and FLOPs by FlopCounterMode, from one forward of model(x).
 
-
-def count_flops(model: nn.Module, x: torch.Tensor) -> int:
-    """FLOPs of model(x) by torch.utils.flop_counter.FlopCounterMode (matmul/conv-like ops only)."""
-    training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(x)
-    finally:
-        model.train(training)
-    return int(counter.get_total_flops())
+    thop runs on a deep copy: it leaves total_ops/total_params buffers (and, on an error, hooks)
+    behind. FlopCounterMode sees the same forward; thop's own bookkeeping adds no matmul/conv ops.
+    """
+    # wrapped, because thop adds a root module's own rule to its children's counts: a bare
+    # SoftThreshold would count its FC layers twice
+    clone = nn.Sequential(copy.deepcopy(model)).eval()
+    with FlopCounterMode(display=False) as counter:
+        macs, _ = thop.profile(clone, inputs=(x,), custom_ops=thop_rules(clone), verbose=False)
+    return int(round(macs)), int(counter.get_total_flops())
 
 
 def count_params(model: nn.Module) -> int:
@@ -111,9 +115,8 @@ def count_params(model: nn.Module) -> int:
 
 def measure(model: nn.Module, input_size: tuple[int, int, int] = PAPER_INPUT) -> dict:
     """Params, MACs and FLOPs of `model` for one input of `input_size` (C, H, W)."""
-    x = torch.randn(1, *input_size)
-    return {"input": list(input_size), "params": count_params(model),
-            "macs": count_macs(model, x), "flops": count_flops(model, x)}
+    macs, flops = count_macs_and_flops(model, torch.randn(1, *input_size))
+    return {"input": list(input_size), "params": count_params(model), "macs": macs, "flops": flops}
 
 
 def measure_latency(model: nn.Module, input_size: tuple[int, int, int], batch_size: int = 1,
@@ -137,8 +140,13 @@ def measure_latency(model: nn.Module, input_size: tuple[int, int, int], batch_si
             "min_ms": round(min(times), 3), "max_ms": round(max(times), 3)}
 
 
-def peak_forward_memory(model: nn.Module, input_size: tuple[int, int, int] = PAPER_INPUT, batch_size: int = 1) -> int:
-    """Most bytes of CPU tensor memory allocated at once during one inference forward (weights excluded)."""
+def peak_forward_memory(model: nn.Module, input_size: tuple[int, int, int] = PAPER_INPUT, batch_size: int = 1,
+                        warmup: bool = True) -> int:
+    """Most bytes of CPU tensor memory allocated at once during one inference forward (weights excluded).
+
+    The first forward on a shape may allocate one-off caches (oneDNN's), which are not the
+    forward's memory: `warmup` runs one before the counted one; pass False for a warm model.
+    """
     from torch.profiler import ProfilerActivity, profile
 
     training = model.training
@@ -146,7 +154,8 @@ def peak_forward_memory(model: nn.Module, input_size: tuple[int, int, int] = PAP
     x = torch.randn(batch_size, *input_size)
     try:
         with torch.inference_mode():
-            model(x)  # first call may allocate one-off caches (e.g. oneDNN); keep them out of the count
+            if warmup:
+                model(x)
             with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
                 model(x)
     finally:
@@ -160,6 +169,17 @@ def peak_forward_memory(model: nn.Module, input_size: tuple[int, int, int] = PAP
         current += nbytes
         peak = max(peak, current)
     return peak
+
+
+def cpu_name() -> str:
+    """This machine's CPU model (recorded with the latency, which depends on it)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def weights_bytes(model: nn.Module) -> int:
@@ -180,6 +200,11 @@ def profile_model(name: str, params: params_module.Params) -> dict:
                    else models.create_model(name, num_classes=num_classes, in_chans=train_input[0]))
     paper, training = measure(paper_model, PAPER_INPUT), measure(train_model, train_input)
     runs, warmup = params.profile.latency_runs, params.profile.warmup_runs
+    latency = {
+        "device": "cpu", "cpu": cpu_name(), "threads": torch.get_num_threads(), "runs": runs, "warmup": warmup,
+        "batch_1": measure_latency(paper_model, PAPER_INPUT, 1, runs, warmup),
+        "batch_32": measure_latency(train_model, train_input, 32, runs, warmup),
+    }
     return {
         "model": name,
         "display_name": models.display_name(name),
@@ -187,12 +212,8 @@ def profile_model(name: str, params: params_module.Params) -> dict:
         "params": training["params"],
         "paper_setting": paper,
         "training_setting": training,
-        "latency": {
-            "device": "cpu", "threads": torch.get_num_threads(), "runs": runs, "warmup": warmup,
-            "batch_1": measure_latency(paper_model, PAPER_INPUT, 1, runs, warmup),
-            "batch_32": measure_latency(train_model, train_input, 32, runs, warmup),
-        },
-        "peak_memory_bytes": peak_forward_memory(paper_model, PAPER_INPUT),
+        "latency": latency,
+        "peak_memory_bytes": peak_forward_memory(paper_model, PAPER_INPUT, warmup=False),  # warm from latency
         "weights_bytes": weights_bytes(train_model),
         "versions": {"torch": torch.__version__, "timm": version("timm"), "thop": version("thop")},
     }
@@ -208,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         models.display_name(args.model)
     except ValueError as e:
-        raise params_module.ParamsError(f"--model: {e}") from None
+        raise PipelineError(f"--model: {e}") from None
     start = time.perf_counter()
     report = profile_model(args.model, params)
     target = Path(args.out_dir) / f"{args.model}.json"

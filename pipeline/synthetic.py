@@ -33,17 +33,18 @@ Image model (one transverse view, 40 x 40 mm, depth downwards). A map of backsca
   about 52 dB onto 0..255 (log compression), then quantised to 8 bits like a device's output.
 
 Patient-level random effects, shared by all 14 muscle sides of a patient: device gain and
-dynamic range, residual attenuation slope, fat thickness, muscle bulk, texture density, and age;
-echo intensity (EI, the mean grey value in the muscle) rises with age by 0.1 dB (about 0.5 grey
-levels) per year (Pillen et al., Muscle Nerve 2009 and Ultrasound Med Biol 2006: EI increases
-with age and differs between muscles; abnormal is a z-score above about 2). These effects make a
-patient's identity learnable from any one image, which is why image-level folds overstate
-accuracy compared with patient-grouped folds, as in the real data.
+dynamic range, residual attenuation slope, fat thickness, muscle bulk, texture density, and age.
+Echo intensity (EI, the mean grey value in the muscle) rises with age by 0.1 dB (about 0.5 grey
+levels) per year and differs a little between muscles (Pillen et al., Muscle Nerve 2009 and
+Ultrasound Med Biol 2006: EI increases with age and differs between muscles; abnormal is a
+z-score above about 2); IBM patients are older (mean 67 years) than the others, as in clinical
+series. These effects make a patient's identity learnable from any one image, which is why
+image-level folds overstate accuracy compared with patient-grouped folds, as in the real data.
 
 Disease. Each myositis patient has a severity (IBM higher on average than PM and DM), spread
 over muscles by a diagnosis-specific pattern; each muscle is involved or not at random (so some
 muscles of a myositis patient look normal), IBM asymmetrically, PM and DM symmetrically. In an
-involved muscle, severity s raises the muscle's reflectivity by 9 s dB (fibrosis and fatty
+involved muscle, severity s raises the muscle's reflectivity by 15 s dB (fibrosis and fatty
 infiltration), removes up to 80 % of the fascicle texture ("ground glass"), raises attenuation by
 5 s dB/cm so the deep muscle and the bone echo fade (Heckmatt et al., J Pediatr 1982: grade II
 raised muscle echo with a clear bone echo, III weaker bone echo, IV bone echo lost) and thins the
@@ -69,7 +70,8 @@ import pandas as pd
 from PIL import Image
 from scipy import ndimage
 
-DIAGNOSES = ("N", "IBM", "PM", "DM")
+from pipeline.scenarios import DIAGNOSES
+
 COHORT_COUNTS = {"N": 33, "IBM": 19, "PM": 14, "DM": 14}   # Burlina et al. 2017, 80 patients
 MUSCLES = ("D", "B", "R", "G", "T", "FCR", "FDP")
 SIDES = ("R", "L")
@@ -100,9 +102,9 @@ INVOLVEMENT = {
     "PM":  dict(D=0.90, B=0.85, R=0.85, G=0.40, T=0.30, FCR=0.30, FDP=0.30),
     "DM":  dict(D=0.90, B=0.85, R=0.80, G=0.35, T=0.30, FCR=0.30, FDP=0.30),
 }
-SEVERITY_BETA = {"IBM": (4.0, 3.0), "PM": (2.5, 4.0), "DM": (2.5, 4.0)}   # patient severity ~ Beta
+SEVERITY_BETA = {"IBM": (5.0, 2.5), "PM": (3.0, 3.5), "DM": (3.0, 3.5)}   # patient severity ~ Beta
 AGE = {"N": (50, 16), "IBM": (67, 8), "PM": (52, 14), "DM": (48, 15)}      # mean, sd (years)
-EI_PER_SEVERITY_DB = 9.0
+EI_PER_SEVERITY_DB = 15.0
 EI_PER_YEAR_DB = 0.1
 DISPLAY_OFFSET_DB = 18.0   # maps normal muscle to a mean grey of about 60 at 52 dB dynamic range
 
@@ -140,7 +142,7 @@ def patient_table(patients: int, seed: int) -> pd.DataFrame:
             diagnosis=str(diagnosis),
             age=float(np.clip(rng.normal(age_mean, age_sd), 18, 90)),
             sex=sex,
-            gain_db=rng.normal(0.0, 2.0),                 # device/session gain
+            gain_db=rng.normal(0.0, 1.5),                 # device/session gain
             range_db=rng.normal(52.0, 3.0),               # display dynamic range
             slope_db_cm=rng.normal(0.0, 0.8),             # residual after time-gain compensation
             fat_mm=rng.lognormal(math.log(7.0 if sex == "F" else 5.0), 0.35),
@@ -152,10 +154,10 @@ def patient_table(patients: int, seed: int) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _muscle_severity(patient: pd.Series, muscle: str, rng: np.random.Generator) -> tuple[float, float]:
-    """Disease severity of one muscle on the right and left side (0: looks normal)."""
+def _muscle_severity(patient, muscle: str, rng: np.random.Generator) -> tuple[float, float]:
+    """Disease severity of one muscle (of a patient_table row) on the right and left side (0: looks normal)."""
     weight = INVOLVEMENT[patient.diagnosis][muscle]
-    if patient.severity == 0 or rng.random() > 0.25 + 0.7 * weight:
+    if patient.severity == 0 or rng.random() > 0.45 + 0.55 * weight:
         return 0.0, 0.0
     base = patient.severity * weight * rng.lognormal(0.0, 0.3)
     spread = 0.35 if patient.diagnosis == "IBM" else 0.1   # IBM is often asymmetric

@@ -1,7 +1,19 @@
-"""Shared test set-up: never reach a model hub, and keep torch to the cores the machine has."""
+"""Shared test set-up: never reach a model hub, and keep torch to the cores the machine has.
+
+Also: a small project directory with params.yaml and a good `prepare` run in it (data-stage tests).
+"""
 from __future__ import annotations
 
 import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from pipeline.params import Params, to_dict
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # nothing may fetch weights or data at run time
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -10,3 +22,73 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 def pytest_addoption(parser):
     parser.addoption("--update-tiny-baseline", action="store_true",
                      help="rewrite tests/data/baseline_tiny.json from the end-to-end run")
+
+
+def write_params(directory: Path, **data: object) -> None:
+    """Write directory/params.yaml: the defaults with `data.<key>` replaced (`synthetic` may be a dict)."""
+    raw = to_dict(Params())
+    for key, value in data.items():
+        raw["data"][key] = {**raw["data"][key], **value} if isinstance(value, dict) else value
+    (directory / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    """Bytes of every file `prepare` writes under `root` (to check that a failed run kept them)."""
+    files = sorted((root / "data" / "processed").rglob("*")) + [root / "reports" / "figures" / "cohort_examples.png"]
+    return {str(p.relative_to(root)): p.read_bytes() for p in files if p.is_file()}
+
+
+GOOD_ROWS = [  # path, patient_id, diagnosis, muscle, side
+    ("n1_d.png", "P1", "N", "D", "R"), ("n1_fdp.png", "P1", "N", "FDP", "L"),
+    ("ibm2_d.png", "P2", "IBM", "D", "R"), ("ibm2_fdp.png", "P2", "IBM", "FDP", "R"),
+    ("pm3_d.png", "P3", "PM", "D", "L"), ("pm3_fdp.png", "P3", "PM", "FDP", "L"),
+    ("dm4_d.png", "P4", "DM", "D", "R"), ("dm4_fdp.png", "P4", "DM", "FDP", "R"),
+]
+
+
+def write_manifest(path: Path, rows, header=("path", "patient_id", "diagnosis", "muscle", "side"),
+                   delimiter: str = ",", bom: bool = False) -> None:
+    """Write a manifest CSV (rows of strings; None writes an empty line)."""
+    lines = [delimiter.join(header)] + ["" if r is None else delimiter.join(r) for r in rows]
+    path.write_bytes(("\ufeff" if bom else "").encode() + ("\n".join(lines) + "\n").encode())
+
+
+@pytest.fixture(scope="session")
+def good_data_project(tmp_path_factory) -> Path:
+    """A folder-source project (8 small PNGs, 4 patients) after one successful `prepare` run."""
+    from pipeline import prepare
+
+    root = tmp_path_factory.mktemp("good_data_project")
+    raw = root / "data" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i, (name, *_rest) in enumerate(GOOD_ROWS):
+        Image.fromarray(rng.integers(0, 256, (40, 48), dtype=np.uint8)).save(raw / name)
+    write_manifest(raw / "manifest.csv", GOOD_ROWS)
+    write_params(root, source="folder", image_size=16, channels=1)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        assert prepare.main([]) == 0
+    return root
+
+
+@pytest.fixture
+def data_project(good_data_project, tmp_path, monkeypatch) -> Path:
+    """A fresh copy of `good_data_project` as the working directory."""
+    root = tmp_path / "project"
+    shutil.copytree(good_data_project, root, symlinks=True)
+    monkeypatch.chdir(root)
+    return root
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height pixels, with almost no pixel data behind it."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)   # 8-bit grayscale
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+            + chunk(b"IEND", b""))

@@ -1,0 +1,158 @@
+"""models/: the registry, every registered network, the soft-threshold attention, offline weights."""
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+from torch import nn
+
+import models
+from models import SoftThreshold, WeightsNotFoundError
+
+OWN_MODELS = ["dual_vgg", "stanet", "stanet_conv", "stanet_dsc", "stanet_noatt"]
+
+
+def test_registry_lists_own_models_with_display_names():
+    assert models.list_models() == OWN_MODELS
+    assert models.display_name("stanet") == "STANet (proposed)"
+    assert models.display_name("dual_vgg") == "Dual VGG16+VGG19 (Uçar 2022)"
+    assert models.display_name("resnet18") == "resnet18"   # timm names as they are
+    assert len({models.display_name(n) for n in OWN_MODELS}) == len(OWN_MODELS)
+
+
+@pytest.mark.parametrize("name, hint", [("stanet_noat", "stanet_noatt"), ("resnet_18", "resnet18"),
+                                        ("dual_vgg16", "dual_vgg")])
+def test_unknown_name_lists_close_matches(name, hint):
+    with pytest.raises(ValueError, match="close matches") as e:
+        models.create_model(name, num_classes=2, in_chans=1)
+    assert repr(hint) in str(e.value)
+    with pytest.raises(ValueError, match=repr(hint)):
+        models.display_name(name)
+
+
+def test_timm_names_pass_through():
+    model = models.create_model("mobilenetv3_small_100", num_classes=3, in_chans=1)
+    assert model.default_cfg["architecture"] == "mobilenetv3_small_100"
+    assert model(torch.randn(2, 1, 32, 32)).shape == (2, 3)
+
+
+@pytest.mark.parametrize("name", OWN_MODELS)
+@pytest.mark.parametrize("in_chans, num_classes", [(1, 2), (3, 4)])
+def test_forward_backward(name, in_chans, num_classes):
+    torch.manual_seed(0)
+    model = models.create_model(name, num_classes=num_classes, in_chans=in_chans).train()
+    x = torch.randn(2, in_chans, 32, 32)   # 32x32: stage 4 of STANet and VGG's last block are 1x1
+    logits = model(x)
+    assert logits.shape == (2, num_classes)
+    nn.functional.cross_entropy(logits, torch.tensor([0, num_classes - 1])).backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not missing, f"no finite gradient for {missing[:5]}"
+    model.eval()
+    with torch.no_grad():
+        assert model(x[:1]).shape == (1, num_classes)   # batch 1 at inference
+
+
+@pytest.mark.parametrize("name", [n for n in OWN_MODELS if n.startswith("stanet")])
+def test_stanet_runs_at_the_smallest_image_size(name):
+    model = models.create_model(name, num_classes=2, in_chans=1).eval()
+    with torch.no_grad():   # 16x16 (data.image_size's minimum): stages 3 and 4 see 1x1 maps
+        assert model(torch.randn(2, 1, 16, 16)).shape == (2, 2)
+
+
+def test_stanet_alternates_block_types_and_uses_attention_where_configured():
+    model = models.create_model("stanet", num_classes=2, in_chans=3)
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    depthwise = [m for m in convs if m.groups == m.in_channels > 1]
+    conventional = [m for m in convs if m.groups == 1 and m.kernel_size == (3, 3)]
+    assert depthwise and conventional
+    shrink = [m for m in model.modules() if isinstance(m, SoftThreshold)]
+    assert len(shrink) == 4
+    assert not any(isinstance(m, SoftThreshold) for m in models.create_model("stanet_noatt", 2, 3).modules())
+    assert all(m.groups == 1 for m in models.create_model("stanet_conv", 2, 3).modules() if isinstance(m, nn.Conv2d))
+    dsc_convs = [m for m in models.create_model("stanet_dsc", 2, 3).modules() if isinstance(m, nn.Conv2d)]
+    assert sum(m.kernel_size == (3, 3) and m.groups == 1 for m in dsc_convs) == 1   # only the stem
+
+
+def test_stanet_rejects_bad_config():
+    with pytest.raises(ValueError, match="one entry per stage"):
+        models.create_model("stanet", 2, 3, widths=(8, 16), depths=(1, 1, 1))
+    with pytest.raises(ValueError, match="mix='conv'"):
+        models.create_model("stanet", 2, 3, mix="conv")
+
+
+def test_soft_threshold_shrinks_toward_zero():
+    torch.manual_seed(0)
+    st = SoftThreshold(16).eval()
+    with torch.no_grad():
+        st.fc2.bias.fill_(1.0)   # alpha well inside (0, 1), so some values fall under tau
+    x = torch.randn(4, 16, 8, 8) * torch.linspace(0.1, 3, 16)[None, :, None, None]
+    tau = st.thresholds(x).detach()
+    s = x.abs().mean(dim=(2, 3))
+    assert (tau >= 0).all() and (tau <= s + 1e-6).all()
+    y = st(x).detach()
+    t = tau[:, :, None, None]
+    small = x.abs() <= t
+    assert small.any() and (~small).any()
+    assert (y[small] == 0).all()
+    assert (torch.sign(y[~small]) == torch.sign(x[~small])).all()
+    torch.testing.assert_close(y.abs()[~small], (x.abs() - t.expand_as(x))[~small])
+
+
+def test_soft_threshold_passes_gradients_to_input_and_thresholds():
+    torch.manual_seed(0)
+    st = SoftThreshold(8).train()
+    x = torch.randn(4, 8, 5, 5, requires_grad=True)
+    st(x).pow(2).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    for p in (st.fc1.weight, st.fc2.weight, st.fc2.bias):
+        assert p.grad is not None and p.grad.abs().sum() > 0
+
+
+def test_soft_threshold_counts_its_own_macs():
+    st = SoftThreshold(64, reduction=4)   # hidden 16
+    assert st.macs((2, 64, 7, 7)) == 2 * (64 * 16 + 16 * 64) + 2 * 2 * 64 * 49 + 2 * 64
+
+
+def test_dual_vgg_pretrained_fails_fast_offline(monkeypatch, tmp_path):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))   # an empty cache
+    monkeypatch.delenv("MYOBENCH_WEIGHTS_VGG16", raising=False)
+    monkeypatch.delenv("MYOBENCH_WEIGHTS_VGG19", raising=False)
+    start = time.perf_counter()
+    with pytest.raises(WeightsNotFoundError, match="MYOBENCH_WEIGHTS_VGG16") as e:
+        models.create_model("dual_vgg", num_classes=2, in_chans=3, pretrained=True)
+    assert time.perf_counter() - start < 5
+    assert "pretrained=False" in str(e.value) and "never downloads" in str(e.value)
+
+
+def test_pretrained_path_that_is_not_a_file_is_named(monkeypatch, tmp_path):
+    monkeypatch.setenv("MYOBENCH_WEIGHTS_VGG16", str(tmp_path / "missing.pth"))
+    with pytest.raises(WeightsNotFoundError, match="missing.pth.*MYOBENCH_WEIGHTS_VGG16"):
+        models.create_model("dual_vgg", num_classes=2, in_chans=3, pretrained=True)
+    with pytest.raises(WeightsNotFoundError, match="elsewhere.pth.*argument"):
+        models.create_model("dual_vgg", 2, 3, pretrained=True, vgg16_weights=tmp_path / "elsewhere.pth")
+
+
+def test_local_weights_found_in_hub_cache_without_network(monkeypatch, tmp_path):
+    from huggingface_hub import constants
+
+    snapshot = tmp_path / "models--timm--vgg19.tv_in1k" / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (snapshot / "model.safetensors").write_bytes(b"")
+    (tmp_path / "models--timm--vgg19.tv_in1k" / "refs").mkdir()
+    (tmp_path / "models--timm--vgg19.tv_in1k" / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.delenv("MYOBENCH_WEIGHTS_VGG19", raising=False)
+    assert models.local_weights("vgg19") == snapshot / "model.safetensors"
+
+
+def test_timm_pretrained_loads_a_local_file(tmp_path):
+    torch.manual_seed(0)
+    source = models.create_model("resnet18", num_classes=1000, in_chans=3)
+    path = tmp_path / "resnet18.pth"
+    torch.save(source.state_dict(), path)
+    model = models.create_model("resnet18", num_classes=2, in_chans=3, pretrained=True, pretrained_file=path)
+    torch.testing.assert_close(model.layer1[0].conv1.weight, source.layer1[0].conv1.weight)
+    assert model.fc.out_features == 2
