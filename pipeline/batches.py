@@ -66,8 +66,8 @@ class BatchStream:
                  generator: torch.Generator, mean: float, std: float, augment: Augment | None,
                  channels_last: bool = False):
         self.bank = bank
-        self.ids = torch.as_tensor(ids, dtype=torch.long, device=bank.device)
-        self.labels = torch.as_tensor(labels, dtype=torch.long, device=bank.device)
+        self.ids = torch.tensor(np.asarray(ids), dtype=torch.long, device=bank.device)
+        self.labels = torch.tensor(np.asarray(labels), dtype=torch.long, device=bank.device)
         self.batch_size = batch_size
         self.generator = generator
         self.mean, self.std = mean, std
@@ -126,7 +126,7 @@ def eval_batches(bank: ImageBank, ids: np.ndarray, batch_size: int, mean: float,
                  channels_last: bool = False):
     """Yield normalised, un-augmented batches of the images `ids`, in order."""
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    ids_t = torch.as_tensor(ids, dtype=torch.long, device=bank.device)
+    ids_t = torch.tensor(np.asarray(ids), dtype=torch.long, device=bank.device)
     for start in range(0, len(ids_t), batch_size):
         x = bank.images[ids_t[start:start + batch_size]].float().div_(255).sub_(mean).div_(std)
         yield x.contiguous(memory_format=fmt)
