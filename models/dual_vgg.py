@@ -12,7 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-import timm
 import torch
 from torch import nn
 
@@ -48,6 +47,8 @@ def _vgg_features(arch: str, in_chans: int, pretrained: bool, weights: str | Pat
         kwargs["pretrained_cfg_overlay"] = {"file": str(local_weights(arch, weights))}
     # num_classes=0 drops timm's classifier (and lets timm skip it when loading weights);
     # timm adapts the first conv's ImageNet weights to in_chans
+    import timm  # lazily: see models/registry.py
+
     vgg = timm.create_model(arch, pretrained=pretrained, num_classes=0, in_chans=in_chans, **kwargs)
     return vgg.features
 

@@ -11,8 +11,10 @@ import os
 from pathlib import Path
 from typing import Callable
 
-import timm
 from torch import nn
+
+# timm (and through it torchvision) is imported only where a timm model is built or looked up:
+# it costs about 2 s of start-up, which every stanet training stage would otherwise pay.
 
 _model_entrypoints: dict[str, Callable[..., nn.Module]] = {}
 _display_names: dict[str, str] = {}
@@ -40,7 +42,11 @@ def list_models() -> list[str]:
 
 
 def _check_name(name: str) -> None:
-    if name in _model_entrypoints or timm.is_model(name):
+    if name in _model_entrypoints:
+        return
+    import timm
+
+    if timm.is_model(name):
         return
     candidates = list_models() + timm.list_models()
     close = difflib.get_close_matches(name, candidates, n=5, cutoff=0.6)
@@ -67,6 +73,8 @@ def create_model(name: str, num_classes: int, in_chans: int, pretrained: bool = 
     if pretrained:
         file = local_weights(name, kwargs.pop("pretrained_file", None))
         kwargs["pretrained_cfg_overlay"] = {"file": str(file)}
+    import timm
+
     return timm.create_model(name, pretrained=pretrained, num_classes=num_classes, in_chans=in_chans, **kwargs)
 
 
@@ -84,6 +92,8 @@ def local_weights(timm_name: str, path: str | Path | None = None) -> Path:
             raise WeightsNotFoundError(f"pretrained weights for {timm_name}: {given} is not a file "
                                        f"(given {'as an argument' if path else 'by ' + env})")
         return Path(given)
+    import timm
+
     cfg = timm.models.get_pretrained_cfg(timm_name)
     hub_id = cfg.hf_hub_id if cfg is not None else None
     if hub_id:
