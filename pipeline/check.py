@@ -21,19 +21,11 @@ from typing import Any
 from pipeline.atomic import atomic_write_json
 from pipeline.errors import DataError
 from pipeline.params import PARAMS_FILE, CheckParams, load
+from pipeline.sysinfo import read_json
 
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "auc")
 SETTINGS = ("data_source", "scenario", "protocols", "folds", "input_size", "epochs")
 BASELINE_VERSION = 1
-
-
-def _read_json(path: Path, what: str) -> dict:
-    if not path.is_file():
-        raise DataError(f"{path}: missing; {what}")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}: not valid JSON ({e}); {what}") from None
 
 
 def complexity_fields(c: dict, exact: tuple[str, ...], where: str) -> dict[str, Any]:
@@ -55,7 +47,7 @@ def complexity_fields(c: dict, exact: tuple[str, ...], where: str) -> dict[str, 
 
 def current_results(metrics_path: Path, complexity_dir: Path, exact: tuple[str, ...]) -> dict:
     """The current results in baseline form: settings, metric means and exact complexity fields."""
-    metrics = _read_json(metrics_path, "make it with `python -m pipeline.evaluate` (or `dvc repro`)")
+    metrics = read_json(metrics_path, "make it with `python -m pipeline.evaluate` (or `dvc repro`)")
     meta = metrics.get("meta")
     if not isinstance(meta, dict) or "models" not in meta:
         raise DataError(f"{metrics_path}: no meta.models; re-make it with `python -m pipeline.evaluate`")
@@ -68,7 +60,7 @@ def current_results(metrics_path: Path, complexity_dir: Path, exact: tuple[str, 
         path = complexity_dir / f"{model}.json"
         if path.is_file():
             out["complexity"][model] = complexity_fields(
-                _read_json(path, f"re-make it with `python -m pipeline.profile --model {model}`"), exact, str(path))
+                read_json(path, f"re-make it with `python -m pipeline.profile --model {model}`"), exact, str(path))
     return out
 
 
@@ -178,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
               f"complexity of {len(current['complexity'])} models; settings {json.dumps(current['settings'])})")
         return 0
 
-    baseline = _read_json(baseline_path, "create it with `python -m pipeline.check --update` and commit it")
+    baseline = read_json(baseline_path, "create it with `python -m pipeline.check --update` and commit it")
     if baseline.get("version") != BASELINE_VERSION:
         raise DataError(f"{baseline_path}: baseline version {baseline.get('version')!r}, this check reads "
                         f"version {BASELINE_VERSION}; re-create it with `python -m pipeline.check --update`")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -33,7 +33,6 @@ import argparse
 import copy
 import io
 import os
-import platform
 import statistics
 import time
 import warnings
@@ -53,6 +52,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import models
+from pipeline.sysinfo import cpu_name
 from pipeline import params as params_module
 from pipeline.atomic import atomic_write_json
 from pipeline.cli import run_stage
@@ -169,17 +169,6 @@ def peak_forward_memory(model: nn.Module, input_size: tuple[int, int, int] = PAP
         current += nbytes
         peak = max(peak, current)
     return peak
-
-
-def cpu_name() -> str:
-    """This machine's CPU model (recorded with the latency, which depends on it)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def weights_bytes(model: nn.Module) -> int:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import platform
 from importlib import metadata
@@ -23,6 +22,7 @@ from pipeline.atomic import atomic_write_csv, atomic_write_text
 from pipeline.errors import DataError
 from pipeline.evaluate import run_dir, train_command
 from pipeline.params import Params, load
+from pipeline.sysinfo import cpu_name, read_json
 
 REFERENCE_COMPUTE = "dual_vgg"     # the paper states computation as a share of this network's
 ALPHA = 0.05                       # significance level for the plain-language reading
@@ -38,12 +38,7 @@ COMPARISON_COLUMNS = [
 # ---- inputs ---------------------------------------------------------------------------------
 
 def _read_json(path: Path, make: str) -> dict:
-    if not path.is_file():
-        raise DataError(f"{path}: missing; make it with `{make}` (or `dvc repro`)")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}: not valid JSON ({e}); re-make it with `{make}`") from None
+    return read_json(path, f"make it with `{make}` (or `dvc repro`)")
 
 
 def load_complexity(models: list[str], directory: Path) -> dict[str, dict]:
@@ -190,17 +185,6 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             out[name] = "not installed"
     return out
-
-
-def cpu_name() -> str:
-    """This machine's CPU model, where latency was measured."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def report_date() -> str:

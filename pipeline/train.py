@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
 import random
 import sys
 import threading
@@ -37,6 +36,7 @@ from pipeline.batches import Augment, BatchStream, ImageBank, eval_batches
 from pipeline.cli import run_stage
 from pipeline.errors import DataError, TrainingError
 from pipeline.params import OptimParams, Params, load, to_dict
+from pipeline.sysinfo import cpu_name
 
 IMAGES = Path("data/processed/images.npy")
 SPLITS = Path("data/splits.csv")
@@ -60,15 +60,7 @@ def device_name(device: torch.device) -> str:
     """Human-readable name of the training hardware."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {torch.get_num_threads()} threads"
+    return f"{cpu_name()}, {torch.get_num_threads()} threads"
 
 
 def seed_everything(seed: int, device: torch.device) -> None:
