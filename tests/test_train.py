@@ -200,3 +200,15 @@ def test_sigkill_mid_run_then_resume_gives_identical_predictions(tmp_path):
     assert (a / "predictions.csv").read_bytes() == (b / "predictions.csv").read_bytes()
     ha, hb = pd.read_csv(a / "history.csv"), pd.read_csv(b / "history.csv")
     pd.testing.assert_frame_equal(ha.drop(columns="seconds"), hb.drop(columns="seconds"))
+
+
+def test_out_of_memory_names_model_and_batch_size_and_what_to_lower(cohort, monkeypatch):
+    def exhausted(*a, **k):
+        def step(x, y):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return step
+
+    monkeypatch.setattr(train, "make_step", exhausted)
+    with pytest.raises(TrainingError, match=r"out of memory training stanet \(patient, fold 1\) at batch size 16.*"
+                                            r"train.overrides.stanet.batch_size"):
+        train.main(["--model", "stanet", "--protocol", "patient", "--fold", "1"])
