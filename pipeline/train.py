@@ -204,6 +204,18 @@ def fold_data(splits: pd.DataFrame, scenario: str, protocol: str, fold: int) -> 
                     parts["test"][["image_id", "patient_id", "label"]].reset_index(drop=True))
 
 
+def code_digest() -> str:
+    """Digest of the code that decides what training computes: this stage's modules and models/.
+
+    Part of the checkpoint fingerprint, so that a finished or half-finished fold is never reused
+    after the training step, the data path or a network changed.
+    """
+    here = Path(__file__).resolve().parent
+    files = [here / "train.py", here / "batches.py", here / "checkpoint.py",
+             *sorted(Path(models.__file__).resolve().parent.glob("*.py"))]
+    return checkpoint.fingerprint({f.name: checkpoint.file_sha256(f) for f in files})
+
+
 def train_fold(params: Params, model_name: str, protocol: str, fold: int, *,
                images: np.ndarray, splits: pd.DataFrame, ckpt_path: Path, data_digest: str,
                log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -224,7 +236,7 @@ def train_fold(params: Params, model_name: str, protocol: str, fold: int, *,
     config = {"model": model_name, "protocol": protocol, "fold": fold, "scenario": scenario, "seed": params.seed,
               "optim": to_dict(o), "epochs": epochs, "select_by": tp.select_by,
               "class_weighting": tp.class_weighting, "label_smoothing": tp.label_smoothing,
-              "augment": tp.augment, "device": device.type, "data": data_digest,
+              "augment": tp.augment, "device": device.type, "data": data_digest, "code": code_digest(),
               "split": checkpoint.fingerprint({"ids": [data.train_ids.tolist(), data.val_ids.tolist(),
                                                        data.test["image_id"].tolist()]})}
     fp = checkpoint.fingerprint(config)

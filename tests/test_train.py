@@ -212,3 +212,13 @@ def test_out_of_memory_names_model_and_batch_size_and_what_to_lower(cohort, monk
     with pytest.raises(TrainingError, match=r"out of memory training stanet \(patient, fold 1\) at batch size 16.*"
                                             r"train.overrides.stanet.batch_size"):
         train.main(["--model", "stanet", "--protocol", "patient", "--fold", "1"])
+
+
+def test_changed_training_code_does_not_reuse_a_checkpoint(cohort, capsys, monkeypatch):
+    args = ["--model", "stanet", "--protocol", "patient", "--fold", "1"]
+    assert train.main(args) == 0
+    monkeypatch.setattr(train, "code_digest", lambda: "another version of the training code")
+    capsys.readouterr()
+    assert train.main(args) == 0
+    out = capsys.readouterr().out
+    assert "other settings" in out and "finished earlier" not in out
