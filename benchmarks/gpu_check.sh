@@ -9,7 +9,8 @@
 #    dvc.yaml orders them, each stage timed (dvc itself is not needed on the machine).
 # 3. The projection of the whole paper profile (5 folds, both protocols) from those timings.
 # Writes under OUTDIR: throughput.json, timings.csv, projection.json, reports.tar.gz, log.txt.
-# Installs nothing but the wheels carried in .whl/ (thop, absent from the GPU image).
+# Installs nothing but the wheels carried in .whl/ (thop, absent from the GPU image). Make them
+# beforehand, where pip reaches PyPI: pip download --no-deps -d .whl thop==0.1.1.post2209072238
 set -uo pipefail
 OUT_DIR=$(mkdir -p "${1:?usage: gpu_check.sh OUTDIR}" && cd "$1" && pwd)
 REPO=$(cd "$(dirname "$0")/.." && pwd)
