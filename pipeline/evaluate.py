@@ -26,6 +26,7 @@ from pipeline import scenarios
 from pipeline.atomic import atomic_write_csv, atomic_write_json
 from pipeline.errors import DataError
 from pipeline.params import Params, load
+from pipeline.sysinfo import read_json
 
 SUMMARY_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "auc")
 PER_FOLD_COLUMNS = ["model", "protocol", "fold", "accuracy", "balanced_accuracy", "macro_f1", "auc",
@@ -50,13 +51,9 @@ def load_run(runs: Path, model: str, protocol: str, fold: int, scenario: str) ->
     d = run_dir(runs, model, protocol, fold)
     make = f"make it with `{train_command(model, protocol, fold)}` (or `dvc repro`)"
     pred_path, meta_path = d / "predictions.csv", d / "metrics.json"
-    for p in (pred_path, meta_path):
-        if not p.is_file():
-            raise DataError(f"{p}: missing; {make}")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as e:
-        raise DataError(f"{meta_path}: not valid JSON ({e}); {make}") from None
+    if not pred_path.is_file():
+        raise DataError(f"{pred_path}: missing; {make}")
+    meta = read_json(meta_path, make)
     for key, want in (("scenario", scenario), ("model", model), ("protocol", protocol), ("fold", fold)):
         if key in meta and meta[key] != want:
             raise DataError(f"{meta_path}: {key} is {meta[key]!r} but this evaluation expects {want!r} "
