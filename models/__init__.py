@@ -4,10 +4,17 @@
     list_models() -> the project's own names; any timm name is accepted too
     display_name(name) -> the name tables and figures use
 """
+import importlib
+import pkgutil
+
 from models.registry import (WeightsNotFoundError, create_model, display_name, list_models, local_weights,
                              register_model)
 from models.attention import SoftThreshold
-from models import dual_vgg as _dual_vgg, stanet as _stanet  # noqa: F401  (registers the models)
+
+# Every module of this package is imported here, so a network is registered by its file alone:
+# adding models/mynet.py with a @register_model factory is all it takes.
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = ["create_model", "list_models", "display_name", "register_model", "local_weights",
            "WeightsNotFoundError", "SoftThreshold"]

@@ -77,17 +77,6 @@ def atomic_write_csv(target: str | Path, frame: Any, **kwargs: Any) -> None:
         frame.to_csv(tmp, **kwargs)
 
 
-def atomic_save_npy(target: str | Path, array: Any) -> None:
-    """Save a numpy array as .npy atomically."""
-    import numpy as np
-
-    with atomic_path(target) as tmp:
-        with open(tmp, "wb") as f:
-            np.save(f, array, allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
-
-
 def atomic_torch_save(target: str | Path, obj: Any) -> None:
     """torch.save atomically (checkpoints and weights)."""
     import torch

@@ -36,7 +36,7 @@ class Augment:
 
 
 class ImageBank:
-    """The processed cohort as one uint8 tensor (N, C, S, S) on `device`, plus labels per image."""
+    """The processed cohort as one uint8 tensor (N, C, S, S) on `device`; batches index into it by image id."""
 
     def __init__(self, images: np.ndarray, device: torch.device):
         if images.dtype != np.uint8 or images.ndim != 4:

@@ -18,12 +18,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+from pipeline import layout
 from pipeline.atomic import atomic_write_json
 from pipeline.errors import DataError
+from pipeline.metrics import SUMMARY_METRICS
 from pipeline.params import PARAMS_FILE, CheckParams, load
-from pipeline.sysinfo import read_json
+from pipeline.readers import read_json
 
-METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "auc")
+METRICS = {m.key: m for m in SUMMARY_METRICS}
 SETTINGS = ("data_source", "scenario", "protocols", "folds", "input_size", "epochs")
 BASELINE_VERSION = 1
 
@@ -57,10 +59,10 @@ def current_results(metrics_path: Path, complexity_dir: Path, exact: tuple[str, 
         for protocol, summary in (metrics.get(model) or {}).items():
             out["metrics"].setdefault(model, {})[protocol] = {
                 m: (summary.get(m) or {}).get("mean") for m in METRICS}
-        path = complexity_dir / f"{model}.json"
+        path = layout.complexity_path(model, complexity_dir)
         if path.is_file():
             out["complexity"][model] = complexity_fields(
-                read_json(path, f"re-make it with `python -m pipeline.profile --model {model}`"), exact, str(path))
+                read_json(path, f"re-make it with `{layout.profile_command(model)}`"), exact, str(path))
     return out
 
 
@@ -99,8 +101,9 @@ def compare(baseline: dict, current: dict, check: CheckParams) -> list[dict]:
                 elif cv is None:
                     status = "MISSING"
                 else:
-                    drop = (bv - cv) * 100 if metric == "accuracy" else bv - cv
-                    limit = check.max_accuracy_drop if metric == "accuracy" else check.max_metric_drop
+                    percent = METRICS[metric].percent
+                    drop = (bv - cv) * 100 if percent else bv - cv
+                    limit = check.max_accuracy_drop if percent else check.max_metric_drop
                     status = "REGRESSION" if drop > limit + 1e-9 else ("better" if cv > bv else "ok")
                 rows.append(_row(model, protocol, metric, bv, cv, status))
     bc, cc = baseline.get("complexity") or {}, current.get("complexity") or {}
@@ -131,7 +134,7 @@ FAILING = {"REGRESSION", "MISSING", "CHANGED"}
 def _fmt(metric: str, x: Any, delta: bool = False) -> str:
     if x is None:
         return "-"
-    if metric == "accuracy":
+    if metric in METRICS and METRICS[metric].percent:
         return f"{100 * x:+.2f} pts" if delta else f"{100 * x:.2f}%"
     if isinstance(x, int) and not isinstance(x, bool):
         return f"{x:+,d}" if delta else f"{x:,d}"
@@ -153,8 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pipeline.check", description=__doc__.splitlines()[0])
     ap.add_argument("--update", action="store_true", help="write the baseline from the current results")
     ap.add_argument("--baseline", help="baseline file (default: params check.baseline)")
-    ap.add_argument("--metrics", default="reports/metrics.json", help="current metrics (default: reports/metrics.json)")
-    ap.add_argument("--complexity", default="reports/complexity", help="directory of <model>.json complexity files")
+    ap.add_argument("--metrics", default=str(layout.METRICS), help=f"current metrics (default: {layout.METRICS})")
+    ap.add_argument("--complexity", default=str(layout.COMPLEXITY_DIR),
+                    help=f"directory of <model>.json complexity files (default: {layout.COMPLEXITY_DIR})")
     ap.add_argument("--all", action="store_true", help="list unchanged values too")
     ap.add_argument("--params", default=str(PARAMS_FILE), help="params file for check.* (default: params.yaml; "
                                                                "built-in defaults when it does not exist)")

@@ -1,7 +1,6 @@
 """Training checkpoints that survive `dvc repro` and any kill, and refuse to be misused.
 
-A checkpoint lives in checkpoints/<model>/<protocol>/fold-<k>/last.pt, outside the stage's DVC
-outputs (DVC deletes outputs before it reruns a stage). It is written atomically at the end of
+A checkpoint lives at pipeline.layout.checkpoint_path(...), outside the stage's DVC outputs (DVC deletes outputs before it reruns a stage). It is written atomically at the end of
 every epoch, so a run killed at any moment, SIGKILL included, finds the last complete epoch.
 It is read with `weights_only=True`: a corrupt or hostile file is refused, never unpickled.
 It carries a fingerprint of everything that decides the training (params, data, split, code
@@ -12,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import pickle
+import threading
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -21,13 +21,7 @@ import torch
 from pipeline.atomic import atomic_torch_save
 from pipeline.errors import TrainingError
 
-ROOT = Path("checkpoints")
 FORMAT = 1  # bump when the checkpoint layout or the training step changes meaning
-
-
-def path_for(model: str, protocol: str, fold: int) -> Path:
-    """Where the checkpoint of one training run lives."""
-    return ROOT / model / protocol / f"fold-{fold}" / "last.pt"
 
 
 def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
@@ -70,3 +64,47 @@ def load(path: Path, expected_fingerprint: str) -> dict[str, Any] | None:
         print(f"note: {path} was made with other settings or data; training this fold from the start")
         return None
     return state
+
+
+def cpu_copy(obj: Any) -> Any:
+    """Deep copy of a state dict (or nested structure) with every tensor cloned to the CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: cpu_copy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(cpu_copy(v) for v in obj)
+    return obj
+
+
+class BackgroundSaver:
+    """Writes checkpoints in a thread so the next epoch trains while the file is written.
+
+    The caller hands over a CPU copy of the state (`cpu_copy`); a second save waits for the first.
+    """
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def save(self, path: Path, state: dict[str, Any]) -> None:
+        """Start writing `state` to `path` atomically."""
+        self.wait()
+
+        def work() -> None:
+            try:
+                save(path, state)
+            except BaseException as e:  # surfaced by wait(), in the training thread
+                self._error = e
+
+        self._thread = threading.Thread(target=work, daemon=False)
+        self._thread.start()
+
+    def wait(self) -> None:
+        """Block until the last save is on disk; re-raise its error if it failed."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise err

@@ -6,7 +6,6 @@ import sys
 from typing import Callable
 
 from pipeline.errors import PipelineError
-from pipeline.params import ParamsError
 
 
 def run_stage(main: Callable[[list[str] | None], int | None]) -> None:
@@ -14,7 +13,7 @@ def run_stage(main: Callable[[list[str] | None], int | None]) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never fetch weights at run time
     try:
         code = main(None)
-    except (PipelineError, ParamsError) as e:
+    except PipelineError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     sys.exit(code or 0)

@@ -21,38 +21,27 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipeline import layout
 from pipeline import metrics as M
 from pipeline import scenarios
 from pipeline.atomic import atomic_write_csv, atomic_write_json
 from pipeline.errors import DataError
 from pipeline.params import Params, load
-from pipeline.sysinfo import read_json
+from pipeline.readers import read_json, read_table
 
-SUMMARY_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "auc")
-PER_FOLD_COLUMNS = ["model", "protocol", "fold", "accuracy", "balanced_accuracy", "macro_f1", "auc",
-                    "patient_accuracy", "n_test", "n_train", "n_patients"]
-COMPARED_METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
+SUMMARY_METRICS = tuple(m.key for m in M.SUMMARY_METRICS)
+COMPARED_METRICS = tuple(m.key for m in M.SUMMARY_METRICS if m.paired_test)
+PER_FOLD_COLUMNS = ["model", "protocol", "fold", *SUMMARY_METRICS, "patient_accuracy", "n_test", "n_train",
+                    "n_patients"]
 DECIMALS = 6
 UNIT = (0.0, 1.0)   # every summarised metric is a fraction; its interval is clipped to this range
 
 
-def run_dir(runs: Path, model: str, protocol: str, fold: int) -> Path:
-    """The directory one training run writes: runs/<model>/<protocol>/fold-<k>."""
-    return Path(runs) / model / protocol / f"fold-{fold}"
-
-
-def train_command(model: str, protocol: str, fold: int) -> str:
-    """The command that (re)makes one run."""
-    return f"python -m pipeline.train --model {model} --protocol {protocol} --fold {fold}"
-
-
 def load_run(runs: Path, model: str, protocol: str, fold: int, scenario: str) -> tuple[pd.DataFrame, dict]:
     """Read and check one run's predictions.csv and metrics.json; DataError names the file at fault."""
-    d = run_dir(runs, model, protocol, fold)
-    make = f"make it with `{train_command(model, protocol, fold)}` (or `dvc repro`)"
-    pred_path, meta_path = d / "predictions.csv", d / "metrics.json"
-    if not pred_path.is_file():
-        raise DataError(f"{pred_path}: missing; {make}")
+    d = layout.run_dir(model, protocol, fold, runs)
+    make = f"make it with `{layout.train_command(model, protocol, fold)}` (or `dvc repro`)"
+    pred_path, meta_path = d / layout.PREDICTIONS, d / layout.RUN_METRICS
     meta = read_json(meta_path, make)
     for key, want in (("scenario", scenario), ("model", model), ("protocol", protocol), ("fold", fold)):
         if key in meta and meta[key] != want:
@@ -66,12 +55,8 @@ def load_run(runs: Path, model: str, protocol: str, fold: int, scenario: str) ->
     if not isinstance(n_train, int) or isinstance(n_train, bool) or n_train <= 0:
         raise DataError(f"{meta_path}: n_train is {n_train!r}; expected a positive integer; {make}")
 
-    pred = pd.read_csv(pred_path, dtype={"patient_id": str})
-    cols = scenarios.prob_columns(scenario)
-    missing = [c for c in ["image_id", "patient_id", "label", "predicted", *cols] if c not in pred.columns]
-    if missing:
-        raise DataError(f"{pred_path}: missing columns {missing}; expected image_id, patient_id, label, "
-                        f"predicted, {', '.join(cols)}; {make}")
+    cols = layout.prob_columns(names)
+    pred = read_table(pred_path, make, required=[*layout.PREDICTION_COLUMNS, *cols])
     if pred.empty:
         raise DataError(f"{pred_path}: no rows; a fold's test part holds at least one image; {make}")
     bad = pred[cols + ["label"]].isna().any(axis=1) | ~pred["label"].isin(range(len(names)))
@@ -89,7 +74,7 @@ def load_run(runs: Path, model: str, protocol: str, fold: int, scenario: str) ->
 def fold_row(model: str, protocol: str, fold: int, pred: pd.DataFrame, meta: dict,
              class_names: list[str]) -> tuple[dict, dict]:
     """Per-fold metrics (the per_fold.csv row) and the full fold_metrics dict of one run."""
-    cols = [f"prob_{c}" for c in class_names]
+    cols = layout.prob_columns(class_names)
     fm = M.fold_metrics(pred["label"].to_numpy(), pred[cols].to_numpy(), class_names)
     patient_accuracy = None
     if protocol == "patient":
@@ -133,7 +118,7 @@ def compare(ref_rows: list[dict], other_rows: list[dict], ref_preds: list[pd.Dat
         diffs = [a[metric] - b[metric] for a, b in zip(ref_rows, other_rows, strict=True)
                  if a[metric] is not None and b[metric] is not None]
         out[metric] = M.corrected_resampled_ttest(diffs, n_train, n_test)
-    cols = [f"prob_{c}" for c in class_names]
+    cols = layout.prob_columns(class_names)
     correct_a, correct_b = [], []
     for row, a, b in zip(ref_rows, ref_preds, other_preds, strict=True):
         if set(a["image_id"]) != set(b["image_id"]):
@@ -160,7 +145,7 @@ def _consistent(runs_meta: list[tuple[str, dict]], key: str) -> Any:
     return json.loads(next(iter(seen))) if seen else None
 
 
-def build(params: Params, runs: Path = Path("runs")) -> tuple[dict, pd.DataFrame]:
+def build(params: Params, runs: Path = layout.RUNS) -> tuple[dict, pd.DataFrame]:
     """The metrics.json content and the per-fold table for the runs params.yaml names."""
     scenario = params.split.scenario
     class_names = list(scenarios.class_names(scenario))
@@ -177,7 +162,7 @@ def build(params: Params, runs: Path = Path("runs")) -> tuple[dict, pd.DataFrame
                 rows.setdefault((model, protocol), []).append(row)
                 fms.setdefault((model, protocol), []).append(fm)
                 preds.setdefault((model, protocol), []).append(pred)
-                runs_meta[model].append((str(run_dir(runs, model, protocol, fold) / "metrics.json"), meta))
+                runs_meta[model].append((str(layout.run_dir(model, protocol, fold, runs) / layout.RUN_METRICS), meta))
 
     result: dict[str, Any] = {}
     for (model, protocol), rs in rows.items():
@@ -189,7 +174,8 @@ def build(params: Params, runs: Path = Path("runs")) -> tuple[dict, pd.DataFrame
         for model in models:
             if model == ref:
                 continue
-            where = f"{run_dir(runs, ref, protocol, 0).parent} vs {run_dir(runs, model, protocol, 0).parent}"
+            where = (f"{layout.run_dir(ref, protocol, 0, runs).parent} vs "
+                     f"{layout.run_dir(model, protocol, 0, runs).parent}")
             comparisons.setdefault(protocol, {})[model] = compare(
                 rows[(ref, protocol)], rows[(model, protocol)], preds[(ref, protocol)], preds[(model, protocol)],
                 class_names, params.evaluate.bootstrap, params.seed, where)
@@ -234,17 +220,18 @@ def main(argv: list[str] | None = None) -> int:
     """Write reports/metrics.json and reports/per_fold.csv from the runs."""
     ap = argparse.ArgumentParser(prog="python -m pipeline.evaluate", description=__doc__.splitlines()[0])
     ap.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
-    ap.add_argument("--runs", default="runs", help="directory of training runs (default: runs)")
-    ap.add_argument("--out-dir", default="reports", help="where metrics.json and per_fold.csv go")
+    ap.add_argument("--runs", default=str(layout.RUNS), help=f"directory of training runs (default: {layout.RUNS})")
+    ap.add_argument("--out-dir", default=str(layout.REPORTS), help="where metrics.json and per_fold.csv go")
     args = ap.parse_args(argv)
     params = load(args.params)
     result, per_fold = build(params, Path(args.runs))
     out = Path(args.out_dir)
-    atomic_write_json(out / "metrics.json", result)
-    atomic_write_csv(out / "per_fold.csv", per_fold, float_format=f"%.{DECIMALS}f", lineterminator="\n")
+    metrics_path, per_fold_path = out / layout.METRICS.name, out / layout.PER_FOLD.name
+    atomic_write_json(metrics_path, result)
+    atomic_write_csv(per_fold_path, per_fold, float_format=f"%.{DECIMALS}f", lineterminator="\n")
     n_runs = len(per_fold)
     print(f"evaluate: {n_runs} runs ({len(params.train.models)} models x {len(params.split.protocols)} protocols "
-          f"x {len(params.train.folds)} folds) -> {out / 'metrics.json'}, {out / 'per_fold.csv'}")
+          f"x {len(params.train.folds)} folds) -> {metrics_path}, {per_fold_path}")
     return 0
 
 

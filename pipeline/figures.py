@@ -1,5 +1,6 @@
 """Report figures (PNG, matplotlib Agg). Each function draws one figure from plain data and
-writes it atomically; the caller supplies a title naming data source, protocol(s) and input size.
+writes it atomically, titled with the data source, protocol(s) and input size. `FIGURES` at the
+end is the one table of figures: file, caption, the stage that draws it and the drawing function.
 
 Figures are built on `matplotlib.figure.Figure` directly, not pyplot, so no global state or
 display backend is involved.
@@ -7,8 +8,9 @@ display backend is involved.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -227,3 +229,168 @@ def roc_curves(pooled: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]], labe
         ax.legend(fontsize=8, loc="lower right")
     _title(fig, title)
     _save(fig, path)
+
+
+def cohort_examples(images: np.ndarray, manifest: Any, source_label: str, path: str | Path) -> None:
+    """Example images: rows = diagnoses present (N, IBM, PM, DM), columns = muscles, as the models see them."""
+    import pandas as pd
+
+    from pipeline.scenarios import DIAGNOSES, MUSCLES
+
+    diagnoses = [d for d in DIAGNOSES if (manifest.diagnosis == d).any()]
+    muscles = [m for m in MUSCLES if (manifest.muscle == m).any()]
+    columns = muscles or [""] * min(7, int(manifest.diagnosis.value_counts().max()))
+    size = images.shape[-1]
+    fig = _figure(1.6 * len(columns) + 0.6, 1.6 * len(diagnoses) + 0.8)
+    axes = fig.subplots(len(diagnoses), len(columns), squeeze=False)
+    for r, diagnosis in enumerate(diagnoses):
+        of_diagnosis = manifest[manifest.diagnosis == diagnosis]
+        # one patient per row where possible (the first listed), right side first
+        first = of_diagnosis.patient_id.iloc[0]
+        ordered = pd.concat([of_diagnosis[of_diagnosis.patient_id == first], of_diagnosis])
+        ordered = ordered.sort_values("side", key=lambda s: s != "R", kind="stable")
+        for c, muscle in enumerate(columns):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            pick = ordered[ordered.muscle == muscle] if muscle else of_diagnosis.iloc[c:c + 1]
+            if pick.empty:
+                ax.set_axis_off()
+                continue
+            row = pick.iloc[0]
+            image = images[row.image_id]
+            shown = image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0)
+            ax.imshow(shown, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+            ax.set_title(f"{row.side}{muscle} · {row.patient_id}" if muscle else str(row.patient_id), fontsize=7)
+            if c == 0:
+                ax.set_ylabel(diagnosis, fontsize=10)
+    _title(fig, f"Cohort examples: {source_label}, {len(manifest)} images of {manifest.patient_id.nunique()} "
+                f"patients, shown at {size}x{size} px as the models see them")
+    _save(fig, path)
+
+
+# ---- the figures, in one table ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CohortInputs:
+    """What the prepare stage's figures are drawn from."""
+    images: np.ndarray
+    manifest: Any            # pandas.DataFrame, data/processed/manifest.csv
+    source_label: str
+
+
+@dataclass(frozen=True)
+class ReportInputs:
+    """What the report stage's figures are drawn from (every number read from the pipeline's files)."""
+    metrics: dict                       # reports/metrics.json
+    per_fold: Any                       # pandas.DataFrame, reports/per_fold.csv
+    complexity: dict[str, dict]         # reports/complexity/<model>.json
+    runs: dict                          # (model, protocol, fold) -> {"meta", "history", "predictions"}
+    labels: dict[str, str]              # model -> display name
+    context: str                        # data source, scenario, protocols and input size, for titles
+
+    @property
+    def meta(self) -> dict:
+        return self.metrics["meta"]
+
+    def stat(self, model: str, protocol: str, name: str, field: str = "mean") -> float | None:
+        """A summary statistic of reports/metrics.json, None where absent."""
+        return ((self.metrics.get(model) or {}).get(protocol) or {}).get(name, {}).get(field)
+
+
+def _draw_cohort(x: CohortInputs, path: Path) -> None:
+    cohort_examples(x.images, x.manifest, x.source_label, path)
+
+
+def _draw_accuracy_vs_macs(x: ReportInputs, path: Path) -> None:
+    pct = lambda v: None if v is None else 100 * v  # noqa: E731
+    points = [{"model": m, "label": x.labels[m], "protocol": p,
+               "macs": x.complexity[m]["paper_setting"].get("macs"), "params": x.complexity[m]["params"],
+               "accuracy": pct(x.stat(m, p, "accuracy")), "accuracy_sd": pct(x.stat(m, p, "accuracy", "sd"))}
+              for m in x.meta["models"] for p in x.meta["protocols"]]
+    accuracy_vs_macs(points, path, f"Accuracy vs computation (MACs at 3x224x224)\n{x.context}")
+
+
+def _draw_confusion_matrices(x: ReportInputs, path: Path) -> None:
+    names = x.meta["class_names"]
+    matrices = {p: {m: np.array([[x.metrics[m][p]["confusion_matrix"][t][q] for q in names] for t in names])
+                    for m in x.meta["models"]} for p in x.meta["protocols"]}
+    confusion_matrices(matrices, x.labels, names, path,
+                       f"Confusion matrices, image level, summed over folds {x.meta['folds']} "
+                       f"(rows: protocol; colour: share of the true class)\n{x.context}")
+
+
+def _draw_per_fold_accuracy(x: ReportInputs, path: Path) -> None:
+    import pandas as pd
+
+    records = [{k: (None if pd.isna(v) else v) for k, v in r.items()} for r in x.per_fold.to_dict("records")]
+    per_fold_accuracy(records, x.meta["models"], x.meta["protocols"], x.labels, path,
+                      f"Per-fold test accuracy by protocol (bar: mean; label: gap between protocols)\n{x.context}")
+
+
+def _draw_training_curves(x: ReportInputs, path: Path) -> None:
+    import pandas as pd
+
+    curves: dict[str, dict[str, dict]] = {}
+    for p in x.meta["protocols"]:
+        for m in x.meta["models"]:
+            h = pd.concat([x.runs[(m, p, k)]["history"] for k in x.meta["folds"]])
+            mean = h.groupby("epoch")[["val_accuracy", "train_loss"]].mean().sort_index()
+            curves.setdefault(p, {})[m] = {"epoch": mean.index.tolist(), "val_accuracy": mean["val_accuracy"].tolist(),
+                                           "train_loss": mean["train_loss"].tolist()}
+    training_curves(curves, x.labels, path, f"Training curves, mean over folds {x.meta['folds']}\n{x.context}")
+
+
+def _draw_roc_curves(x: ReportInputs, path: Path) -> None:
+    from pipeline.layout import prob_columns
+
+    names, folds = x.meta["class_names"], x.meta["folds"]
+    cols = prob_columns(names)
+    pooled = {p: {m: (np.concatenate([x.runs[(m, p, k)]["predictions"]["label"].to_numpy() for k in folds]),
+                      np.concatenate([x.runs[(m, p, k)]["predictions"][cols].to_numpy() for k in folds]))
+                  for m in x.meta["models"]} for p in x.meta["protocols"]}
+    roc_curves(pooled, x.labels, names, path, f"ROC curves, test predictions pooled over folds {folds}\n{x.context}")
+
+
+@dataclass(frozen=True)
+class FigureSpec:
+    """One figure: its file under reports/figures/, its caption, the stage that draws it and how."""
+    file: str
+    caption: str
+    stage: str                                  # "prepare" or "report"
+    draw: Callable[[Any, Path], None]           # (CohortInputs | ReportInputs, path) -> None
+
+
+# The one table of figures, in the order reports/README.md shows them. The report stage draws its
+# figures from here and captions them from here; dvc.yaml declares each file under its stage
+# (as a DVC plot for the report stage; tests/test_layout.py checks). To add a figure: a drawing
+# function above, an entry here, and its file in dvc.yaml.
+FIGURES: tuple[FigureSpec, ...] = (
+    FigureSpec("accuracy_vs_macs.png", "Accuracy against MACs at 3x224x224 (log scale); error bars: sd over folds; "
+               "marker area grows with parameter count; marker shape: protocol.", "report", _draw_accuracy_vs_macs),
+    FigureSpec("per_fold_accuracy.png", "Per-fold test accuracy, protocols side by side; the labelled line is the "
+               "gap between the image-level and patient-grouped means.", "report", _draw_per_fold_accuracy),
+    FigureSpec("confusion_matrices.png", "Confusion matrices summed over folds, one panel per model and protocol.",
+               "report", _draw_confusion_matrices),
+    FigureSpec("roc_curves.png", "ROC curves of the test predictions pooled over folds, per protocol.", "report",
+               _draw_roc_curves),
+    FigureSpec("training_curves.png", "Validation accuracy and training loss by epoch, mean over folds.", "report",
+               _draw_training_curves),
+    FigureSpec("cohort_examples.png", "One example image per diagnosis (rows) and muscle (columns), at the input "
+               "size the models see.", "prepare", _draw_cohort),
+)
+
+
+def figures_of(stage: str) -> list[FigureSpec]:
+    """The figures `stage` draws, in table order."""
+    return [f for f in FIGURES if f.stage == stage]
+
+
+def draw(stage: str, inputs: Any, directory: str | Path) -> list[Path]:
+    """Draw every figure of `stage` from `inputs` into `directory`; the paths written."""
+    paths = []
+    for spec in figures_of(stage):
+        path = Path(directory) / spec.file
+        spec.draw(inputs, path)
+        paths.append(path)
+    return paths

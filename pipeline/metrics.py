@@ -1,19 +1,40 @@
 """Classification metrics for one fold, patient-level aggregation, and summaries across folds.
 
 The train stage calls `fold_metrics` for every fold's metrics.json and the evaluate stage
-recomputes it from predictions.csv, so it imports only numpy, scikit-learn and (lazily) scipy.
+recomputes it from predictions.csv, so it imports only numpy and, lazily, scikit-learn and scipy.
+`SUMMARY_METRICS` is the one list of metrics that evaluate, check and report share.
 Everything returned is JSON-safe: plain floats and ints, with None where a quantity is undefined
 (a class absent from the test part, a standard deviation of one fold).
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 import numpy as np
-from sklearn.metrics import confusion_matrix, f1_score, roc_auc_score
 
 from pipeline.errors import DataError
+from pipeline.layout import prob_columns
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A per-fold metric that is summarised across folds, compared with the baseline and reported."""
+    key: str            # the key in fold_metrics(), metrics.json and per_fold.csv
+    label: str          # words for tables
+    percent: bool       # shown (and checked against check.max_accuracy_drop) in percentage points
+    paired_test: bool   # compared between models fold by fold (corrected resampled t-test)
+
+
+# The one list of summary metrics: evaluate summarises these, check compares them, report shows them.
+# To add one, compute it in fold_metrics() and add it here.
+SUMMARY_METRICS: tuple[Metric, ...] = (
+    Metric("accuracy", "Accuracy %", percent=True, paired_test=True),
+    Metric("balanced_accuracy", "Balanced accuracy", percent=False, paired_test=True),
+    Metric("macro_f1", "Macro-F1", percent=False, paired_test=True),
+    Metric("auc", "AUC", percent=False, paired_test=False),
+)
 
 
 def _num(x: Any) -> float | None:
@@ -27,6 +48,8 @@ def _num(x: Any) -> float | None:
 def fold_metrics(y_true: Sequence[int], prob: Any, class_names: Sequence[str]) -> dict:
     """Accuracy, balanced accuracy, macro-F1, per-class sensitivity/specificity/AUC, ROC AUC and
     confusion matrix of one test set; predictions are the arg-max of `prob` (n, C)."""
+    from sklearn.metrics import confusion_matrix, f1_score, roc_auc_score   # lazily: check reads the table only
+
     y_true = np.asarray(y_true, dtype=np.int64)
     prob = np.asarray(prob, dtype=np.float64)
     n_classes = len(class_names)
@@ -83,7 +106,7 @@ def fold_metrics(y_true: Sequence[int], prob: Any, class_names: Sequence[str]) -
 def patient_level(pred_df: Any, class_names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """One diagnosis per patient: the mean of the patient's image probabilities, with the
     patient's label; rows sorted by patient_id."""
-    cols = [f"prob_{c}" for c in class_names]
+    cols = prob_columns(class_names)
     missing = [c for c in ["patient_id", "label", *cols] if c not in pred_df.columns]
     if missing:
         raise DataError(f"predictions lack columns {missing}; expected patient_id, label and {cols}")

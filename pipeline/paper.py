@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pipeline.sources import SOURCES as DATA_SOURCES
+
 # (short name, full citation, DOI)
 TAN_2024 = ("Tan et al. 2024",
             "Tan et al., A lightweight convolutional neural network for myositis classification from muscle "
@@ -18,9 +20,15 @@ BURLINA_2017 = ("Burlina et al. 2017",
                 "Burlina, Billings, Joshi, Albayda, Automated diagnosis of myositis from muscle ultrasound: "
                 "exploring the use of machine learning and deep learning methods, PLoS One 2017, 12(8):e0184059",
                 "10.1371/journal.pone.0184059")
-SOURCES = (TAN_2024, UCAR_2022, BURLINA_2017)
+REFERENCES = (TAN_2024, UCAR_2022, BURLINA_2017)
 
 NOT_STATED = "not stated in the abstract"
+
+# This project's models for the paper's two networks; the only place outside models/ and
+# params.yaml that names them. The paper states computation as a share of the dual-branch network's.
+PROPOSED_MODEL = "stanet"
+COMPUTE_REFERENCE = "dual_vgg"
+DEFAULT_MODELS = (PROPOSED_MODEL, COMPUTE_REFERENCE, "resnet18", "mobilenetv3_small_100", "efficientnet_b0")
 
 
 @dataclass(frozen=True)
@@ -42,14 +50,14 @@ class Published:
 
 PUBLISHED: tuple[Published, ...] = (
     Published(*TAN_2024, "proposed lightweight network (DSC/CConv + soft-threshold attention)",
-              "accuracy", 96.1, None, None, None, "stanet"),
+              "accuracy", 96.1, None, None, None, PROPOSED_MODEL),
     Published(*TAN_2024, "dual-branch feature-fusion network (Uçar 2022)", "accuracy", 96.1 - 5.9, None,
-              None, None, "dual_vgg", "derived: the abstract gives 96.1 and a 5.9-point gain"),
-    Published(*TAN_2024, "proposed minus dual-branch", "accuracy_gain", 5.9, None, None, None, "stanet"),
+              None, None, COMPUTE_REFERENCE, "derived: the abstract gives 96.1 and a 5.9-point gain"),
+    Published(*TAN_2024, "proposed minus dual-branch", "accuracy_gain", 5.9, None, None, None, PROPOSED_MODEL),
     Published(*TAN_2024, "proposed network's computation as % of the dual-branch network's", "macs_pct",
-              0.25, None, None, None, "stanet", decimals=2),
+              0.25, None, None, None, PROPOSED_MODEL, decimals=2),
     *(Published(*UCAR_2022, "dual-branch VGG16+VGG19 feature fusion", "accuracy", acc, None, s, "image",
-                "dual_vgg", "image-level stratified 5-fold (published FileList folds)", decimals=2)
+                COMPUTE_REFERENCE, "image-level stratified 5-fold (published FileList folds)", decimals=2)
       for s, acc in (("S1", 93.00), ("S2", 96.01), ("S3", 91.74), ("S4", 95.12))),
     *(Published(*BURLINA_2017, f"fine-tuned AlexNet (problem {p})", "accuracy", acc, sd, s, None, "best",
                 "accuracy ± sd as in the abstract; AlexNet is not in this benchmark, so this run's best model "
@@ -62,15 +70,6 @@ QUANTITY_WORDS = {
     "accuracy_gain": "accuracy difference (points)",
     "macs_pct": "MACs at 3x224x224, % of dual-branch",
 }
-
-
-def data_caveat(data_source: str) -> str:
-    """Words saying whether this run's accuracy can be compared with a published one."""
-    if data_source == "synthetic":
-        return "synthetic cohort: not comparable to the published figure"
-    if data_source == "folder":
-        return "own image folder: a different cohort from the published figure's"
-    return "same public cohort (Uçar release of Burlina 2017)"
 
 
 def _pct(stat: dict | None) -> str:
@@ -108,14 +107,15 @@ def beside_this_run(metrics: dict, complexity: dict[str, dict]) -> list[dict]:
                 "published_scenario": pub.scenario or NOT_STATED,
                 "published_protocol": {"image": "image-level folds", None: NOT_STATED}.get(pub.protocol, pub.protocol)}
         if pub.quantity == "macs_pct":
-            macs = {m: (complexity.get(m) or {}).get("paper_setting", {}).get("macs") for m in ("stanet", "dual_vgg")}
-            if macs["stanet"] and macs["dual_vgg"]:
-                value = f"{100 * macs['stanet'] / macs['dual_vgg']:.2f}"
+            ours, theirs = PROPOSED_MODEL, COMPUTE_REFERENCE
+            macs = {m: (complexity.get(m) or {}).get("paper_setting", {}).get("macs") for m in (ours, theirs)}
+            if macs[ours] and macs[theirs]:
+                value = f"{100 * macs[ours] / macs[theirs]:.2f}"
                 note = ("computation is counted (thop) at 3x224x224 and does not depend on the data: comparable; "
-                        "stanet is this project's reconstruction from the abstract")
+                        f"{ours} is this project's reconstruction from the abstract")
             else:
-                value, note = "not run (needs stanet and dual_vgg complexity)", ""
-            rows.append({**base, "this_run": value, "this_run_model": "stanet / dual_vgg",
+                value, note = f"not run (needs {ours} and {theirs} complexity)", ""
+            rows.append({**base, "this_run": value, "this_run_model": f"{ours} / {theirs}",
                          "this_run_setting": "3x224x224, thop", "note": note})
             continue
         if pub.scenario is not None and pub.scenario != scenario:
@@ -128,14 +128,14 @@ def beside_this_run(metrics: dict, complexity: dict[str, dict]) -> list[dict]:
                          "this_run_model": "", "this_run_setting": "", "note": pub.note})
             continue
         for protocol in matched:
-            notes = [n for n in (pub.note, data_caveat(source)) if n]
+            notes = [n for n in (pub.note, DATA_SOURCES[source].caveat) if n]
             if pub.scenario is None:
                 notes.append(f"the paper's scenario and protocol are {NOT_STATED}")
             if pub.quantity == "accuracy_gain":
-                a = metrics.get("stanet", {}).get(protocol, {}).get("accuracy", {}).get("mean")
-                b = metrics.get("dual_vgg", {}).get(protocol, {}).get("accuracy", {}).get("mean")
+                a = metrics.get(PROPOSED_MODEL, {}).get(protocol, {}).get("accuracy", {}).get("mean")
+                b = metrics.get(COMPUTE_REFERENCE, {}).get(protocol, {}).get("accuracy", {}).get("mean")
                 value = f"{100 * (a - b):+.1f}" if a is not None and b is not None else "not run"
-                model = "stanet - dual_vgg"
+                model = f"{PROPOSED_MODEL} - {COMPUTE_REFERENCE}"
             else:
                 model = pub.this_run_model
                 if model == "best":

@@ -5,7 +5,8 @@ Unknown keys and bad values are refused with a `ParamsError` naming the dotted k
 and what would be accepted.
 
 `python -m pipeline.params apply profiles/paper.yaml` merges a profile (a partial params file)
-into params.yaml, validating the result before it replaces the file.
+into params.yaml, validating the result before it replaces the file; params.yaml keeps its
+comments and key order (ruamel.yaml's round trip).
 """
 from __future__ import annotations
 
@@ -20,14 +21,15 @@ from typing import Any, Literal
 import yaml
 
 from pipeline.atomic import atomic_write_text
+from pipeline.errors import PipelineError
+from pipeline.paper import DEFAULT_MODELS, PROPOSED_MODEL
 
 PARAMS_FILE = Path("params.yaml")
 
-SCENARIOS = ("S1", "S2", "S3", "S4")
 PROTOCOLS = ("patient", "image", "ucar")
 
 
-class ParamsError(ValueError):
+class ParamsError(PipelineError):
     """A params.yaml value that cannot be used; the message names the key and what is accepted."""
 
 
@@ -45,15 +47,18 @@ class SyntheticParams:
 
 @dataclass(frozen=True)
 class DataParams:
-    source: Literal["synthetic", "folder", "ucar"] = "synthetic"
+    source: str = "synthetic"           # a key of pipeline.sources.SOURCES
     root: str = "data/raw"              # folder and ucar sources: where the images live
     manifest: str = "manifest.csv"      # folder source: CSV relative to root (path, patient_id, diagnosis[, muscle, side])
-    image_size: int = 64                # square side of the processed array, in pixels
+    image_size: int = 32                # square side of the processed array, in pixels
     channels: Literal[1, 3] = 1         # 1: grayscale B-mode; 3: replicated/RGB, as ImageNet-style models expect
     max_pixels: int = 100_000_000       # refuse images that would decode larger than this (decompression bombs)
     synthetic: SyntheticParams = field(default_factory=SyntheticParams)
 
     def validate(self, key: str) -> None:
+        from pipeline.sources import SOURCES
+
+        _require(self.source in SOURCES, f"{key}.source", self.source, f"one of {list(SOURCES)}")
         _require(16 <= self.image_size <= 1024, f"{key}.image_size", self.image_size, "an integer in 16..1024")
         _require(self.max_pixels >= 1, f"{key}.max_pixels", self.max_pixels, "a positive integer")
         self.synthetic.validate(f"{key}.synthetic")
@@ -96,7 +101,7 @@ class OptimParams:
 
 @dataclass(frozen=True)
 class TrainParams:
-    models: tuple[str, ...] = ("stanet", "dual_vgg", "resnet18", "mobilenetv3_small_100", "efficientnet_b0")
+    models: tuple[str, ...] = DEFAULT_MODELS
     folds: tuple[int, ...] = (1, 2, 3, 4, 5)   # which of split.folds to train (1-based)
     epochs: int = 30
     optim: OptimParams = field(default_factory=OptimParams)
@@ -147,7 +152,7 @@ class ProfileParams:
 
 @dataclass(frozen=True)
 class EvaluateParams:
-    reference_model: str = "stanet"   # the model every other one is compared against
+    reference_model: str = PROPOSED_MODEL   # the model every other one is compared against
     bootstrap: int = 2000             # resamples for the paired bootstrap
 
     def validate(self, key: str) -> None:
@@ -185,8 +190,11 @@ class Params:
         self.profile.validate("profile")
         self.evaluate.validate("evaluate")
         self.check.validate("check")
-        if "ucar" in self.split.protocols and self.data.source != "ucar":
-            raise ParamsError(f"split.protocols: 'ucar' folds exist only for data.source 'ucar', "
+        from pipeline.sources import SOURCES
+
+        if "ucar" in self.split.protocols and not SOURCES[self.data.source].published_folds:
+            with_folds = " or ".join(repr(name) for name, source in SOURCES.items() if source.published_folds)
+            raise ParamsError(f"split.protocols: 'ucar' folds exist only for data.source {with_folds}, "
                               f"not {self.data.source!r}; use 'patient' and/or 'image'")
         bad = [k for k in self.train.folds if k > self.split.folds]
         if bad:
@@ -312,18 +320,55 @@ def deep_merge(base: dict, overlay: dict) -> dict:
     return out
 
 
+def _merge_in_place(base: Any, overlay: dict) -> None:
+    """Write `overlay`'s keys over the ruamel mapping `base`, recursively; its comments and order stay."""
+    for k, v in overlay.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            _merge_in_place(base[k], v)
+        else:
+            base[k] = v
+
+
+def _plain(x: Any) -> Any:
+    """A ruamel.yaml tree as plain dicts, lists and scalars."""
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_plain(v) for v in x]
+    return x
+
+
 def apply_profile(profile: str | Path, params_path: str | Path = PARAMS_FILE) -> Params:
-    """Merge the profile file into params.yaml, validate, and replace params.yaml atomically."""
+    """Merge the profile file into params.yaml, validate, and replace params.yaml atomically.
+
+    params.yaml is edited as a round-trip document: its comments and key order stay, the
+    profile's values replace the ones they name, and keys new to params.yaml go at the end of
+    their mapping.
+    """
+    import io
+
+    from ruamel.yaml import YAML
+
     params_path, profile = Path(params_path), Path(profile)
-    base = yaml.safe_load(params_path.read_text()) or {}
-    overlay = yaml.safe_load(profile.read_text()) or {}
-    merged = deep_merge(base, overlay)
+    rt = YAML()   # round trip: comments, order and quoting survive
+    rt.preserve_quotes = True
+    rt.width = 4096
     try:
-        params = from_dict(merged)
+        base = rt.load(params_path.read_text()) or {}
+        overlay = yaml.safe_load(profile.read_text()) or {}
+    except (OSError, yaml.YAMLError, ValueError) as e:
+        raise ParamsError(f"{profile} merged into {params_path}: cannot read ({e})") from None
+    if not isinstance(overlay, dict):
+        raise ParamsError(f"{profile}: expected a mapping of params keys, got {overlay!r}")
+    _merge_in_place(base, overlay)
+    try:
+        params = from_dict(_plain(base))
     except ParamsError as e:
         raise ParamsError(f"{profile} merged into {params_path}: {e}") from None
+    out = io.StringIO()
+    rt.dump(base, out)
     header = f"# Profile {profile.name} applied by `python -m pipeline.params apply {profile}`.\n"
-    atomic_write_text(params_path, header + yaml.safe_dump(merged, sort_keys=False))
+    atomic_write_text(params_path, header + out.getvalue())
     return params
 
 

@@ -53,6 +53,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import models
 from pipeline.sysinfo import cpu_name
+from pipeline import layout
 from pipeline import params as params_module
 from pipeline.atomic import atomic_write_json
 from pipeline.cli import run_stage
@@ -60,7 +61,7 @@ from pipeline.errors import PipelineError
 from pipeline.scenarios import class_names
 
 PAPER_INPUT = (3, 224, 224)
-OUT_DIR = Path("reports/complexity")
+OUT_DIR = layout.COMPLEXITY_DIR
 
 # thop rules by base class, so subclasses (timm.layers.Linear, Conv2dSame, BatchNormAct2d) count too
 _RULES_BY_BASE: list[tuple[type[nn.Module], Any]] = [
@@ -221,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         raise PipelineError(f"--model: {e}") from None
     start = time.perf_counter()
     report = profile_model(args.model, params)
-    target = Path(args.out_dir) / f"{args.model}.json"
+    target = layout.complexity_path(args.model, args.out_dir)
     atomic_write_json(target, report)
     print(f"{target}: params {report['params']:,}, {report['paper_setting']['macs'] / 1e6:,.1f} MMACs at 3x224x224, "
           f"batch-1 latency {report['latency']['batch_1']['median_ms']:.1f} ms "

@@ -17,21 +17,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline import figures, paper, scenarios
+from pipeline import figures, layout, paper, scenarios
 from pipeline.atomic import atomic_write_csv, atomic_write_text
 from pipeline.errors import DataError
-from pipeline.evaluate import run_dir, train_command
+from pipeline.metrics import SUMMARY_METRICS
 from pipeline.params import Params, load
-from pipeline.sysinfo import cpu_name, read_json
+from pipeline.readers import read_json, read_table
+from pipeline.sources import SOURCES
+from pipeline.sysinfo import cpu_name
 
-REFERENCE_COMPUTE = "dual_vgg"     # the paper states computation as a share of this network's
-ALPHA = 0.05                       # significance level for the plain-language reading
-FIGURES = ("accuracy_vs_macs.png", "confusion_matrices.png", "per_fold_accuracy.png",
-           "training_curves.png", "roc_curves.png")
+REFERENCE_COMPUTE = paper.COMPUTE_REFERENCE   # the paper states computation as a share of this network's
+ALPHA = 0.05                                  # significance level for the plain-language reading
+FIGURES = tuple(f.file for f in figures.figures_of("report"))
 COMPARISON_COLUMNS = [
     "model", "protocol", "display_name", "params", "macs_3x224x224", "flops_3x224x224",
-    "macs_pct_of_dual_vgg", "cpu_latency_batch1_ms", "accuracy_mean", "accuracy_sd",
-    "balanced_accuracy_mean", "macro_f1_mean", "macro_f1_sd", "auc_mean", "auc_sd",
+    f"macs_pct_of_{REFERENCE_COMPUTE}", "cpu_latency_batch1_ms",
+    *(f"{m.key}_{s}" for m in SUMMARY_METRICS for s in ("mean", "sd")),
     "patient_accuracy_mean", "patient_accuracy_sd", "n_folds"]
 
 
@@ -45,26 +46,18 @@ def load_complexity(models: list[str], directory: Path) -> dict[str, dict]:
     """reports/complexity/<model>.json of every model; DataError names a missing or incomplete file."""
     out = {}
     for model in models:
-        path = directory / f"{model}.json"
-        c = _read_json(path, f"python -m pipeline.profile --model {model}")
+        path = layout.complexity_path(model, directory)
+        c = _read_json(path, layout.profile_command(model))
         for key in ("params", "paper_setting", "latency"):
             if key not in c:
-                raise DataError(f"{path}: no {key!r} key; re-make it with `python -m pipeline.profile --model {model}`")
+                raise DataError(f"{path}: no {key!r} key; re-make it with `{layout.profile_command(model)}`")
         out[model] = c
     return out
 
 
 def display_name(model: str, complexity: dict[str, dict]) -> str:
-    """The model's display name: the profile's record of models.display_name, else the registry's."""
-    name = complexity.get(model, {}).get("display_name")
-    if name:
-        return name
-    try:
-        import models as registry
-
-        return registry.display_name(model)
-    except Exception:  # the registry is optional here: a name is only a label
-        return model
+    """The model's display name, as the profile stage recorded it from the model registry."""
+    return complexity.get(model, {}).get("display_name") or model
 
 
 def load_runs(params: Params, runs: Path) -> dict[tuple[str, str, int], dict]:
@@ -73,20 +66,12 @@ def load_runs(params: Params, runs: Path) -> dict[tuple[str, str, int], dict]:
     for model in params.train.models:
         for protocol in params.split.protocols:
             for fold in params.train.folds:
-                d = run_dir(runs, model, protocol, fold)
-                make = train_command(model, protocol, fold)
-                meta = _read_json(d / "metrics.json", make)
-                for name in ("history.csv", "predictions.csv"):
-                    if not (d / name).is_file():
-                        raise DataError(f"{d / name}: missing; make it with `{make}` (or `dvc repro`)")
-                history = pd.read_csv(d / "history.csv")
-                lacking = [c for c in ("epoch", "train_loss", "val_accuracy") if c not in history.columns]
-                if lacking:
-                    raise DataError(f"{d / 'history.csv'}: missing columns {lacking}; expected epoch, train_loss, "
-                                    f"val_loss, val_accuracy, lr, seconds")
-                out[(model, protocol, fold)] = {"meta": meta, "history": history,
-                                                "predictions": pd.read_csv(d / "predictions.csv",
-                                                                           dtype={"patient_id": str})}
+                d = layout.run_dir(model, protocol, fold, runs)
+                make = f"make it with `{layout.train_command(model, protocol, fold)}` (or `dvc repro`)"
+                out[(model, protocol, fold)] = {
+                    "meta": read_json(d / layout.RUN_METRICS, make),
+                    "history": read_table(d / layout.HISTORY, make, required=layout.HISTORY_COLUMNS),
+                    "predictions": read_table(d / layout.PREDICTIONS, make, required=layout.PREDICTION_COLUMNS)}
     return out
 
 
@@ -108,15 +93,10 @@ def comparison_rows(metrics: dict, complexity: dict[str, dict]) -> list[dict]:
             rows.append({
                 "model": model, "protocol": protocol, "display_name": display_name(model, complexity),
                 "params": c["params"], "macs_3x224x224": macs, "flops_3x224x224": c["paper_setting"].get("flops"),
-                "macs_pct_of_dual_vgg": 100 * macs / ref_macs if macs is not None and ref_macs else None,
+                f"macs_pct_of_{REFERENCE_COMPUTE}": 100 * macs / ref_macs if macs is not None and ref_macs else None,
                 "cpu_latency_batch1_ms": c["latency"].get("batch_1", {}).get("median_ms"),
-                "accuracy_mean": _stat(metrics, model, protocol, "accuracy"),
-                "accuracy_sd": _stat(metrics, model, protocol, "accuracy", "sd"),
-                "balanced_accuracy_mean": _stat(metrics, model, protocol, "balanced_accuracy"),
-                "macro_f1_mean": _stat(metrics, model, protocol, "macro_f1"),
-                "macro_f1_sd": _stat(metrics, model, protocol, "macro_f1", "sd"),
-                "auc_mean": _stat(metrics, model, protocol, "auc"),
-                "auc_sd": _stat(metrics, model, protocol, "auc", "sd"),
+                **{f"{m.key}_{s}": _stat(metrics, model, protocol, m.key, s)
+                   for m in SUMMARY_METRICS for s in ("mean", "sd")},
                 "patient_accuracy_mean": _stat(metrics, model, protocol, "patient_accuracy"),
                 "patient_accuracy_sd": _stat(metrics, model, protocol, "patient_accuracy", "sd"),
                 "n_folds": (metrics.get(model) or {}).get(protocol, {}).get("n_folds"),
@@ -153,7 +133,7 @@ def comparison_markdown(rows: list[dict]) -> str:
               "Macro-F1", "AUC", "Patient-level accuracy %"]
     body = [[r["display_name"], f"`{r['model']}`", r["protocol"], _si(r["params"]), _si(r["macs_3x224x224"]),
              _si(r["flops_3x224x224"]),
-             "n/a" if r["macs_pct_of_dual_vgg"] is None else f"{r['macs_pct_of_dual_vgg']:.2f}",
+             "n/a" if r[f"macs_pct_of_{REFERENCE_COMPUTE}"] is None else f"{r[f'macs_pct_of_{REFERENCE_COMPUTE}']:.2f}",
              "n/a" if r["cpu_latency_batch1_ms"] is None else f"{r['cpu_latency_batch1_ms']:.1f}",
              _pm(r["accuracy_mean"], r["accuracy_sd"]), _pm(r["macro_f1_mean"], r["macro_f1_sd"], 1, 3),
              _pm(r["auc_mean"], r["auc_sd"], 1, 3),
@@ -170,7 +150,7 @@ def paper_markdown(rows: list[dict]) -> str:
              r["published_protocol"], r["published"], r["this_run"],
              ", ".join(x for x in (r["this_run_model"], r["this_run_setting"]) if x) or "—", r["note"] or "—"]
             for r in rows]
-    refs = [f"- {short}: {citation}. doi:[{doi}](https://doi.org/{doi})" for short, citation, doi in paper.SOURCES]
+    refs = [f"- {short}: {citation}. doi:[{doi}](https://doi.org/{doi})" for short, citation, doi in paper.REFERENCES]
     return _md_table(header, body) + "\n\n" + "\n".join(refs)
 
 
@@ -195,143 +175,115 @@ def report_date() -> str:
     return when.date().isoformat()
 
 
-def data_description(params: Params) -> str:
-    """Words for the data source."""
-    d = params.data
-    if d.source == "synthetic":
-        return (f"synthetic cohort (the built-in deterministic generator: {d.synthetic.patients} patients, "
-                f"{d.synthetic.images_per_side} images per muscle side); not patient data")
-    if d.source == "ucar":
-        return f"real: the public Uçar 2022 release of Burlina et al. 2017 (80 patients, 3214 images) from {d.root}"
-    return f"real: own images listed in {d.root}/{d.manifest}"
-
-
 def _p(p: float | None) -> str:
     if p is None:
         return "p n/a"
     return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
 
 
-def reading(metrics: dict, complexity: dict[str, dict], labels: dict[str, str]) -> list[str]:
-    """A short plain-language reading of the results, generated from the numbers."""
+def _ranking(metrics: dict, labels: dict[str, str]) -> list[str]:
+    """Per protocol: the models with the highest and lowest mean accuracy."""
     meta = metrics["meta"]
-    models, protocols = meta["models"], meta["protocols"]
-    k = len(meta["folds"])
-    out = []
     acc = lambda m, p: _stat(metrics, m, p, "accuracy")  # noqa: E731
-    for protocol in protocols:
-        ranked = sorted((m for m in models if acc(m, protocol) is not None), key=lambda m: -acc(m, protocol))
+    out = []
+    for protocol in meta["protocols"]:
+        ranked = sorted((m for m in meta["models"] if acc(m, protocol) is not None), key=lambda m: -acc(m, protocol))
         if not ranked:
             continue
         best, worst = ranked[0], ranked[-1]
         s = (f"Under the {protocol} protocol, {labels[best]} had the highest mean accuracy, "
-             f"{_pm(acc(best, protocol), _stat(metrics, best, protocol, 'accuracy', 'sd'))}% over {k} folds")
+             f"{_pm(acc(best, protocol), _stat(metrics, best, protocol, 'accuracy', 'sd'))}% over "
+             f"{len(meta['folds'])} folds")
         if len(ranked) > 1:
             s += f"; the lowest was {labels[worst]} ({100 * acc(worst, protocol):.1f}%)"
         out.append(s + ".")
+    return out
+
+
+def _leakage_gap(metrics: dict) -> list[str]:
+    """How much higher image-level folds put accuracy than patient-grouped folds."""
+    meta = metrics["meta"]
+    protocols = meta["protocols"]
+    acc = lambda m, p: _stat(metrics, m, p, "accuracy")  # noqa: E731
     leak = next((p for p in ("image", "ucar") if p in protocols), None)
-    if "patient" in protocols and leak:
-        gaps = {m: acc(m, leak) - acc(m, "patient") for m in models
-                if acc(m, leak) is not None and acc(m, "patient") is not None}
-        if gaps:
-            g = np.array(list(gaps.values())) * 100
-            higher = int((g > 0).sum())
-            s = (f"Image-level ({leak}) folds gave a higher mean accuracy than patient-grouped folds for {higher} of "
-                 f"{len(g)} models; the gap ranged from {g.min():+.1f} to {g.max():+.1f} points "
-                 f"(mean {g.mean():+.1f}).")
-            if g.mean() > 0:
-                s += (" Image-level folds put images of the same patient (and muscle) in training and test, so "
-                      "they overstate accuracy on new patients.")
-            out.append(s)
-    ref = meta.get("reference_model")
+    if "patient" not in protocols or not leak:
+        return []
+    gaps = [acc(m, leak) - acc(m, "patient") for m in meta["models"]
+            if acc(m, leak) is not None and acc(m, "patient") is not None]
+    if not gaps:
+        return []
+    g = np.array(gaps) * 100
+    s = (f"Image-level ({leak}) folds gave a higher mean accuracy than patient-grouped folds for {int((g > 0).sum())} "
+         f"of {len(g)} models; the gap ranged from {g.min():+.1f} to {g.max():+.1f} points (mean {g.mean():+.1f}).")
+    if g.mean() > 0:
+        s += (" Image-level folds put images of the same patient (and muscle) in training and test, so "
+              "they overstate accuracy on new patients.")
+    return [s]
+
+
+def _against_compute_reference(metrics: dict, complexity: dict[str, dict], labels: dict[str, str]) -> list[str]:
+    """The reference model against the paper's dual-branch network: accuracy and computation."""
+    meta = metrics["meta"]
+    ref, models = meta.get("reference_model"), meta["models"]
+    if ref not in models or REFERENCE_COMPUTE not in models or ref == REFERENCE_COMPUTE:
+        return []
     comps = metrics.get("comparisons", {})
-    if ref in models and REFERENCE_COMPUTE in models and ref != REFERENCE_COMPUTE:
-        c_ref, c_dual = complexity.get(ref, {}), complexity.get(REFERENCE_COMPUTE, {})
-        macs_r, macs_d = c_ref.get("paper_setting", {}).get("macs"), c_dual.get("paper_setting", {}).get("macs")
-        parts = []
-        for protocol in protocols:
-            t = comps.get(protocol, {}).get(REFERENCE_COMPUTE, {}).get("accuracy", {})
-            if t.get("mean_difference") is None:
-                continue
-            sig = "significant" if t.get("p_value") is not None and t["p_value"] < ALPHA else "not significant"
-            parts.append(f"{100 * t['mean_difference']:+.1f} points under the {protocol} protocol "
-                         f"({_p(t.get('p_value'))}, {sig} at {ALPHA})")
-        s = f"{labels[ref]} against {labels[REFERENCE_COMPUTE]}: accuracy " + ("; ".join(parts) or "n/a")
-        if macs_r and macs_d:
-            s += (f"; it needs {100 * macs_r / macs_d:.2f}% of the MACs at 3x224x224 ({macs_d / macs_r:.0f}x fewer) "
-                  f"and {100 * c_ref['params'] / c_dual['params']:.1f}% of the parameters")
-        out.append(s + ".")
-    if ref in models:
-        tests = [(p, m, t["accuracy"]) for p, byp in comps.items() for m, t in byp.items()
-                 if t.get("accuracy", {}).get("p_value") is not None]
-        sig = [(p, m, t) for p, m, t in tests if t["p_value"] < ALPHA]
-        s = (f"Of {len(tests)} paired accuracy comparisons of {labels[ref]} with another model "
-             f"(corrected resampled t-test over the same folds), {len(sig)} had p < {ALPHA}")
-        if sig:
-            s += ": " + "; ".join(f"{labels[m]} under {p} ({100 * t['mean_difference']:+.1f} points, "
-                                  f"{_p(t['p_value'])})" for p, m, t in sig)
-        s += "."
-        if k < 5:
-            s += f" With {k} folds these tests have little power: a real difference can go undetected."
-        out.append(s)
-    if meta.get("data_source") == "synthetic":
+    c_ref, c_dual = complexity.get(ref, {}), complexity.get(REFERENCE_COMPUTE, {})
+    macs_r, macs_d = c_ref.get("paper_setting", {}).get("macs"), c_dual.get("paper_setting", {}).get("macs")
+    parts = []
+    for protocol in meta["protocols"]:
+        t = comps.get(protocol, {}).get(REFERENCE_COMPUTE, {}).get("accuracy", {})
+        if t.get("mean_difference") is None:
+            continue
+        sig = "significant" if t.get("p_value") is not None and t["p_value"] < ALPHA else "not significant"
+        parts.append(f"{100 * t['mean_difference']:+.1f} points under the {protocol} protocol "
+                     f"({_p(t.get('p_value'))}, {sig} at {ALPHA})")
+    s = f"{labels[ref]} against {labels[REFERENCE_COMPUTE]}: accuracy " + ("; ".join(parts) or "n/a")
+    if macs_r and macs_d:
+        s += (f"; it needs {100 * macs_r / macs_d:.2f}% of the MACs at 3x224x224 ({macs_d / macs_r:.0f}x fewer) "
+              f"and {100 * c_ref['params'] / c_dual['params']:.1f}% of the parameters")
+    return [s + "."]
+
+
+def _paired_tests(metrics: dict, labels: dict[str, str]) -> list[str]:
+    """How many of the reference model's paired comparisons reached significance."""
+    meta = metrics["meta"]
+    ref, k = meta.get("reference_model"), len(meta["folds"])
+    if ref not in meta["models"]:
+        return []
+    tests = [(p, m, t["accuracy"]) for p, byp in metrics.get("comparisons", {}).items() for m, t in byp.items()
+             if t.get("accuracy", {}).get("p_value") is not None]
+    sig = [(p, m, t) for p, m, t in tests if t["p_value"] < ALPHA]
+    s = (f"Of {len(tests)} paired accuracy comparisons of {labels[ref]} with another model "
+         f"(corrected resampled t-test over the same folds), {len(sig)} had p < {ALPHA}")
+    if sig:
+        s += ": " + "; ".join(f"{labels[m]} under {p} ({100 * t['mean_difference']:+.1f} points, "
+                              f"{_p(t['p_value'])})" for p, m, t in sig)
+    s += "."
+    if k < 5:
+        s += f" With {k} folds these tests have little power: a real difference can go undetected."
+    return [s]
+
+
+def reading(metrics: dict, complexity: dict[str, dict], labels: dict[str, str]) -> list[str]:
+    """A short plain-language reading of the results, generated from the numbers."""
+    out = [*_ranking(metrics, labels), *_leakage_gap(metrics),
+           *_against_compute_reference(metrics, complexity, labels), *_paired_tests(metrics, labels)]
+    if not SOURCES[metrics["meta"]["data_source"]].patient_data:
         out.append("These results come from the synthetic cohort: they test the pipeline and rank the models on "
                    "synthetic images; they are not evidence about patients.")
     return out
 
 
-# ---- figures --------------------------------------------------------------------------------
-
-def draw_figures(metrics: dict, per_fold: pd.DataFrame, complexity: dict[str, dict], runs: dict,
-                 labels: dict[str, str], context: str, out_dir: Path) -> None:
-    """The five report figures, each titled with `context` (data, scenario, protocols, input size)."""
-    meta = metrics["meta"]
-    models, protocols, class_names = meta["models"], meta["protocols"], meta["class_names"]
-    points = [{"model": m, "label": labels[m], "protocol": p,
-               "macs": complexity[m]["paper_setting"].get("macs"), "params": complexity[m]["params"],
-               "accuracy": None if _stat(metrics, m, p, "accuracy") is None else 100 * _stat(metrics, m, p, "accuracy"),
-               "accuracy_sd": None if _stat(metrics, m, p, "accuracy", "sd") is None
-               else 100 * _stat(metrics, m, p, "accuracy", "sd")}
-              for m in models for p in protocols]
-    figures.accuracy_vs_macs(points, out_dir / "accuracy_vs_macs.png",
-                             f"Accuracy vs computation (MACs at 3x224x224)\n{context}")
-
-    matrices = {p: {m: np.array([[metrics[m][p]["confusion_matrix"][t][q] for q in class_names] for t in class_names])
-                    for m in models} for p in protocols}
-    figures.confusion_matrices(matrices, labels, class_names, out_dir / "confusion_matrices.png",
-                               f"Confusion matrices, image level, summed over folds {meta['folds']} "
-                               f"(rows: protocol; colour: share of the true class)\n{context}")
-
-    records = [{k: (None if pd.isna(v) else v) for k, v in r.items()} for r in per_fold.to_dict("records")]
-    figures.per_fold_accuracy(records, models, protocols, labels, out_dir / "per_fold_accuracy.png",
-                              "Per-fold test accuracy by protocol (bar: mean; label: gap between protocols)"
-                              f"\n{context}")
-
-    curves: dict[str, dict[str, dict]] = {}
-    for p in protocols:
-        for m in models:
-            h = pd.concat([runs[(m, p, k)]["history"] for k in meta["folds"]])
-            mean = h.groupby("epoch")[["val_accuracy", "train_loss"]].mean().sort_index()
-            if mean["val_accuracy"].max() > 1.0:   # written in percent rather than as a fraction
-                mean["val_accuracy"] /= 100.0
-            curves.setdefault(p, {})[m] = {"epoch": mean.index.tolist(), "val_accuracy": mean["val_accuracy"].tolist(),
-                                           "train_loss": mean["train_loss"].tolist()}
-    figures.training_curves(curves, labels, out_dir / "training_curves.png",
-                            f"Training curves, mean over folds {meta['folds']}\n{context}")
-
-    cols = [f"prob_{c}" for c in class_names]
-    pooled = {p: {m: (np.concatenate([runs[(m, p, k)]["predictions"]["label"].to_numpy() for k in meta["folds"]]),
-                      np.concatenate([runs[(m, p, k)]["predictions"][cols].to_numpy() for k in meta["folds"]]))
-                  for m in models} for p in protocols}
-    figures.roc_curves(pooled, labels, class_names, out_dir / "roc_curves.png",
-                       f"ROC curves, test predictions pooled over folds {meta['folds']}\n{context}")
-
-
 # ---- README ---------------------------------------------------------------------------------
 
-def readme(params: Params, metrics: dict, comparison_md: str, paper_md: str, runs: dict,
-           reading_lines: list[str], complexity: dict[str, dict]) -> str:
-    """reports/README.md: what was run, on what, the tables, the figures and a reading."""
+PROTOCOL_WORDS = {"patient": "patient (folds grouped by patient: no patient in both training and test)",
+                  "image": "image (image-level folds, as in the paper: a patient's images in training and test)",
+                  "ucar": "ucar (the published FileList image-level folds of Uçar 2022)"}
+
+
+def header_rows(params: Params, metrics: dict, runs: dict, complexity: dict[str, dict]) -> list[list[str]]:
+    """What made these results: data, scenario, protocols, input size, epochs, weights, software, hardware."""
     meta = metrics["meta"]
     scenario = meta["scenario"]
     metas = [r["meta"] for r in runs.values()]
@@ -347,28 +299,29 @@ def readme(params: Params, metrics: dict, comparison_md: str, paper_md: str, run
     epoch_words = ", ".join(f"{m} {e}" for m, e in epochs.items()) if len(set(epochs.values())) > 1 \
         else str(next(iter(epochs.values()), "n/a"))
     input_size = "x".join(str(v) for v in meta.get("input_size") or []) or "n/a"
-    versions = package_versions()
-    protocol_words = {"patient": "patient (folds grouped by patient: no patient in both training and test)",
-                      "image": "image (image-level folds, as in the paper: a patient's images in training and test)",
-                      "ucar": "ucar (the published FileList image-level folds of Uçar 2022)"}
-    header = [
-        ["Data source", data_description(params)],
+    return [
+        ["Data source", SOURCES[params.data.source].describe(params.data)],
         ["Scenario", f"{scenario}: {scenarios.DESCRIPTIONS[scenario]} (classes: {', '.join(meta['class_names'])})"],
-        ["Protocols", "; ".join(protocol_words.get(p, p) for p in meta["protocols"])],
+        ["Protocols", "; ".join(PROTOCOL_WORDS.get(p, p) for p in meta["protocols"])],
         ["Input size", f"{input_size} for training and testing; complexity also counted at 3x224x224 (the paper's)"],
         ["Epochs", epoch_words],
         ["Folds", f"{', '.join(str(f) for f in meta['folds'])} of {params.split.folds}"],
         ["Seed", str(params.seed)],
         ["Weights", weights],
-        ["Packages", ", ".join(f"{k} {v}" for k, v in versions.items())],
+        ["Packages", ", ".join(f"{k} {v}" for k, v in package_versions().items())],
         ["Hardware", f"training: {', '.join(devices)} (runs' metrics.json); CPU latency: {', '.join(latency_cpus)}"
                      + (f", {', '.join(str(t) for t in threads)} thread(s)" if threads else "")],
         ["Params profile", f"{params.profile_name}; report generated {report_date()}"],
     ]
+
+
+def readme(params: Params, metrics: dict, comparison_md: str, paper_md: str, runs: dict,
+           reading_lines: list[str], complexity: dict[str, dict]) -> str:
+    """reports/README.md: what was run, on what, the tables, the figures and a reading."""
     lines = [f"# myobench results: {params.profile_name}", "",
              "Generated by `python -m pipeline.report` from reports/metrics.json, reports/per_fold.csv, "
              "reports/complexity/ and runs/; do not edit by hand.", "",
-             _md_table(["", ""], header), "", "## Reading", ""]
+             _md_table(["", ""], header_rows(params, metrics, runs, complexity)), "", "## Reading", ""]
     lines += [f"- {s}" for s in reading_lines]
     lines += ["", "## Models", "",
               "Accuracy is the mean ± sd over folds of image-level test accuracy; macro-F1 and AUC likewise "
@@ -379,18 +332,8 @@ def readme(params: Params, metrics: dict, comparison_md: str, paper_md: str, run
               "## The paper beside this run", "",
               "Published figures (pipeline/paper.py) next to this run's figure for the same quantity.", "",
               paper_md, "", "## Figures", ""]
-    captions = {
-        "accuracy_vs_macs.png": "Accuracy against MACs at 3x224x224 (log scale); error bars: sd over folds; "
-                                "marker area grows with parameter count; marker shape: protocol.",
-        "per_fold_accuracy.png": "Per-fold test accuracy, protocols side by side; the labelled line is the gap "
-                                 "between the image-level and patient-grouped means.",
-        "confusion_matrices.png": "Confusion matrices summed over folds, one panel per model and protocol.",
-        "roc_curves.png": "ROC curves of the test predictions pooled over folds, per protocol.",
-        "training_curves.png": "Validation accuracy and training loss by epoch, mean over folds.",
-    }
-    for name in ("accuracy_vs_macs.png", "per_fold_accuracy.png", "confusion_matrices.png", "roc_curves.png",
-                 "training_curves.png"):
-        lines += [f"![{captions[name]}](figures/{name})", "", captions[name], ""]
+    for spec in figures.figures_of("report"):
+        lines += [f"![{spec.caption}](figures/{spec.file})", "", spec.caption, ""]
     lines += ["## Reproduce", "", "`dvc repro` rebuilds every stage that is out of date; "
               "`python -m pipeline.check` compares reports/metrics.json and reports/complexity/ with the committed "
               "baseline and exits 1 on a regression."]
@@ -400,8 +343,7 @@ def readme(params: Params, metrics: dict, comparison_md: str, paper_md: str, run
 def context_line(params: Params, metrics: dict) -> str:
     """Figure subtitle: data source, scenario, protocols and input size."""
     meta = metrics["meta"]
-    source = {"synthetic": "synthetic cohort", "ucar": "Uçar/Burlina public cohort",
-              "folder": "own image folder"}[params.data.source]
+    source = SOURCES[params.data.source].label
     size = "x".join(str(v) for v in meta.get("input_size") or [])
     return (f"{source} · {meta['scenario']} ({scenarios.DESCRIPTIONS[meta['scenario']]}) · "
             f"protocols: {', '.join(meta['protocols'])} · trained at {size or 'n/a'}")
@@ -411,23 +353,21 @@ def main(argv: list[str] | None = None) -> int:
     """Write the comparison tables, figures and README under reports/."""
     ap = argparse.ArgumentParser(prog="python -m pipeline.report", description=__doc__.splitlines()[0])
     ap.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
-    ap.add_argument("--runs", default="runs", help="directory of training runs (default: runs)")
-    ap.add_argument("--reports", default="reports", help="reports directory (default: reports)")
+    ap.add_argument("--runs", default=str(layout.RUNS), help=f"directory of training runs (default: {layout.RUNS})")
+    ap.add_argument("--reports", default=str(layout.REPORTS), help=f"reports directory (default: {layout.REPORTS})")
     args = ap.parse_args(argv)
     params = load(args.params)
     reports = Path(args.reports)
-    metrics = _read_json(reports / "metrics.json", "python -m pipeline.evaluate")
+    metrics_path = reports / layout.METRICS.name
+    metrics = _read_json(metrics_path, "python -m pipeline.evaluate")
     meta = metrics.get("meta") or {}
     for key, want in (("scenario", params.split.scenario), ("models", list(params.train.models)),
                       ("protocols", list(params.split.protocols)), ("folds", list(params.train.folds))):
         if meta.get(key) != want:
-            raise DataError(f"{reports / 'metrics.json'}: meta.{key} is {meta.get(key)!r} but params.yaml says "
+            raise DataError(f"{metrics_path}: meta.{key} is {meta.get(key)!r} but params.yaml says "
                             f"{want!r}; re-make it with `python -m pipeline.evaluate`")
-    per_fold_path = reports / "per_fold.csv"
-    if not per_fold_path.is_file():
-        raise DataError(f"{per_fold_path}: missing; make it with `python -m pipeline.evaluate`")
-    per_fold = pd.read_csv(per_fold_path)
-    complexity = load_complexity(meta["models"], reports / "complexity")
+    per_fold = read_table(reports / layout.PER_FOLD.name, "make it with `python -m pipeline.evaluate`")
+    complexity = load_complexity(meta["models"], reports / layout.COMPLEXITY_DIR.name)
     runs = load_runs(params, Path(args.runs))
     labels = {m: display_name(m, complexity) for m in meta["models"]}
 
@@ -440,7 +380,8 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_text(reports / "comparison.md",
                       f"# Model comparison\n\n{context}; folds {meta['folds']}.\n\n{comparison_md}\n\n"
                       f"## The paper beside this run\n\n{paper_md}\n")
-    draw_figures(metrics, per_fold, complexity, runs, labels, context, reports / "figures")
+    figures.draw("report", figures.ReportInputs(metrics, per_fold, complexity, runs, labels, context),
+                 reports / layout.FIGURES_DIR.name)
     atomic_write_text(reports / "README.md",
                       readme(params, metrics, comparison_md, paper_md, runs, reading(metrics, complexity, labels),
                              complexity))

@@ -5,6 +5,9 @@ Each scenario maps a diagnosis (N, IBM, PM, DM) to a class index, or leaves it o
 from __future__ import annotations
 
 DIAGNOSES = ("N", "IBM", "PM", "DM")
+# the seven muscles of the public cohort (Burlina et al. 2017): deltoid, biceps, rectus femoris,
+# medial gastrocnemius, tibialis anterior, flexor carpi radialis, flexor digitorum profundus
+MUSCLES = ("D", "B", "R", "G", "T", "FCR", "FDP")
 
 # scenario -> (class names in label order, diagnosis -> label); diagnoses not listed are excluded
 SCENARIOS: dict[str, tuple[tuple[str, ...], dict[str, int]]] = {
@@ -31,7 +34,3 @@ def label_map(scenario: str) -> dict[str, int]:
     """Diagnosis -> label for `scenario`; diagnoses absent from it are excluded from the scenario."""
     return SCENARIOS[scenario][1]
 
-
-def prob_columns(scenario: str) -> list[str]:
-    """Names of the per-class probability columns in predictions.csv."""
-    return [f"prob_{c}" for c in class_names(scenario)]

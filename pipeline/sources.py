@@ -23,11 +23,19 @@ import csv
 import io
 import re
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Callable
 
+import numpy as np
 import pandas as pd
 
 from pipeline.errors import DataError
+from pipeline.scenarios import MUSCLES
+
+if TYPE_CHECKING:
+    from pipeline.params import DataParams, Params
 
 DIAGNOSIS_SPELLINGS = {
     "n": "N", "normal": "N", "control": "N", "healthy": "N",
@@ -42,7 +50,6 @@ MUSCLE_SPELLINGS = {
     "t": "T", "tibialis anterior": "T", "fcr": "FCR", "flexor carpi radialis": "FCR",
     "fdp": "FDP", "flexor digitorum profundus": "FDP",
 }
-MUSCLE_CODES = ("D", "B", "R", "G", "T", "FCR", "FDP")
 SIDE_SPELLINGS = {"r": "R", "right": "R", "l": "L", "left": "L"}
 FOLDER_COLUMNS = ("path", "patient_id", "diagnosis")
 UCAR_SHEET = "OrginalAndCroppedFileNames.xlsx"   # (sic), as published
@@ -159,7 +166,7 @@ def _muscle(value: str, where: str) -> str:
         return ""
     code = MUSCLE_SPELLINGS.get(_words(value))
     if code is None:
-        raise DataError(f"{where}: muscle {value!r} is not accepted; expected one of {', '.join(MUSCLE_CODES)} "
+        raise DataError(f"{where}: muscle {value!r} is not accepted; expected one of {', '.join(MUSCLES)} "
                         f"or their names ({_accepted({k: v for k, v in MUSCLE_SPELLINGS.items() if len(k) > 3})}), "
                         f"or empty")
     return code
@@ -303,10 +310,10 @@ def read_ucar(root: Path) -> pd.DataFrame:
 def _ucar_muscle(value: str, where: str) -> tuple[str, str]:
     """Side letter and muscle code from the release's muscle cell, e.g. 'LFCR' -> ('L', 'FCR')."""
     text = re.sub(r"[\s_-]+", "", value).upper()
-    if len(text) >= 2 and text[0] in "RL" and text[1:] in MUSCLE_CODES:
+    if len(text) >= 2 and text[0] in "RL" and text[1:] in MUSCLES:
         return text[0], text[1:]
     raise DataError(f"{where}: muscle {value!r} is not accepted; expected R or L followed by one of "
-                    f"{', '.join(MUSCLE_CODES)}, e.g. RD, LFCR, RFDP")
+                    f"{', '.join(MUSCLES)}, e.g. RD, LFCR, RFDP")
 
 
 def read_ucar_folds(root: Path, scenario: str) -> pd.DataFrame:
@@ -341,3 +348,88 @@ def read_ucar_folds(root: Path, scenario: str) -> pd.DataFrame:
             seen[name] = line
             frames.append((name, fold, part))
     return pd.DataFrame(frames, columns=["source_name", "fold", "part"])
+
+
+# ---- the sources, in one table ------------------------------------------------------------------
+
+def load_images(records: pd.DataFrame, root: Path, data: DataParams) -> tuple[np.ndarray, list[str]]:
+    """Decode and resize every image of `records` (paths relative to `root`); also their sha256."""
+    from pipeline import imageio
+
+    images = np.empty((len(records), data.channels, data.image_size, data.image_size), dtype=np.uint8)
+
+    def one(i: int) -> str:
+        row = records.iloc[i]
+        pixels, digest = imageio.read_image(root / row.path, max_pixels=data.max_pixels,
+                                            channels=data.channels, where=row.location)
+        images[i] = imageio.to_chw(imageio.fit_square(pixels, data.image_size), data.channels)
+        return digest
+
+    # PIL decodes and resizes without the GIL; map() re-raises the first error in row order.
+    pool = ThreadPoolExecutor(max_workers=2)
+    try:
+        digests = list(pool.map(one, range(len(records))))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)   # after an error, decode nothing more
+    return images, digests
+
+
+def _load_files(records: pd.DataFrame, root: Path, data: DataParams) -> tuple[np.ndarray, pd.DataFrame]:
+    images, sha256 = load_images(records, root, data)
+    return images, records.assign(sha256=sha256)
+
+
+def load_synthetic(params: Params) -> tuple[np.ndarray, pd.DataFrame]:
+    """The built-in cohort (pipeline/synthetic.py), rendered and resized like real images."""
+    from pipeline import imageio, synthetic
+
+    data, syn = params.data, params.data.synthetic
+    rendered, table = synthetic.generate(syn.patients, syn.images_per_side, syn.render_size, params.seed)
+    images = np.empty((len(rendered), data.channels, data.image_size, data.image_size), dtype=np.uint8)
+    for i, image in enumerate(rendered):
+        images[i] = imageio.to_chw(imageio.fit_square(image, data.image_size), data.channels)
+    return images, table
+
+
+def load_folder(params: Params) -> tuple[np.ndarray, pd.DataFrame]:
+    """Images listed in data.root/data.manifest."""
+    root = Path(params.data.root)
+    return _load_files(read_folder(root, params.data.manifest), root, params.data)
+
+
+def load_ucar(params: Params) -> tuple[np.ndarray, pd.DataFrame]:
+    """The public Uçar (2022) release of Burlina et al. (2017) under data.root."""
+    root = Path(params.data.root)
+    return _load_files(read_ucar(root), root, params.data)
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """Everything the pipeline knows of one `data.source`: how to load it and how reports name it."""
+    load: Callable[[Params], tuple[np.ndarray, pd.DataFrame]]   # images (N, C, S, S) uint8, one table row each
+    label: str                                  # figure subtitles
+    describe: Callable[[DataParams], str]       # the report header's words
+    caveat: str                                 # beside a published figure: can they be compared
+    patient_data: bool                          # False: results say nothing about patients
+    published_folds: bool = False               # it ships folds of its own (protocol `ucar`)
+
+
+# The one table of data sources: params validates data.source against it, prepare loads through
+# it, and the report and the paper table take their words from it. To add a source, write its
+# load function and add an entry here.
+SOURCES: dict[str, DataSource] = {
+    "synthetic": DataSource(
+        load=load_synthetic, label="synthetic cohort",
+        describe=lambda d: (f"synthetic cohort (the built-in deterministic generator: {d.synthetic.patients} "
+                            f"patients, {d.synthetic.images_per_side} images per muscle side); not patient data"),
+        caveat="synthetic cohort: not comparable to the published figure", patient_data=False),
+    "folder": DataSource(
+        load=load_folder, label="own image folder",
+        describe=lambda d: f"real: own images listed in {d.root}/{d.manifest}",
+        caveat="own image folder: a different cohort from the published figure's", patient_data=True),
+    "ucar": DataSource(
+        load=load_ucar, label="Uçar/Burlina public cohort",
+        describe=lambda d: (f"real: the public Uçar 2022 release of Burlina et al. 2017 (80 patients, 3214 "
+                            f"images) from {d.root}"),
+        caveat="same public cohort (Uçar release of Burlina 2017)", patient_data=True, published_folds=True),
+}

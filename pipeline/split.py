@@ -21,15 +21,14 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
 
-from pipeline import scenarios
+from pipeline import layout, scenarios
 from pipeline.atomic import atomic_write_csv, atomic_write_text
 from pipeline.cli import run_stage
 from pipeline.errors import DataError
 from pipeline.params import Params, load
+from pipeline.readers import read_table
 
-MANIFEST = Path("data/processed/manifest.csv")
-SPLITS = Path("data/splits.csv")
-SUMMARY = Path("reports/split_summary.md")
+MANIFEST, SPLITS, SUMMARY = layout.MANIFEST, layout.SPLITS, layout.SPLIT_SUMMARY
 COLUMNS = ["image_id", "patient_id", "label", "scenario", "protocol", "fold", "part"]
 
 
@@ -185,10 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the stage: read the manifest, write data/splits.csv and the summary."""
     argparse.ArgumentParser(prog="python -m pipeline.split", description=__doc__.splitlines()[0]).parse_args(argv)
     params = load()
-    if not MANIFEST.is_file():
-        raise DataError(f"{MANIFEST}: not found; run `dvc repro prepare` (python -m pipeline.prepare) first")
-    manifest = pd.read_csv(MANIFEST, dtype={"patient_id": str, "muscle": str, "side": str, "source_name": str},
-                           keep_default_na=False)
+    manifest = read_table(MANIFEST, "run `dvc repro prepare` (python -m pipeline.prepare) first")
     splits = make_splits(manifest, params)
     summary = summarize(splits, manifest, params)
     atomic_write_csv(SPLITS, splits)

@@ -70,10 +70,9 @@ import pandas as pd
 from PIL import Image
 from scipy import ndimage
 
-from pipeline.scenarios import DIAGNOSES
+from pipeline.scenarios import DIAGNOSES, MUSCLES
 
 COHORT_COUNTS = {"N": 33, "IBM": 19, "PM": 14, "DM": 14}   # Burlina et al. 2017, 80 patients
-MUSCLES = ("D", "B", "R", "G", "T", "FCR", "FDP")
 SIDES = ("R", "L")
 
 FIELD_MM = 40.0          # the rendered square spans 40 x 40 mm

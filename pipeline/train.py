@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import random
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,23 +28,14 @@ import torch
 import torch.nn.functional as F
 
 import models
-from pipeline import checkpoint, scenarios
+from pipeline import checkpoint, codedeps, layout, scenarios
 from pipeline.atomic import atomic_path
 from pipeline.batches import Augment, BatchStream, ImageBank, eval_batches
 from pipeline.cli import run_stage
 from pipeline.errors import DataError, TrainingError
-from pipeline.params import OptimParams, Params, load, to_dict
+from pipeline.params import OptimParams, Params, TrainParams, load, to_dict
+from pipeline.readers import read_table
 from pipeline.sysinfo import cpu_name
-
-IMAGES = Path("data/processed/images.npy")
-SPLITS = Path("data/splits.csv")
-RUNS = Path("runs")
-HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_accuracy", "lr", "seconds"]
-
-
-def run_dir(model: str, protocol: str, fold: int) -> Path:
-    """Where one training run writes its outputs."""
-    return RUNS / model / protocol / f"fold-{fold}"
 
 
 def select_device(preference: str) -> torch.device:
@@ -133,50 +122,6 @@ def predict(model: torch.nn.Module, bank: ImageBank, ids: np.ndarray, batch_size
     return torch.cat(outs) if outs else torch.empty(0, device=bank.device)
 
 
-def _cpu_copy(obj: Any) -> Any:
-    """Deep copy of a state dict (or nested structure) with every tensor cloned to the CPU."""
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().to("cpu", copy=True)
-    if isinstance(obj, dict):
-        return {k: _cpu_copy(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_cpu_copy(v) for v in obj)
-    return obj
-
-
-class BackgroundSaver:
-    """Writes checkpoints in a thread so the next epoch trains while the file is written.
-
-    The state is copied to the CPU before the thread starts; a second save waits for the first.
-    """
-
-    def __init__(self) -> None:
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
-
-    def save(self, path: Path, state: dict[str, Any]) -> None:
-        """Start writing `state` to `path` atomically."""
-        self.wait()
-
-        def work() -> None:
-            try:
-                checkpoint.save(path, state)
-            except BaseException as e:  # surfaced by wait(), in the training thread
-                self._error = e
-
-        self._thread = threading.Thread(target=work, daemon=False)
-        self._thread.start()
-
-    def wait(self) -> None:
-        """Block until the last save is on disk; re-raise its error if it failed."""
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-        if self._error is not None:
-            err, self._error = self._error, None
-            raise err
-
-
 @dataclass
 class FoldData:
     """The image ids and labels of one fold's parts."""
@@ -192,12 +137,12 @@ def fold_data(splits: pd.DataFrame, scenario: str, protocol: str, fold: int) -> 
     rows = splits[(splits["protocol"] == protocol) & (splits["fold"] == fold) & (splits["scenario"] == scenario)]
     if rows.empty:
         have = sorted(set(zip(splits["scenario"], splits["protocol"], splits["fold"])))
-        raise DataError(f"{SPLITS}: no rows for scenario {scenario}, protocol {protocol!r}, fold {fold}; "
+        raise DataError(f"{layout.SPLITS}: no rows for scenario {scenario}, protocol {protocol!r}, fold {fold}; "
                         f"present: {have[:12]}; rerun `dvc repro split`")
     parts = {p: rows[rows["part"] == p].sort_values("image_id") for p in ("train", "val", "test")}
     for p, r in parts.items():
         if r.empty:
-            raise DataError(f"{SPLITS}: protocol {protocol!r} fold {fold} has an empty {p} part")
+            raise DataError(f"{layout.SPLITS}: protocol {protocol!r} fold {fold} has an empty {p} part")
     ids = {p: (r["image_id"].to_numpy(dtype=np.int64, copy=True), r["label"].to_numpy(dtype=np.int64, copy=True))
            for p, r in parts.items()}
     return FoldData(*ids["train"], *ids["val"],
@@ -205,21 +150,55 @@ def fold_data(splits: pd.DataFrame, scenario: str, protocol: str, fold: int) -> 
 
 
 def code_digest() -> str:
-    """Digest of the code that decides what training computes: this stage's modules and models/.
+    """Digest of the code this stage runs: the files `pipeline.codedeps.closure` finds, which are
+    also the code deps dvc.yaml declares for the train stage (tests/test_layout.py keeps them equal).
 
     Part of the checkpoint fingerprint, so that a finished or half-finished fold is never reused
     after the training step, the data path or a network changed.
     """
-    here = Path(__file__).resolve().parent
-    files = [here / "train.py", here / "batches.py", here / "checkpoint.py",
-             *sorted(Path(models.__file__).resolve().parent.glob("*.py"))]
-    return checkpoint.fingerprint({f.name: checkpoint.file_sha256(f) for f in files})
+    return checkpoint.fingerprint({rel: checkpoint.file_sha256(codedeps.ROOT / rel)
+                                   for rel in codedeps.closure("pipeline.train")})
 
 
-def train_fold(params: Params, model_name: str, protocol: str, fold: int, *,
-               images: np.ndarray, splits: pd.DataFrame, ckpt_path: Path, data_digest: str,
-               log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train one fold (resuming from `ckpt_path` when it matches) and return everything to write."""
+@dataclass
+class FoldRun:
+    """One fold's training, set up: the data, the network, the optimiser and what has been done so far."""
+    model_name: str
+    protocol: str
+    fold: int
+    scenario: str
+    class_names: tuple[str, ...]
+    device: torch.device
+    data: FoldData
+    bank: ImageBank
+    model: torch.nn.Module
+    runner: torch.nn.Module          # the model, or its torch.compile'd form
+    optim: OptimParams
+    epochs: int
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    step: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    stream: BatchStream
+    gen: torch.Generator
+    mean: float
+    std: float
+    channels_last: bool
+    fingerprint: str
+    history: list[dict[str, float]]
+    best: dict[str, Any]
+    start_epoch: int = 1
+    finished: bool = False
+
+    @property
+    def name(self) -> str:
+        """model/protocol/fold-k, for messages."""
+        return f"{self.model_name}/{self.protocol}/fold-{self.fold}"
+
+
+def set_up(params: Params, model_name: str, protocol: str, fold: int, *, images: np.ndarray,
+           splits: pd.DataFrame, data_digest: str) -> FoldRun:
+    """Seed, select the fold, build the network, the batch stream and the optimiser (in this order:
+    the network's initialisation draws from the seeded generator)."""
     tp = params.train
     device = select_device(tp.device)
     if tp.threads:
@@ -230,7 +209,6 @@ def train_fold(params: Params, model_name: str, protocol: str, fold: int, *,
     data = fold_data(splits, scenario, protocol, fold)
     o, epochs = tp.optim_for(model_name), tp.epochs_for(model_name)
     bank = ImageBank(images, device)
-    in_chans = bank.input_size[0]
     channels_last = device.type == "cuda"
 
     config = {"model": model_name, "protocol": protocol, "fold": fold, "scenario": scenario, "seed": params.seed,
@@ -239,126 +217,153 @@ def train_fold(params: Params, model_name: str, protocol: str, fold: int, *,
               "augment": tp.augment, "device": device.type, "data": data_digest, "code": code_digest(),
               "split": checkpoint.fingerprint({"ids": [data.train_ids.tolist(), data.val_ids.tolist(),
                                                        data.test["image_id"].tolist()]})}
-    fp = checkpoint.fingerprint(config)
-    state = checkpoint.load(ckpt_path, fp)
 
-    model = models.create_model(model_name, num_classes=len(names), in_chans=in_chans).to(device)
+    model = models.create_model(model_name, num_classes=len(names), in_chans=bank.input_size[0]).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     gen = torch.Generator(device=device)
     gen.manual_seed(params.seed * 1_000_003 + fold)
-    train_ids_t = torch.as_tensor(data.train_ids, device=device)
-    mean, std = bank.normalizer(train_ids_t)
+    mean, std = bank.normalizer(torch.as_tensor(data.train_ids, device=device))
     stream = BatchStream(bank, data.train_ids, data.train_labels, o.batch_size, gen, mean, std,
                          Augment() if tp.augment else None, channels_last)
     if len(stream) == 0:
-        raise DataError(f"{SPLITS}: protocol {protocol!r} fold {fold} has {len(data.train_ids)} training image(s); "
-                        f"at least 2 are needed")
+        raise DataError(f"{layout.SPLITS}: protocol {protocol!r} fold {fold} has {len(data.train_ids)} training "
+                        f"image(s); at least 2 are needed")
     opt, sched = make_optimizer(model, o, len(stream), epochs, device)
     weight = None
     if tp.class_weighting:
         counts = np.bincount(data.train_labels, minlength=len(names)).astype(np.float64)
         weight = torch.tensor(counts.sum() / (len(names) * np.maximum(counts, 1)), dtype=torch.float32, device=device)
     criterion = torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=tp.label_smoothing)
-    step = make_step(model, opt, sched, criterion, device)
     runner = torch.compile(model) if tp.compile and device.type == "cuda" else model
-    if runner is not model:
-        step = make_step(runner, opt, sched, criterion, device)
+    return FoldRun(model_name=model_name, protocol=protocol, fold=fold, scenario=scenario, class_names=names,
+                   device=device, data=data, bank=bank, model=model, runner=runner, optim=o, epochs=epochs,
+                   opt=opt, sched=sched, step=make_step(runner, opt, sched, criterion, device), stream=stream,
+                   gen=gen, mean=mean, std=std, channels_last=channels_last,
+                   fingerprint=checkpoint.fingerprint(config), history=[],
+                   best={"epoch": 0, "val_accuracy": -1.0, "val_loss": math.inf, "state": None})
 
-    history: list[dict[str, float]] = []
-    best = {"epoch": 0, "val_accuracy": -1.0, "val_loss": math.inf, "state": None}
-    start_epoch, finished = 1, False
-    if state is not None:
-        model.load_state_dict(state["model"])
-        history, best = state["history"], state["best"]
-        finished = bool(state.get("finished"))
-        if not finished:
-            opt.load_state_dict(state["optimizer"])
-            sched.load_state_dict(state["scheduler"])
-            torch.set_rng_state(state["rng_cpu"])
-            if device.type == "cuda" and state.get("rng_cuda") is not None:
-                torch.cuda.set_rng_state(state["rng_cuda"])
-            gen.set_state(state["rng_gen"])
-        start_epoch = state["epoch"] + 1
-        log(f"{model_name}/{protocol}/fold-{fold}: " + ("finished earlier; writing outputs from the checkpoint"
-                                                       if finished else f"resuming after epoch {state['epoch']}"))
 
-    val_labels_t = torch.as_tensor(data.val_labels, device=device)
-    saver = BackgroundSaver()
+def resume(run: FoldRun, state: dict[str, Any] | None, log: Callable[[str], None] = print) -> None:
+    """Continue from a matching checkpoint: weights, history, best epoch, optimiser and every RNG state."""
+    if state is None:
+        return
+    run.model.load_state_dict(state["model"])
+    run.history, run.best = state["history"], state["best"]
+    run.finished = bool(state.get("finished"))
+    if not run.finished:
+        run.opt.load_state_dict(state["optimizer"])
+        run.sched.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng_cpu"])
+        if run.device.type == "cuda" and state.get("rng_cuda") is not None:
+            torch.cuda.set_rng_state(state["rng_cuda"])
+        run.gen.set_state(state["rng_gen"])
+    run.start_epoch = state["epoch"] + 1
+    log(f"{run.name}: " + ("finished earlier; writing outputs from the checkpoint" if run.finished
+                           else f"resuming after epoch {state['epoch']}"))
+
+
+def train_epochs(run: FoldRun, tp: TrainParams, ckpt_path: Path, log: Callable[[str], None] = print) -> None:
+    """The epoch loop: train, validate, keep the best epoch, checkpoint after every epoch."""
+    val_labels_t = torch.as_tensor(run.data.val_labels, device=run.device)
+    saver = checkpoint.BackgroundSaver()
     interactive = sys.stderr.isatty()
+    o = run.optim
     try:
-        for epoch in range(start_epoch, epochs + 1) if not finished else ():
+        for epoch in range(run.start_epoch, run.epochs + 1) if not run.finished else ():
             t0 = time.perf_counter()
-            losses = torch.zeros(len(stream), device=device)
-            bar = _progress(len(stream), f"{model_name} {protocol} fold {fold} epoch {epoch}/{epochs}", interactive)
-            for i, (x, y) in enumerate(stream.epoch_batches()):
-                losses[i] = step(x, y)
+            losses = torch.zeros(len(run.stream), device=run.device)
+            bar = _progress(len(run.stream), f"{run.model_name} {run.protocol} fold {run.fold} epoch "
+                                             f"{epoch}/{run.epochs}", interactive)
+            for i, (x, y) in enumerate(run.stream.epoch_batches()):
+                losses[i] = run.step(x, y)
                 if bar is not None:
                     bar.update(1)
             if bar is not None:
                 bar.close()
             bad = (~torch.isfinite(losses)).nonzero()
             if len(bad):  # checked once per epoch, so the loop never waits on the device
-                raise TrainingError(f"non-finite training loss ({losses[bad[0, 0]].item()}) for model {model_name}, "
-                                    f"protocol {protocol}, fold {fold}, epoch {epoch}, step {int(bad[0, 0]) + 1}; "
-                                    f"lower the learning rate (train.optim.lr or train.overrides.{model_name}.lr)")
-            prob = predict(runner, bank, data.val_ids, tp.eval_batch_size, mean, std, channels_last)
+                raise TrainingError(f"non-finite training loss ({losses[bad[0, 0]].item()}) for model "
+                                    f"{run.model_name}, protocol {run.protocol}, fold {run.fold}, epoch {epoch}, "
+                                    f"step {int(bad[0, 0]) + 1}; lower the learning rate (train.optim.lr or "
+                                    f"train.overrides.{run.model_name}.lr)")
+            prob = predict(run.runner, run.bank, run.data.val_ids, tp.eval_batch_size, run.mean, run.std,
+                           run.channels_last)
             val_loss = float(F.nll_loss(prob.clamp_min(1e-12).log(), val_labels_t))
             val_acc = float((prob.argmax(1) == val_labels_t).float().mean())
             row = {"epoch": epoch, "train_loss": float(losses.mean()), "val_loss": val_loss, "val_accuracy": val_acc,
-                   "lr": opt.param_groups[0]["lr"], "seconds": round(time.perf_counter() - t0, 3)}
-            history.append(row)
+                   "lr": run.opt.param_groups[0]["lr"], "seconds": round(time.perf_counter() - t0, 3)}
+            run.history.append(row)
+            best = run.best
             better = (val_acc > best["val_accuracy"] or (val_acc == best["val_accuracy"] and val_loss < best["val_loss"])
                       ) if tp.select_by == "val_accuracy" else val_loss < best["val_loss"]
             if better:
-                best = {"epoch": epoch, "val_accuracy": val_acc, "val_loss": val_loss, "state": _cpu_copy(model.state_dict())}
-            log(f"{model_name} {protocol} fold {fold} epoch {epoch}/{epochs}: train_loss {row['train_loss']:.4f} "
-                f"val_loss {val_loss:.4f} val_acc {val_acc:.4f} lr {row['lr']:.2e} {row['seconds']:.1f}s")
-            last = epoch == epochs
+                run.best = {"epoch": epoch, "val_accuracy": val_acc, "val_loss": val_loss,
+                            "state": checkpoint.cpu_copy(run.model.state_dict())}
+            log(f"{run.model_name} {run.protocol} fold {run.fold} epoch {epoch}/{run.epochs}: train_loss "
+                f"{row['train_loss']:.4f} val_loss {val_loss:.4f} val_acc {val_acc:.4f} lr {row['lr']:.2e} "
+                f"{row['seconds']:.1f}s")
+            last = epoch == run.epochs
             saver.save(ckpt_path, {
-                "fingerprint": fp, "epoch": epoch, "finished": last, "history": [dict(h) for h in history],
-                "best": dict(best),
-                "model": _cpu_copy(model.state_dict()),
+                "fingerprint": run.fingerprint, "epoch": epoch, "finished": last,
+                "history": [dict(h) for h in run.history], "best": dict(run.best),
+                "model": checkpoint.cpu_copy(run.model.state_dict()),
                 # a finished run keeps only what writing its outputs needs
-                "optimizer": None if last else _cpu_copy(opt.state_dict()),
-                "scheduler": None if last else sched.state_dict(),
+                "optimizer": None if last else checkpoint.cpu_copy(run.opt.state_dict()),
+                "scheduler": None if last else run.sched.state_dict(),
                 "rng_cpu": torch.get_rng_state(),
-                "rng_cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None,
-                "rng_gen": gen.get_state().cpu()})
+                "rng_cuda": torch.cuda.get_rng_state() if run.device.type == "cuda" else None,
+                "rng_gen": run.gen.get_state().cpu()})
         saver.wait()
     except torch.OutOfMemoryError:
-        raise TrainingError(f"out of memory training {model_name} ({protocol}, fold {fold}) at batch size "
-                            f"{o.batch_size} on {device.type}; lower train.overrides.{model_name}.batch_size, "
-                            f"train.eval_batch_size or data.image_size") from None
+        raise TrainingError(f"out of memory training {run.model_name} ({run.protocol}, fold {run.fold}) at batch "
+                            f"size {o.batch_size} on {run.device.type}; lower train.overrides.{run.model_name}."
+                            f"batch_size, train.eval_batch_size or data.image_size") from None
     except RuntimeError as e:
         if "can't allocate memory" in str(e) or "out of memory" in str(e).lower():
-            raise TrainingError(f"out of memory training {model_name} ({protocol}, fold {fold}) at batch size "
-                                f"{o.batch_size}; lower train.overrides.{model_name}.batch_size, "
+            raise TrainingError(f"out of memory training {run.model_name} ({run.protocol}, fold {run.fold}) at "
+                                f"batch size {o.batch_size}; lower train.overrides.{run.model_name}.batch_size, "
                                 f"train.eval_batch_size or data.image_size") from None
         raise
 
-    if best["state"] is None:
-        raise TrainingError(f"{model_name} {protocol} fold {fold}: no epoch was selected (no history); "
-                            f"delete {ckpt_path} and run again")
-    model.load_state_dict(best["state"])
-    prob = predict(model, bank, data.test["image_id"].to_numpy(), tp.eval_batch_size, mean, std, channels_last)
+
+def predict_test_part(run: FoldRun, tp: TrainParams, ckpt_path: Path) -> dict[str, Any]:
+    """Predict the test part with the selected epoch's weights; everything the run directory holds."""
+    if run.best["state"] is None:
+        raise TrainingError(f"{run.name}: no epoch was selected (no history); delete {ckpt_path} and run again")
+    run.model.load_state_dict(run.best["state"])
+    data = run.data
+    prob = predict(run.model, run.bank, data.test["image_id"].to_numpy(), tp.eval_batch_size, run.mean, run.std,
+                   run.channels_last)
     prob_np = prob.cpu().numpy().astype(np.float64)
     predictions = data.test.assign(predicted=prob_np.argmax(1))
-    for j, col in enumerate(scenarios.prob_columns(scenario)):
+    for j, col in enumerate(layout.prob_columns(run.class_names)):
         predictions[col] = np.round(prob_np[:, j], 6)
 
     from pipeline.metrics import fold_metrics  # sklearn import kept off the training start-up path
 
-    metrics = fold_metrics(predictions["label"].to_numpy(), prob_np, names)
+    o = run.optim
+    metrics = fold_metrics(predictions["label"].to_numpy(), prob_np, run.class_names)
     metrics.update({
-        "model": model_name, "protocol": protocol, "fold": fold, "scenario": scenario, "class_names": list(names),
-        "n_train": int(len(data.train_ids)), "n_val": int(len(data.val_ids)), "n_test": int(len(data.test)),
-        "epochs": epochs, "best_epoch": int(best["epoch"]), "seconds": round(sum(h["seconds"] for h in history), 3),
-        "device": device.type, "device_name": device_name(device), "threads": torch.get_num_threads(),
-        "input_size": list(bank.input_size), "batch_size": o.batch_size, "optimizer": o.optimizer, "lr": o.lr,
+        "model": run.model_name, "protocol": run.protocol, "fold": run.fold, "scenario": run.scenario,
+        "class_names": list(run.class_names), "n_train": int(len(data.train_ids)), "n_val": int(len(data.val_ids)),
+        "n_test": int(len(data.test)), "epochs": run.epochs, "best_epoch": int(run.best["epoch"]),
+        "seconds": round(sum(h["seconds"] for h in run.history), 3), "device": run.device.type,
+        "device_name": device_name(run.device), "threads": torch.get_num_threads(),
+        "input_size": list(run.bank.input_size), "batch_size": o.batch_size, "optimizer": o.optimizer, "lr": o.lr,
         "pretrained": False})
-    return {"weights": best["state"], "history": pd.DataFrame(history, columns=HISTORY_COLUMNS),
+    return {"weights": run.best["state"], "history": pd.DataFrame(run.history, columns=layout.HISTORY_COLUMNS),
             "predictions": predictions, "metrics": metrics}
+
+
+def train_fold(params: Params, model_name: str, protocol: str, fold: int, *,
+               images: np.ndarray, splits: pd.DataFrame, ckpt_path: Path, data_digest: str,
+               log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train one fold (resuming from `ckpt_path` when it matches) and return everything to write."""
+    run = set_up(params, model_name, protocol, fold, images=images, splits=splits, data_digest=data_digest)
+    resume(run, checkpoint.load(ckpt_path, run.fingerprint), log)
+    train_epochs(run, params.train, ckpt_path, log)
+    return predict_test_part(run, params.train, ckpt_path)
 
 
 def _progress(total: int, desc: str, interactive: bool):
@@ -375,10 +380,10 @@ def write_outputs(out: Path, result: dict[str, Any]) -> None:
     import json
 
     with atomic_path(out, directory=True) as tmp:
-        torch.save(result["weights"], tmp / "weights.pt")
-        result["history"].to_csv(tmp / "history.csv", index=False)
-        result["predictions"].to_csv(tmp / "predictions.csv", index=False)
-        (tmp / "metrics.json").write_text(json.dumps(result["metrics"], indent=2, sort_keys=True) + "\n")
+        torch.save(result["weights"], tmp / layout.WEIGHTS)
+        result["history"].to_csv(tmp / layout.HISTORY, index=False)
+        result["predictions"].to_csv(tmp / layout.PREDICTIONS, index=False)
+        (tmp / layout.RUN_METRICS).write_text(json.dumps(result["metrics"], indent=2, sort_keys=True) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -395,15 +400,14 @@ def main(argv: list[str] | None = None) -> int:
         raise DataError(f"--protocol {args.protocol!r} is not in split.protocols {list(params.split.protocols)}")
     if args.fold not in params.train.folds:
         raise DataError(f"--fold {args.fold} is not in train.folds {list(params.train.folds)}")
-    for path in (IMAGES, SPLITS):
-        if not path.is_file():
-            raise DataError(f"{path}: not found; run `dvc repro split` first")
-    images = np.load(IMAGES, allow_pickle=False)
-    splits = pd.read_csv(SPLITS, dtype={"patient_id": str})
+    if not layout.IMAGES.is_file():
+        raise DataError(f"{layout.IMAGES}: not found; run `dvc repro split` first")
+    images = np.load(layout.IMAGES, allow_pickle=False)
+    splits = read_table(layout.SPLITS, "run `dvc repro split` first")
     result = train_fold(params, args.model, args.protocol, args.fold, images=images, splits=splits,
-                        ckpt_path=checkpoint.path_for(args.model, args.protocol, args.fold),
-                        data_digest=checkpoint.file_sha256(IMAGES))
-    write_outputs(run_dir(args.model, args.protocol, args.fold), result)
+                        ckpt_path=layout.checkpoint_path(args.model, args.protocol, args.fold),
+                        data_digest=checkpoint.file_sha256(layout.IMAGES))
+    write_outputs(layout.run_dir(args.model, args.protocol, args.fold), result)
     m = result["metrics"]
     print(f"{args.model} {args.protocol} fold {args.fold}: test accuracy {m['accuracy']:.4f} "
           f"(best epoch {m['best_epoch']}/{m['epochs']}, {m['seconds']:.1f}s on {m['device_name']})")
@@ -411,5 +415,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     run_stage(main)

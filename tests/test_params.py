@@ -72,3 +72,17 @@ def test_apply_profile_merges_and_refuses_bad_profiles_without_touching_params(t
     with pytest.raises(ParamsError, match="train.epochs: -3"):
         apply_profile(bad, target)
     assert target.read_bytes() == before
+
+
+@pytest.mark.parametrize("profile", sorted(p.name for p in (ROOT / "profiles").glob("*.yaml")))
+def test_apply_keeps_the_comments_and_order_of_params_yaml(tmp_path, profile):
+    target = tmp_path / "params.yaml"
+    original = (ROOT / "params.yaml").read_text()
+    target.write_text(original)
+    apply_profile(ROOT / "profiles" / profile, target)
+    comment = lambda text: [ln.split("#", 1)[1].strip() for ln in text.splitlines() if "#" in ln]  # noqa: E731
+    before, after = comment(original), comment(target.read_text())
+    kept = sum(1 for c in before if c in after)
+    assert kept >= 0.8 * len(before), f"{kept} of {len(before)} comments kept"
+    top_keys = lambda text: [k for k in yaml.safe_load(text)]  # noqa: E731
+    assert top_keys(target.read_text())[:len(top_keys(original))] == top_keys(original)

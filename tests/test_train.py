@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-from pipeline import checkpoint, split, train
+from pipeline import checkpoint, layout, split, train
 from pipeline.errors import TrainingError
 from pipeline.params import from_dict
 
@@ -71,7 +71,7 @@ def test_tiny_cohort_writes_every_output(cohort):
     state = torch.load(out / "weights.pt", weights_only=True)
     assert all(isinstance(v, torch.Tensor) for v in state.values())
     history = pd.read_csv(out / "history.csv")
-    assert list(history.columns) == train.HISTORY_COLUMNS and list(history["epoch"]) == [1, 2, 3]
+    assert list(history.columns) == layout.HISTORY_COLUMNS and list(history["epoch"]) == [1, 2, 3]
     pred = pd.read_csv(out / "predictions.csv")
     assert list(pred.columns) == ["image_id", "patient_id", "label", "predicted", "prob_normal", "prob_myositis"]
     assert np.allclose(pred[["prob_normal", "prob_myositis"]].sum(axis=1), 1, atol=1e-5)
@@ -105,7 +105,7 @@ def test_finished_fold_is_not_retrained_and_resume_matches(cohort, capsys):
     args = ["--model", "stanet", "--protocol", "patient", "--fold", "1"]
     assert train.main(args) == 0
     first = read_outputs(cohort)
-    ckpt = checkpoint.path_for("stanet", "patient", 1)
+    ckpt = layout.checkpoint_path("stanet", "patient", 1)
     state = torch.load(ckpt, weights_only=True)
     assert state["finished"] and state["optimizer"] is None
     capsys.readouterr()
@@ -127,7 +127,7 @@ def test_changed_params_do_not_reuse_a_checkpoint(cohort, capsys):
 
 
 def test_corrupt_checkpoint_is_refused(cohort):
-    ckpt = checkpoint.path_for("stanet", "patient", 1)
+    ckpt = layout.checkpoint_path("stanet", "patient", 1)
     ckpt.parent.mkdir(parents=True)
     ckpt.write_bytes(b"PK\x03\x04 not really a zip")
     with pytest.raises(TrainingError, match="corrupt or truncated checkpoint, refused"):
@@ -138,7 +138,7 @@ def test_corrupt_checkpoint_is_refused(cohort):
 def test_truncated_checkpoint_is_refused(cohort):
     args = ["--model", "stanet", "--protocol", "patient", "--fold", "1"]
     assert train.main(args) == 0
-    ckpt = checkpoint.path_for("stanet", "patient", 1)
+    ckpt = layout.checkpoint_path("stanet", "patient", 1)
     data = ckpt.read_bytes()
     ckpt.write_bytes(data[: len(data) // 2])
     with pytest.raises(TrainingError, match=str(ckpt)):

@@ -1,0 +1,141 @@
+"""dvc.yaml tells the truth: every stage declares the code it runs and the files it writes.
+
+The code deps are derived from the imports (pipeline/codedeps.py), so an edit to any module a
+stage runs makes `dvc repro` rerun it, and an edit elsewhere does not.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline import codedeps, figures, layout
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGE_MODULES = {"pipeline.prepare", "pipeline.split", "pipeline.train", "pipeline.profile", "pipeline.evaluate",
+                 "pipeline.report"}
+
+
+def _stages() -> dict:
+    return yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+
+
+def _body(stage: dict) -> dict:
+    return stage.get("do", stage)
+
+
+def _entries(items: list) -> list[str]:
+    """dvc.yaml list entries as paths (an entry may be a one-key mapping with options)."""
+    return [next(iter(e)) if isinstance(e, dict) else str(e) for e in items or []]
+
+
+def _declared_code(deps: list[str]) -> set[str]:
+    """The project .py files that the declared deps cover (a directory dep covers its modules)."""
+    out = set()
+    for dep in deps:
+        path = ROOT / dep
+        if not dep.split("/")[0] in codedeps.PACKAGES:
+            continue
+        if path.is_dir():
+            out.update(p.relative_to(ROOT).as_posix() for p in path.glob("*.py"))
+        else:
+            out.add(dep)
+    return out
+
+
+def test_every_stage_runs_a_pipeline_module():
+    assert set(codedeps.stage_modules().values()) == STAGE_MODULES
+
+
+@pytest.mark.parametrize("stage", sorted(codedeps.stage_modules()))
+def test_stage_declares_exactly_the_code_it_imports(stage):
+    module = codedeps.stage_modules()[stage]
+    needed = set(codedeps.closure(module))
+    declared = _declared_code(_entries(_body(_stages()[stage]).get("deps")))
+    missing, extra = sorted(needed - declared), sorted(declared - needed)
+    assert not missing and not extra, (
+        f"dvc.yaml stage {stage!r}: missing code deps {missing}, declared but not imported {extra}; "
+        f"`python -m pipeline.codedeps` prints the list")
+
+
+def test_training_does_not_depend_on_the_report_code():
+    train = set(codedeps.closure("pipeline.train"))
+    assert not train & {"pipeline/report.py", "pipeline/figures.py", "pipeline/evaluate.py"}, sorted(train)
+
+
+def test_no_stage_module_imports_another():
+    for module in STAGE_MODULES:
+        others = {m.replace(".", "/") + ".py" for m in STAGE_MODULES - {module}}
+        assert not set(codedeps.closure(module)) & others, module
+
+
+def test_closure_sees_imports_inside_functions(tmp_path):
+    for package in ("pipeline", "models"):
+        (tmp_path / package).mkdir()
+        (tmp_path / package / "__init__.py").write_text("")
+    (tmp_path / "pipeline/stage.py").write_text("import os\n\ndef main():\n    from pipeline import lazy\n")
+    (tmp_path / "pipeline/lazy.py").write_text("from models.net import Net\n")
+    (tmp_path / "models/net.py").write_text("class Net: pass\n")
+    (tmp_path / "pipeline/unused.py").write_text("")
+    assert codedeps.closure("pipeline.stage", tmp_path) == [
+        "models/__init__.py", "models/net.py", "pipeline/__init__.py", "pipeline/lazy.py", "pipeline/stage.py"]
+
+
+def test_a_package_that_discovers_its_modules_needs_them_all():
+    train = set(codedeps.closure("pipeline.train"))
+    assert {p.relative_to(ROOT).as_posix() for p in (ROOT / "models").glob("*.py")} <= train
+
+
+def test_the_training_fingerprint_hashes_the_declared_code(monkeypatch):
+    from pipeline import train
+
+    digest = train.code_digest()
+    real = codedeps.closure
+
+    def without_metrics(module, root=codedeps.ROOT):
+        return [p for p in real(module, root) if p != "pipeline/metrics.py"]
+
+    monkeypatch.setattr(codedeps, "closure", without_metrics)
+    assert train.code_digest() != digest     # the digest covers exactly what closure() lists
+
+
+def test_figures_table_and_dvc_yaml_agree():
+    stages = _stages()
+    report_plots = {Path(p).name for p in _entries(stages["report"].get("plots")) if p.endswith(".png")}
+    assert report_plots == {f.file for f in figures.figures_of("report")}
+    prepare_outs = {Path(p).name for p in _entries(stages["prepare"]["outs"]) if p.endswith(".png")}
+    assert prepare_outs == {f.file for f in figures.figures_of("prepare")}
+    for stage in ("prepare", "report"):
+        for f in figures.figures_of(stage):
+            assert f.caption and callable(f.draw)
+
+
+def test_layout_paths_match_dvc_yaml():
+    stages = _stages()
+    assert str(layout.PROCESSED_DIR) in _entries(stages["prepare"]["outs"])
+    assert str(layout.SPLITS) in _entries(stages["split"]["outs"])
+    assert str(layout.SPLIT_SUMMARY) in _entries(stages["split"]["outs"])
+    train_cmd = stages["train"]["cmd"].replace("${item.model}", "M").replace("${item.protocol}", "P") \
+        .replace("${item.fold}", "7")
+    assert train_cmd == layout.train_command("M", "P", 7)
+    out = _entries(stages["train"]["outs"])[0].replace("${item.model}", "M").replace("${item.protocol}", "P") \
+        .replace("${item.fold}", "7")
+    assert Path(out) == layout.run_dir("M", "P", 7)
+    assert str(layout.METRICS) in _entries(stages["evaluate"]["metrics"])
+    assert str(layout.PER_FOLD) in _entries(stages["evaluate"]["plots"])
+    profile = _body(stages["profile"])
+    assert profile["cmd"].replace("${item}", "M") == layout.profile_command("M")
+    assert _entries(profile["outs"])[0].replace("${item}", "M") == str(layout.complexity_path("M"))
+
+
+def test_only_models_params_and_the_paper_table_name_the_papers_models():
+    for path in sorted((ROOT / "pipeline").glob("*.py")):
+        if path.name == "paper.py":
+            continue
+        code = "\n".join(line for line in path.read_text().splitlines()
+                         if not line.lstrip().startswith("#"))
+        # usage examples in docstrings may show a model name; code may not
+        body = code.split('"""', 2)[-1] if code.lstrip().startswith(('"""', "from __future__")) else code
+        for name in ('"stanet"', "'stanet'", '"dual_vgg"', "'dual_vgg'"):
+            assert name not in body, f"{path.name} names {name}; read it from pipeline/paper.py or params"
