@@ -7,7 +7,7 @@
 #    training images/s against the random-tensor ceiling measured in the same run.
 # 2. The paper profile (profiles/paper.yaml) for two folds of every default model, stage by stage as
 #    dvc.yaml orders them, each stage timed (dvc itself is not needed on the machine).
-# 3. The projection of the whole paper profile (5 folds, both protocols) from those timings.
+# 3. The projection of the whole paper profile (4 scenarios, 5 folds, both protocols) from those timings.
 # Writes under OUTDIR: throughput.json, timings.csv, projection.json, reports.tar.gz, log.txt.
 # Installs nothing but the wheels carried in .whl/ (thop, absent from the GPU image). Make them
 # beforehand, where pip reaches PyPI: pip download --no-deps -d .whl thop==0.1.1.post2209072238
@@ -51,7 +51,7 @@ MODELS=$(python3 -c "from pipeline.params import load; print(' '.join(load().tra
 for fold in 1 2; do
   for model in $MODELS; do
     if python3 -c "import sys; sys.exit(0 if $(elapsed) < $BUDGET else 1)"; then
-      timed train "$model" patient "$fold" -- python3 -m pipeline.train --model "$model" --protocol patient --fold "$fold" \
+      timed train "$model" patient "$fold" -- python3 -m pipeline.train --scenario S1 --model "$model" --protocol patient --fold "$fold" \
         | grep -E "epoch (1|30)/|test accuracy|error"
     else
       echo "$model fold $fold: skipped, past the ${BUDGET}s budget"; echo "train,$model,patient,$fold,,skipped" >> "$OUT_DIR/timings.csv"

@@ -14,6 +14,7 @@ is refused with exit 1: the numbers would not be comparable.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,8 @@ from pipeline.params import PARAMS_FILE, CheckParams, load
 from pipeline.readers import read_json
 
 METRICS = {m.key: m for m in SUMMARY_METRICS}
-SETTINGS = ("data_source", "scenario", "protocols", "folds", "input_size", "epochs")
-BASELINE_VERSION = 1
+SETTINGS = ("data_source", "scenarios", "protocols", "folds", "input_size", "epochs")
+BASELINE_VERSION = 2   # 2: metrics keyed by scenario
 
 
 def complexity_fields(c: dict, exact: tuple[str, ...], where: str) -> dict[str, Any]:
@@ -55,10 +56,13 @@ def current_results(metrics_path: Path, complexity_dir: Path, exact: tuple[str, 
         raise DataError(f"{metrics_path}: no meta.models; re-make it with `python -m pipeline.evaluate`")
     out: dict[str, Any] = {"version": BASELINE_VERSION, "settings": {k: meta.get(k) for k in SETTINGS},
                            "metrics": {}, "complexity": {}}
+    for scenario in meta.get("scenarios") or []:
+        block = metrics.get(scenario) or {}
+        for model in meta["models"]:
+            for protocol, summary in (block.get(model) or {}).items():
+                out["metrics"].setdefault(scenario, {}).setdefault(model, {})[protocol] = {
+                    m: (summary.get(m) or {}).get("mean") for m in METRICS}
     for model in meta["models"]:
-        for protocol, summary in (metrics.get(model) or {}).items():
-            out["metrics"].setdefault(model, {})[protocol] = {
-                m: (summary.get(m) or {}).get("mean") for m in METRICS}
         path = layout.complexity_path(model, complexity_dir)
         if path.is_file():
             out["complexity"][model] = complexity_fields(
@@ -82,9 +86,18 @@ def settings_differences(baseline: dict, current: dict) -> list[str]:
 
 
 def compare(baseline: dict, current: dict, check: CheckParams) -> list[dict]:
-    """One row per compared value: model, protocol, metric, baseline, current, delta, status."""
+    """One row per compared value: scenario, model, protocol, metric, baseline, current, delta, status."""
     rows = []
-    bm, cm = baseline.get("metrics") or {}, current.get("metrics") or {}
+    for scenario in sorted(set(baseline.get("metrics") or {}) | set(current.get("metrics") or {})):
+        rows += _compare_scenario(scenario, (baseline.get("metrics") or {}).get(scenario) or {},
+                                  (current.get("metrics") or {}).get(scenario) or {}, check)
+    rows += _compare_complexity(baseline.get("complexity") or {}, current.get("complexity") or {})
+    return rows
+
+
+def _compare_scenario(scenario: str, bm: dict, cm: dict, check: CheckParams) -> list[dict]:
+    rows = []
+    _row = functools.partial(_row_of, scenario)
     for model in sorted(set(bm) | set(cm)):
         for protocol in sorted(set(bm.get(model, {})) | set(cm.get(model, {}))):
             b, c = bm.get(model, {}).get(protocol), cm.get(model, {}).get(protocol)
@@ -106,7 +119,12 @@ def compare(baseline: dict, current: dict, check: CheckParams) -> list[dict]:
                     limit = check.max_accuracy_drop if percent else check.max_metric_drop
                     status = "REGRESSION" if drop > limit + 1e-9 else ("better" if cv > bv else "ok")
                 rows.append(_row(model, protocol, metric, bv, cv, status))
-    bc, cc = baseline.get("complexity") or {}, current.get("complexity") or {}
+    return rows
+
+
+def _compare_complexity(bc: dict, cc: dict) -> list[dict]:
+    rows = []
+    _row = functools.partial(_row_of, "-")
     for model in sorted(set(bc) | set(cc)):
         b, c = bc.get(model), cc.get(model)
         if b is None:
@@ -122,10 +140,10 @@ def compare(baseline: dict, current: dict, check: CheckParams) -> list[dict]:
     return rows
 
 
-def _row(model: str, protocol: str, metric: str, bv: Any, cv: Any, status: str) -> dict:
+def _row_of(scenario: str, model: str, protocol: str, metric: str, bv: Any, cv: Any, status: str) -> dict:
     delta = cv - bv if isinstance(bv, (int, float)) and isinstance(cv, (int, float)) else None
-    return {"model": model, "protocol": protocol, "metric": metric, "baseline": bv, "current": cv,
-            "delta": delta, "status": status}
+    return {"scenario": scenario, "model": model, "protocol": protocol, "metric": metric, "baseline": bv,
+            "current": cv, "delta": delta, "status": status}
 
 
 FAILING = {"REGRESSION", "MISSING", "CHANGED"}
@@ -143,8 +161,8 @@ def _fmt(metric: str, x: Any, delta: bool = False) -> str:
 
 def format_table(rows: list[dict]) -> str:
     """A fixed-width text table of the comparison rows."""
-    header = ["model", "protocol", "metric", "baseline", "current", "delta", "status"]
-    body = [[r["model"], r["protocol"], r["metric"], _fmt(r["metric"], r["baseline"]), _fmt(r["metric"], r["current"]),
+    header = ["scenario", "model", "protocol", "metric", "baseline", "current", "delta", "status"]
+    body = [[r["scenario"], r["model"], r["protocol"], r["metric"], _fmt(r["metric"], r["baseline"]), _fmt(r["metric"], r["current"]),
              _fmt(r["metric"], r["delta"], delta=True), r["status"]] for r in rows]
     widths = [max(len(str(x)) for x in col) for col in zip(header, *body, strict=True)]
     line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()  # noqa: E731
@@ -169,8 +187,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.update:
         atomic_write_json(baseline_path, current)
-        n = sum(len(p) for p in current["metrics"].values())
-        print(f"check: wrote {baseline_path} ({len(current['metrics'])} models, {n} model-protocol results, "
+        n = sum(len(p) for by_model in current["metrics"].values() for p in by_model.values())
+        print(f"check: wrote {baseline_path} ({len(current['metrics'])} scenarios, {n} model-protocol results, "
               f"complexity of {len(current['complexity'])} models; settings {json.dumps(current['settings'])})")
         return 0
 
@@ -200,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(new)} new result(s) not in the baseline (not a failure; `--update` adds them).")
     if failing:
         print(f"FAILED: {len(failing)} regression(s): "
-              + "; ".join(f"{r['model']} {r['protocol']} {r['metric']} {r['status']}" for r in failing))
+              + "; ".join(f"{r['scenario']} {r['model']} {r['protocol']} {r['metric']} {r['status']}"
+                          for r in failing))
         return 1
     print("OK: no regressions.")
     return 0

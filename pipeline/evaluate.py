@@ -1,11 +1,13 @@
 """Evaluate stage: per-fold metrics from every run's predictions, summarised across folds.
 
-Reads runs/<model>/<protocol>/fold-<k>/{predictions.csv,metrics.json} for every model in
-train.models, protocol in split.protocols and fold in train.folds, and writes
+Reads runs/<scenario>/<model>/<protocol>/fold-<k>/{predictions.csv,metrics.json} for every
+scenario in split.scenarios, model in train.models, protocol in split.protocols and fold in
+train.folds, and writes
 
-- reports/metrics.json: {"<model>": {"<protocol>": {"accuracy": {"mean","sd","ci_low","ci_high","n"},
-  ...}}, "comparisons": {"<protocol>": {"<model>": ...}}, "meta": {...}} (a DVC metrics file);
-- reports/per_fold.csv: one row per model, protocol and fold.
+- reports/metrics.json (a DVC metrics file), one block per scenario:
+  {"<scenario>": {"meta": {...}, "<model>": {"<protocol>": {"accuracy": {"mean","sd","ci_low",
+  "ci_high","n"}, ...}}, "comparisons": {"<protocol>": {"<model>": ...}}}, "meta": {...}};
+- reports/per_fold.csv: one row per scenario, model, protocol and fold.
 
 Metrics are recomputed from predictions.csv (the arg-max of the probabilities), so the numbers
 here never depend on what a run chose to write in its own metrics.json. Accuracies are fractions
@@ -31,16 +33,16 @@ from pipeline.readers import read_json, read_table
 
 SUMMARY_METRICS = tuple(m.key for m in M.SUMMARY_METRICS)
 COMPARED_METRICS = tuple(m.key for m in M.SUMMARY_METRICS if m.paired_test)
-PER_FOLD_COLUMNS = ["model", "protocol", "fold", *SUMMARY_METRICS, "patient_accuracy", "n_test", "n_train",
+PER_FOLD_COLUMNS = ["scenario", "model", "protocol", "fold", *SUMMARY_METRICS, "patient_accuracy", "n_test", "n_train",
                     "n_patients"]
 DECIMALS = 6
 UNIT = (0.0, 1.0)   # every summarised metric is a fraction; its interval is clipped to this range
 
 
-def load_run(runs: Path, model: str, protocol: str, fold: int, scenario: str) -> tuple[pd.DataFrame, dict]:
+def load_run(runs: Path, scenario: str, model: str, protocol: str, fold: int) -> tuple[pd.DataFrame, dict]:
     """Read and check one run's predictions.csv and metrics.json; DataError names the file at fault."""
-    d = layout.run_dir(model, protocol, fold, runs)
-    make = f"make it with `{layout.train_command(model, protocol, fold)}` (or `dvc repro`)"
+    d = layout.run_dir(scenario, model, protocol, fold, runs)
+    make = f"make it with `{layout.train_command(scenario, model, protocol)}` (or `dvc repro`)"
     pred_path, meta_path = d / layout.PREDICTIONS, d / layout.RUN_METRICS
     meta = read_json(meta_path, make)
     for key, want in (("scenario", scenario), ("model", model), ("protocol", protocol), ("fold", fold)):
@@ -71,7 +73,7 @@ def load_run(runs: Path, model: str, protocol: str, fold: int, scenario: str) ->
     return pred, meta
 
 
-def fold_row(model: str, protocol: str, fold: int, pred: pd.DataFrame, meta: dict,
+def fold_row(scenario: str, model: str, protocol: str, fold: int, pred: pd.DataFrame, meta: dict,
              class_names: list[str]) -> tuple[dict, dict]:
     """Per-fold metrics (the per_fold.csv row) and the full fold_metrics dict of one run."""
     cols = layout.prob_columns(class_names)
@@ -81,7 +83,7 @@ def fold_row(model: str, protocol: str, fold: int, pred: pd.DataFrame, meta: dic
         # a patient's images are all in this fold's test part only under the patient protocol
         y_p, prob_p = M.patient_level(pred, class_names)
         patient_accuracy = float((prob_p.argmax(axis=1) == y_p).mean())
-    row = {"model": model, "protocol": protocol, "fold": fold,
+    row = {"scenario": scenario, "model": model, "protocol": protocol, "fold": fold,
            **{k: fm[k] for k in SUMMARY_METRICS}, "patient_accuracy": patient_accuracy,
            "n_test": fm["n"], "n_train": int(meta["n_train"]),
            "n_patients": int(pred["patient_id"].nunique())}
@@ -123,7 +125,7 @@ def compare(ref_rows: list[dict], other_rows: list[dict], ref_preds: list[pd.Dat
     for row, a, b in zip(ref_rows, ref_preds, other_preds, strict=True):
         if set(a["image_id"]) != set(b["image_id"]):
             raise DataError(f"{where}: fold {row['fold']}'s test images differ between the two models' "
-                            f"predictions.csv (stale runs?); re-run both with the same data/splits.csv")
+                            f"predictions.csv (stale runs?); re-run both with the same data/splits/")
         b = b.set_index("image_id").loc[a["image_id"]]
         correct_a.append(a[cols].to_numpy().argmax(axis=1) == a["label"].to_numpy())
         correct_b.append(b[cols].to_numpy().argmax(axis=1) == b["label"].to_numpy())
@@ -145,26 +147,28 @@ def _consistent(runs_meta: list[tuple[str, dict]], key: str) -> Any:
     return json.loads(next(iter(seen))) if seen else None
 
 
-def build(params: Params, runs: Path = layout.RUNS) -> tuple[dict, pd.DataFrame]:
-    """The metrics.json content and the per-fold table for the runs params.yaml names."""
-    scenario = params.split.scenario
+def build_scenario(params: Params, scenario: str, runs: Path,
+                   runs_meta: dict[str, list[tuple[str, dict]]]) -> tuple[dict, list[dict]]:
+    """One scenario's block of metrics.json and its per-fold rows; each run's metrics.json is added
+    to `runs_meta[model]`."""
     class_names = list(scenarios.class_names(scenario))
     models, protocols, folds = params.train.models, params.split.protocols, params.train.folds
     rows: dict[tuple[str, str], list[dict]] = {}
     fms: dict[tuple[str, str], list[dict]] = {}
     preds: dict[tuple[str, str], list[pd.DataFrame]] = {}
-    runs_meta: dict[str, list[tuple[str, dict]]] = {m: [] for m in models}
     for model in models:
         for protocol in protocols:
             for fold in folds:
-                pred, meta = load_run(runs, model, protocol, fold, scenario)
-                row, fm = fold_row(model, protocol, fold, pred, meta, class_names)
+                pred, meta = load_run(runs, scenario, model, protocol, fold)
+                row, fm = fold_row(scenario, model, protocol, fold, pred, meta, class_names)
                 rows.setdefault((model, protocol), []).append(row)
                 fms.setdefault((model, protocol), []).append(fm)
                 preds.setdefault((model, protocol), []).append(pred)
-                runs_meta[model].append((str(layout.run_dir(model, protocol, fold, runs) / layout.RUN_METRICS), meta))
+                runs_meta[model].append(
+                    (str(layout.run_dir(scenario, model, protocol, fold, runs) / layout.RUN_METRICS), meta))
 
-    result: dict[str, Any] = {}
+    result: dict[str, Any] = {"meta": {"scenario": scenario, "description": scenarios.DESCRIPTIONS[scenario],
+                                       "class_names": class_names}}
     for (model, protocol), rs in rows.items():
         result.setdefault(model, {})[protocol] = summarize_runs(rs, fms[(model, protocol)], class_names, protocol)
 
@@ -174,21 +178,31 @@ def build(params: Params, runs: Path = layout.RUNS) -> tuple[dict, pd.DataFrame]
         for model in models:
             if model == ref:
                 continue
-            where = (f"{layout.run_dir(ref, protocol, 0, runs).parent} vs "
-                     f"{layout.run_dir(model, protocol, 0, runs).parent}")
+            where = (f"{layout.stage_dir(scenario, ref, protocol, runs)} vs "
+                     f"{layout.stage_dir(scenario, model, protocol, runs)}")
             comparisons.setdefault(protocol, {})[model] = compare(
                 rows[(ref, protocol)], rows[(model, protocol)], preds[(ref, protocol)], preds[(model, protocol)],
                 class_names, params.evaluate.bootstrap, params.seed, where)
     result["comparisons"] = comparisons
+    return result, [r for rs in rows.values() for r in rs]
 
+
+def build(params: Params, runs: Path = layout.RUNS) -> tuple[dict, pd.DataFrame]:
+    """The metrics.json content (one block per scenario, and the run's meta) and the per-fold table."""
+    models = params.train.models
+    runs_meta: dict[str, list[tuple[str, dict]]] = {m: [] for m in models}
+    result: dict[str, Any] = {}
+    per_fold: list[dict] = []
+    for scenario in params.split.scenarios:
+        result[scenario], rows = build_scenario(params, scenario, runs, runs_meta)
+        per_fold += rows
     all_meta = [x for m in models for x in runs_meta[m]]
+    ref = params.evaluate.reference_model
     result["meta"] = {
-        "scenario": scenario,
-        "scenario_description": scenarios.DESCRIPTIONS[scenario],
-        "class_names": class_names,
+        "scenarios": list(params.split.scenarios),
         "data_source": params.data.source,
-        "protocols": list(protocols),
-        "folds": list(folds),
+        "protocols": list(params.split.protocols),
+        "folds": list(params.train.folds),
         "models": list(models),
         "reference_model": ref,
         "comparison": f"{ref} minus each other model, same folds",
@@ -196,8 +210,7 @@ def build(params: Params, runs: Path = layout.RUNS) -> tuple[dict, pd.DataFrame]
         "epochs": {m: _consistent(runs_meta[m], "epochs") for m in models},
         "pretrained": bool(any(meta.get("pretrained") for _, meta in all_meta)),
     }
-    per_fold = pd.DataFrame([r for rs in rows.values() for r in rs], columns=PER_FOLD_COLUMNS)
-    return rounded(result), per_fold
+    return rounded(result), pd.DataFrame(per_fold, columns=PER_FOLD_COLUMNS)
 
 
 def rounded(obj: Any, decimals: int = DECIMALS) -> Any:
@@ -230,8 +243,9 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_json(metrics_path, result)
     atomic_write_csv(per_fold_path, per_fold, float_format=f"%.{DECIMALS}f", lineterminator="\n")
     n_runs = len(per_fold)
-    print(f"evaluate: {n_runs} runs ({len(params.train.models)} models x {len(params.split.protocols)} protocols "
-          f"x {len(params.train.folds)} folds) -> {metrics_path}, {per_fold_path}")
+    print(f"evaluate: {n_runs} runs ({len(params.split.scenarios)} scenarios x {len(params.train.models)} models x "
+          f"{len(params.split.protocols)} protocols x {len(params.train.folds)} folds) -> {metrics_path}, "
+          f"{per_fold_path}")
     return 0
 
 

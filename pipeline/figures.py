@@ -48,60 +48,72 @@ def _model_colors(models: Sequence[str]) -> dict[str, tuple]:
     return {m: cmap(i % 10) for i, m in enumerate(models)}
 
 
+def _panel_grid(fig, rows: int, cols: int):
+    return fig.subplots(rows, cols, squeeze=False)
+
+
 def accuracy_vs_macs(points: list[dict], path: str | Path, title: str) -> None:
     """Accuracy (mean ± sd over folds) against MACs at 3x224x224 on a log axis; marker area by params.
+    One panel per scenario.
 
-    Each point: model, label, protocol, macs, params, accuracy (%), accuracy_sd (%).
+    Each point: scenario, model, label, protocol, macs, params, accuracy (%), accuracy_sd (%).
     """
-    fig = _figure(8.5, 5.6)
-    ax = fig.add_subplot()
+    scenarios = list(dict.fromkeys(p["scenario"] for p in points))
+    fig = _figure(7.5 * len(scenarios) + 1.0, 5.6)
+    axes = _panel_grid(fig, 1, len(scenarios))[0]
     models = list(dict.fromkeys(p["model"] for p in points))
     colors = _model_colors(models)
     max_params = max((p["params"] for p in points), default=1) or 1
-    # a model's highest point is labelled above, its others below: its protocols often sit close
-    top = {}
-    for p in points:
-        if p["accuracy"] is not None and p["accuracy"] > top.get(p["model"], -1.0):
-            top[p["model"]] = p["accuracy"]
-    for p in points:
-        if p["macs"] is None or p["accuracy"] is None:
-            continue
-        size = 40 + 400 * math.sqrt(p["params"] / max_params)   # area grows with sqrt(params): all stay visible
-        ax.errorbar(p["macs"], p["accuracy"], yerr=p["accuracy_sd"] or 0, fmt="none", ecolor=colors[p["model"]],
-                    elinewidth=1.2, capsize=3, alpha=0.8, zorder=2)
-        ax.scatter(p["macs"], p["accuracy"], s=size, color=colors[p["model"]], edgecolor="black",
-                   marker=PROTOCOL_MARKERS.get(p["protocol"], "o"), alpha=0.85, zorder=3)
-        above = p["accuracy"] == top[p["model"]]
-        ax.annotate(f"{p['label']} ({p['protocol']})", (p["macs"], p["accuracy"]), textcoords="offset points",
-                    xytext=(math.sqrt(size) / 2 + 3, 4 if above else -12), fontsize=8)
-    ax.set_xscale("log")
-    ax.set_xlabel("MACs at 3x224x224 (log scale)")
-    ax.set_ylabel("accuracy, % (mean ± sd over folds)")
-    ax.grid(True, which="both", alpha=0.3)
+    for ax, scenario in zip(axes, scenarios, strict=True):
+        mine = [p for p in points if p["scenario"] == scenario]
+        # a model's highest point is labelled above, its others below: its protocols often sit close
+        top: dict[str, float] = {}
+        for p in mine:
+            if p["accuracy"] is not None and p["accuracy"] > top.get(p["model"], -1.0):
+                top[p["model"]] = p["accuracy"]
+        for p in mine:
+            if p["macs"] is None or p["accuracy"] is None:
+                continue
+            size = 40 + 400 * math.sqrt(p["params"] / max_params)   # area grows with sqrt(params): all stay visible
+            ax.errorbar(p["macs"], p["accuracy"], yerr=p["accuracy_sd"] or 0, fmt="none", ecolor=colors[p["model"]],
+                        elinewidth=1.2, capsize=3, alpha=0.8, zorder=2)
+            ax.scatter(p["macs"], p["accuracy"], s=size, color=colors[p["model"]], edgecolor="black",
+                       marker=PROTOCOL_MARKERS.get(p["protocol"], "o"), alpha=0.85, zorder=3)
+            above = p["accuracy"] == top[p["model"]]
+            ax.annotate(f"{p['label']} ({p['protocol']})", (p["macs"], p["accuracy"]), textcoords="offset points",
+                        xytext=(math.sqrt(size) / 2 + 3, 4 if above else -12), fontsize=8)
+        ax.set_xscale("log")
+        ax.set_xlabel("MACs at 3x224x224 (log scale)")
+        ax.set_ylabel("accuracy, % (mean ± sd over folds)")
+        ax.set_title(f"scenario {scenario}", fontsize=10, fontweight="bold")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.margins(x=0.15, y=0.12)
     from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], marker=PROTOCOL_MARKERS.get(pr, "o"), color="grey", linestyle="", markersize=8,
                       label=f"{pr} protocol") for pr in dict.fromkeys(p["protocol"] for p in points)]
     handles.append(Line2D([], [], linestyle="", label="marker area ~ sqrt(params)"))
-    ax.legend(handles=handles, loc="best", fontsize=8)
-    ax.margins(x=0.15, y=0.12)
+    axes[0].legend(handles=handles, loc="best", fontsize=8)
     _title(fig, title)
     _save(fig, path)
 
 
-def confusion_matrices(matrices: dict[str, dict[str, np.ndarray]], labels: dict[str, str],
-                       class_names: Sequence[str], path: str | Path, title: str) -> None:
-    """One panel per model (columns) and protocol (rows): counts summed over folds, colour = row share."""
-    protocols = list(matrices)
-    models = list(dict.fromkeys(m for pr in protocols for m in matrices[pr]))
-    n_classes = len(class_names)
-    cell = 0.55 * max(n_classes, 2) + 1.2
-    fig = _figure(cell * len(models) + 0.8, cell * len(protocols) + 0.9)
-    axes = fig.subplots(len(protocols), len(models), squeeze=False)
-    for i, protocol in enumerate(protocols):
+def confusion_matrices(matrices: dict[tuple[str, str], dict[str, np.ndarray]], class_names: dict[str, Sequence[str]],
+                       labels: dict[str, str], path: str | Path, title: str) -> None:
+    """One panel per model (columns) and scenario and protocol (rows): counts summed over folds,
+    colour = share of the true class. matrices[(scenario, protocol)][model]; class_names[scenario]."""
+    keys = list(matrices)
+    models = list(dict.fromkeys(m for k in keys for m in matrices[k]))
+    n_max = max(len(class_names[s]) for s, _ in keys)
+    cell = 0.55 * max(n_max, 2) + 1.2
+    fig = _figure(cell * len(models) + 0.8, cell * len(keys) + 0.9)
+    axes = _panel_grid(fig, len(keys), len(models))
+    for i, (scenario, protocol) in enumerate(keys):
+        names = list(class_names[scenario])
+        n_classes = len(names)
         for j, model in enumerate(models):
             ax = axes[i][j]
-            cm = matrices[protocol].get(model)
+            cm = matrices[(scenario, protocol)].get(model)
             if cm is None:
                 ax.set_axis_off()
                 continue
@@ -111,24 +123,19 @@ def confusion_matrices(matrices: dict[str, dict[str, np.ndarray]], labels: dict[
             for r in range(n_classes):
                 for c in range(n_classes):
                     ax.text(c, r, f"{int(cm[r, c])}\n{100 * share[r, c]:.0f}%", ha="center", va="center",
-                            fontsize=8, color="white" if share[r, c] > 0.6 else "black")
-            ax.set_xticks(range(n_classes), class_names, fontsize=7, rotation=30)
-            ax.set_yticks(range(n_classes), class_names, fontsize=7)
-            ax.set_title(f"{labels.get(model, model)}\n{protocol} protocol", fontsize=8)
+                            fontsize=8 if n_classes <= 2 else 6, color="white" if share[r, c] > 0.6 else "black")
+            ax.set_xticks(range(n_classes), names, fontsize=7, rotation=30)
+            ax.set_yticks(range(n_classes), names, fontsize=7)
+            ax.set_title(f"{labels.get(model, model)}\n{scenario}, {protocol} protocol", fontsize=8)
             if j == 0:
                 ax.set_ylabel("true class", fontsize=8)
-            if i == len(protocols) - 1:
-                ax.set_xlabel("predicted class", fontsize=8)
+            ax.set_xlabel("predicted class", fontsize=7)
     _title(fig, title)
     _save(fig, path)
 
 
-def per_fold_accuracy(per_fold: list[dict], models: Sequence[str], protocols: Sequence[str],
-                      labels: dict[str, str], path: str | Path, title: str) -> None:
-    """Per-fold accuracy of each model, protocols side by side; the line joins the protocol means
-    and its label gives the gap (image-level minus patient-grouped), the leakage made visible."""
-    fig = _figure(max(8.0, 1.6 * len(models) + 2), 5.4)
-    ax = fig.add_subplot()
+def _per_fold_panel(ax, per_fold: list[dict], models: Sequence[str], protocols: Sequence[str],
+                    labels: dict[str, str]) -> None:
     width = 0.7 / max(len(protocols), 1)
     for x, model in enumerate(models):
         means, highest = {}, -math.inf
@@ -158,30 +165,42 @@ def per_fold_accuracy(per_fold: list[dict], models: Sequence[str], protocols: Se
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     ax.margins(y=0.15)
+
+
+def per_fold_accuracy(per_fold: list[dict], scenarios: Sequence[str], models: Sequence[str],
+                      protocols: Sequence[str], labels: dict[str, str], path: str | Path, title: str) -> None:
+    """Per-fold accuracy of each model, protocols side by side, one panel per scenario; the line joins
+    the protocol means and its label gives the gap (image-level minus patient-grouped), the leakage
+    made visible."""
+    fig = _figure(max(8.0, 1.6 * len(models) + 2), 5.0 * len(scenarios) + 0.4)
+    axes = _panel_grid(fig, len(scenarios), 1)
+    for ax, scenario in zip(axes[:, 0], scenarios, strict=True):
+        _per_fold_panel(ax, [r for r in per_fold if r["scenario"] == scenario], models, protocols, labels)
+        ax.set_title(f"scenario {scenario}", fontsize=10, fontweight="bold")
     _title(fig, title)
     _save(fig, path)
 
 
-def training_curves(curves: dict[str, dict[str, dict]], labels: dict[str, str], path: str | Path,
+def training_curves(curves: dict[tuple[str, str], dict[str, dict]], labels: dict[str, str], path: str | Path,
                     title: str) -> None:
-    """Validation accuracy and training loss by epoch, mean over folds: one row per protocol.
+    """Validation accuracy and training loss by epoch, mean over folds: one row per scenario and protocol.
 
-    curves[protocol][model] = {"epoch": [...], "val_accuracy": [...], "train_loss": [...]}.
+    curves[(scenario, protocol)][model] = {"epoch": [...], "val_accuracy": [...], "train_loss": [...]}.
     """
     from matplotlib.ticker import MaxNLocator
 
-    protocols = list(curves)
-    models = list(dict.fromkeys(m for pr in protocols for m in curves[pr]))
+    keys = list(curves)
+    models = list(dict.fromkeys(m for k in keys for m in curves[k]))
     colors = _model_colors(models)
-    fig = _figure(11, 3.4 * len(protocols) + 0.6)
-    axes = fig.subplots(len(protocols), 2, squeeze=False)
-    for i, protocol in enumerate(protocols):
-        for model, c in curves[protocol].items():
+    fig = _figure(11, 3.4 * len(keys) + 0.6)
+    axes = _panel_grid(fig, len(keys), 2)
+    for i, (scenario, protocol) in enumerate(keys):
+        for model, c in curves[(scenario, protocol)].items():
             axes[i][0].plot(c["epoch"], [100 * v for v in c["val_accuracy"]], color=colors[model],
                             label=labels.get(model, model))
             axes[i][1].plot(c["epoch"], c["train_loss"], color=colors[model], label=labels.get(model, model))
-        axes[i][0].set_title(f"validation accuracy, {protocol} protocol (mean over folds)", fontsize=9)
-        axes[i][1].set_title(f"training loss, {protocol} protocol (mean over folds)", fontsize=9)
+        axes[i][0].set_title(f"{scenario}: validation accuracy, {protocol} protocol (mean over folds)", fontsize=9)
+        axes[i][1].set_title(f"{scenario}: training loss, {protocol} protocol (mean over folds)", fontsize=9)
         axes[i][0].set_ylabel("%")
         for ax in axes[i]:
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -192,23 +211,26 @@ def training_curves(curves: dict[str, dict[str, dict]], labels: dict[str, str], 
     _save(fig, path)
 
 
-def roc_curves(pooled: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]], labels: dict[str, str],
-               class_names: Sequence[str], path: str | Path, title: str) -> None:
-    """ROC curves of each model's pooled test predictions (all folds), one panel per protocol.
-
-    Two classes: the positive (second) class. More: micro-averaged one-vs-rest.
+def roc_curves(pooled: dict[tuple[str, str], dict[str, tuple[np.ndarray, np.ndarray]]],
+               class_names: dict[str, Sequence[str]], labels: dict[str, str], path: str | Path, title: str) -> None:
+    """ROC curves of each model's pooled test predictions (all folds): one row of panels per scenario,
+    one column per protocol. Two classes: the positive (second) class. More: micro-averaged one-vs-rest.
     """
     from sklearn.metrics import roc_auc_score, roc_curve
     from sklearn.preprocessing import label_binarize
 
-    protocols = list(pooled)
-    models = list(dict.fromkeys(m for pr in protocols for m in pooled[pr]))
+    keys = list(pooled)
+    scenarios = list(dict.fromkeys(s for s, _ in keys))
+    protocols = list(dict.fromkeys(p for _, p in keys))
+    models = list(dict.fromkeys(m for k in keys for m in pooled[k]))
     colors = _model_colors(models)
-    fig = _figure(5.0 * len(protocols) + 0.5, 5.2)
-    axes = fig.subplots(1, len(protocols), squeeze=False)[0]
-    n_classes = len(class_names)
-    for ax, protocol in zip(axes, protocols, strict=True):
-        for model, (y, prob) in pooled[protocol].items():
+    fig = _figure(5.0 * len(protocols) + 0.5, 5.0 * len(scenarios) + 0.4)
+    axes = _panel_grid(fig, len(scenarios), len(protocols))
+    for (scenario, protocol), by_model in pooled.items():
+        ax = axes[scenarios.index(scenario)][protocols.index(protocol)]
+        names = class_names[scenario]
+        n_classes = len(names)
+        for model, (y, prob) in by_model.items():
             if n_classes == 2:
                 truth, score = (y == 1).astype(int), prob[:, 1]
             else:
@@ -220,13 +242,13 @@ def roc_curves(pooled: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]], labe
             auc = roc_auc_score(truth, score)
             ax.plot(fpr, tpr, color=colors[model], label=f"{labels.get(model, model)} (pooled AUC {auc:.3f})")
         ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
-        what = f"positive class: {class_names[1]}" if n_classes == 2 else "micro-average, one-vs-rest"
-        ax.set_title(f"{protocol} protocol, pooled test folds ({what})", fontsize=9)
+        what = f"positive class: {names[1]}" if n_classes == 2 else "micro-average, one-vs-rest"
+        ax.set_title(f"{scenario}, {protocol} protocol, pooled test folds\n({what})", fontsize=9)
         ax.set_xlabel("false positive rate (1 - specificity)")
         ax.set_ylabel("true positive rate (sensitivity)")
         ax.set_aspect("equal")
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=7, loc="lower right")
     _title(fig, title)
     _save(fig, path)
 
@@ -285,17 +307,26 @@ class ReportInputs:
     metrics: dict                       # reports/metrics.json
     per_fold: Any                       # pandas.DataFrame, reports/per_fold.csv
     complexity: dict[str, dict]         # reports/complexity/<model>.json
-    runs: dict                          # (model, protocol, fold) -> {"meta", "history", "predictions"}
+    runs: dict                          # (scenario, model, protocol, fold) -> {"meta", "history", "predictions"}
     labels: dict[str, str]              # model -> display name
-    context: str                        # data source, scenario, protocols and input size, for titles
+    context: str                        # data source, scenarios, protocols and input size, for titles
 
     @property
     def meta(self) -> dict:
         return self.metrics["meta"]
 
-    def stat(self, model: str, protocol: str, name: str, field: str = "mean") -> float | None:
+    @property
+    def panels(self) -> list[tuple[str, str]]:
+        """(scenario, protocol) pairs in report order."""
+        return [(s, p) for s in self.meta["scenarios"] for p in self.meta["protocols"]]
+
+    def class_names(self, scenario: str) -> list[str]:
+        return self.metrics[scenario]["meta"]["class_names"]
+
+    def stat(self, scenario: str, model: str, protocol: str, name: str, field: str = "mean") -> float | None:
         """A summary statistic of reports/metrics.json, None where absent."""
-        return ((self.metrics.get(model) or {}).get(protocol) or {}).get(name, {}).get(field)
+        block = (self.metrics.get(scenario) or {}).get(model) or {}
+        return (block.get(protocol) or {}).get(name, {}).get(field)
 
 
 def _draw_cohort(x: CohortInputs, path: Path) -> None:
@@ -304,52 +335,59 @@ def _draw_cohort(x: CohortInputs, path: Path) -> None:
 
 def _draw_accuracy_vs_macs(x: ReportInputs, path: Path) -> None:
     pct = lambda v: None if v is None else 100 * v  # noqa: E731
-    points = [{"model": m, "label": x.labels[m], "protocol": p,
+    points = [{"scenario": s, "model": m, "label": x.labels[m], "protocol": p,
                "macs": x.complexity[m]["paper_setting"].get("macs"), "params": x.complexity[m]["params"],
-               "accuracy": pct(x.stat(m, p, "accuracy")), "accuracy_sd": pct(x.stat(m, p, "accuracy", "sd"))}
-              for m in x.meta["models"] for p in x.meta["protocols"]]
-    accuracy_vs_macs(points, path, f"Accuracy vs computation (MACs at 3x224x224)\n{x.context}")
+               "accuracy": pct(x.stat(s, m, p, "accuracy")), "accuracy_sd": pct(x.stat(s, m, p, "accuracy", "sd"))}
+              for s, p in x.panels for m in x.meta["models"]]
+    accuracy_vs_macs(points, path, f"Accuracy vs computation (MACs at 3x224x224), one panel per scenario\n{x.context}")
 
 
 def _draw_confusion_matrices(x: ReportInputs, path: Path) -> None:
-    names = x.meta["class_names"]
-    matrices = {p: {m: np.array([[x.metrics[m][p]["confusion_matrix"][t][q] for q in names] for t in names])
-                    for m in x.meta["models"]} for p in x.meta["protocols"]}
-    confusion_matrices(matrices, x.labels, names, path,
+    matrices = {}
+    for s, p in x.panels:
+        names = x.class_names(s)
+        matrices[(s, p)] = {m: np.array([[x.metrics[s][m][p]["confusion_matrix"][t][q] for q in names]
+                                         for t in names]) for m in x.meta["models"]}
+    confusion_matrices(matrices, {s: x.class_names(s) for s in x.meta["scenarios"]}, x.labels, path,
                        f"Confusion matrices, image level, summed over folds {x.meta['folds']} "
-                       f"(rows: protocol; colour: share of the true class)\n{x.context}")
+                       f"(rows: scenario and protocol; colour: share of the true class)\n{x.context}")
 
 
 def _draw_per_fold_accuracy(x: ReportInputs, path: Path) -> None:
     import pandas as pd
 
     records = [{k: (None if pd.isna(v) else v) for k, v in r.items()} for r in x.per_fold.to_dict("records")]
-    per_fold_accuracy(records, x.meta["models"], x.meta["protocols"], x.labels, path,
-                      f"Per-fold test accuracy by protocol (bar: mean; label: gap between protocols)\n{x.context}")
+    per_fold_accuracy(records, x.meta["scenarios"], x.meta["models"], x.meta["protocols"], x.labels, path,
+                      f"Per-fold test accuracy by protocol, one panel per scenario (bar: mean; label: gap between "
+                      f"protocols)\n{x.context}")
 
 
 def _draw_training_curves(x: ReportInputs, path: Path) -> None:
     import pandas as pd
 
-    curves: dict[str, dict[str, dict]] = {}
-    for p in x.meta["protocols"]:
+    curves: dict[tuple[str, str], dict[str, dict]] = {}
+    for s, p in x.panels:
         for m in x.meta["models"]:
-            h = pd.concat([x.runs[(m, p, k)]["history"] for k in x.meta["folds"]])
+            h = pd.concat([x.runs[(s, m, p, k)]["history"] for k in x.meta["folds"]])
             mean = h.groupby("epoch")[["val_accuracy", "train_loss"]].mean().sort_index()
-            curves.setdefault(p, {})[m] = {"epoch": mean.index.tolist(), "val_accuracy": mean["val_accuracy"].tolist(),
-                                           "train_loss": mean["train_loss"].tolist()}
+            curves.setdefault((s, p), {})[m] = {"epoch": mean.index.tolist(),
+                                                "val_accuracy": mean["val_accuracy"].tolist(),
+                                                "train_loss": mean["train_loss"].tolist()}
     training_curves(curves, x.labels, path, f"Training curves, mean over folds {x.meta['folds']}\n{x.context}")
 
 
 def _draw_roc_curves(x: ReportInputs, path: Path) -> None:
     from pipeline.layout import prob_columns
 
-    names, folds = x.meta["class_names"], x.meta["folds"]
-    cols = prob_columns(names)
-    pooled = {p: {m: (np.concatenate([x.runs[(m, p, k)]["predictions"]["label"].to_numpy() for k in folds]),
-                      np.concatenate([x.runs[(m, p, k)]["predictions"][cols].to_numpy() for k in folds]))
-                  for m in x.meta["models"]} for p in x.meta["protocols"]}
-    roc_curves(pooled, x.labels, names, path, f"ROC curves, test predictions pooled over folds {folds}\n{x.context}")
+    folds = x.meta["folds"]
+    pooled = {}
+    for s, p in x.panels:
+        cols = prob_columns(x.class_names(s))
+        preds = {m: [x.runs[(s, m, p, k)]["predictions"] for k in folds] for m in x.meta["models"]}
+        pooled[(s, p)] = {m: (np.concatenate([d["label"].to_numpy() for d in ds]),
+                              np.concatenate([d[cols].to_numpy() for d in ds])) for m, ds in preds.items()}
+    roc_curves(pooled, {s: x.class_names(s) for s in x.meta["scenarios"]}, x.labels, path,
+               f"ROC curves, test predictions pooled over folds {folds}\n{x.context}")
 
 
 @dataclass(frozen=True)
@@ -366,16 +404,18 @@ class FigureSpec:
 # (as a DVC plot for the report stage; tests/test_layout.py checks). To add a figure: a drawing
 # function above, an entry here, and its file in dvc.yaml.
 FIGURES: tuple[FigureSpec, ...] = (
-    FigureSpec("accuracy_vs_macs.png", "Accuracy against MACs at 3x224x224 (log scale); error bars: sd over folds; "
-               "marker area grows with parameter count; marker shape: protocol.", "report", _draw_accuracy_vs_macs),
-    FigureSpec("per_fold_accuracy.png", "Per-fold test accuracy, protocols side by side; the labelled line is the "
-               "gap between the image-level and patient-grouped means.", "report", _draw_per_fold_accuracy),
-    FigureSpec("confusion_matrices.png", "Confusion matrices summed over folds, one panel per model and protocol.",
-               "report", _draw_confusion_matrices),
-    FigureSpec("roc_curves.png", "ROC curves of the test predictions pooled over folds, per protocol.", "report",
-               _draw_roc_curves),
-    FigureSpec("training_curves.png", "Validation accuracy and training loss by epoch, mean over folds.", "report",
-               _draw_training_curves),
+    FigureSpec("accuracy_vs_macs.png", "Accuracy against MACs at 3x224x224 (log scale), one panel per scenario; "
+               "error bars: sd over folds; marker area grows with parameter count; marker shape: protocol.",
+               "report", _draw_accuracy_vs_macs),
+    FigureSpec("per_fold_accuracy.png", "Per-fold test accuracy, protocols side by side, one panel per scenario; "
+               "the labelled line is the gap between the image-level and patient-grouped means.", "report",
+               _draw_per_fold_accuracy),
+    FigureSpec("confusion_matrices.png", "Confusion matrices summed over folds, one panel per model (columns) and "
+               "scenario and protocol (rows), with the scenario's class names.", "report", _draw_confusion_matrices),
+    FigureSpec("roc_curves.png", "ROC curves of the test predictions pooled over folds, one panel per scenario "
+               "(rows) and protocol (columns).", "report", _draw_roc_curves),
+    FigureSpec("training_curves.png", "Validation accuracy and training loss by epoch, mean over folds, one row per "
+               "scenario and protocol.", "report", _draw_training_curves),
     FigureSpec("cohort_examples.png", "One example image per diagnosis (rows) and muscle (columns), at the input "
                "size the models see.", "prepare", _draw_cohort),
 )

@@ -1,8 +1,10 @@
 """Where the pipeline's files live and what their columns are called: the one home of the layout.
 
 Every stage takes its paths from here, and dvc.yaml names the same paths (tests/test_layout.py
-keeps the two in step). A run of the train stage owns one directory, `run_dir(...)`, holding
-`RUN_FILES`; its checkpoint lives outside DVC's outputs, at `checkpoint_path(...)`.
+keeps the two in step). One train stage trains one model under one protocol of one scenario on
+every fold, in one process (start-up costs more than a small fold's training): its DVC output is
+`stage_dir(...)`, and each fold's run owns `run_dir(...)` inside it, holding `RUN_FILES`. A fold's
+checkpoint lives outside DVC's outputs, at `checkpoint_path(...)`.
 """
 from __future__ import annotations
 
@@ -13,8 +15,8 @@ from typing import Sequence
 PROCESSED_DIR = Path("data/processed")
 IMAGES = PROCESSED_DIR / "images.npy"
 MANIFEST = PROCESSED_DIR / "manifest.csv"
-# split
-SPLITS = Path("data/splits.csv")
+# split: one file of folds per scenario, so a train stage depends only on its own scenario's folds
+SPLITS_DIR = Path("data/splits")
 SPLIT_SUMMARY = Path("reports/split_summary.md")
 # train
 RUNS = Path("runs")
@@ -31,19 +33,34 @@ METRICS = REPORTS / "metrics.json"
 PER_FOLD = REPORTS / "per_fold.csv"
 
 
-def run_dir(model: str, protocol: str, fold: int, runs: str | Path = RUNS) -> Path:
-    """The directory one training run writes: runs/<model>/<protocol>/fold-<k>."""
-    return Path(runs) / model / protocol / f"fold-{fold}"
+def splits_path(scenario: str, directory: str | Path = SPLITS_DIR) -> Path:
+    """data/splits/<scenario>.csv: every fold of every protocol of one scenario."""
+    return Path(directory) / f"{scenario}.csv"
 
 
-def checkpoint_path(model: str, protocol: str, fold: int, root: str | Path = CHECKPOINTS) -> Path:
-    """Where the checkpoint of one training run lives (see pipeline/checkpoint.py)."""
-    return Path(root) / model / protocol / f"fold-{fold}" / "last.pt"
+def stage_dir(scenario: str, model: str, protocol: str, runs: str | Path = RUNS) -> Path:
+    """The output of one train stage: runs/<scenario>/<model>/<protocol>, one fold-<k> per fold."""
+    return Path(runs) / scenario / model / protocol
 
 
-def train_command(model: str, protocol: str, fold: int) -> str:
-    """The command that (re)makes one run; dvc.yaml's train stage runs the same."""
-    return f"python -m pipeline.train --model {model} --protocol {protocol} --fold {fold}"
+def run_dir(scenario: str, model: str, protocol: str, fold: int, runs: str | Path = RUNS) -> Path:
+    """The directory one fold's training run writes: runs/<scenario>/<model>/<protocol>/fold-<k>."""
+    return stage_dir(scenario, model, protocol, runs) / f"fold-{fold}"
+
+
+def checkpoint_path(scenario: str, model: str, protocol: str, fold: int, root: str | Path = CHECKPOINTS) -> Path:
+    """Where the checkpoint of one fold's training run lives (see pipeline/checkpoint.py)."""
+    return Path(root) / scenario / model / protocol / f"fold-{fold}" / "last.pt"
+
+
+def train_command(scenario: str, model: str, protocol: str) -> str:
+    """The command that (re)makes one train stage's runs; dvc.yaml's train stage runs the same."""
+    return f"python -m pipeline.train --scenario {scenario} --model {model} --protocol {protocol}"
+
+
+def train_stage(scenario: str, model: str, protocol: str) -> str:
+    """The DVC name of that train stage (a matrix item of dvc.yaml's `train`)."""
+    return f"train@{scenario}-{model}-{protocol}"
 
 
 def complexity_path(model: str, directory: str | Path = COMPLEXITY_DIR) -> Path:

@@ -90,14 +90,19 @@ def _protocol_for(published_protocol: str | None, protocols: list[str]) -> list[
     return [p for p in protocols if p == published_protocol]
 
 
+def _scenario_for(published_scenario: str | None, scenarios: list[str]) -> str | None:
+    """This run's scenario to set beside a published figure: its own, or, when the paper does not
+    say (Tan et al.'s abstract), S1 (normal vs myositis, the clinical question) if run, else the first."""
+    if published_scenario is not None:
+        return published_scenario if published_scenario in scenarios else None
+    return "S1" if "S1" in scenarios else (scenarios[0] if scenarios else None)
+
+
 def beside_this_run(metrics: dict, complexity: dict[str, dict]) -> list[dict]:
     """Rows of the paper-beside-this-run table: citation, quantity, scenario, protocol, published
     figure, this run's figure and setting, and a note on comparability."""
     meta = metrics["meta"]
-    scenario, protocols, source = meta["scenario"], list(meta["protocols"]), meta["data_source"]
-    models = [m for m in meta["models"] if m in metrics]
-    setting = (f"{source}, {scenario}, {len(meta['folds'])} folds, input "
-               + "x".join(str(v) for v in (meta.get("input_size") or [])))
+    scenarios, protocols, source = list(meta["scenarios"]), list(meta["protocols"]), meta["data_source"]
     rows = []
     for pub in PUBLISHED:
         base = {"source": pub.source, "citation": pub.citation, "doi": pub.doi, "network": pub.network,
@@ -106,47 +111,56 @@ def beside_this_run(metrics: dict, complexity: dict[str, dict]) -> list[dict]:
                              + (f" ± {pub.sd:.{pub.decimals}f}" if pub.sd is not None else ""),
                 "published_scenario": pub.scenario or NOT_STATED,
                 "published_protocol": {"image": "image-level folds", None: NOT_STATED}.get(pub.protocol, pub.protocol)}
+        not_run = {**base, "this_run_model": "", "this_run_setting": "", "note": pub.note}
         if pub.quantity == "macs_pct":
-            ours, theirs = PROPOSED_MODEL, COMPUTE_REFERENCE
-            macs = {m: (complexity.get(m) or {}).get("paper_setting", {}).get("macs") for m in (ours, theirs)}
-            if macs[ours] and macs[theirs]:
-                value = f"{100 * macs[ours] / macs[theirs]:.2f}"
-                note = ("computation is counted (thop) at 3x224x224 and does not depend on the data: comparable; "
-                        f"{ours} is this project's reconstruction from the abstract")
-            else:
-                value, note = f"not run (needs {ours} and {theirs} complexity)", ""
-            rows.append({**base, "this_run": value, "this_run_model": f"{ours} / {theirs}",
-                         "this_run_setting": "3x224x224, thop", "note": note})
+            rows.append({**base, **_macs_pct(complexity)})
             continue
-        if pub.scenario is not None and pub.scenario != scenario:
-            rows.append({**base, "this_run": f"not run (this run: {scenario})", "this_run_model": "",
-                         "this_run_setting": "", "note": pub.note})
+        scenario = _scenario_for(pub.scenario, scenarios)
+        if scenario is None:
+            rows.append({**not_run, "this_run": f"not run (this run: {', '.join(scenarios)})"})
             continue
+        block = metrics.get(scenario) or {}
+        models = [m for m in meta["models"] if m in block]
+        setting = (f"{source}, {scenario}, {len(meta['folds'])} folds, input "
+                   + "x".join(str(v) for v in (meta.get("input_size") or [])))
         matched = _protocol_for(pub.protocol, protocols)
         if not matched:
-            rows.append({**base, "this_run": f"not run (this run: protocols {', '.join(protocols)})",
-                         "this_run_model": "", "this_run_setting": "", "note": pub.note})
+            rows.append({**not_run, "this_run": f"not run (this run: protocols {', '.join(protocols)})"})
             continue
         for protocol in matched:
             notes = [n for n in (pub.note, DATA_SOURCES[source].caveat) if n]
             if pub.scenario is None:
-                notes.append(f"the paper's scenario and protocol are {NOT_STATED}")
+                notes.append(f"the paper's scenario and protocol are {NOT_STATED}; set beside {scenario}")
+            accuracy = lambda m: block.get(m, {}).get(protocol, {}).get("accuracy", {})  # noqa: E731
             if pub.quantity == "accuracy_gain":
-                a = metrics.get(PROPOSED_MODEL, {}).get(protocol, {}).get("accuracy", {}).get("mean")
-                b = metrics.get(COMPUTE_REFERENCE, {}).get(protocol, {}).get("accuracy", {}).get("mean")
+                a, b = accuracy(PROPOSED_MODEL).get("mean"), accuracy(COMPUTE_REFERENCE).get("mean")
                 value = f"{100 * (a - b):+.1f}" if a is not None and b is not None else "not run"
                 model = f"{PROPOSED_MODEL} - {COMPUTE_REFERENCE}"
             else:
                 model = pub.this_run_model
-                if model == "best":
-                    model = max(models, key=lambda m: metrics[m].get(protocol, {}).get("accuracy", {}).get("mean")
-                                or -1.0)
-                stat = metrics.get(model, {}).get(protocol, {}).get("accuracy")
-                value = _pct(stat) if stat else "not run"
+                if model not in models:
+                    # the scenario was run, the published network was not: set this run's best beside it
+                    if model != "best":
+                        notes.append(f"{model} is not in this run: its best model is set beside the figure")
+                    model = max(models, key=lambda m: accuracy(m).get("mean") or -1.0)
+                value = _pct(accuracy(model)) if accuracy(model) else "not run"
             if value.startswith("not run"):
-                rows.append({**base, "this_run": f"not run ({model} not in this run)", "this_run_model": "",
-                             "this_run_setting": "", "note": pub.note})
+                rows.append({**not_run, "this_run": f"not run ({model} not in this run)"})
                 continue
             rows.append({**base, "this_run": value, "this_run_model": model,
                          "this_run_setting": f"{setting}, {protocol} protocol", "note": "; ".join(notes)})
     return rows
+
+
+def _macs_pct(complexity: dict[str, dict]) -> dict:
+    """The proposed network's MACs as a share of the dual-branch network's, counted at 3x224x224."""
+    ours, theirs = PROPOSED_MODEL, COMPUTE_REFERENCE
+    macs = {m: (complexity.get(m) or {}).get("paper_setting", {}).get("macs") for m in (ours, theirs)}
+    if macs[ours] and macs[theirs]:
+        value = f"{100 * macs[ours] / macs[theirs]:.2f}"
+        note = ("computation is counted (thop) at 3x224x224 and does not depend on the data: comparable; "
+                f"{ours} is this project's reconstruction from the abstract")
+    else:
+        value, note = f"not run (needs {ours} and {theirs} complexity)", ""
+    return {"this_run": value, "this_run_model": f"{ours} / {theirs}", "this_run_setting": "3x224x224, thop",
+            "note": note}

@@ -66,12 +66,16 @@ class DataParams:
 
 @dataclass(frozen=True)
 class SplitParams:
-    scenario: Literal["S1", "S2", "S3", "S4"] = "S1"
+    scenarios: tuple[Literal["S1", "S2", "S3", "S4"], ...] = ("S1",)   # each is its own classification problem
     protocols: tuple[Literal["patient", "image", "ucar"], ...] = ("patient", "image")
     folds: int = 5
     val_fraction: float = 0.2   # share of each fold's training part held out for model selection
 
     def validate(self, key: str) -> None:
+        _require(len(self.scenarios) > 0, f"{key}.scenarios", list(self.scenarios),
+                 "a non-empty list of S1, S2, S3, S4")
+        _require(len(set(self.scenarios)) == len(self.scenarios), f"{key}.scenarios", list(self.scenarios),
+                 "a list without repeats")
         _require(2 <= self.folds <= 20, f"{key}.folds", self.folds, "an integer in 2..20")
         _require(0.05 <= self.val_fraction <= 0.5, f"{key}.val_fraction", self.val_fraction, "a number in 0.05..0.5")
         _require(len(self.protocols) > 0, f"{key}.protocols", list(self.protocols), f"a non-empty list of {list(PROTOCOLS)}")
@@ -251,6 +255,13 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
     raise TypeError(f"unsupported params type {tp} at {key}")  # a bug in this module, not in params.yaml
 
 
+# keys that were renamed: old dotted key -> what to write instead
+RENAMED = {
+    "split.scenario": "split.scenario was replaced by split.scenarios, a list of scenarios run side by side; "
+                      "write e.g. `scenarios: [S1]` (or [S1, S2, S3, S4] for the whole published table)",
+}
+
+
 def _build(cls: type, raw: Any, key: str) -> Any:
     if raw is None:
         raw = {}
@@ -259,6 +270,10 @@ def _build(cls: type, raw: Any, key: str) -> Any:
     hints = typing.get_type_hints(cls)
     fields = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - fields)
+    for name in unknown:
+        dotted = f"{key}.{name}" if key else name
+        if dotted in RENAMED:
+            raise ParamsError(RENAMED[dotted])
     if unknown:
         where = f"{key}." if key else ""
         raise ParamsError(f"unknown key {where}{unknown[0]}; accepted keys here: {sorted(fields)}")
@@ -330,11 +345,15 @@ def _merge_in_place(base: Any, overlay: dict) -> None:
 
 
 def _plain(x: Any) -> Any:
-    """A ruamel.yaml tree as plain dicts, lists and scalars."""
+    """A ruamel.yaml tree as plain dicts, lists and scalars (ruamel's ScalarInt, ScalarFloat and
+    quoted strings become int, float and str)."""
     if isinstance(x, dict):
-        return {k: _plain(v) for k, v in x.items()}
+        return {str(k): _plain(v) for k, v in x.items()}
     if isinstance(x, list):
         return [_plain(v) for v in x]
+    for kind in (bool, int, float, str):
+        if isinstance(x, kind):
+            return kind(x)
     return x
 
 

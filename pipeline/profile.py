@@ -3,8 +3,9 @@
     python -m pipeline.profile --model stanet      -> reports/complexity/stanet.json
 
 Figures (the JSON layout is the contract in the project docs):
-- params: exact count of the model as trained (data.channels in, split.scenario's classes out);
-  each setting also records the params of the model it measured (3 input channels at 224).
+- params: exact count of the model as trained (data.channels in, the first scenario's classes
+  out); params_by_scenario: the same for every scenario of split.scenarios (S4's head has four
+  outputs); each setting also records the params of the model it measured (3 input channels at 224).
 - macs: thop's multiply-accumulates of convolution and linear layers, plus thop's count for
   average pooling, plus the soft-threshold attention's own arithmetic through a custom rule
   (`SoftThreshold.macs`). Batch norm counts zero: it folds into the preceding convolution at
@@ -181,7 +182,7 @@ def weights_bytes(model: nn.Module) -> int:
 
 def profile_model(name: str, params: params_module.Params) -> dict:
     """Every figure of reports/complexity/<name>.json for model `name` under `params`."""
-    num_classes = len(class_names(params.split.scenario))
+    num_classes = len(class_names(params.split.scenarios[0]))
     train_input = (params.data.channels, params.data.image_size, params.data.image_size)
     torch.manual_seed(params.seed)
     torch.set_num_threads(params.profile.threads)
@@ -200,6 +201,9 @@ def profile_model(name: str, params: params_module.Params) -> dict:
         "display_name": models.display_name(name),
         "num_classes": num_classes,
         "params": training["params"],
+        "params_by_scenario": {s: training["params"] if len(class_names(s)) == num_classes else count_params(
+            models.create_model(name, num_classes=len(class_names(s)), in_chans=train_input[0]))
+            for s in params.split.scenarios},
         "paper_setting": paper,
         "training_setting": training,
         "latency": latency,

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
+import itertools
 import os
 import platform
 from importlib import metadata
@@ -30,7 +32,7 @@ REFERENCE_COMPUTE = paper.COMPUTE_REFERENCE   # the paper states computation as 
 ALPHA = 0.05                                  # significance level for the plain-language reading
 FIGURES = tuple(f.file for f in figures.figures_of("report"))
 COMPARISON_COLUMNS = [
-    "model", "protocol", "display_name", "params", "macs_3x224x224", "flops_3x224x224",
+    "scenario", "model", "protocol", "display_name", "params", "macs_3x224x224", "flops_3x224x224",
     f"macs_pct_of_{REFERENCE_COMPUTE}", "cpu_latency_batch1_ms",
     *(f"{m.key}_{s}" for m in SUMMARY_METRICS for s in ("mean", "sd")),
     "patient_accuracy_mean", "patient_accuracy_sd", "n_folds"]
@@ -60,47 +62,48 @@ def display_name(model: str, complexity: dict[str, dict]) -> str:
     return complexity.get(model, {}).get("display_name") or model
 
 
-def load_runs(params: Params, runs: Path) -> dict[tuple[str, str, int], dict]:
-    """Each run's metrics.json, history.csv and predictions.csv, keyed by (model, protocol, fold)."""
+def load_runs(params: Params, runs: Path) -> dict[tuple[str, str, str, int], dict]:
+    """Each run's metrics.json, history.csv and predictions.csv, keyed by (scenario, model, protocol, fold)."""
     out = {}
-    for model in params.train.models:
-        for protocol in params.split.protocols:
-            for fold in params.train.folds:
-                d = layout.run_dir(model, protocol, fold, runs)
-                make = f"make it with `{layout.train_command(model, protocol, fold)}` (or `dvc repro`)"
-                out[(model, protocol, fold)] = {
-                    "meta": read_json(d / layout.RUN_METRICS, make),
-                    "history": read_table(d / layout.HISTORY, make, required=layout.HISTORY_COLUMNS),
-                    "predictions": read_table(d / layout.PREDICTIONS, make, required=layout.PREDICTION_COLUMNS)}
+    for scenario, model, protocol, fold in itertools.product(params.split.scenarios, params.train.models,
+                                                             params.split.protocols, params.train.folds):
+        d = layout.run_dir(scenario, model, protocol, fold, runs)
+        make = f"make it with `{layout.train_command(scenario, model, protocol)}` (or `dvc repro`)"
+        out[(scenario, model, protocol, fold)] = {
+            "meta": read_json(d / layout.RUN_METRICS, make),
+            "history": read_table(d / layout.HISTORY, make, required=layout.HISTORY_COLUMNS),
+            "predictions": read_table(d / layout.PREDICTIONS, make, required=layout.PREDICTION_COLUMNS)}
     return out
 
 
 # ---- tables ---------------------------------------------------------------------------------
 
-def _stat(metrics: dict, model: str, protocol: str, name: str, field: str = "mean") -> float | None:
-    return ((metrics.get(model) or {}).get(protocol) or {}).get(name, {}).get(field)
+def _stat(metrics: dict, scenario: str, model: str, protocol: str, name: str, field: str = "mean") -> float | None:
+    block = (metrics.get(scenario) or {}).get(model) or {}
+    return (block.get(protocol) or {}).get(name, {}).get(field)
 
 
 def comparison_rows(metrics: dict, complexity: dict[str, dict]) -> list[dict]:
-    """One row per model and protocol: complexity at 3x224x224, CPU latency and accuracy metrics."""
+    """One row per scenario, model and protocol: complexity at 3x224x224, CPU latency and accuracy metrics."""
     meta = metrics["meta"]
     ref_macs = (complexity.get(REFERENCE_COMPUTE) or {}).get("paper_setting", {}).get("macs")
     rows = []
-    for model in meta["models"]:
+    for scenario, model, protocol in itertools.product(meta["scenarios"], meta["models"], meta["protocols"]):
         c = complexity[model]
         macs = c["paper_setting"].get("macs")
-        for protocol in meta["protocols"]:
-            rows.append({
-                "model": model, "protocol": protocol, "display_name": display_name(model, complexity),
-                "params": c["params"], "macs_3x224x224": macs, "flops_3x224x224": c["paper_setting"].get("flops"),
-                f"macs_pct_of_{REFERENCE_COMPUTE}": 100 * macs / ref_macs if macs is not None and ref_macs else None,
-                "cpu_latency_batch1_ms": c["latency"].get("batch_1", {}).get("median_ms"),
-                **{f"{m.key}_{s}": _stat(metrics, model, protocol, m.key, s)
-                   for m in SUMMARY_METRICS for s in ("mean", "sd")},
-                "patient_accuracy_mean": _stat(metrics, model, protocol, "patient_accuracy"),
-                "patient_accuracy_sd": _stat(metrics, model, protocol, "patient_accuracy", "sd"),
-                "n_folds": (metrics.get(model) or {}).get(protocol, {}).get("n_folds"),
-            })
+        stat = functools.partial(_stat, metrics, scenario, model, protocol)
+        rows.append({
+            "scenario": scenario, "model": model, "protocol": protocol,
+            "display_name": display_name(model, complexity),
+            "params": (c.get("params_by_scenario") or {}).get(scenario, c["params"]),
+            "macs_3x224x224": macs, "flops_3x224x224": c["paper_setting"].get("flops"),
+            f"macs_pct_of_{REFERENCE_COMPUTE}": 100 * macs / ref_macs if macs is not None and ref_macs else None,
+            "cpu_latency_batch1_ms": c["latency"].get("batch_1", {}).get("median_ms"),
+            **{f"{m.key}_{s}": stat(m.key, s) for m in SUMMARY_METRICS for s in ("mean", "sd")},
+            "patient_accuracy_mean": stat("patient_accuracy"),
+            "patient_accuracy_sd": stat("patient_accuracy", "sd"),
+            "n_folds": ((metrics.get(scenario) or {}).get(model) or {}).get(protocol, {}).get("n_folds"),
+        })
     return rows
 
 
@@ -128,10 +131,10 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
 
 def comparison_markdown(rows: list[dict]) -> str:
     """The models table as Markdown: accuracy in % (mean ± sd over folds), F1 and AUC as fractions."""
-    header = ["Model", "Key", "Protocol", "Params", "MACs @3x224x224", "FLOPs @3x224x224",
+    header = ["Scenario", "Model", "Key", "Protocol", "Params", "MACs @3x224x224", "FLOPs @3x224x224",
               f"MACs % of {REFERENCE_COMPUTE}", "CPU latency, batch 1 (ms)", "Accuracy % (mean ± sd)",
               "Macro-F1", "AUC", "Patient-level accuracy %"]
-    body = [[r["display_name"], f"`{r['model']}`", r["protocol"], _si(r["params"]), _si(r["macs_3x224x224"]),
+    body = [[r["scenario"], r["display_name"], f"`{r['model']}`", r["protocol"], _si(r["params"]), _si(r["macs_3x224x224"]),
              _si(r["flops_3x224x224"]),
              "n/a" if r[f"macs_pct_of_{REFERENCE_COMPUTE}"] is None else f"{r[f'macs_pct_of_{REFERENCE_COMPUTE}']:.2f}",
              "n/a" if r["cpu_latency_batch1_ms"] is None else f"{r['cpu_latency_batch1_ms']:.1f}",
@@ -181,30 +184,30 @@ def _p(p: float | None) -> str:
     return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
 
 
-def _ranking(metrics: dict, labels: dict[str, str]) -> list[str]:
-    """Per protocol: the models with the highest and lowest mean accuracy."""
+def _ranking(metrics: dict, scenario: str, labels: dict[str, str]) -> list[str]:
+    """Per protocol: the models with the highest and lowest mean accuracy in `scenario`."""
     meta = metrics["meta"]
-    acc = lambda m, p: _stat(metrics, m, p, "accuracy")  # noqa: E731
+    acc = lambda m, p: _stat(metrics, scenario, m, p, "accuracy")  # noqa: E731
     out = []
     for protocol in meta["protocols"]:
         ranked = sorted((m for m in meta["models"] if acc(m, protocol) is not None), key=lambda m: -acc(m, protocol))
         if not ranked:
             continue
         best, worst = ranked[0], ranked[-1]
-        s = (f"Under the {protocol} protocol, {labels[best]} had the highest mean accuracy, "
-             f"{_pm(acc(best, protocol), _stat(metrics, best, protocol, 'accuracy', 'sd'))}% over "
-             f"{len(meta['folds'])} folds")
+        s = (f"{scenario}, {protocol} protocol: the best model was {labels[best]}, "
+             f"{_pm(acc(best, protocol), _stat(metrics, scenario, best, protocol, 'accuracy', 'sd'))}% accuracy "
+             f"over {len(meta['folds'])} folds")
         if len(ranked) > 1:
             s += f"; the lowest was {labels[worst]} ({100 * acc(worst, protocol):.1f}%)"
         out.append(s + ".")
     return out
 
 
-def _leakage_gap(metrics: dict) -> list[str]:
-    """How much higher image-level folds put accuracy than patient-grouped folds."""
+def _leakage_gap(metrics: dict, scenario: str) -> list[str]:
+    """How much higher image-level folds put accuracy than patient-grouped folds in `scenario`."""
     meta = metrics["meta"]
     protocols = meta["protocols"]
-    acc = lambda m, p: _stat(metrics, m, p, "accuracy")  # noqa: E731
+    acc = lambda m, p: _stat(metrics, scenario, m, p, "accuracy")  # noqa: E731
     leak = next((p for p in ("image", "ucar") if p in protocols), None)
     if "patient" not in protocols or not leak:
         return []
@@ -213,23 +216,22 @@ def _leakage_gap(metrics: dict) -> list[str]:
     if not gaps:
         return []
     g = np.array(gaps) * 100
-    s = (f"Image-level ({leak}) folds gave a higher mean accuracy than patient-grouped folds for {int((g > 0).sum())} "
-         f"of {len(g)} models; the gap ranged from {g.min():+.1f} to {g.max():+.1f} points (mean {g.mean():+.1f}).")
+    s = (f"{scenario}: image-level ({leak}) folds gave a higher mean accuracy than patient-grouped folds for "
+         f"{int((g > 0).sum())} of {len(g)} models; the image-minus-patient gap ranged from {g.min():+.1f} to "
+         f"{g.max():+.1f} points (mean {g.mean():+.1f}).")
     if g.mean() > 0:
         s += (" Image-level folds put images of the same patient (and muscle) in training and test, so "
               "they overstate accuracy on new patients.")
     return [s]
 
 
-def _against_compute_reference(metrics: dict, complexity: dict[str, dict], labels: dict[str, str]) -> list[str]:
-    """The reference model against the paper's dual-branch network: accuracy and computation."""
+def _against_compute_reference(metrics: dict, scenario: str, labels: dict[str, str]) -> list[str]:
+    """The reference model against the paper's dual-branch network in `scenario`: accuracy."""
     meta = metrics["meta"]
     ref, models = meta.get("reference_model"), meta["models"]
     if ref not in models or REFERENCE_COMPUTE not in models or ref == REFERENCE_COMPUTE:
         return []
-    comps = metrics.get("comparisons", {})
-    c_ref, c_dual = complexity.get(ref, {}), complexity.get(REFERENCE_COMPUTE, {})
-    macs_r, macs_d = c_ref.get("paper_setting", {}).get("macs"), c_dual.get("paper_setting", {}).get("macs")
+    comps = (metrics.get(scenario) or {}).get("comparisons", {})
     parts = []
     for protocol in meta["protocols"]:
         t = comps.get(protocol, {}).get(REFERENCE_COMPUTE, {}).get("accuracy", {})
@@ -238,23 +240,36 @@ def _against_compute_reference(metrics: dict, complexity: dict[str, dict], label
         sig = "significant" if t.get("p_value") is not None and t["p_value"] < ALPHA else "not significant"
         parts.append(f"{100 * t['mean_difference']:+.1f} points under the {protocol} protocol "
                      f"({_p(t.get('p_value'))}, {sig} at {ALPHA})")
-    s = f"{labels[ref]} against {labels[REFERENCE_COMPUTE]}: accuracy " + ("; ".join(parts) or "n/a")
-    if macs_r and macs_d:
-        s += (f"; it needs {100 * macs_r / macs_d:.2f}% of the MACs at 3x224x224 ({macs_d / macs_r:.0f}x fewer) "
-              f"and {100 * c_ref['params'] / c_dual['params']:.1f}% of the parameters")
-    return [s + "."]
+    return [f"{scenario}: {labels[ref]} against {labels[REFERENCE_COMPUTE]}, accuracy "
+            + ("; ".join(parts) or "n/a") + "."]
 
 
-def _paired_tests(metrics: dict, labels: dict[str, str]) -> list[str]:
-    """How many of the reference model's paired comparisons reached significance."""
+def _compute(metrics: dict, complexity: dict[str, dict], labels: dict[str, str]) -> list[str]:
+    """The reference model's computation as a share of the dual-branch network's."""
+    meta = metrics["meta"]
+    ref, models = meta.get("reference_model"), meta["models"]
+    if ref not in models or REFERENCE_COMPUTE not in models or ref == REFERENCE_COMPUTE:
+        return []
+    c_ref, c_dual = complexity.get(ref, {}), complexity.get(REFERENCE_COMPUTE, {})
+    macs_r, macs_d = c_ref.get("paper_setting", {}).get("macs"), c_dual.get("paper_setting", {}).get("macs")
+    if not (macs_r and macs_d):
+        return []
+    return [f"{labels[ref]} needs {100 * macs_r / macs_d:.2f}% of the MACs of {labels[REFERENCE_COMPUTE]} at "
+            f"3x224x224 ({macs_d / macs_r:.0f}x fewer) and {100 * c_ref['params'] / c_dual['params']:.1f}% of "
+            f"its parameters."]
+
+
+def _paired_tests(metrics: dict, scenario: str, labels: dict[str, str]) -> list[str]:
+    """How many of the reference model's paired comparisons in `scenario` reached significance."""
     meta = metrics["meta"]
     ref, k = meta.get("reference_model"), len(meta["folds"])
     if ref not in meta["models"]:
         return []
-    tests = [(p, m, t["accuracy"]) for p, byp in metrics.get("comparisons", {}).items() for m, t in byp.items()
+    comparisons = (metrics.get(scenario) or {}).get("comparisons", {})
+    tests = [(p, m, t["accuracy"]) for p, byp in comparisons.items() for m, t in byp.items()
              if t.get("accuracy", {}).get("p_value") is not None]
     sig = [(p, m, t) for p, m, t in tests if t["p_value"] < ALPHA]
-    s = (f"Of {len(tests)} paired accuracy comparisons of {labels[ref]} with another model "
+    s = (f"{scenario}: of {len(tests)} paired accuracy comparisons of {labels[ref]} with another model "
          f"(corrected resampled t-test over the same folds), {len(sig)} had p < {ALPHA}")
     if sig:
         s += ": " + "; ".join(f"{labels[m]} under {p} ({100 * t['mean_difference']:+.1f} points, "
@@ -266,9 +281,12 @@ def _paired_tests(metrics: dict, labels: dict[str, str]) -> list[str]:
 
 
 def reading(metrics: dict, complexity: dict[str, dict], labels: dict[str, str]) -> list[str]:
-    """A short plain-language reading of the results, generated from the numbers."""
-    out = [*_ranking(metrics, labels), *_leakage_gap(metrics),
-           *_against_compute_reference(metrics, complexity, labels), *_paired_tests(metrics, labels)]
+    """A short plain-language reading of the results, generated from the numbers: per scenario, then overall."""
+    out = []
+    for scenario in metrics["meta"]["scenarios"]:
+        out += [*_ranking(metrics, scenario, labels), *_leakage_gap(metrics, scenario),
+                *_against_compute_reference(metrics, scenario, labels), *_paired_tests(metrics, scenario, labels)]
+    out += _compute(metrics, complexity, labels)
     if not SOURCES[metrics["meta"]["data_source"]].patient_data:
         out.append("These results come from the synthetic cohort: they test the pipeline and rank the models on "
                    "synthetic images; they are not evidence about patients.")
@@ -285,7 +303,6 @@ PROTOCOL_WORDS = {"patient": "patient (folds grouped by patient: no patient in b
 def header_rows(params: Params, metrics: dict, runs: dict, complexity: dict[str, dict]) -> list[list[str]]:
     """What made these results: data, scenario, protocols, input size, epochs, weights, software, hardware."""
     meta = metrics["meta"]
-    scenario = meta["scenario"]
     metas = [r["meta"] for r in runs.values()]
     pretrained = sorted({f"{m.get('model')}" for m in metas if m.get("pretrained")})
     weights = ("all models trained from scratch (`pretrained: false` in every one of the "
@@ -301,7 +318,8 @@ def header_rows(params: Params, metrics: dict, runs: dict, complexity: dict[str,
     input_size = "x".join(str(v) for v in meta.get("input_size") or []) or "n/a"
     return [
         ["Data source", SOURCES[params.data.source].describe(params.data)],
-        ["Scenario", f"{scenario}: {scenarios.DESCRIPTIONS[scenario]} (classes: {', '.join(meta['class_names'])})"],
+        ["Scenarios", "; ".join(f"{s}: {scenarios.DESCRIPTIONS[s]} (classes: "
+                                f"{', '.join(metrics[s]['meta']['class_names'])})" for s in meta["scenarios"])],
         ["Protocols", "; ".join(PROTOCOL_WORDS.get(p, p) for p in meta["protocols"])],
         ["Input size", f"{input_size} for training and testing; complexity also counted at 3x224x224 (the paper's)"],
         ["Epochs", epoch_words],
@@ -341,11 +359,11 @@ def readme(params: Params, metrics: dict, comparison_md: str, paper_md: str, run
 
 
 def context_line(params: Params, metrics: dict) -> str:
-    """Figure subtitle: data source, scenario, protocols and input size."""
+    """Figure subtitle: data source, scenarios, protocols and input size."""
     meta = metrics["meta"]
     source = SOURCES[params.data.source].label
     size = "x".join(str(v) for v in meta.get("input_size") or [])
-    return (f"{source} · {meta['scenario']} ({scenarios.DESCRIPTIONS[meta['scenario']]}) · "
+    return (f"{source} · scenarios {', '.join(meta['scenarios'])} · "
             f"protocols: {', '.join(meta['protocols'])} · trained at {size or 'n/a'}")
 
 
@@ -361,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     metrics_path = reports / layout.METRICS.name
     metrics = _read_json(metrics_path, "python -m pipeline.evaluate")
     meta = metrics.get("meta") or {}
-    for key, want in (("scenario", params.split.scenario), ("models", list(params.train.models)),
+    for key, want in (("scenarios", list(params.split.scenarios)), ("models", list(params.train.models)),
                       ("protocols", list(params.split.protocols)), ("folds", list(params.train.folds))):
         if meta.get(key) != want:
             raise DataError(f"{metrics_path}: meta.{key} is {meta.get(key)!r} but params.yaml says "

@@ -1,4 +1,8 @@
-"""Stage `split`: cross-validation folds for one scenario, under each protocol.
+"""Stage `split`: cross-validation folds for each scenario, under each protocol.
+
+Each scenario (split.scenarios) is its own classification problem with its own folds, made from
+the same cohort: only the patients of the scenario's classes take part (S2 has no PM or DM
+patients, S3 no normal ones).
 
 Protocols:
 - `patient`: stratified group k-fold by patient (scikit-learn's StratifiedGroupKFold); the
@@ -9,26 +13,29 @@ Protocols:
   leakage; the summary measures how much.
 - `ucar`: the folds published with the Uçar release (FileList/), source `ucar` only.
 
-Writes data/splits.csv (image_id, patient_id, label, scenario, protocol, fold, part) and
+Writes data/splits/<scenario>.csv (image_id, patient_id, label, scenario, protocol, fold, part)
+for each scenario, replacing the directory as a whole, and
 reports/split_summary.md (counts per fold, part and class, and the measured leakage).
 """
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
 
 from pipeline import layout, scenarios
-from pipeline.atomic import atomic_write_csv, atomic_write_text
+from pipeline.atomic import atomic_path, atomic_write_text
 from pipeline.cli import run_stage
 from pipeline.errors import DataError
 from pipeline.params import Params, load
 from pipeline.readers import read_table
 
-MANIFEST, SPLITS, SUMMARY = layout.MANIFEST, layout.SPLITS, layout.SPLIT_SUMMARY
+MANIFEST, SUMMARY = layout.MANIFEST, layout.SPLIT_SUMMARY
 COLUMNS = ["image_id", "patient_id", "label", "scenario", "protocol", "fold", "part"]
 
 
@@ -116,18 +123,21 @@ def _ucar_folds(rows: pd.DataFrame, root: Path, folds: int) -> list[pd.DataFrame
 
 
 def assert_invariants(splits: pd.DataFrame, protocol: str) -> None:
-    """Every image is tested exactly once per protocol; patient folds never share a patient."""
-    sub = splits[splits["protocol"] == protocol]
-    tested = sub[sub["part"] == "test"].groupby("image_id").size()
-    all_ids = sub["image_id"].unique()
-    if len(tested) != len(all_ids) or (tested != 1).any():
-        raise AssertionError(f"protocol {protocol}: each image must be in the test part of exactly one fold")
-    if protocol == "patient":
-        for fold, f in sub.groupby("fold"):
-            owners = f.groupby("patient_id")["part"].nunique()
-            if (owners > 1).any():
-                bad = owners[owners > 1].index[0]
-                raise AssertionError(f"patient protocol fold {fold}: patient {bad} is in more than one part")
+    """Every image is tested exactly once per scenario and protocol; patient folds never share a patient."""
+    for scenario, by_scenario in splits.groupby("scenario", sort=False):
+        sub = by_scenario[by_scenario["protocol"] == protocol]
+        tested = sub[sub["part"] == "test"].groupby("image_id").size()
+        all_ids = sub["image_id"].unique()
+        if len(tested) != len(all_ids) or (tested != 1).any():
+            raise AssertionError(f"scenario {scenario}, protocol {protocol}: each image must be in the test part of "
+                                 f"exactly one fold")
+        if protocol == "patient":
+            for fold, f in sub.groupby("fold"):
+                owners = f.groupby("patient_id")["part"].nunique()
+                if (owners > 1).any():
+                    bad = owners[owners > 1].index[0]
+                    raise AssertionError(f"scenario {scenario}, patient protocol fold {fold}: patient {bad} is in "
+                                         f"more than one part")
 
 
 def leakage(fold: pd.DataFrame, manifest: pd.DataFrame) -> dict[str, float]:
@@ -143,51 +153,69 @@ def leakage(fold: pd.DataFrame, manifest: pd.DataFrame) -> dict[str, float]:
 
 
 def make_splits(manifest: pd.DataFrame, params: Params) -> pd.DataFrame:
-    """All folds of every protocol in params, as one table in the splits.csv layout."""
+    """All folds of every scenario and protocol in params, as one table in the layout of the splits files."""
     sp = params.split
-    rows = scenario_images(manifest, sp.scenario).assign(scenario=sp.scenario)
     frames = []
-    for protocol in sp.protocols:
-        if protocol == "patient":
-            folds = _patient_folds(rows, sp.folds, sp.val_fraction, params.seed)
-        elif protocol == "image":
-            folds = _image_folds(rows, sp.folds, sp.val_fraction, params.seed)
-        else:
-            folds = _ucar_folds(rows, Path(params.data.root), sp.folds)
-        frames.extend(f.assign(protocol=protocol) for f in folds)
+    for scenario in sp.scenarios:
+        rows = scenario_images(manifest, scenario).assign(scenario=scenario)
+        for protocol in sp.protocols:
+            if protocol == "patient":
+                folds = _patient_folds(rows, sp.folds, sp.val_fraction, params.seed)
+            elif protocol == "image":
+                folds = _image_folds(rows, sp.folds, sp.val_fraction, params.seed)
+            else:
+                folds = _ucar_folds(rows, Path(params.data.root), sp.folds)
+            frames.extend(f.assign(protocol=protocol) for f in folds)
     splits = pd.concat(frames, ignore_index=True)[COLUMNS]
     for protocol in sp.protocols:
         assert_invariants(splits, protocol)
-    return splits.sort_values(["protocol", "fold", "image_id"], kind="stable").reset_index(drop=True)
+    order = {s: i for i, s in enumerate(sp.scenarios)}
+    return (splits.sort_values(["scenario", "protocol", "fold", "image_id"], kind="stable",
+                               key=lambda c: c.map(order) if c.name == "scenario" else c)
+            .reset_index(drop=True))
 
 
 def summarize(splits: pd.DataFrame, manifest: pd.DataFrame, params: Params) -> str:
-    """Markdown summary: counts per protocol, fold, part and class, and leakage per fold."""
-    names = scenarios.class_names(params.split.scenario)
-    lines = [f"# Folds: scenario {params.split.scenario} ({scenarios.DESCRIPTIONS[params.split.scenario]}), "
-             f"data source {params.data.source}, seed {params.seed}", ""]
-    counts = (splits.assign(cls=splits["label"].map(dict(enumerate(names))))
-              .pivot_table(index=["protocol", "fold", "part"], columns="cls", values="image_id",
-                           aggfunc="count", fill_value=0)
-              .reindex(columns=list(names), fill_value=0))
-    counts["patients"] = splits.groupby(["protocol", "fold", "part"])["patient_id"].nunique()
-    lines += ["## Images per class (and patients) in each part", "", counts.reset_index().to_markdown(index=False), ""]
-    lines += ["## Leakage: share of test images with an image of the same patient in training", "",
-              "| protocol | fold | same patient | same patient, same muscle side |", "|---|---|---|---|"]
-    for (protocol, fold), f in splits.groupby(["protocol", "fold"]):
-        leak = leakage(f, manifest)
-        lines.append(f"| {protocol} | {fold} | {leak['same_patient']:.1%} | {leak['same_muscle_side']:.1%} |")
-    return "\n".join(lines) + "\n"
+    """Markdown summary: per scenario, counts per protocol, fold, part and class, and leakage per fold."""
+    lines = [f"# Folds: scenarios {', '.join(params.split.scenarios)}, data source {params.data.source}, "
+             f"seed {params.seed}", ""]
+    for scenario in params.split.scenarios:
+        names = scenarios.class_names(scenario)
+        sub = splits[splits["scenario"] == scenario]
+        counts = (sub.assign(cls=sub["label"].map(dict(enumerate(names))))
+                  .pivot_table(index=["protocol", "fold", "part"], columns="cls", values="image_id",
+                               aggfunc="count", fill_value=0)
+                  .reindex(columns=list(names), fill_value=0))
+        counts["patients"] = sub.groupby(["protocol", "fold", "part"])["patient_id"].nunique()
+        lines += [f"## Scenario {scenario}: {scenarios.DESCRIPTIONS[scenario]}", "",
+                  "### Images per class (and patients) in each part", "",
+                  counts.reset_index().to_markdown(index=False), "",
+                  "### Leakage: share of test images with an image of the same patient in training", "",
+                  "| protocol | fold | same patient | same patient, same muscle side |", "|---|---|---|---|"]
+        for (protocol, fold), f in sub.groupby(["protocol", "fold"]):
+            leak = leakage(f, manifest)
+            lines.append(f"| {protocol} | {fold} | {leak['same_patient']:.1%} | {leak['same_muscle_side']:.1%} |")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write_splits(splits: pd.DataFrame, scenario_order: Sequence[str],
+                 directory: Path = layout.SPLITS_DIR) -> None:
+    """Replace the splits directory as a whole: one CSV per scenario."""
+    with atomic_path(directory, directory=True) as tmp:
+        os.chmod(tmp, 0o755)   # mkdtemp makes it private
+        for scenario in scenario_order:
+            splits[splits["scenario"] == scenario].to_csv(layout.splits_path(scenario, tmp), index=False)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the stage: read the manifest, write data/splits.csv and the summary."""
+    """Run the stage: read the manifest, write data/splits/<scenario>.csv and the summary."""
     argparse.ArgumentParser(prog="python -m pipeline.split", description=__doc__.splitlines()[0]).parse_args(argv)
     params = load()
     manifest = read_table(MANIFEST, "run `dvc repro prepare` (python -m pipeline.prepare) first")
     splits = make_splits(manifest, params)
     summary = summarize(splits, manifest, params)
-    atomic_write_csv(SPLITS, splits)
+    write_splits(splits, params.split.scenarios)
     atomic_write_text(SUMMARY, summary)
     print(summary)
     return 0

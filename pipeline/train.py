@@ -1,11 +1,15 @@
-"""Stage `train`: one model on one fold of one protocol.
+"""Stage `train`: one model under one protocol of one scenario, on every fold.
 
-    python -m pipeline.train --model stanet --protocol patient --fold 1
+    python -m pipeline.train --scenario S1 --model stanet --protocol patient            # train.folds
+    python -m pipeline.train --scenario S1 --model stanet --protocol patient --fold 2   # one fold
 
 Reads data/processed/images.npy (kept in memory, on the GPU when training there) and
-data/splits.csv; trains on the fold's train part, selects the epoch by the validation part
-(`train.select_by`, never by test), and writes runs/<model>/<protocol>/fold-<k>/: weights.pt
-(state_dict of the selected epoch), history.csv, predictions.csv on the test part and metrics.json.
+data/splits/<scenario>.csv; for each fold, trains on the fold's train part, selects the epoch by the
+validation part (`train.select_by`, never by test), and writes
+runs/<scenario>/<model>/<protocol>/fold-<k>/: weights.pt (state_dict of the selected epoch),
+history.csv, predictions.csv on the test part and metrics.json. The folds run in one process
+because starting Python, torch and timm costs more than training a small fold; each fold is
+seeded afresh, so its result is the same as when it is trained alone.
 
 A checkpoint is written at the end of every epoch outside DVC's outputs (pipeline/checkpoint.py):
 a killed run started again continues from the last complete epoch with the same result as an
@@ -133,16 +137,16 @@ class FoldData:
 
 
 def fold_data(splits: pd.DataFrame, scenario: str, protocol: str, fold: int) -> FoldData:
-    """Select one fold of one protocol from splits.csv, refusing a fold that is not there."""
+    """Select one fold of one protocol from a scenario's splits file, refusing a fold that is not there."""
     rows = splits[(splits["protocol"] == protocol) & (splits["fold"] == fold) & (splits["scenario"] == scenario)]
     if rows.empty:
         have = sorted(set(zip(splits["scenario"], splits["protocol"], splits["fold"])))
-        raise DataError(f"{layout.SPLITS}: no rows for scenario {scenario}, protocol {protocol!r}, fold {fold}; "
+        raise DataError(f"{layout.splits_path(scenario)}: no rows for scenario {scenario}, protocol {protocol!r}, fold {fold}; "
                         f"present: {have[:12]}; rerun `dvc repro split`")
     parts = {p: rows[rows["part"] == p].sort_values("image_id") for p in ("train", "val", "test")}
     for p, r in parts.items():
         if r.empty:
-            raise DataError(f"{layout.SPLITS}: protocol {protocol!r} fold {fold} has an empty {p} part")
+            raise DataError(f"{layout.splits_path(scenario)}: protocol {protocol!r} fold {fold} has an empty {p} part")
     ids = {p: (r["image_id"].to_numpy(dtype=np.int64, copy=True), r["label"].to_numpy(dtype=np.int64, copy=True))
            for p, r in parts.items()}
     return FoldData(*ids["train"], *ids["val"],
@@ -191,11 +195,11 @@ class FoldRun:
 
     @property
     def name(self) -> str:
-        """model/protocol/fold-k, for messages."""
-        return f"{self.model_name}/{self.protocol}/fold-{self.fold}"
+        """scenario/model/protocol/fold-k, for messages."""
+        return f"{self.scenario}/{self.model_name}/{self.protocol}/fold-{self.fold}"
 
 
-def set_up(params: Params, model_name: str, protocol: str, fold: int, *, images: np.ndarray,
+def set_up(params: Params, scenario: str, model_name: str, protocol: str, fold: int, *, images: np.ndarray,
            splits: pd.DataFrame, data_digest: str) -> FoldRun:
     """Seed, select the fold, build the network, the batch stream and the optimiser (in this order:
     the network's initialisation draws from the seeded generator)."""
@@ -204,7 +208,6 @@ def set_up(params: Params, model_name: str, protocol: str, fold: int, *, images:
     if tp.threads:
         torch.set_num_threads(tp.threads)
     seed_everything(params.seed, device)
-    scenario = params.split.scenario
     names = scenarios.class_names(scenario)
     data = fold_data(splits, scenario, protocol, fold)
     o, epochs = tp.optim_for(model_name), tp.epochs_for(model_name)
@@ -227,8 +230,8 @@ def set_up(params: Params, model_name: str, protocol: str, fold: int, *, images:
     stream = BatchStream(bank, data.train_ids, data.train_labels, o.batch_size, gen, mean, std,
                          Augment() if tp.augment else None, channels_last)
     if len(stream) == 0:
-        raise DataError(f"{layout.SPLITS}: protocol {protocol!r} fold {fold} has {len(data.train_ids)} training "
-                        f"image(s); at least 2 are needed")
+        raise DataError(f"{layout.splits_path(scenario)}: protocol {protocol!r} fold {fold} has "
+                        f"{len(data.train_ids)} training image(s); at least 2 are needed")
     opt, sched = make_optimizer(model, o, len(stream), epochs, device)
     weight = None
     if tp.class_weighting:
@@ -356,11 +359,12 @@ def predict_test_part(run: FoldRun, tp: TrainParams, ckpt_path: Path) -> dict[st
             "predictions": predictions, "metrics": metrics}
 
 
-def train_fold(params: Params, model_name: str, protocol: str, fold: int, *,
+def train_fold(params: Params, scenario: str, model_name: str, protocol: str, fold: int, *,
                images: np.ndarray, splits: pd.DataFrame, ckpt_path: Path, data_digest: str,
                log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train one fold (resuming from `ckpt_path` when it matches) and return everything to write."""
-    run = set_up(params, model_name, protocol, fold, images=images, splits=splits, data_digest=data_digest)
+    run = set_up(params, scenario, model_name, protocol, fold, images=images, splits=splits,
+                 data_digest=data_digest)
     resume(run, checkpoint.load(ckpt_path, run.fingerprint), log)
     train_epochs(run, params.train, ckpt_path, log)
     return predict_test_part(run, params.train, ckpt_path)
@@ -387,30 +391,33 @@ def write_outputs(out: Path, result: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the stage for one model, protocol and fold."""
+    """Run the stage for one scenario, model and protocol: every fold of train.folds, or those asked for."""
     ap = argparse.ArgumentParser(prog="python -m pipeline.train", description=__doc__.splitlines()[0])
+    ap.add_argument("--scenario", required=True)
     ap.add_argument("--model", required=True)
     ap.add_argument("--protocol", required=True)
-    ap.add_argument("--fold", type=int, required=True)
+    ap.add_argument("--fold", type=int, action="append", help="a fold to train (repeatable; default: train.folds)")
     args = ap.parse_args(argv)
     params = load()
-    if args.model not in params.train.models:
-        raise DataError(f"--model {args.model!r} is not in train.models {list(params.train.models)}")
-    if args.protocol not in params.split.protocols:
-        raise DataError(f"--protocol {args.protocol!r} is not in split.protocols {list(params.split.protocols)}")
-    if args.fold not in params.train.folds:
-        raise DataError(f"--fold {args.fold} is not in train.folds {list(params.train.folds)}")
+    for flag, value, allowed, key in (("--scenario", args.scenario, params.split.scenarios, "split.scenarios"),
+                                      ("--model", args.model, params.train.models, "train.models"),
+                                      ("--protocol", args.protocol, params.split.protocols, "split.protocols"),
+                                      *(("--fold", k, params.train.folds, "train.folds") for k in args.fold or ())):
+        if value not in allowed:
+            raise DataError(f"{flag} {value!r} is not in {key} {list(allowed)}")
     if not layout.IMAGES.is_file():
         raise DataError(f"{layout.IMAGES}: not found; run `dvc repro split` first")
     images = np.load(layout.IMAGES, allow_pickle=False)
-    splits = read_table(layout.SPLITS, "run `dvc repro split` first")
-    result = train_fold(params, args.model, args.protocol, args.fold, images=images, splits=splits,
-                        ckpt_path=layout.checkpoint_path(args.model, args.protocol, args.fold),
-                        data_digest=checkpoint.file_sha256(layout.IMAGES))
-    write_outputs(layout.run_dir(args.model, args.protocol, args.fold), result)
-    m = result["metrics"]
-    print(f"{args.model} {args.protocol} fold {args.fold}: test accuracy {m['accuracy']:.4f} "
-          f"(best epoch {m['best_epoch']}/{m['epochs']}, {m['seconds']:.1f}s on {m['device_name']})")
+    splits = read_table(layout.splits_path(args.scenario), "run `dvc repro split` first")
+    data_digest = checkpoint.file_sha256(layout.IMAGES)
+    for fold in args.fold or params.train.folds:
+        result = train_fold(params, args.scenario, args.model, args.protocol, fold, images=images, splits=splits,
+                            ckpt_path=layout.checkpoint_path(args.scenario, args.model, args.protocol, fold),
+                            data_digest=data_digest)
+        write_outputs(layout.run_dir(args.scenario, args.model, args.protocol, fold), result)
+        m = result["metrics"]
+        print(f"{args.scenario} {args.model} {args.protocol} fold {fold}: test accuracy {m['accuracy']:.4f} "
+              f"(best epoch {m['best_epoch']}/{m['epochs']}, {m['seconds']:.1f}s on {m['device_name']})")
     return 0
 
 

@@ -1,6 +1,6 @@
 """Fake but well-formed pipeline outputs for testing evaluate, report and check without training.
 
-`write_fixture(root)` writes, under `root`: params.yaml, runs/<model>/<protocol>/fold-<k>/
+`write_fixture(root)` writes, under `root`: params.yaml, runs/<scenario>/<model>/<protocol>/fold-<k>/
 {predictions.csv,history.csv,metrics.json} and reports/complexity/<model>.json, following the
 file contract of the train and profile stages. Predictions are drawn from a seeded generator with
 a per-model skill, and the image protocol scores higher (as leakage would), so metrics differ
@@ -31,14 +31,14 @@ DIAGNOSIS_CYCLE = ("N", "IBM", "PM", "N", "DM", "IBM")   # S1: one third normal,
 
 
 def fixture_params(models=("stanet", "dual_vgg", "resnet18"), protocols=("patient", "image"), folds=3,
-                   scenario="S1", epochs=4, seed=0, data_source="synthetic") -> dict:
+                   scenarios=("S1",), epochs=4, seed=0, data_source="synthetic") -> dict:
     """A small, valid params mapping for the fixture runs."""
     return {
         "seed": seed,
         "profile_name": "fixture",
         "data": {"source": data_source, "image_size": 32, "channels": 1,
                  "synthetic": {"patients": 12, "images_per_side": 2, "render_size": 64}},
-        "split": {"scenario": scenario, "protocols": list(protocols), "folds": folds},
+        "split": {"scenarios": list(scenarios), "protocols": list(protocols), "folds": folds},
         "train": {"models": list(models), "folds": list(range(1, folds + 1)), "epochs": epochs},
         "evaluate": {"reference_model": "stanet", "bootstrap": 200},
         "check": {"baseline": "reports/baseline.json", "max_accuracy_drop": 2.0, "max_metric_drop": 0.03,
@@ -82,51 +82,62 @@ def _probabilities(labels: np.ndarray, n_classes: int, skill: float, rng: np.ran
 
 
 def write_fixture(root: str | Path, models=("stanet", "dual_vgg", "resnet18"), protocols=("patient", "image"),
-                  folds=3, scenario="S1", epochs=4, seed=0, data_source="synthetic", n_patients=24,
+                  folds=3, scenarios=("S1",), epochs=4, seed=0, data_source="synthetic", n_patients=24,
                   images_per_patient=6) -> Path:
     """Write params.yaml, runs/ and reports/complexity/ under `root`; return `root`."""
     root = Path(root)
-    params = fixture_params(models, protocols, folds, scenario, epochs, seed, data_source)
+    params = fixture_params(models, protocols, folds, scenarios, epochs, seed, data_source)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    names = list(scenario_classes(scenario))
-    cohort = _cohort(n_patients, images_per_patient, scenario)
     rng = np.random.default_rng(seed)
-    for model in models:
-        for protocol in protocols:
-            parts = _test_parts(cohort, protocol, folds)
-            for k, test in enumerate(parts, start=1):
-                d = root / "runs" / model / protocol / f"fold-{k}"
-                d.mkdir(parents=True, exist_ok=True)
-                skill = min(0.98, SKILL.get(model, 0.7) + LEAKAGE_BONUS[protocol])
-                prob = _probabilities(test["label"].to_numpy(), len(names), skill, rng)
-                pred = test.copy()
-                pred["predicted"] = prob.argmax(axis=1)
-                for c, name in enumerate(names):
-                    pred[f"prob_{name}"] = prob[:, c].round(6)
-                pred.to_csv(d / "predictions.csv", index=False)
-                epoch = np.arange(1, epochs + 1)
-                history = pd.DataFrame({
-                    "epoch": epoch, "train_loss": (0.7 * np.exp(-epoch / epochs) + rng.random(epochs) * 0.02).round(6),
-                    "val_loss": (0.75 * np.exp(-epoch / (2 * epochs))).round(6),
-                    "val_accuracy": (0.5 + (skill - 0.5) * (1 - np.exp(-epoch / 2))).round(6),
-                    "lr": 0.002, "seconds": 0.5})
-                history.to_csv(d / "history.csv", index=False)
-                n_test = len(test)
-                acc = float((pred["predicted"] == pred["label"]).mean())
-                meta = {"model": model, "protocol": protocol, "fold": k, "scenario": scenario,
-                        "class_names": names, "accuracy": acc, "balanced_accuracy": acc, "macro_f1": acc,
-                        "auc": acc, "n_train": int((len(cohort) - n_test) * 0.8),
-                        "n_val": int((len(cohort) - n_test) * 0.2), "n_test": n_test, "epochs": epochs,
-                        "best_epoch": epochs, "seconds": 2.0, "device": "cpu", "device_name": "fixture CPU",
-                        "threads": 2, "input_size": [1, 32, 32], "batch_size": 32, "optimizer": "adamw",
-                        "lr": 0.002, "pretrained": False}
-                (d / "metrics.json").write_text(json.dumps(meta, indent=2))
+    for scenario in scenarios:
+        names = list(scenario_classes(scenario))
+        cohort = _cohort(n_patients, images_per_patient, scenario)
+        for model in models:
+            for protocol in protocols:
+                for k, test in enumerate(_test_parts(cohort, protocol, folds), start=1):
+                    _write_run(root / "runs" / scenario / model / protocol / f"fold-{k}", scenario, model, protocol,
+                               k, test, names, len(cohort), epochs, rng)
+    _write_complexity(root, models, scenarios)
+    return root
+
+
+def _write_run(d: Path, scenario: str, model: str, protocol: str, k: int, test: pd.DataFrame, names: list[str],
+               n_cohort: int, epochs: int, rng: np.random.Generator) -> None:
+    d.mkdir(parents=True, exist_ok=True)
+    skill = min(0.98, SKILL.get(model, 0.7) + LEAKAGE_BONUS[protocol])
+    prob = _probabilities(test["label"].to_numpy(), len(names), skill, rng)
+    pred = test.copy()
+    pred["predicted"] = prob.argmax(axis=1)
+    for c, name in enumerate(names):
+        pred[f"prob_{name}"] = prob[:, c].round(6)
+    pred.to_csv(d / "predictions.csv", index=False)
+    epoch = np.arange(1, epochs + 1)
+    history = pd.DataFrame({
+        "epoch": epoch, "train_loss": (0.7 * np.exp(-epoch / epochs) + rng.random(epochs) * 0.02).round(6),
+        "val_loss": (0.75 * np.exp(-epoch / (2 * epochs))).round(6),
+        "val_accuracy": (0.5 + (skill - 0.5) * (1 - np.exp(-epoch / 2))).round(6),
+        "lr": 0.002, "seconds": 0.5})
+    history.to_csv(d / "history.csv", index=False)
+    n_test = len(test)
+    acc = float((pred["predicted"] == pred["label"]).mean())
+    meta = {"model": model, "protocol": protocol, "fold": k, "scenario": scenario,
+            "class_names": names, "accuracy": acc, "balanced_accuracy": acc, "macro_f1": acc,
+            "auc": acc, "n_train": int((n_cohort - n_test) * 0.8),
+            "n_val": int((n_cohort - n_test) * 0.2), "n_test": n_test, "epochs": epochs,
+            "best_epoch": epochs, "seconds": 2.0, "device": "cpu", "device_name": "fixture CPU",
+            "threads": 2, "input_size": [1, 32, 32], "batch_size": 32, "optimizer": "adamw",
+            "lr": 0.002, "pretrained": False}
+    (d / "metrics.json").write_text(json.dumps(meta, indent=2))
+
+
+def _write_complexity(root: Path, models, scenarios) -> None:
     for model in models:
         n_params, macs = FAKE_COMPLEXITY.get(model, (1_000_000, 100_000_000))
         lat = {"median_ms": macs / 1e8 + 1.0, "p25_ms": macs / 1e8 + 0.9, "p75_ms": macs / 1e8 + 1.1,
                "min_ms": macs / 1e8 + 0.8, "max_ms": macs / 1e8 + 1.5}
         c = {"model": model, "display_name": {"stanet": "STANet (Tan 2024)", "dual_vgg": "Dual VGG16+19 (Uçar 2022)"}
-             .get(model, model), "num_classes": len(names), "params": n_params,
+             .get(model, model), "num_classes": 2, "params": n_params,
+             "params_by_scenario": {s: n_params + (2 if s == "S4" else 0) for s in scenarios},
              "paper_setting": {"input": [3, 224, 224], "macs": macs, "flops": 2 * macs},
              "training_setting": {"input": [1, 32, 32], "macs": macs // 49, "flops": 2 * (macs // 49)},
              "latency": {"device": "cpu", "threads": 2, "runs": 30, "warmup": 3,
@@ -137,4 +148,3 @@ def write_fixture(root: str | Path, models=("stanet", "dual_vgg", "resnet18"), p
         out = root / "reports" / "complexity" / f"{model}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(c, indent=2))
-    return root

@@ -53,11 +53,12 @@ def edit_metrics(work: Path, change) -> None:
 
 def test_baseline_records_settings(project):
     baseline = json.loads((project / "reports/baseline.json").read_text())
-    assert baseline["settings"] == {"data_source": "synthetic", "scenario": "S1", "protocols": ["patient", "image"],
+    assert baseline["settings"] == {"data_source": "synthetic", "scenarios": ["S1"], "protocols": ["patient", "image"],
                                     "folds": [1, 2, 3], "input_size": [1, 32, 32],
                                     "epochs": {"dual_vgg": 4, "resnet18": 4, "stanet": 4}}
     metrics = json.loads((project / "reports/metrics.json").read_text())
-    assert baseline["metrics"]["stanet"]["patient"]["accuracy"] == metrics["stanet"]["patient"]["accuracy"]["mean"]
+    assert (baseline["metrics"]["S1"]["stanet"]["patient"]["accuracy"]
+            == metrics["S1"]["stanet"]["patient"]["accuracy"]["mean"])
     assert set(baseline["complexity"]["stanet"]) == {"params", "macs", "macs_training", "flops", "flops_training"}
 
 
@@ -68,18 +69,18 @@ def test_identical_results_pass(project, work, capsys):
 
 def test_accuracy_lowered_by_five_points_fails(project, work, capsys):
     def lower(m):
-        m["resnet18"]["image"]["accuracy"]["mean"] -= 0.05
+        m["S1"]["resnet18"]["image"]["accuracy"]["mean"] -= 0.05
     edit_metrics(work, lower)
     assert run_check(project, work) == 1
     out = capsys.readouterr().out
-    line = next(x for x in out.splitlines() if x.startswith("resnet18") and " accuracy " in x)
+    line = next(x for x in out.splitlines() if x.startswith("S1        resnet18") and " accuracy " in x)
     assert "-5.00 pts" in line and "REGRESSION" in line
 
 
 def test_small_drop_within_tolerance_passes(project, work, capsys):
     def lower(m):
-        m["stanet"]["patient"]["accuracy"]["mean"] -= 0.015     # 1.5 points < max_accuracy_drop 2.0
-        m["stanet"]["patient"]["auc"]["mean"] -= 0.02           # < max_metric_drop 0.03
+        m["S1"]["stanet"]["patient"]["accuracy"]["mean"] -= 0.015     # 1.5 points < max_accuracy_drop 2.0
+        m["S1"]["stanet"]["patient"]["auc"]["mean"] -= 0.02           # < max_metric_drop 0.03
     edit_metrics(work, lower)
     assert run_check(project, work) == 0
     out = capsys.readouterr().out
@@ -88,7 +89,7 @@ def test_small_drop_within_tolerance_passes(project, work, capsys):
 
 def test_macro_f1_drop_fails(project, work):
     def lower(m):
-        m["dual_vgg"]["patient"]["macro_f1"]["mean"] -= 0.05
+        m["S1"]["dual_vgg"]["patient"]["macro_f1"]["mean"] -= 0.05
     edit_metrics(work, lower)
     assert run_check(project, work) == 1
 
@@ -99,20 +100,21 @@ def test_changed_macs_fails(project, work, capsys):
     c["paper_setting"]["macs"] += 1
     path.write_text(json.dumps(c))
     assert run_check(project, work) == 1
-    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("stanet") and " macs " in x)
+    line = next(x for x in capsys.readouterr().out.splitlines() if " stanet " in x and " macs " in x)
     assert "CHANGED" in line and "+1" in line
 
 
 def test_missing_model_fails_and_new_model_does_not(project, work, capsys):
     def drop(m):
-        del m["resnet18"]
+        del m["S1"]["resnet18"]
         m["meta"]["models"].remove("resnet18")
     edit_metrics(work, drop)
     assert run_check(project, work) == 1
     assert "resnet18  patient   (all metrics)" in capsys.readouterr().out
 
     def add(m):
-        m["resnet18"] = m["mobilenet_new"] = json.loads((project / "reports/metrics.json").read_text())["resnet18"]
+        m["S1"]["resnet18"] = m["S1"]["mobilenet_new"] = json.loads(
+            (project / "reports/metrics.json").read_text())["S1"]["resnet18"]
         m["meta"]["models"] += ["resnet18", "mobilenet_new"]
     edit_metrics(work, add)
     assert run_check(project, work) == 0
@@ -146,8 +148,8 @@ def test_command_line_exit_codes(project, work):
     assert subprocess.run(cmd, capture_output=True, text=True, env=env).returncode == 0
 
     def lower(m):
-        m["stanet"]["image"]["accuracy"]["mean"] -= 0.05
+        m["S1"]["stanet"]["image"]["accuracy"]["mean"] -= 0.05
     edit_metrics(work, lower)
     done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     assert done.returncode == 1, done.stdout + done.stderr
-    assert "FAILED: 1 regression(s): stanet image accuracy REGRESSION" in done.stdout
+    assert "FAILED: 1 regression(s): S1 stanet image accuracy REGRESSION" in done.stdout

@@ -34,19 +34,20 @@ def project(tmp_path_factory):
 def test_writes_metrics_and_per_fold(project):
     metrics = json.loads((project / "reports/metrics.json").read_text())
     per_fold = pd.read_csv(project / "reports/per_fold.csv")
-    assert set(metrics) == {*MODELS, "comparisons", "meta"}
-    assert metrics["meta"]["scenario"] == "S1" and metrics["meta"]["folds"] == [1, 2, 3]
+    assert set(metrics) == {"S1", "meta"} and set(metrics["S1"]) == {*MODELS, "comparisons", "meta"}
+    assert metrics["meta"]["scenarios"] == ["S1"] and metrics["meta"]["folds"] == [1, 2, 3]
+    assert metrics["S1"]["meta"]["class_names"] == ["normal", "myositis"]
     assert metrics["meta"]["protocols"] == list(PROTOCOLS) and metrics["meta"]["input_size"] == [1, 32, 32]
     assert metrics["meta"]["pretrained"] is False
     for model in MODELS:
         for protocol in PROTOCOLS:
-            s = metrics[model][protocol]
+            s = metrics["S1"][model][protocol]
             for name in ("accuracy", "balanced_accuracy", "macro_f1", "auc"):
                 assert set(s[name]) == {"mean", "sd", "ci_low", "ci_high", "n"}
                 assert s[name]["ci_low"] <= s[name]["mean"] <= s[name]["ci_high"]
             assert set(s["per_class"]) == {"normal", "myositis"}
             assert ("patient_accuracy" in s) == (protocol == "patient")
-    assert list(per_fold.columns[:9]) == ["model", "protocol", "fold", "accuracy", "balanced_accuracy", "macro_f1",
+    assert list(per_fold.columns[:10]) == ["scenario", "model", "protocol", "fold", "accuracy", "balanced_accuracy", "macro_f1",
                                           "auc", "patient_accuracy", "n_test"]
     assert len(per_fold) == len(MODELS) * len(PROTOCOLS) * 3
     assert per_fold.loc[per_fold.protocol == "image", "patient_accuracy"].isna().all()
@@ -60,14 +61,14 @@ def test_numbers_match_the_predictions(project):
         for protocol in PROTOCOLS:
             accs, n_test, patient_accs = [], 0, []
             for k in (1, 2, 3):
-                p = pd.read_csv(project / f"runs/{model}/{protocol}/fold-{k}/predictions.csv")
+                p = pd.read_csv(project / f"runs/S1/{model}/{protocol}/fold-{k}/predictions.csv")
                 predicted = (p["prob_myositis"] > p["prob_normal"]).astype(int)
                 accs.append((predicted == p["label"]).mean())
                 n_test += len(p)
                 per_patient = p.groupby("patient_id")[["prob_normal", "prob_myositis", "label"]].mean()
                 patient_accs.append(((per_patient.prob_myositis > per_patient.prob_normal).astype(int)
                                      == per_patient.label).mean())
-            s = metrics[model][protocol]
+            s = metrics["S1"][model][protocol]
             assert s["accuracy"]["mean"] == pytest.approx(np.mean(accs), abs=1e-6)
             assert s["accuracy"]["sd"] == pytest.approx(np.std(accs, ddof=1), abs=1e-6)
             cm = s["confusion_matrix"]
@@ -80,12 +81,13 @@ def test_numbers_match_the_predictions(project):
 
 def test_comparisons_reference_minus_other(project):
     metrics = json.loads((project / "reports/metrics.json").read_text())
-    comps = metrics["comparisons"]
+    comps = metrics["S1"]["comparisons"]
     assert set(comps) == set(PROTOCOLS)
     for protocol in PROTOCOLS:
         assert set(comps[protocol]) == {"dual_vgg", "resnet18"}
         for other, c in comps[protocol].items():
-            want = metrics["stanet"][protocol]["accuracy"]["mean"] - metrics[other][protocol]["accuracy"]["mean"]
+            want = (metrics["S1"]["stanet"][protocol]["accuracy"]["mean"]
+                    - metrics["S1"][other][protocol]["accuracy"]["mean"])
             assert c["accuracy"]["mean_difference"] == pytest.approx(want, abs=2e-6)
             assert 0 <= c["accuracy"]["p_value"] <= 1 and c["accuracy"]["df"] == 2
             assert c["bootstrap_accuracy"]["n_images"] == 144
@@ -112,20 +114,20 @@ def _copy(project: Path, tmp_path: Path) -> Path:
 
 def test_missing_run_names_path_and_command(project, tmp_path):
     root = _copy(project, tmp_path)
-    (root / "runs/resnet18/image/fold-2/predictions.csv").unlink()
+    (root / "runs/S1/resnet18/image/fold-2/predictions.csv").unlink()
     before = (root / "reports/metrics.json").read_bytes()
     with pytest.raises(DataError) as e:
         evaluate.main(["--params", str(root / "params.yaml"), "--runs", str(root / "runs"),
                        "--out-dir", str(root / "reports")])
     msg = str(e.value)
-    assert "resnet18/image/fold-2/predictions.csv" in msg
-    assert "python -m pipeline.train --model resnet18 --protocol image --fold 2" in msg
+    assert "S1/resnet18/image/fold-2/predictions.csv" in msg
+    assert "python -m pipeline.train --scenario S1 --model resnet18 --protocol image" in msg
     assert (root / "reports/metrics.json").read_bytes() == before      # earlier output intact
 
 
 def test_stale_run_is_refused(project, tmp_path):
     root = _copy(project, tmp_path)
-    meta_path = root / "runs/stanet/patient/fold-1/metrics.json"
+    meta_path = root / "runs/S1/stanet/patient/fold-1/metrics.json"
     meta = json.loads(meta_path.read_text())
     meta["scenario"] = "S2"
     meta_path.write_text(json.dumps(meta))
@@ -135,7 +137,7 @@ def test_stale_run_is_refused(project, tmp_path):
 
 def test_bad_predictions_are_refused(project, tmp_path):
     root = _copy(project, tmp_path)
-    path = root / "runs/dual_vgg/patient/fold-3/predictions.csv"
+    path = root / "runs/S1/dual_vgg/patient/fold-3/predictions.csv"
     p = pd.read_csv(path)
     p.drop(columns=["prob_myositis"]).to_csv(path, index=False)
     with pytest.raises(DataError, match=r"fold-3/predictions.csv: missing columns \['prob_myositis'\]"):
@@ -144,3 +146,21 @@ def test_bad_predictions_are_refused(project, tmp_path):
     p.to_csv(path, index=False)
     with pytest.raises(DataError, match="data row 5"):
         evaluate.build(evaluate.load(root / "params.yaml"), root / "runs")
+
+
+def test_every_scenario_has_its_block_and_s4_reads_as_four_classes(tmp_path):
+    root = write_fixture(tmp_path, models=("stanet", "resnet18"), protocols=PROTOCOLS, folds=2,
+                         scenarios=("S1", "S2", "S3", "S4"))
+    metrics, per_fold = evaluate.build(evaluate.load(root / "params.yaml"), root / "runs")
+    assert metrics["meta"]["scenarios"] == ["S1", "S2", "S3", "S4"]
+    assert sorted(per_fold["scenario"].unique()) == ["S1", "S2", "S3", "S4"]
+    s4 = metrics["S4"]
+    assert s4["meta"]["class_names"] == ["normal", "IBM", "PM", "DM"]
+    summary = s4["stanet"]["patient"]
+    assert set(summary["per_class"]) == {"normal", "IBM", "PM", "DM"}
+    assert set(summary["confusion_matrix"]) == {"normal", "IBM", "PM", "DM"}
+    assert all(set(row) == {"normal", "IBM", "PM", "DM"} for row in summary["confusion_matrix"].values())
+    for name in ("accuracy", "macro_f1", "auc"):          # macro-F1 and one-vs-rest AUC over four classes
+        assert summary[name]["mean"] is not None
+    assert metrics["S3"]["meta"]["class_names"] == ["IBM", "PM_DM"]
+    assert set(metrics["S2"]["stanet"]["image"]["per_class"]) == {"normal", "IBM"}

@@ -114,14 +114,16 @@ def test_figures_table_and_dvc_yaml_agree():
 def test_layout_paths_match_dvc_yaml():
     stages = _stages()
     assert str(layout.PROCESSED_DIR) in _entries(stages["prepare"]["outs"])
-    assert str(layout.SPLITS) in _entries(stages["split"]["outs"])
+    assert str(layout.SPLITS_DIR) in _entries(stages["split"]["outs"])
+    assert "data/splits/${item.scenario}.csv" in _entries(stages["train"]["deps"])
+    assert str(layout.splits_path("S3")) == "data/splits/S3.csv"
     assert str(layout.SPLIT_SUMMARY) in _entries(stages["split"]["outs"])
-    train_cmd = stages["train"]["cmd"].replace("${item.model}", "M").replace("${item.protocol}", "P") \
-        .replace("${item.fold}", "7")
-    assert train_cmd == layout.train_command("M", "P", 7)
-    out = _entries(stages["train"]["outs"])[0].replace("${item.model}", "M").replace("${item.protocol}", "P") \
-        .replace("${item.fold}", "7")
-    assert Path(out) == layout.run_dir("M", "P", 7)
+    item = lambda text: (text.replace("${item.scenario}", "S").replace("${item.model}", "M")  # noqa: E731
+                         .replace("${item.protocol}", "P"))
+    assert item(stages["train"]["cmd"]) == layout.train_command("S", "M", "P")
+    assert Path(item(_entries(stages["train"]["outs"])[0])) == layout.stage_dir("S", "M", "P")
+    assert set(stages["train"]["matrix"]) == {"scenario", "model", "protocol"}
+    assert layout.train_stage("S", "M", "P") == "train@S-M-P"
     assert str(layout.METRICS) in _entries(stages["evaluate"]["metrics"])
     assert str(layout.PER_FOLD) in _entries(stages["evaluate"]["plots"])
     profile = _body(stages["profile"])

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from PIL import Image
 
 from conftest import GOOD_ROWS, png_header_only, snapshot, write_manifest, write_params
@@ -87,6 +88,30 @@ def test_read_ucar_folds_returns_the_published_folds(tmp_path, scenario):
         test = folds[(folds.fold == k) & (folds.part == "test")].source_name
         assert set(test) == set(published[(published.fold == k) & (published.part == "test")].source_name)
     assert folds[folds.part == "test"].source_name.is_unique    # every image tested once
+
+
+def test_split_uses_each_scenarios_published_folds(tmp_path, monkeypatch):
+    """The ucar adapter through prepare and split, scenarios S1-S4 in one run: each scenario's test
+    sets are exactly its own published FileList test sets."""
+    from pipeline import split
+
+    written = write_ucar_fixture(tmp_path / "release", muscles=("D", "B"))
+    write_params(tmp_path, source="ucar", root=str(tmp_path / "release"), image_size=16)
+    raw = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    raw["split"] = {"scenarios": ["S1", "S2", "S3", "S4"], "protocols": ["ucar"], "folds": 5}
+    raw["train"]["folds"] = [1, 2, 3, 4, 5]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    monkeypatch.chdir(tmp_path)
+    assert prepare.main([]) == 0 and split.main([]) == 0
+    manifest = pd.read_csv("data/processed/manifest.csv", dtype=str)
+    name_of = dict(zip(manifest["image_id"].astype(int), manifest["source_name"]))
+    for scenario in ("S1", "S2", "S3", "S4"):
+        splits = pd.read_csv(f"data/splits/{scenario}.csv")
+        published = pd.DataFrame(written["folds"][scenario], columns=["source_name", "fold", "part"])
+        for k in range(1, 6):
+            ours = {name_of[i] for i in splits[(splits.fold == k) & (splits.part == "test")]["image_id"]}
+            theirs = set(published[(published.fold == k) & (published.part == "test")]["source_name"])
+            assert ours == theirs and ours, (scenario, k)
 
 
 def test_read_ucar_folds_refuses_missing_and_malformed_files(tmp_path):

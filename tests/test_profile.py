@@ -108,7 +108,7 @@ def test_weights_bytes_holds_every_parameter():
 def _write_params(tmp_path, latency_runs=30):
     raw = {
         "data": {"image_size": 32, "channels": 1},
-        "split": {"scenario": "S4"},
+        "split": {"scenarios": ["S4", "S1"]},
         "train": {"models": ["stanet"], "folds": [1]},
         "profile": {"latency_runs": latency_runs, "warmup_runs": 1, "threads": 1},
     }
@@ -124,12 +124,14 @@ def test_profile_stage_writes_the_contract(tmp_path, monkeypatch):
     finally:
         torch.set_num_threads(threads)
     report = json.loads((tmp_path / "reports/complexity/stanet.json").read_text())
-    assert set(report) == {"model", "display_name", "num_classes", "params", "paper_setting", "training_setting",
-                           "latency", "peak_memory_bytes", "weights_bytes", "versions"}
+    assert set(report) == {"model", "display_name", "num_classes", "params", "params_by_scenario", "paper_setting",
+                           "training_setting", "latency", "peak_memory_bytes", "weights_bytes", "versions"}
     assert report["model"] == "stanet" and report["display_name"] == "STANet (proposed)"
-    assert report["num_classes"] == 4   # S4
+    assert report["num_classes"] == 4   # S4, the first scenario
     trained = models.create_model("stanet", num_classes=4, in_chans=1)
-    assert report["params"] == profile.count_params(trained)
+    assert report["params"] == profile.count_params(trained) == report["params_by_scenario"]["S4"]
+    binary = models.create_model("stanet", num_classes=2, in_chans=1)
+    assert report["params_by_scenario"]["S1"] == profile.count_params(binary) == report["params"] - 2 * 257
     assert report["paper_setting"]["input"] == [3, 224, 224]
     assert report["training_setting"]["input"] == [1, 32, 32]
     for setting in ("paper_setting", "training_setting"):

@@ -58,7 +58,8 @@ def test_figures_are_readable_pngs(project):
 
 def test_comparison_csv_reads_metrics_and_complexity(project, metrics):
     rows = list(csv.DictReader((project / "reports/comparison.csv").open()))
-    assert [(r["model"], r["protocol"]) for r in rows] == [(m, p) for m in MODELS for p in PROTOCOLS]
+    assert [(r["scenario"], r["model"], r["protocol"]) for r in rows] == [("S1", m, p) for m in MODELS
+                                                                        for p in PROTOCOLS]
     assert list(rows[0]) == report.COMPARISON_COLUMNS
     complexity = {m: json.loads((project / f"reports/complexity/{m}.json").read_text()) for m in MODELS}
     for r in rows:
@@ -69,7 +70,7 @@ def test_comparison_csv_reads_metrics_and_complexity(project, metrics):
         assert float(r["macs_pct_of_dual_vgg"]) == pytest.approx(want_pct, rel=1e-5)
         assert float(r["cpu_latency_batch1_ms"]) == pytest.approx(c["latency"]["batch_1"]["median_ms"])
         assert r["display_name"] == c["display_name"]
-        s = metrics[r["model"]][r["protocol"]]
+        s = metrics[r["scenario"]][r["model"]][r["protocol"]]
         assert float(r["accuracy_mean"]) == pytest.approx(s["accuracy"]["mean"], rel=1e-5)
         assert float(r["macro_f1_mean"]) == pytest.approx(s["macro_f1"]["mean"], rel=1e-5)
         assert (r["patient_accuracy_mean"] != "") == (r["protocol"] == "patient")
@@ -78,13 +79,13 @@ def test_comparison_csv_reads_metrics_and_complexity(project, metrics):
 def test_paper_table_sets_this_runs_figures_beside_the_published(project, metrics):
     md = (project / "reports/comparison.md").read_text()
     assert "## The paper beside this run" in md
-    dual_image = 100 * metrics["dual_vgg"]["image"]["accuracy"]["mean"]
-    ucar_s1 = next(line for line in md.splitlines() if "Uçar 2022" in line and "| S1 |" in line)
+    dual_image = 100 * metrics["S1"]["dual_vgg"]["image"]["accuracy"]["mean"]
+    ucar_s1 = next(line for line in md.splitlines() if line.startswith("| [Uçar 2022]") and "| S1 |" in line)
     assert "93.00" in ucar_s1 and f"{dual_image:.1f}" in ucar_s1 and "image protocol" in ucar_s1
     assert "synthetic cohort: not comparable to the published figure" in ucar_s1
     for other in ("| S2 |", "| S3 |", "| S4 |"):
-        line = next(line for line in md.splitlines() if "Uçar 2022" in line and other in line)
-        assert "not run (this run: S1)" in line
+        line = next(line for line in md.splitlines() if line.startswith("| [Uçar 2022]") and other in line)
+        assert "not run (this run: S1)" in line      # the fixture runs S1 only
     macs_line = next(line for line in md.splitlines() if "% of dual-branch" in line)
     c = {m: json.loads((project / f"reports/complexity/{m}.json").read_text())["paper_setting"]["macs"]
          for m in ("stanet", "dual_vgg")}
@@ -95,7 +96,7 @@ def test_paper_table_sets_this_runs_figures_beside_the_published(project, metric
 
 def test_readme_header_tables_figures_and_reading(project, metrics):
     text = (project / "reports/README.md").read_text()
-    for words in ("synthetic cohort", "S1: normal vs myositis", "patient (folds grouped by patient",
+    for words in ("synthetic cohort", "S1: normal vs myositis", "| Scenarios |", "patient (folds grouped by patient",
                   "image (image-level", "1x32x32", "| Epochs | 4 |", "| Seed | 0 |", "trained from scratch",
                   "`pretrained: false`",
                   "torch ", "timm ", "dvc ", "numpy ", "scikit-learn ", "python ", "fixture CPU", "fixture;",
@@ -104,10 +105,11 @@ def test_readme_header_tables_figures_and_reading(project, metrics):
     for name in report.FIGURES:
         assert f"](figures/{name})" in text
     for protocol in PROTOCOLS:
-        best = max(MODELS, key=lambda m: metrics[m][protocol]["accuracy"]["mean"])
+        best = max(MODELS, key=lambda m: metrics["S1"][m][protocol]["accuracy"]["mean"])
         label = json.loads((project / f"reports/complexity/{best}.json").read_text())["display_name"]
-        assert f"Under the {protocol} protocol, {label} had the highest mean accuracy" in text
-    gaps = [metrics[m]["image"]["accuracy"]["mean"] - metrics[m]["patient"]["accuracy"]["mean"] for m in MODELS]
+        assert f"S1, {protocol} protocol: the best model was {label}" in text
+    gaps = [metrics["S1"][m]["image"]["accuracy"]["mean"] - metrics["S1"][m]["patient"]["accuracy"]["mean"]
+            for m in MODELS]
     assert f"mean {100 * np.mean(gaps):+.1f})" in text
 
 
@@ -117,7 +119,8 @@ def test_reading_follows_the_numbers(metrics):
     complexity = {m: {"params": 10, "paper_setting": {"macs": 100 * (i + 1)}} for i, m in enumerate(MODELS)}
     flipped = copy.deepcopy(metrics)
     for m in MODELS:
-        flipped[m]["image"], flipped[m]["patient"] = flipped[m]["patient"], flipped[m]["image"]
+        block = flipped["S1"][m]
+        block["image"], block["patient"] = block["patient"], block["image"]
     original = " ".join(report.reading(metrics, complexity, labels))
     changed = " ".join(report.reading(flipped, complexity, labels))
     assert ("overstate" in original) != ("overstate" in changed)
@@ -137,10 +140,10 @@ def test_missing_complexity_names_the_profile_command(project, tmp_path):
 def test_beside_this_run_matches_scenario_and_protocol():
     """Real-data run of S2 with the published folds: Uçar's S2 figure sits beside the ucar protocol."""
     acc = lambda a: {"accuracy": {"mean": a, "sd": 0.01}}  # noqa: E731
-    metrics = {"meta": {"scenario": "S2", "protocols": ["patient", "ucar"], "data_source": "ucar", "folds": [1, 2],
-                        "models": ["stanet", "dual_vgg"], "input_size": [3, 224, 224]},
-               "stanet": {"patient": acc(0.81), "ucar": acc(0.95)},
-               "dual_vgg": {"patient": acc(0.78), "ucar": acc(0.9432)}}
+    metrics = {"meta": {"scenarios": ["S2"], "protocols": ["patient", "ucar"], "data_source": "ucar",
+                        "folds": [1, 2], "models": ["stanet", "dual_vgg"], "input_size": [3, 224, 224]},
+               "S2": {"stanet": {"patient": acc(0.81), "ucar": acc(0.95)},
+                      "dual_vgg": {"patient": acc(0.78), "ucar": acc(0.9432)}}}
     complexity = {"stanet": {"paper_setting": {"macs": 50}}, "dual_vgg": {"paper_setting": {"macs": 20000}}}
     rows = paper.beside_this_run(metrics, complexity)
     ucar = {r["published_scenario"]: r for r in rows if r["source"] == "Uçar 2022"}
@@ -153,3 +156,27 @@ def test_beside_this_run_matches_scenario_and_protocol():
     assert [r["this_run"] for r in gain] == ["+3.0", "+0.7"]
     macs = next(r for r in rows if r["quantity"].startswith("MACs"))
     assert macs["this_run"] == "0.25"
+
+
+def test_four_scenarios_fill_the_published_table(tmp_path):
+    """One run of S1-S4: a scenario column with all four, every Uçar row filled, a reading per scenario."""
+    (tmp_path / "four").mkdir()
+    root = write_fixture(tmp_path / "four", models=MODELS, protocols=PROTOCOLS, folds=2,
+                         scenarios=("S1", "S2", "S3", "S4"))
+    args = ["--params", str(root / "params.yaml"), "--runs", str(root / "runs")]
+    assert evaluate.main([*args, "--out-dir", str(root / "reports")]) == 0
+    assert report.main([*args, "--reports", str(root / "reports")]) == 0
+    rows = list(csv.DictReader((root / "reports/comparison.csv").open()))
+    assert sorted({r["scenario"] for r in rows}) == ["S1", "S2", "S3", "S4"]
+    s4 = [r for r in rows if r["scenario"] == "S4"]
+    assert all(int(r["params"]) == json.loads((root / f"reports/complexity/{r['model']}.json").read_text())
+               ["params_by_scenario"]["S4"] for r in s4)
+    text = (root / "reports/README.md").read_text()
+    ucar_rows = [line for line in text.splitlines() if line.startswith("| [Uçar 2022]")]
+    assert len(ucar_rows) == 4 and not any("not run" in line for line in ucar_rows)
+    for scenario in ("S1", "S2", "S3", "S4"):
+        assert f"{scenario}, patient protocol: the best model was" in text
+        assert f"{scenario}: image-level (image) folds gave" in text
+    for name in report.FIGURES:
+        with Image.open(root / "reports/figures" / name) as im:
+            assert im.height >= 600, (name, im.size)      # one panel (row) per scenario at least

@@ -41,7 +41,7 @@ def test_fold_invariants_over_random_cohorts(trial):
     folds = [3, 4, 5][trial % 3]
     manifest = random_manifest(rng, patients=int(rng.integers(40, 90)), per_side=int(rng.integers(1, 4)),
                                side_dropout=float(rng.uniform(0, 0.3)))
-    params = make_params(scenario=scenario, folds=folds, val_fraction=float(rng.uniform(0.1, 0.3)))
+    params = make_params(scenarios=[scenario], folds=folds, val_fraction=float(rng.uniform(0.1, 0.3)))
     s = split.make_splits(manifest, params)
     in_scenario = manifest[manifest["diagnosis"].isin(split.scenarios.label_map(scenario))]
     for protocol, sub in s.groupby("protocol"):
@@ -84,14 +84,14 @@ def test_image_protocol_leaks_and_patient_protocol_does_not():
 def test_too_few_patients_of_a_class_is_refused():
     manifest = random_manifest(np.random.default_rng(2), 12)
     with pytest.raises(DataError, match=r"class '\w+' has \d patient\(s\), but split.folds=5"):
-        split.make_splits(manifest, make_params(scenario="S4", folds=5))
+        split.make_splits(manifest, make_params(scenarios=["S4"], folds=5))
 
 
 def test_scenario_without_its_diagnoses_is_refused():
     manifest = random_manifest(np.random.default_rng(3), 20)
     manifest = manifest[manifest["diagnosis"] == "N"]
     with pytest.raises(DataError, match="scenario S3 needs"):
-        split.make_splits(manifest, make_params(scenario="S3", folds=3))
+        split.make_splits(manifest, make_params(scenarios=["S3"], folds=3))
 
 
 def test_assert_invariants_catches_a_shared_patient():
@@ -111,9 +111,34 @@ def test_stage_writes_atomically_and_keeps_old_outputs_on_error(tmp_path, monkey
     random_manifest(np.random.default_rng(5), 24).to_csv("data/processed/manifest.csv", index=False)
     (tmp_path / "params.yaml").write_text("split: {folds: 3}\ntrain: {folds: [1, 2, 3]}\n")
     assert split.main([]) == 0
-    before = (tmp_path / "data/splits.csv").read_bytes()
+    before = (tmp_path / "data/splits/S1.csv").read_bytes()
     assert "Leakage" in (tmp_path / "reports/split_summary.md").read_text()
-    (tmp_path / "params.yaml").write_text("split: {folds: 9, scenario: S4}\ntrain: {folds: [1]}\n")
+    (tmp_path / "params.yaml").write_text("split: {folds: 9, scenarios: [S1, S4]}\ntrain: {folds: [1]}\n")
     with pytest.raises(DataError, match="patient"):
         split.main([])
-    assert (tmp_path / "data/splits.csv").read_bytes() == before
+    assert (tmp_path / "data/splits/S1.csv").read_bytes() == before
+    assert sorted(p.name for p in (tmp_path / "data/splits").iterdir()) == ["S1.csv"]
+
+
+def test_each_scenario_gets_its_own_folds_of_its_own_patients(tmp_path, monkeypatch):
+    manifest = random_manifest(np.random.default_rng(6), 60)
+    s = split.make_splits(manifest, make_params(scenarios=["S1", "S2", "S3", "S4"], folds=3))
+    assert list(dict.fromkeys(s["scenario"])) == ["S1", "S2", "S3", "S4"]
+    diagnosis = manifest.set_index("image_id")["diagnosis"]
+    for scenario, wanted in (("S1", {"N", "IBM", "PM", "DM"}), ("S2", {"N", "IBM"}), ("S3", {"IBM", "PM", "DM"}),
+                             ("S4", {"N", "IBM", "PM", "DM"})):
+        sub = s[s["scenario"] == scenario]
+        assert set(diagnosis.loc[sub["image_id"]]) == wanted, scenario
+        for protocol in ("patient", "image"):
+            tested = sub[(sub["protocol"] == protocol) & (sub["part"] == "test")]
+            assert sorted(tested["image_id"]) == sorted(manifest[manifest["diagnosis"].isin(wanted)]["image_id"])
+    # the stage writes one file per scenario, and the summary names every scenario
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data/processed").mkdir(parents=True)
+    manifest.to_csv("data/processed/manifest.csv", index=False)
+    (tmp_path / "params.yaml").write_text("split: {folds: 3, scenarios: [S2, S4]}\ntrain: {folds: [1]}\n")
+    assert split.main([]) == 0
+    assert sorted(p.name for p in (tmp_path / "data/splits").iterdir()) == ["S2.csv", "S4.csv"]
+    assert set(pd.read_csv("data/splits/S2.csv")["scenario"]) == {"S2"}
+    summary = (tmp_path / "reports/split_summary.md").read_text()
+    assert "## Scenario S2: normal vs IBM" in summary and "## Scenario S4: four classes" in summary

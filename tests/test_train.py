@@ -46,7 +46,7 @@ def write_cohort(root: Path, patients: int = 12, per_side: int = 1, size: int = 
            "train": {"models": ["stanet"], "folds": [1, 2], "epochs": 3,
                      "optim": {"batch_size": 16, "lr": 0.003}, **(train_cfg or {})}}
     (root / "params.yaml").write_text(yaml.safe_dump(raw))
-    split.make_splits(manifest, from_dict(raw)).to_csv(root / "data/splits.csv", index=False)
+    split.write_splits(split.make_splits(manifest, from_dict(raw)), ["S1"], root / "data/splits")
 
 
 @pytest.fixture
@@ -57,16 +57,16 @@ def cohort(tmp_path, monkeypatch):
 
 
 def read_outputs(root: Path) -> dict:
-    out = root / "runs/stanet/patient/fold-1"
+    out = root / "runs/S1/stanet/patient/fold-1"
     return {"predictions": (out / "predictions.csv").read_bytes(), "history": pd.read_csv(out / "history.csv"),
             "metrics": json.loads((out / "metrics.json").read_text())}
 
 
 def test_tiny_cohort_writes_every_output(cohort):
     t0 = time.perf_counter()
-    assert train.main(["--model", "stanet", "--protocol", "patient", "--fold", "1"]) == 0
+    assert train.main(["--scenario", "S1", "--model", "stanet", "--protocol", "patient", "--fold", "1"]) == 0
     assert time.perf_counter() - t0 < 60
-    out = cohort / "runs/stanet/patient/fold-1"
+    out = cohort / "runs/S1/stanet/patient/fold-1"
     assert sorted(p.name for p in out.iterdir()) == ["history.csv", "metrics.json", "predictions.csv", "weights.pt"]
     state = torch.load(out / "weights.pt", weights_only=True)
     assert all(isinstance(v, torch.Tensor) for v in state.values())
@@ -75,7 +75,7 @@ def test_tiny_cohort_writes_every_output(cohort):
     pred = pd.read_csv(out / "predictions.csv")
     assert list(pred.columns) == ["image_id", "patient_id", "label", "predicted", "prob_normal", "prob_myositis"]
     assert np.allclose(pred[["prob_normal", "prob_myositis"]].sum(axis=1), 1, atol=1e-5)
-    splits = pd.read_csv(cohort / "data/splits.csv")
+    splits = pd.read_csv(cohort / "data/splits/S1.csv")
     test_ids = splits.query("protocol == 'patient' and fold == 1 and part == 'test'")["image_id"]
     assert sorted(pred["image_id"]) == sorted(test_ids)
     metrics = json.loads((out / "metrics.json").read_text())
@@ -87,25 +87,25 @@ def test_tiny_cohort_writes_every_output(cohort):
 def test_the_loop_really_learns(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     write_cohort(tmp_path, patients=16, per_side=2, separation=80, train_cfg={"epochs": 6})
-    assert train.main(["--model", "stanet", "--protocol", "patient", "--fold", "1"]) == 0
+    assert train.main(["--scenario", "S1", "--model", "stanet", "--protocol", "patient", "--fold", "1"]) == 0
     assert read_outputs(tmp_path)["metrics"]["accuracy"] >= 0.95
 
 
 def test_same_seed_same_predictions(cohort, tmp_path_factory):
-    assert train.main(["--model", "stanet", "--protocol", "patient", "--fold", "1"]) == 0
+    assert train.main(["--scenario", "S1", "--model", "stanet", "--protocol", "patient", "--fold", "1"]) == 0
     first = read_outputs(cohort)
     other = tmp_path_factory.mktemp("again")
     os.chdir(other)
     write_cohort(other)
-    assert train.main(["--model", "stanet", "--protocol", "patient", "--fold", "1"]) == 0
+    assert train.main(["--scenario", "S1", "--model", "stanet", "--protocol", "patient", "--fold", "1"]) == 0
     assert read_outputs(other)["predictions"] == first["predictions"]
 
 
 def test_finished_fold_is_not_retrained_and_resume_matches(cohort, capsys):
-    args = ["--model", "stanet", "--protocol", "patient", "--fold", "1"]
+    args = ["--scenario", "S1", "--model", "stanet", "--protocol", "patient", "--fold", "1"]
     assert train.main(args) == 0
     first = read_outputs(cohort)
-    ckpt = layout.checkpoint_path("stanet", "patient", 1)
+    ckpt = layout.checkpoint_path("S1", "stanet", "patient", 1)
     state = torch.load(ckpt, weights_only=True)
     assert state["finished"] and state["optimizer"] is None
     capsys.readouterr()
@@ -115,7 +115,7 @@ def test_finished_fold_is_not_retrained_and_resume_matches(cohort, capsys):
 
 
 def test_changed_params_do_not_reuse_a_checkpoint(cohort, capsys):
-    args = ["--model", "stanet", "--protocol", "patient", "--fold", "1"]
+    args = ["--scenario", "S1", "--model", "stanet", "--protocol", "patient", "--fold", "1"]
     assert train.main(args) == 0
     raw = yaml.safe_load((cohort / "params.yaml").read_text())
     raw["train"]["optim"]["lr"] = 0.001
@@ -127,18 +127,18 @@ def test_changed_params_do_not_reuse_a_checkpoint(cohort, capsys):
 
 
 def test_corrupt_checkpoint_is_refused(cohort):
-    ckpt = layout.checkpoint_path("stanet", "patient", 1)
+    ckpt = layout.checkpoint_path("S1", "stanet", "patient", 1)
     ckpt.parent.mkdir(parents=True)
     ckpt.write_bytes(b"PK\x03\x04 not really a zip")
     with pytest.raises(TrainingError, match="corrupt or truncated checkpoint, refused"):
-        train.main(["--model", "stanet", "--protocol", "patient", "--fold", "1"])
+        train.main(["--scenario", "S1", "--model", "stanet", "--protocol", "patient", "--fold", "1"])
     assert not (cohort / "runs").exists()
 
 
 def test_truncated_checkpoint_is_refused(cohort):
-    args = ["--model", "stanet", "--protocol", "patient", "--fold", "1"]
+    args = ["--scenario", "S1", "--model", "stanet", "--protocol", "patient", "--fold", "1"]
     assert train.main(args) == 0
-    ckpt = layout.checkpoint_path("stanet", "patient", 1)
+    ckpt = layout.checkpoint_path("S1", "stanet", "patient", 1)
     data = ckpt.read_bytes()
     ckpt.write_bytes(data[: len(data) // 2])
     with pytest.raises(TrainingError, match=str(ckpt)):
@@ -159,20 +159,21 @@ def test_non_finite_loss_names_model_protocol_fold_epoch_and_step(cohort, monkey
 
     monkeypatch.setattr(train, "make_step", poisoned)
     with pytest.raises(TrainingError, match=r"model stanet, protocol patient, fold 1, epoch 1, step 2"):
-        train.main(["--model", "stanet", "--protocol", "patient", "--fold", "1"])
+        train.main(["--scenario", "S1", "--model", "stanet", "--protocol", "patient", "--fold", "1"])
 
 
 def test_unknown_fold_or_model_is_refused(cohort):
     from pipeline.errors import DataError
 
     with pytest.raises(DataError, match=r"--fold 7 is not in train.folds \[1, 2\]"):
-        train.main(["--model", "stanet", "--protocol", "patient", "--fold", "7"])
+        train.main(["--scenario", "S1", "--model", "stanet", "--protocol", "patient", "--fold", "7"])
     with pytest.raises(DataError, match="--model 'resnet18' is not in train.models"):
-        train.main(["--model", "resnet18", "--protocol", "patient", "--fold", "1"])
+        train.main(["--scenario", "S1", "--model", "resnet18", "--protocol", "patient", "--fold", "1"])
 
 
 def _train_cmd() -> list[str]:
-    return [sys.executable, "-m", "pipeline.train", "--model", "stanet", "--protocol", "image", "--fold", "2"]
+    return [sys.executable, "-m", "pipeline.train", "--scenario", "S1", "--model", "stanet", "--protocol", "image",
+            "--fold", "2"]
 
 
 def test_sigkill_mid_run_then_resume_gives_identical_predictions(tmp_path):
@@ -195,8 +196,8 @@ def test_sigkill_mid_run_then_resume_gives_identical_predictions(tmp_path):
     assert not (killed / "runs").exists()
     resumed = subprocess.run(_train_cmd(), cwd=killed, env=env, check=True, capture_output=True, text=True)
     assert "resuming after epoch" in resumed.stdout
-    a = ref / "runs/stanet/image/fold-2"
-    b = killed / "runs/stanet/image/fold-2"
+    a = ref / "runs/S1/stanet/image/fold-2"
+    b = killed / "runs/S1/stanet/image/fold-2"
     assert (a / "predictions.csv").read_bytes() == (b / "predictions.csv").read_bytes()
     ha, hb = pd.read_csv(a / "history.csv"), pd.read_csv(b / "history.csv")
     pd.testing.assert_frame_equal(ha.drop(columns="seconds"), hb.drop(columns="seconds"))
@@ -211,14 +212,34 @@ def test_out_of_memory_names_model_and_batch_size_and_what_to_lower(cohort, monk
     monkeypatch.setattr(train, "make_step", exhausted)
     with pytest.raises(TrainingError, match=r"out of memory training stanet \(patient, fold 1\) at batch size 16.*"
                                             r"train.overrides.stanet.batch_size"):
-        train.main(["--model", "stanet", "--protocol", "patient", "--fold", "1"])
+        train.main(["--scenario", "S1", "--model", "stanet", "--protocol", "patient", "--fold", "1"])
 
 
 def test_changed_training_code_does_not_reuse_a_checkpoint(cohort, capsys, monkeypatch):
-    args = ["--model", "stanet", "--protocol", "patient", "--fold", "1"]
+    args = ["--scenario", "S1", "--model", "stanet", "--protocol", "patient", "--fold", "1"]
     assert train.main(args) == 0
     monkeypatch.setattr(train, "code_digest", lambda: "another version of the training code")
     capsys.readouterr()
     assert train.main(args) == 0
     out = capsys.readouterr().out
     assert "other settings" in out and "finished earlier" not in out
+
+
+def test_a_stage_trains_every_fold_and_each_matches_its_fold_trained_alone(cohort, tmp_path_factory):
+    """The DVC stage trains train.folds in one process; each fold is seeded afresh, so its predictions
+    equal those of the fold trained alone."""
+    assert train.main(["--scenario", "S1", "--model", "stanet", "--protocol", "image"]) == 0
+    both = {k: (cohort / f"runs/S1/stanet/image/fold-{k}/predictions.csv").read_bytes() for k in (1, 2)}
+    alone = tmp_path_factory.mktemp("alone")
+    os.chdir(alone)
+    write_cohort(alone)
+    assert train.main(["--scenario", "S1", "--model", "stanet", "--protocol", "image", "--fold", "2"]) == 0
+    assert (alone / "runs/S1/stanet/image/fold-2/predictions.csv").read_bytes() == both[2]
+    assert not (alone / "runs/S1/stanet/image/fold-1").exists()
+
+
+def test_unknown_scenario_is_refused(cohort):
+    from pipeline.errors import DataError
+
+    with pytest.raises(DataError, match=r"--scenario 'S4' is not in split.scenarios \['S1'\]"):
+        train.main(["--scenario", "S4", "--model", "stanet", "--protocol", "patient"])
