@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import tracemalloc
 from pathlib import Path
 
 import numpy as np
+import openpyxl
 import pandas as pd
 import pytest
 from PIL import Image
@@ -22,7 +22,7 @@ from pipeline.cli import run_stage
 from pipeline.errors import DataError
 from pipeline.imageio import fit_square, read_image, read_input_file
 from pipeline.params import load
-from pipeline.sources import read_ucar_folds
+from pipeline.sources import read_ucar, read_ucar_folds
 from ucar_fixture import write_ucar_fixture
 
 
@@ -253,12 +253,14 @@ def test_stage_prints_the_error_and_exits_2(data_project, capsys, monkeypatch):
 
 def test_a_good_rerun_replaces_the_outputs(data_project):
     before = snapshot(data_project)
-    shutil.copy(data_project / "data/raw/n1_d.png", data_project / "data/raw/extra.png")
+    # a mirror image of n1_d.png (an identical copy would be refused: check_distinct_files)
+    Image.open(data_project / "data/raw/n1_d.png").transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(
+        data_project / "data/raw/extra.png")
     _rewrite(GOOD_ROWS + [("extra.png", "P1", "normal", "", "")])(data_project)
     assert prepare.main([]) == 0
     images, manifest = outputs(data_project)
     assert len(manifest) == 9 and manifest.diagnosis.iloc[-1] == "N" and manifest.muscle.iloc[-1] == ""
-    assert (images[8] == images[0]).all() and snapshot(data_project) != before
+    assert (images[8] == images[0][..., ::-1]).all() and snapshot(data_project) != before
 
 
 # --- reading files: regular files only, bounded memory ------------------------------------------
@@ -323,3 +325,16 @@ def test_jpeg_orientation_tag_is_applied(tmp_path):
     Image.fromarray(array).save(tmp_path / "turned.jpg", exif=exif, quality=95)
     gray, _ = read_image(tmp_path / "turned.jpg", max_pixels=10**6, channels=1)
     assert gray.shape == (40, 20) and gray[:10].mean() > 200 and gray[-10:].mean() < 50   # now on top
+
+
+def test_ucar_image_names_match_exactly_before_ignoring_case(tmp_path):
+    write_ucar_fixture(tmp_path, muscles=("D",))
+    Image.fromarray(np.zeros((30, 40), np.uint8)).save(tmp_path / "images/1.png")    # beside 1.PNG
+    records = read_ucar(tmp_path)
+    assert records.path.iloc[0] == "images/1.PNG"
+    book_path = tmp_path / "OrginalAndCroppedFileNames.xlsx"
+    book = openpyxl.load_workbook(book_path)
+    book.active["J2"] = "1.Png"
+    book.save(book_path)
+    with pytest.raises(DataError, match=r"row 2 .*image '1.Png' matches '1.PNG', '1.png' .* differ only in case"):
+        read_ucar(tmp_path)
