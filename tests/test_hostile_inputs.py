@@ -4,7 +4,8 @@ Each case starts from a project where a good `prepare` run has written data/proc
 reports/figures/cohort_examples.png (folder source, 8 images of 4 patients), changes one thing,
 and runs the stage. Accepted inputs are checked on the normalised result of `prepare()` (the
 stage's core, which writes nothing); refused ones on the DataError message from `main()`. In
-every case the earlier outputs must be byte-for-byte unchanged.
+every case the earlier outputs must be byte-for-byte unchanged. A few refused cases also run as
+`python -m pipeline.prepare` in a subprocess: exit code 2, one `error:` line, no traceback.
 
 | # | input                                               | outcome                                                |
 |---|-----------------------------------------------------|--------------------------------------------------------|
@@ -30,13 +31,46 @@ every case the earlier outputs must be byte-for-byte unchanged.
 | 20| absolute path '/etc/hostname'                       | refused: path is absolute                              |
 | 21| link inside the root to a file outside it           | refused: leads outside the data root                   |
 | 22| manifest in Latin-1 with a non-ASCII byte           | refused: not UTF-8 text                                |
-| 23| muscle 'quadriceps'                                 | refused: muscle not accepted, codes listed             |
+| 23| muscle 'quadriceps'                                 | accepted: kept as 'quadriceps' (descriptive metadata)  |
 | 24| ucar .xlsx without the 'Cropped Image Name' column  | refused: names the column and the headers found        |
 | 25| ucar .xlsx muscle cell 'XD'                         | refused: expected R or L + muscle code                 |
+| 26| ucar Patient Identifier A4 a formula, no saved value| refused: names cell A4, says to save it in Excel       |
+| 27| ucar Patient Identifier A4 a formula, value saved   | accepted: the saved value, patients kept apart         |
+| 28| ucar Diagnosis G5 a formula, no saved value         | refused: names cell G5                                 |
+| 29| ucar Patient Identifier A4 saved as the error #N/A  | refused: names cell A4 and the error                   |
+| 30| named pipe (FIFO) named as an image                 | refused before opening: is a named pipe (FIFO)         |
+| 31| directory named as an image                         | refused: is a directory                                |
+| 32| Unix socket named as an image                       | refused: is a socket                                   |
+| 33| link to itself (a loop) named as an image           | refused: cannot be followed                            |
+| 34| image missing from the data root                    | refused while reading the manifest: not found          |
+| 35| wide strip 100000x10, max_pixels 10^8               | refused before decoding: padded square 10^10 pixels    |
+| 36| tall strip 10x100000, max_pixels 10^8               | refused before decoding: padded square 10^10 pixels    |
+| 37| ucar images/ link to /dev/zero                      | refused: leads outside the data root                   |
+| 38| ucar images/ link to an image outside the root      | refused: leads outside the data root                   |
+| 39| ucar images/ entry that is a named pipe             | refused before opening: is a named pipe (FIFO)         |
+| 40| NUL byte in a manifest path                         | refused: line 10, a NUL byte                           |
+| 41| NUL bytes of a UTF-16 manifest without a BOM        | refused: line 1, a NUL byte, save as CSV UTF-8         |
+| 42| 200 KB manifest field                               | refused: line 10, field longer than the limit          |
+| 43| manifest with lone CR line ends (old Mac CSV)       | accepted: the same 8 images                            |
+| 44| diagnoses 'I', 'p', 'D', 'n' (the release's codes)  | accepted: IBM, PM, DM, N                               |
+| 45| muscles 'Vastus   lateralis', ' Deltoid ', 'fcr'    | accepted: 'Vastus lateralis', D, FCR                   |
+| 46| muscle with a control character (BEL)               | refused: control character                             |
+| 47| muscle of 101 characters                            | refused: 101 characters long                           |
+| 48| the same file under two patients                    | refused: both rows, sha256 prefix, a leak              |
+| 49| the same file twice for one patient                 | refused: both rows, not a second acquisition           |
+| 50| one path listed 2000 times                          | refused: 5 places shown, '... and 1995 more'           |
+| 51| manifest header of 5000 unknown columns             | refused: 20 shown, '... and 4980 more'                 |
 """
 from __future__ import annotations
 
 import io
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -157,6 +191,107 @@ def ucar_bad_muscle(root: Path) -> None:
     write_params(root, source="ucar", root="release", image_size=16)
 
 
+# two normal patients in a row: merging them, the silent failure, breaks no other check
+UCAR_PATIENTS = (("101", "N"), ("102", "N"), ("103", "IBM"), ("104", "PM"), ("105", "DM"))
+
+
+def ucar_formula(cell: str, formula: str, saved: str | None = None, error: bool = False) -> Callable[[Path], None]:
+    """A ucar release whose `cell` holds `formula`, with `saved` as the value Excel stored (None: none stored,
+    as openpyxl writes formulas)."""
+    def mutate(root: Path) -> None:
+        write_ucar_fixture(root / "release", patients=UCAR_PATIENTS, muscles=("D",))   # rows 2-3: 101, 4-5: 102, ...
+        path = root / "release" / "OrginalAndCroppedFileNames.xlsx"
+        book = openpyxl.load_workbook(path)
+        book.active[cell] = f"={formula}"
+        book.save(path)
+        if saved is not None:   # store a value with the formula, as Excel does on saving
+            with zipfile.ZipFile(path) as z:
+                parts = {name: z.read(name) for name in z.namelist()}
+            xml = parts["xl/worksheets/sheet1.xml"].decode()
+            kind = ' t="e"' if error else ""
+            xml, n = re.subn(rf'<c r="{cell}"[^>]*>.*?</c>', f'<c r="{cell}"{kind}><f>{formula}</f><v>{saved}</v></c>', xml)
+            assert n == 1
+            parts["xl/worksheets/sheet1.xml"] = xml.encode()
+            with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+                for name, data in parts.items():
+                    z.writestr(name, data)
+        write_params(root, source="ucar", root="release", image_size=16)
+    return mutate
+
+
+def patients_apart(images: np.ndarray, manifest) -> None:
+    assert manifest.groupby("patient_id", sort=False).size().to_dict() == {p: 2 for p, _ in UCAR_PATIENTS}
+
+
+def ucar_image_replaced(make: Callable[[Path, Path], None]) -> Callable[[Path], None]:
+    """A ucar release whose images/2.PNG (patient 101's second row) is replaced by make(root, path)."""
+    def mutate(root: Path) -> None:
+        write_ucar_fixture(root / "release", muscles=("D",))
+        target = root / "release" / "images" / "2.PNG"
+        target.unlink()
+        make(root, target)
+        write_params(root, source="ucar", root="release", image_size=16)
+    return mutate
+
+
+def outside_image(root: Path, target: Path) -> None:
+    noise(20, 20).save(root / "outside.png")
+    target.symlink_to(root / "outside.png")
+
+
+def special_file(make: Callable[[Path], None], name: str = "special.png") -> Callable[[Path], None]:
+    """`make(path)` creates a non-regular file at data/raw/<name>, listed as patient P1's image."""
+    def mutate(root: Path) -> None:
+        make(root / RAW / name)
+        rows_with(name)(root)
+    return mutate
+
+
+def unix_socket(path: Path) -> None:
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(os.path.relpath(path))   # relative: the socket path limit is 108 bytes; the file stays after close
+
+
+def self_link(path: Path) -> None:
+    path.symlink_to(path.name)
+
+
+def strip(height: int, width: int) -> Image.Image:
+    return Image.fromarray(np.full((height, width), 128, np.uint8))
+
+
+def utf16_manifest(root: Path) -> None:
+    text = "path,patient_id,diagnosis\n" + "".join(f"{r[0]},{r[1]},{r[2]}\n" for r in GOOD_ROWS)
+    (root / RAW / "manifest.csv").write_bytes(text.encode("utf-16-le"))
+
+
+def lone_cr_manifest(root: Path) -> None:
+    write_manifest(root / RAW / "manifest.csv", GOOD_ROWS)
+    path = root / RAW / "manifest.csv"
+    path.write_bytes(path.read_bytes().replace(b"\n", b"\r"))
+
+
+def with_column(column: int, values: list[str]) -> Callable[[Path], None]:
+    def mutate(root: Path) -> None:
+        rows = [list(r) for r in GOOD_ROWS]
+        for row, value in zip(rows, values):
+            row[column] = value
+        write_manifest(root / RAW / "manifest.csv", [tuple(r) for r in rows])
+    return mutate
+
+
+def copied_image(patient: str) -> Callable[[Path], None]:
+    """data/raw/copy.png: the bytes of n1_d.png (patient P1's), listed for `patient`."""
+    def mutate(root: Path) -> None:
+        shutil.copy(root / RAW / "n1_d.png", root / RAW / "copy.png")
+        rows_with(("copy.png", patient, "N" if patient == "P1" else "DM", "", ""))(root)
+    return mutate
+
+
+def same_path_many_times(root: Path) -> None:
+    write_manifest(root / RAW / "manifest.csv", GOOD_ROWS + [("n1_d.png", "P1", "N", "D", "R")] * 1999)
+
+
 PNG = image_bytes(noise(40, 40), "PNG")
 JPEG = image_bytes(noise(40, 40, "RGB"), "JPEG")
 CASES = [
@@ -198,14 +333,71 @@ CASES = [
     Case("absolute path", rows_with("/etc/hostname"), refused=("line 10", "'/etc/hostname' is absolute")),
     Case("link escaping the root", link_outside, refused=("'inside.png' leads outside the data root",)),
     Case("Latin-1 manifest", latin1_manifest, refused=("manifest.csv: not UTF-8 text", "save the CSV as UTF-8")),
-    Case("unknown muscle", rows_with(("n1_d.png", "P1", "N", "quadriceps", "R")),
-         refused=("muscle 'quadriceps' is not accepted", "D, B, R, G, T, FCR, FDP")),
+    Case("unknown muscle", lambda root: write_manifest(root / RAW / "manifest.csv",
+                                                       [("n1_d.png", "P1", "N", "quadriceps", "R")] + GOOD_ROWS[1:]),
+         check=lambda images, m: m.muscle.iloc[0] == "quadriceps" or pytest.fail(m.muscle.iloc[0])),
     Case(".xlsx missing a column", ucar_without_image_column,
          refused=("OrginalAndCroppedFileNames.xlsx row 1", "no column 'Cropped Image Name'", "headers found",
                   r"'Patient \nIdentifier'")),   # header newlines shown as \n
     Case(".xlsx bad muscle cell", ucar_bad_muscle,
          refused=("OrginalAndCroppedFileNames.xlsx row 3", "muscle 'XD' is not accepted", "R or L followed by")),
+    Case(".xlsx formula without a saved value", ucar_formula("A4", "100+2"),
+         refused=("OrginalAndCroppedFileNames.xlsx cell A4 (Patient Identifier)", "'=100+2' was saved without its value",
+                  "save it", "or type the value")),
+    Case(".xlsx formula with a saved value", ucar_formula("A4", "100+2", saved="102"), check=patients_apart),
+    Case(".xlsx diagnosis formula without a value", ucar_formula("G5", "G4"),
+         refused=("OrginalAndCroppedFileNames.xlsx cell G5 (Diagnosis...)", "saved without its value")),
+    Case(".xlsx error value", ucar_formula("A4", "NA()", saved="#N/A", error=True),
+         refused=("OrginalAndCroppedFileNames.xlsx cell A4 (Patient Identifier)", "spreadsheet error '#N/A'")),
+    Case("named pipe", special_file(os.mkfifo),
+         refused=("line 10", "image 'special.png' is a named pipe (FIFO)",
+                  "expected a regular image file")),
+    Case("directory named as an image", special_file(os.mkdir, "folder.png"),
+         refused=("line 10", "image 'folder.png' is a directory", "expected a regular image file")),
+    Case("socket", special_file(unix_socket), refused=("line 10", "image 'special.png' is a socket")),
+    Case("link loop", special_file(self_link), refused=("line 10", "path 'special.png' cannot be followed")),
+    Case("missing image", rows_with("nowhere.png"), refused=("line 10", "image 'nowhere.png' not found")),
+    Case("wide strip", add_image("wide.png", strip(10, 100000)),
+         refused=("wide.png", "100000x10 = 1000000 pixels, padded to a 100000x100000 square = 10000000000 pixels",
+                  "data.max_pixels = 100000000", "refused before decoding")),
+    Case("tall strip", add_image("tall.png", strip(100000, 10)),
+         refused=("tall.png", "10x100000", "padded to a 100000x100000 square", "data.max_pixels = 100000000")),
+    Case("ucar link to /dev/zero", ucar_image_replaced(lambda root, target: target.symlink_to("/dev/zero")),
+         refused=("OrginalAndCroppedFileNames.xlsx row 3", "'images/2.PNG' leads outside the data root")),
+    Case("ucar link out of the root", ucar_image_replaced(outside_image),
+         refused=("OrginalAndCroppedFileNames.xlsx row 3", "'images/2.PNG' leads outside the data root")),
+    Case("ucar named pipe", ucar_image_replaced(lambda root, target: os.mkfifo(target)),
+         refused=("OrginalAndCroppedFileNames.xlsx row 3", "'images/2.PNG' is a named pipe (FIFO)")),
+    Case("NUL in a path", rows_with("n1_\x00d.png"), refused=("manifest.csv line 10", "a NUL byte")),
+    Case("UTF-16 manifest", utf16_manifest, refused=("manifest.csv line 1", "a NUL byte", "save it as CSV UTF-8")),
+    Case("200 KB field", rows_with("x" * 200_000 + ".png"),
+         refused=("manifest.csv line 10", "a field longer than 131072 characters")),
+    Case("lone CR line ends", lone_cr_manifest, check=same_as_good),
+    Case("release diagnosis codes", with_column(2, ["n", "N", "I", "i", "P", "p", "D", "d"]),
+         check=lambda images, m: m.diagnosis.tolist() == ["N", "N", "IBM", "IBM", "PM", "PM", "DM", "DM"] or
+         pytest.fail(f"normalised to {m.diagnosis.tolist()}")),
+    Case("other muscles", with_column(3, ["Vastus   lateralis", " Deltoid ", "fcr", "quadriceps"]),
+         check=lambda images, m: m.muscle.tolist()[:4] == ["Vastus lateralis", "D", "FCR", "quadriceps"] or
+         pytest.fail(m.muscle.tolist())),
+    Case("control character in a muscle", with_column(3, ["bi\x07ceps"]),
+         refused=("manifest.csv line 2", "contains the control character '\\x07'", "or empty")),
+    Case("101-character muscle", with_column(3, ["m" * 101]),
+         refused=("manifest.csv line 2", "is 101 characters long", "at most 100 characters")),
+    Case("one file, two patients", copied_image("P4"),
+         refused=("manifest.csv line 2", "'n1_d.png'", "manifest.csv line 10", "'copy.png'", "patients 'P1', 'P4'",
+                  "training and test")),
+    Case("one file twice for a patient", copied_image("P1"),
+         refused=("manifest.csv line 2", "manifest.csv line 10", "not a second acquisition of patient 'P1'")),
+    Case("a path listed 2000 times", same_path_many_times,
+         refused=("'n1_d.png' is listed more than once", "line 2 (header = line 1); ", "... and 1995 more")),
+    Case("5000 columns", lambda root: write_manifest(root / RAW / "manifest.csv", [("x",) * 5000],
+                                                     header=tuple(f"column {i}" for i in range(5000))),
+         refused=("manifest.csv: missing column(s) path, patient_id, diagnosis", "'column 19', ... and 4980 more")),
 ]
+# the stage as users run it, for a few refused cases (each a subprocess: a few seconds)
+IN_SUBPROCESS = ["named pipe", "NUL in a path", "200 KB field", "wide strip", ".xlsx formula without a saved value",
+                 "one file, two patients", "link loop"]
+
 
 
 def test_corpus_is_large_enough_and_documented():
@@ -213,6 +405,7 @@ def test_corpus_is_large_enough_and_documented():
     assert len({c.name for c in CASES}) == len(CASES)
     assert all(bool(c.refused) != (c.check is not None) for c in CASES)   # one expected outcome each
     assert __doc__.count("\n| ") - 1 == len(CASES)                          # the table lists every case
+    assert {c.name for c in CASES if c.refused} >= set(IN_SUBPROCESS)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
@@ -224,7 +417,24 @@ def test_hostile_input(data_project, case):
             prepare.main([])
         for fragment in case.refused:
             assert fragment in str(info.value), (fragment, str(info.value))
+        assert len(str(info.value)) < 2000    # every list and value in a message is cut short
     else:
         images, manifest = prepare.prepare(load())
         case.check(images, manifest)
+    assert snapshot(data_project) == before
+
+
+@pytest.mark.parametrize("name", IN_SUBPROCESS)
+def test_refused_input_exits_2_without_a_traceback(data_project, name):
+    case = next(c for c in CASES if c.name == name)
+    before = snapshot(data_project)
+    case.mutate(data_project)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "pipeline.prepare"], cwd=data_project, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("error: ") and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.count("\n") == 1                                    # one line
+    for fragment in case.refused:
+        assert fragment in done.stderr, (fragment, done.stderr)
     assert snapshot(data_project) == before

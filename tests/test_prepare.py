@@ -6,22 +6,24 @@ and leaves the outputs of the previous good run byte-for-byte as they were.
 from __future__ import annotations
 
 import hashlib
-import shutil
+import os
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
+import openpyxl
 import pandas as pd
 import pytest
 import yaml
 from PIL import Image
 
 from conftest import GOOD_ROWS, png_header_only, snapshot, write_manifest, write_params
-from pipeline import prepare
+from pipeline import imageio, prepare
 from pipeline.cli import run_stage
 from pipeline.errors import DataError
-from pipeline.imageio import fit_square, read_image
+from pipeline.imageio import fit_square, read_image, read_input_file
 from pipeline.params import load
-from pipeline.sources import read_ucar_folds
+from pipeline.sources import read_ucar, read_ucar_folds
 from ucar_fixture import write_ucar_fixture
 
 
@@ -276,9 +278,88 @@ def test_stage_prints_the_error_and_exits_2(data_project, capsys, monkeypatch):
 
 def test_a_good_rerun_replaces_the_outputs(data_project):
     before = snapshot(data_project)
-    shutil.copy(data_project / "data/raw/n1_d.png", data_project / "data/raw/extra.png")
+    # a mirror image of n1_d.png (an identical copy would be refused: check_distinct_files)
+    Image.open(data_project / "data/raw/n1_d.png").transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(
+        data_project / "data/raw/extra.png")
     _rewrite(GOOD_ROWS + [("extra.png", "P1", "normal", "", "")])(data_project)
     assert prepare.main([]) == 0
     images, manifest = outputs(data_project)
     assert len(manifest) == 9 and manifest.diagnosis.iloc[-1] == "N" and manifest.muscle.iloc[-1] == ""
-    assert (images[8] == images[0]).all() and snapshot(data_project) != before
+    assert (images[8] == images[0][..., ::-1]).all() and snapshot(data_project) != before
+
+
+# --- reading files: regular files only, bounded memory ------------------------------------------
+
+def test_read_input_file_refuses_what_is_not_a_regular_file(tmp_path):
+    os.mkfifo(tmp_path / "pipe")                  # opening it would block until a writer came
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "zero").symlink_to("/dev/zero")   # never ends
+    for name, kind in [("pipe", "a named pipe (FIFO)"), ("dir", "a directory"), ("zero", "a character device")]:
+        with pytest.raises(DataError, match=rf"^{name}: is {kind.replace('(', '.').replace(')', '.')}, not a regular"):
+            read_input_file(tmp_path / name, max_bytes=100, at=name)
+    (tmp_path / "big").write_bytes(b"x" * 101)
+    with pytest.raises(DataError, match="101 bytes, more than the 100 accepted for one file; refused before reading"):
+        read_input_file(tmp_path / "big", max_bytes=100, at="big")
+    assert read_input_file(tmp_path / "big", max_bytes=101, at="big") == b"x" * 101
+
+
+def test_image_files_are_bounded_by_max_pixels(tmp_path, monkeypatch):
+    monkeypatch.setattr(imageio, "METADATA_BYTES", 0)
+    Image.fromarray(np.zeros((40, 40), np.uint8)).save(tmp_path / "ok.png")
+    (tmp_path / "padded.png").write_bytes((tmp_path / "ok.png").read_bytes() + b"\0" * 20_000)
+    assert read_image(tmp_path / "ok.png", max_pixels=1600, channels=1)[0].shape == (40, 40)
+    with pytest.raises(DataError, match=r"padded.png: \d+ bytes, more than the 12800 accepted .*data.max_pixels = 1600"):
+        read_image(tmp_path / "padded.png", max_pixels=1600, channels=1)
+
+
+def test_max_pixels_bounds_the_padded_square(tmp_path):
+    Image.fromarray(np.zeros((10, 1000), np.uint8)).save(tmp_path / "strip.png")      # 10^4 pixels, square 10^6
+    assert read_image(tmp_path / "strip.png", max_pixels=10**6, channels=3)[0].shape == (10, 1000, 3)
+    with pytest.raises(DataError, match="10 = 10000 pixels, padded to a 1000x1000 square = 1000000 pixels, more than "
+                                        "data.max_pixels = 999999"):
+        read_image(tmp_path / "strip.png", max_pixels=10**6 - 1, channels=1)
+
+
+def test_16_bit_scaling_is_exact_and_lean(tmp_path):
+    values = np.arange(65536, dtype=np.uint16).reshape(256, 256)
+    Image.fromarray(values).save(tmp_path / "all.png")
+    expected = np.round(values.astype(np.float64) * 255 / 65535).astype(np.uint8)   # the documented formula
+    tracemalloc.start()
+    gray, _ = read_image(tmp_path / "all.png", max_pixels=10**6, channels=1)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert (gray == expected).all()
+    assert peak < 10 * values.size     # file + 32-bit integers; the float64 chain took over 30 bytes a pixel
+    clipped = imageio._to_uint8(Image.fromarray(np.array([[-5, 70000, 257 * 3]] * 8, np.int32)), 1, "")
+    assert clipped[0].tolist() == [0, 255, 3]
+
+
+def test_transparency_is_composited_over_black_exactly():
+    value, alpha = np.meshgrid(np.arange(256, dtype=np.uint8), np.arange(256, dtype=np.uint8))
+    rgba = Image.fromarray(np.stack([value, 255 - value, value // 2, alpha], axis=-1), "RGBA")
+    reference = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba).convert("RGB")
+    assert (imageio._to_uint8(rgba, 3, "") == np.asarray(reference)).all()
+    assert (imageio._to_uint8(rgba, 1, "") == np.asarray(reference.convert("L"))).all()
+
+
+def test_jpeg_orientation_tag_is_applied(tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 6                                   # rotate 90 degrees clockwise to display
+    array = np.zeros((20, 40), np.uint8)
+    array[:, :10] = 255                                # bright on the left edge
+    Image.fromarray(array).save(tmp_path / "turned.jpg", exif=exif, quality=95)
+    gray, _ = read_image(tmp_path / "turned.jpg", max_pixels=10**6, channels=1)
+    assert gray.shape == (40, 20) and gray[:10].mean() > 200 and gray[-10:].mean() < 50   # now on top
+
+
+def test_ucar_image_names_match_exactly_before_ignoring_case(tmp_path):
+    write_ucar_fixture(tmp_path, muscles=("D",))
+    Image.fromarray(np.zeros((30, 40), np.uint8)).save(tmp_path / "images/1.png")    # beside 1.PNG
+    records = read_ucar(tmp_path)
+    assert records.path.iloc[0] == "images/1.PNG"
+    book_path = tmp_path / "OrginalAndCroppedFileNames.xlsx"
+    book = openpyxl.load_workbook(book_path)
+    book.active["J2"] = "1.Png"
+    book.save(book_path)
+    with pytest.raises(DataError, match=r"row 2 .*image '1.Png' matches '1.PNG', '1.png' .* differ only in case"):
+        read_ucar(tmp_path)
