@@ -24,6 +24,18 @@ class WeightsNotFoundError(FileNotFoundError):
     """Pretrained weights were asked for but are not on this machine."""
 
 
+class UnknownModelError(ValueError):
+    """A model name that is neither registered here nor known to timm."""
+
+
+class ModelInputError(ValueError):
+    """A model that cannot take the input size it is asked to train on."""
+
+
+# input sizes tried when a model refuses one, to say which it does take
+CANDIDATE_SIZES = (32, 48, 64, 96, 128, 160, 192, 224, 256, 320, 384)
+
+
 def register_model(display_name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Decorator: register a factory `fn(num_classes, in_chans, pretrained=False, **kwargs)` under its name."""
     def register(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
@@ -51,8 +63,8 @@ def _check_name(name: str) -> None:
     candidates = list_models() + timm.list_models()
     close = difflib.get_close_matches(name, candidates, n=5, cutoff=0.6)
     hint = f"close matches: {close}" if close else "no close match"
-    raise ValueError(f"unknown model {name!r} ({hint}); accepted: one of {list_models()} "
-                     f"or a timm model name (timm.list_models())")
+    raise UnknownModelError(f"unknown model {name!r} ({hint}); accepted: one of {list_models()} "
+                            f"or a timm model name (timm.list_models())")
 
 
 def display_name(name: str) -> str:
@@ -76,6 +88,35 @@ def create_model(name: str, num_classes: int, in_chans: int, pretrained: bool = 
     import timm
 
     return timm.create_model(name, pretrained=pretrained, num_classes=num_classes, in_chans=in_chans, **kwargs)
+
+
+def _forward_error(model: nn.Module, in_chans: int, size: int) -> str | None:
+    import torch
+
+    try:
+        with torch.no_grad():
+            model(torch.zeros(2, in_chans, size, size))
+    except (RuntimeError, ValueError, AssertionError, IndexError) as e:
+        return f"{type(e).__name__}: {str(e).splitlines()[0][:160]}" if str(e) else type(e).__name__
+    return None
+
+
+def check_input(name: str, num_classes: int, in_chans: int, size: int, **kwargs) -> None:
+    """Build model `name` and pass a batch of two in_chans x size x size images through it.
+
+    An unknown name raises UnknownModelError; a model that cannot take the size (a ViT fixed at
+    224, five max-pools on 16 pixels) raises ModelInputError naming the model, the size and the
+    sizes it does take, found by trying CANDIDATE_SIZES.
+    """
+    model = create_model(name, num_classes=num_classes, in_chans=in_chans, **kwargs).eval()
+    error = _forward_error(model, in_chans, size)
+    if error is None:
+        return
+    works = [s for s in CANDIDATE_SIZES if s != size and _forward_error(model, in_chans, s) is None]
+    hint = (f"it does take {', '.join(str(s) for s in works[:5])} (set data.image_size to one of them)" if works
+            else f"it took none of {list(CANDIDATE_SIZES)} either")
+    raise ModelInputError(f"model {name!r} cannot take {in_chans}x{size}x{size} input ({error}); {hint}, or "
+                          f"remove it from train.models")
 
 
 def local_weights(timm_name: str, path: str | Path | None = None) -> Path:

@@ -8,14 +8,16 @@ Tolerances come from params.check: a mean accuracy may not drop by more than max
 percentage points, balanced accuracy / macro-F1 / AUC not by more than max_metric_drop, and the
 complexity fields in check.exact (params, macs, flops) must match exactly. A model or protocol in
 the baseline but not in the current results is a regression; a new one is reported, not failed.
-A baseline made with other settings (scenario, protocols, folds, input size, epochs, data source)
-is refused with exit 1: the numbers would not be comparable.
+Exit codes: 0 no regression, 1 a regression, 2 the check could not run (no or a malformed
+baseline, a baseline made with other settings (scenarios, protocols, folds, input size, epochs,
+data source) whose numbers would not be comparable, missing results).
 """
 from __future__ import annotations
 
 import argparse
 import functools
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,7 @@ from pipeline.atomic import atomic_write_json
 from pipeline.errors import DataError
 from pipeline.metrics import SUMMARY_METRICS
 from pipeline.params import PARAMS_FILE, CheckParams, load
-from pipeline.readers import read_json
+from pipeline.readers import read_evaluation, read_json
 
 METRICS = {m.key: m for m in SUMMARY_METRICS}
 SETTINGS = ("data_source", "scenarios", "protocols", "folds", "input_size", "epochs")
@@ -50,7 +52,7 @@ def complexity_fields(c: dict, exact: tuple[str, ...], where: str) -> dict[str, 
 
 def current_results(metrics_path: Path, complexity_dir: Path, exact: tuple[str, ...]) -> dict:
     """The current results in baseline form: settings, metric means and exact complexity fields."""
-    metrics = read_json(metrics_path, "make it with `python -m pipeline.evaluate` (or `dvc repro`)")
+    metrics, _ = read_evaluation(metrics_path, None, "make it with `python -m pipeline.evaluate` (or `dvc repro`)")
     meta = metrics.get("meta")
     if not isinstance(meta, dict) or "models" not in meta:
         raise DataError(f"{metrics_path}: no meta.models; re-make it with `python -m pipeline.evaluate`")
@@ -68,6 +70,49 @@ def current_results(metrics_path: Path, complexity_dir: Path, exact: tuple[str, 
             out["complexity"][model] = complexity_fields(
                 read_json(path, f"re-make it with `{layout.profile_command(model)}`"), exact, str(path))
     return out
+
+
+REMEDY = "re-create it with `python -m pipeline.check --update` and commit it"
+
+
+def load_baseline(path: Path) -> dict:
+    """The committed baseline, checked: a mapping of this version with settings, metrics and complexity,
+    every number finite. Anything else is a DataError (exit 2: the check cannot run), never a pass."""
+    if not path.is_file():
+        raise DataError(f"{path}: missing; create it with `python -m pipeline.check --update` and commit it")
+
+    def no_constants(name: str) -> None:
+        raise DataError(f"{path}: holds {name}, which is not a number a baseline can hold; {REMEDY}")
+
+    try:
+        baseline = json.loads(path.read_text(encoding="utf-8"), parse_constant=no_constants)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: not valid JSON ({e}); {REMEDY}") from None
+    if not isinstance(baseline, dict):
+        raise DataError(f"{path}: a baseline is a JSON object with version, settings, metrics and complexity, "
+                        f"not {type(baseline).__name__}; {REMEDY}")
+    if baseline.get("version") != BASELINE_VERSION:
+        raise DataError(f"{path}: baseline version {baseline.get('version')!r}, this check reads version "
+                        f"{BASELINE_VERSION}; {REMEDY}")
+    for key in ("settings", "metrics", "complexity"):
+        if not isinstance(baseline.get(key), dict):
+            raise DataError(f"{path}: {key!r} is {baseline.get(key)!r}, expected a JSON object; {REMEDY}")
+    _check_numbers(baseline["metrics"], f"{path}: metrics", allow_none=True)
+    _check_numbers(baseline["complexity"], f"{path}: complexity", allow_none=False)
+    return baseline
+
+
+def _check_numbers(tree: Any, where: str, allow_none: bool) -> None:
+    """Every leaf of `tree` is a finite number (or None where a metric is undefined)."""
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            _check_numbers(v, f"{where}.{k}", allow_none)
+        return
+    ok = (tree is None and allow_none) or (isinstance(tree, (int, float)) and not isinstance(tree, bool)
+                                          and math.isfinite(tree))
+    if not ok:
+        raise DataError(f"{where} is {tree!r}; expected a finite number{' or null' if allow_none else ''}; "
+                        f"{REMEDY}")
 
 
 def settings_differences(baseline: dict, current: dict) -> list[str]:
@@ -192,18 +237,12 @@ def main(argv: list[str] | None = None) -> int:
               f"complexity of {len(current['complexity'])} models; settings {json.dumps(current['settings'])})")
         return 0
 
-    baseline = read_json(baseline_path, "create it with `python -m pipeline.check --update` and commit it")
-    if baseline.get("version") != BASELINE_VERSION:
-        raise DataError(f"{baseline_path}: baseline version {baseline.get('version')!r}, this check reads "
-                        f"version {BASELINE_VERSION}; re-create it with `python -m pipeline.check --update`")
+    baseline = load_baseline(baseline_path)
     differences = settings_differences(baseline, current)
     if differences:
-        print(f"check: {baseline_path} was made with different settings, so the results are not comparable:")
-        for d in differences:
-            print(f"  - {d}")
-        print("Re-run with the baseline's settings, or accept the new settings with "
-              "`python -m pipeline.check --update` and commit the baseline.")
-        return 1
+        raise DataError(f"{baseline_path} was made with different settings, so the results are not comparable: "
+                        + "; ".join(differences) + ". Re-run with the baseline's settings, or accept the new "
+                        "settings with `python -m pipeline.check --update` and commit the baseline")
     rows = compare(baseline, current, check)
     print(f"check: {args.metrics} and {args.complexity}/ against {baseline_path} "
           f"(tolerances: accuracy -{check.max_accuracy_drop:g} points, balanced accuracy/macro-F1/AUC "
@@ -228,4 +267,5 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     from pipeline.cli import run_stage
 
-    run_stage(main)
+    # exit 1 means a regression and nothing else: any failure to run, even a bug, exits 2
+    run_stage(main, unexpected_exit=2)

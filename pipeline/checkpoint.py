@@ -8,8 +8,6 @@ version of the step), and is used only when the fingerprint matches.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import pickle
 import threading
 import zipfile
@@ -18,25 +16,16 @@ from typing import Any
 
 import torch
 
+from pipeline import fingerprints
 from pipeline.atomic import atomic_torch_save
 from pipeline.errors import TrainingError
 
 FORMAT = 1  # bump when the checkpoint layout or the training step changes meaning
 
 
-def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
-    """sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def fingerprint(config: dict[str, Any]) -> str:
     """A stable digest of the training configuration (JSON-serialisable mapping)."""
-    blob = json.dumps({"format": FORMAT, **config}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()
+    return fingerprints.digest({"format": FORMAT, **config})
 
 
 def save(path: Path, state: dict[str, Any]) -> None:

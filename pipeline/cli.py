@@ -3,17 +3,27 @@ from __future__ import annotations
 
 import os
 import sys
+import traceback
 from typing import Callable
 
 from pipeline.errors import PipelineError
 
 
-def run_stage(main: Callable[[list[str] | None], int | None]) -> None:
-    """Run a stage's `main`, turning user-facing errors into one line on stderr and exit code 2."""
+def run_stage(main: Callable[[list[str] | None], int | None], unexpected_exit: int | None = None) -> None:
+    """Run a stage's `main`, turning user-facing errors into one line on stderr and exit code 2.
+
+    Other exceptions are bugs: their traceback is printed, and the exit code is Python's 1, or
+    `unexpected_exit` where 1 means something else (the regression check).
+    """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never fetch weights at run time
     try:
         code = main(None)
     except PipelineError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except Exception:
+        if unexpected_exit is None:
+            raise
+        traceback.print_exc()
+        sys.exit(unexpected_exit)
     sys.exit(code or 0)

@@ -16,6 +16,7 @@ here never depend on what a run chose to write in its own metrics.json. Accuraci
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -23,10 +24,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline import layout
+from pipeline import fingerprints, layout
 from pipeline import metrics as M
 from pipeline import scenarios
-from pipeline.atomic import atomic_write_csv, atomic_write_json
+from pipeline.atomic import atomic_outputs, csv_text, json_text
 from pipeline.errors import DataError
 from pipeline.params import Params, load
 from pipeline.readers import read_json, read_table
@@ -147,8 +148,8 @@ def _consistent(runs_meta: list[tuple[str, dict]], key: str) -> Any:
     return json.loads(next(iter(seen))) if seen else None
 
 
-def build_scenario(params: Params, scenario: str, runs: Path,
-                   runs_meta: dict[str, list[tuple[str, dict]]]) -> tuple[dict, list[dict]]:
+def build_scenario(params: Params, scenario: str, runs: Path, runs_meta: dict[str, list[tuple[str, dict]]],
+                   splits_dir: Path = layout.SPLITS_DIR) -> tuple[dict, list[dict]]:
     """One scenario's block of metrics.json and its per-fold rows; each run's metrics.json is added
     to `runs_meta[model]`."""
     class_names = list(scenarios.class_names(scenario))
@@ -167,8 +168,17 @@ def build_scenario(params: Params, scenario: str, runs: Path,
                 runs_meta[model].append(
                     (str(layout.run_dir(scenario, model, protocol, fold, runs) / layout.RUN_METRICS), meta))
 
+    mine = [x for m in models for x in runs_meta[m] if x[1].get("scenario", scenario) == scenario]
+    trained_on = _consistent(mine, "splits")
+    current = layout.splits_path(scenario, splits_dir)
+    if trained_on is not None and current.is_file():
+        now = fingerprints.file_sha256(current)[:fingerprints.SHORT]
+        if now != trained_on:
+            raise DataError(f"the runs of scenario {scenario} were trained on folds {trained_on}, but {current} now "
+                            f"holds folds {now} (split ran again after training); run `dvc repro` to retrain them")
     result: dict[str, Any] = {"meta": {"scenario": scenario, "description": scenarios.DESCRIPTIONS[scenario],
-                                       "class_names": class_names}}
+                                       "class_names": class_names, "splits": trained_on,
+                                       "cohort": _consistent(mine, "cohort")}}
     for (model, protocol), rs in rows.items():
         result.setdefault(model, {})[protocol] = summarize_runs(rs, fms[(model, protocol)], class_names, protocol)
 
@@ -187,14 +197,14 @@ def build_scenario(params: Params, scenario: str, runs: Path,
     return result, [r for rs in rows.values() for r in rs]
 
 
-def build(params: Params, runs: Path = layout.RUNS) -> tuple[dict, pd.DataFrame]:
+def build(params: Params, runs: Path = layout.RUNS, splits_dir: Path = layout.SPLITS_DIR) -> tuple[dict, pd.DataFrame]:
     """The metrics.json content (one block per scenario, and the run's meta) and the per-fold table."""
     models = params.train.models
     runs_meta: dict[str, list[tuple[str, dict]]] = {m: [] for m in models}
     result: dict[str, Any] = {}
     per_fold: list[dict] = []
     for scenario in params.split.scenarios:
-        result[scenario], rows = build_scenario(params, scenario, runs, runs_meta)
+        result[scenario], rows = build_scenario(params, scenario, runs, runs_meta, splits_dir)
         per_fold += rows
     all_meta = [x for m in models for x in runs_meta[m]]
     ref = params.evaluate.reference_model
@@ -209,6 +219,7 @@ def build(params: Params, runs: Path = layout.RUNS) -> tuple[dict, pd.DataFrame]
         "input_size": _consistent(all_meta, "input_size"),
         "epochs": {m: _consistent(runs_meta[m], "epochs") for m in models},
         "pretrained": bool(any(meta.get("pretrained") for _, meta in all_meta)),
+        "cohort": _consistent(all_meta, "cohort"),
     }
     return rounded(result), pd.DataFrame(per_fold, columns=PER_FOLD_COLUMNS)
 
@@ -234,14 +245,19 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pipeline.evaluate", description=__doc__.splitlines()[0])
     ap.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     ap.add_argument("--runs", default=str(layout.RUNS), help=f"directory of training runs (default: {layout.RUNS})")
+    ap.add_argument("--splits", default=str(layout.SPLITS_DIR), help="the folds the runs must have been trained on")
     ap.add_argument("--out-dir", default=str(layout.REPORTS), help="where metrics.json and per_fold.csv go")
     args = ap.parse_args(argv)
     params = load(args.params)
-    result, per_fold = build(params, Path(args.runs))
+    result, per_fold = build(params, Path(args.runs), Path(args.splits))
     out = Path(args.out_dir)
     metrics_path, per_fold_path = out / layout.METRICS.name, out / layout.PER_FOLD.name
-    atomic_write_json(metrics_path, result)
-    atomic_write_csv(per_fold_path, per_fold, float_format=f"%.{DECIMALS}f", lineterminator="\n")
+    per_fold_text = csv_text(per_fold, float_format=f"%.{DECIMALS}f", lineterminator="\n")
+    # metrics.json names the per_fold.csv written with it: a reader can tell a mixed pair
+    result["meta"]["per_fold_sha256"] = hashlib.sha256(per_fold_text.encode()).hexdigest()
+    with atomic_outputs() as outputs:     # both files replaced together, or neither
+        outputs.path(per_fold_path).write_text(per_fold_text, encoding="utf-8")
+        outputs.path(metrics_path).write_text(json_text(result), encoding="utf-8")
     n_runs = len(per_fold)
     print(f"evaluate: {n_runs} runs ({len(params.split.scenarios)} scenarios x {len(params.train.models)} models x "
           f"{len(params.split.protocols)} protocols x {len(params.train.folds)} folds) -> {metrics_path}, "

@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from pipeline.atomic import atomic_path
+from pipeline.atomic import AtomicOutputs
 
 PROTOCOL_COLORS = {"patient": "#1f77b4", "image": "#d62728", "ucar": "#ff7f0e"}
 PROTOCOL_MARKERS = {"patient": "o", "image": "s", "ucar": "D"}
@@ -37,8 +37,8 @@ def _title(fig, title: str) -> None:
 
 
 def _save(fig, path: str | Path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=DPI, metadata={"Software": None})
+    # `draw` hands every figure a temporary path and renames them all together at the end
+    fig.savefig(path, format="png", dpi=DPI, metadata={"Software": None})
 
 
 def _model_colors(models: Sequence[str]) -> dict[str, tuple]:
@@ -426,11 +426,12 @@ def figures_of(stage: str) -> list[FigureSpec]:
     return [f for f in FIGURES if f.stage == stage]
 
 
-def draw(stage: str, inputs: Any, directory: str | Path) -> list[Path]:
-    """Draw every figure of `stage` from `inputs` into `directory`; the paths written."""
-    paths = []
+def draw(stage: str, inputs: Any, directory: str | Path, outputs: AtomicOutputs) -> list[Path]:
+    """Draw every figure of `stage` from `inputs`, each to a temporary path of `outputs` that will
+    replace directory/<file> when the stage commits its outputs; the target paths."""
+    targets = []
     for spec in figures_of(stage):
-        path = Path(directory) / spec.file
-        spec.draw(inputs, path)
-        paths.append(path)
-    return paths
+        target = Path(directory) / spec.file
+        spec.draw(inputs, outputs.path(target))
+        targets.append(target)
+    return targets

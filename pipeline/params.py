@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
+import re
 import sys
 import typing
 from dataclasses import dataclass, field
@@ -52,7 +54,7 @@ class DataParams:
     manifest: str = "manifest.csv"      # folder source: CSV relative to root (path, patient_id, diagnosis[, muscle, side])
     image_size: int = 32                # square side of the processed array, in pixels
     channels: Literal[1, 3] = 1         # 1: grayscale B-mode; 3: replicated/RGB, as ImageNet-style models expect
-    max_pixels: int = 100_000_000       # refuse images that would decode larger than this (decompression bombs)
+    max_pixels: int = 100_000_000       # refuse images whose padded square (max side ** 2) exceeds this: memory bound
     synthetic: SyntheticParams = field(default_factory=SyntheticParams)
 
     def validate(self, key: str) -> None:
@@ -124,6 +126,9 @@ class TrainParams:
         _require(len(set(self.models)) == len(self.models), f"{key}.models", list(self.models), "a list without repeats")
         _require(len(self.folds) > 0 and all(k >= 1 for k in self.folds), f"{key}.folds", list(self.folds),
                  "a non-empty list of fold numbers starting at 1")
+        # DVC would silently drop a repeated matrix item, and a fold counted twice shrinks the spread
+        _require(len(set(self.folds)) == len(self.folds), f"{key}.folds", list(self.folds),
+                 "a list of distinct fold numbers (each fold is trained and counted once)")
         _require(1 <= self.epochs <= 10_000, f"{key}.epochs", self.epochs, "an integer in 1..10000")
         _require(0 <= self.label_smoothing < 1, f"{key}.label_smoothing", self.label_smoothing, "a number in [0, 1)")
         _require(1 <= self.eval_batch_size <= 65536, f"{key}.eval_batch_size", self.eval_batch_size, "an integer in 1..65536")
@@ -214,6 +219,9 @@ def _require(ok: bool, key: str, value: Any, accepted: str) -> None:
         raise ParamsError(f"{key}: {value!r} is not accepted; expected {accepted}")
 
 
+_FLOAT_TEXT = re.compile(r"[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?")
+
+
 def _convert(tp: Any, value: Any, key: str) -> Any:
     """Convert a YAML value to the annotated type `tp`, or raise ParamsError naming `key`."""
     origin = typing.get_origin(tp)
@@ -245,8 +253,11 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
             raise ParamsError(f"{key}: {value!r} is not accepted; expected an integer")
         return value
     if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ParamsError(f"{key}: {value!r} is not accepted; expected a number")
+        if isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
+            # YAML 1.1 (PyYAML) reads 2e-5, as `dvc exp run -S train.optim.lr=2e-5` writes it, as text
+            value = float(value)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ParamsError(f"{key}: {value!r} is not accepted; expected a finite number (e.g. 0.002 or 2e-3)")
         return float(value)
     if tp is str:
         if not isinstance(value, str) or not value:

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline import figures, layout
-from pipeline.atomic import atomic_path
+from pipeline.atomic import atomic_outputs
 from pipeline.cli import run_stage
 from pipeline.params import Params, load
 from pipeline.scenarios import DIAGNOSES
@@ -42,13 +42,14 @@ def prepare(params: Params) -> tuple[np.ndarray, pd.DataFrame]:
 
 def write_outputs(images: np.ndarray, manifest: pd.DataFrame, source: str,
                   processed_dir: Path = layout.PROCESSED_DIR, figures_dir: Path = layout.FIGURES_DIR) -> None:
-    """Replace `processed_dir` (images.npy, manifest.csv) as a whole, then draw the figures, atomically."""
-    with atomic_path(processed_dir, directory=True) as tmp:
+    """Replace `processed_dir` (images.npy, manifest.csv) as a whole and the figures, all together."""
+    with atomic_outputs() as out:
+        tmp = out.path(processed_dir, directory=True)
         os.chmod(tmp, 0o755)   # mkdtemp makes it private; the cohort is not secret
         with open(tmp / layout.IMAGES.name, "wb") as f:
             np.save(f, images, allow_pickle=False)
         manifest.to_csv(tmp / layout.MANIFEST.name, index=False)
-    figures.draw("prepare", figures.CohortInputs(images, manifest, f"{SOURCES[source].label}"), figures_dir)
+        figures.draw("prepare", figures.CohortInputs(images, manifest, SOURCES[source].label), figures_dir, out)
 
 
 def summary(manifest: pd.DataFrame, images: np.ndarray, seconds: float) -> str:

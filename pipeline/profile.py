@@ -58,7 +58,7 @@ from pipeline import layout
 from pipeline import params as params_module
 from pipeline.atomic import atomic_write_json
 from pipeline.cli import run_stage
-from pipeline.errors import PipelineError
+from pipeline.modelcheck import check_model
 from pipeline.scenarios import class_names
 
 PAPER_INPUT = (3, 224, 224)
@@ -220,10 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out-dir", default=str(OUT_DIR), help=f"where <model>.json goes (default: {OUT_DIR})")
     args = ap.parse_args(argv)
     params = params_module.load(args.params)
-    try:
-        models.display_name(args.model)
-    except ValueError as e:
-        raise PipelineError(f"--model: {e}") from None
+    check_model(params, args.model)
     start = time.perf_counter()
     report = profile_model(args.model, params)
     target = layout.complexity_path(args.model, args.out_dir)

@@ -15,7 +15,7 @@ from pipeline.errors import DataError
 
 # columns that hold identifiers or words, never numbers, in any table the pipeline writes
 TEXT_COLUMNS = ("patient_id", "diagnosis", "muscle", "side", "source", "path", "sha256", "source_name",
-                "scenario", "protocol", "part", "model")
+                "scenario", "protocol", "part", "model", "cohort")
 
 
 def read_json(path: Path, remedy: str) -> dict:
@@ -45,3 +45,22 @@ def read_table(path: Path, remedy: str, required: Iterable[str] = ()) -> pd.Data
     if missing:
         raise DataError(f"{path}: missing columns {missing}; it has {list(table.columns)}; {remedy}")
     return table
+
+
+def read_evaluation(metrics_path: Path, per_fold_path: Path | None, remedy: str) -> tuple[dict, pd.DataFrame | None]:
+    """reports/metrics.json and, when asked for, the per_fold.csv written with it; a pair from two
+    different evaluate runs (metrics.json names its per_fold.csv by sha256) is a DataError."""
+    import hashlib
+
+    metrics = read_json(metrics_path, remedy)
+    if not isinstance(metrics, dict) or not isinstance(metrics.get("meta"), dict):
+        raise DataError(f"{metrics_path}: not a metrics file of this pipeline (no meta); {remedy}")
+    if per_fold_path is None:
+        return metrics, None
+    table = read_table(per_fold_path, remedy)
+    want = metrics["meta"].get("per_fold_sha256")
+    have = hashlib.sha256(Path(per_fold_path).read_bytes()).hexdigest()
+    if want != have:
+        raise DataError(f"{per_fold_path} was not written with {metrics_path} (sha256 {have[:12]}..., the metrics "
+                        f"name {str(want)[:12]}...): the two come from different evaluate runs; {remedy}")
+    return metrics, table

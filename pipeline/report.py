@@ -20,11 +20,11 @@ import numpy as np
 import pandas as pd
 
 from pipeline import figures, layout, paper, scenarios
-from pipeline.atomic import atomic_write_csv, atomic_write_text
+from pipeline.atomic import atomic_outputs, csv_text
 from pipeline.errors import DataError
 from pipeline.metrics import SUMMARY_METRICS
 from pipeline.params import Params, load
-from pipeline.readers import read_json, read_table
+from pipeline.readers import read_evaluation, read_json, read_table
 from pipeline.sources import SOURCES
 from pipeline.sysinfo import cpu_name
 
@@ -377,32 +377,34 @@ def main(argv: list[str] | None = None) -> int:
     params = load(args.params)
     reports = Path(args.reports)
     metrics_path = reports / layout.METRICS.name
-    metrics = _read_json(metrics_path, "python -m pipeline.evaluate")
-    meta = metrics.get("meta") or {}
+    metrics, per_fold = read_evaluation(metrics_path, reports / layout.PER_FOLD.name,
+                                        "make them with `python -m pipeline.evaluate` (or `dvc repro`)")
+    meta = metrics["meta"]
     for key, want in (("scenarios", list(params.split.scenarios)), ("models", list(params.train.models)),
                       ("protocols", list(params.split.protocols)), ("folds", list(params.train.folds))):
         if meta.get(key) != want:
             raise DataError(f"{metrics_path}: meta.{key} is {meta.get(key)!r} but params.yaml says "
                             f"{want!r}; re-make it with `python -m pipeline.evaluate`")
-    per_fold = read_table(reports / layout.PER_FOLD.name, "make it with `python -m pipeline.evaluate`")
     complexity = load_complexity(meta["models"], reports / layout.COMPLEXITY_DIR.name)
     runs = load_runs(params, Path(args.runs))
     labels = {m: display_name(m, complexity) for m in meta["models"]}
 
     rows = comparison_rows(metrics, complexity)
-    table = pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
-    atomic_write_csv(reports / "comparison.csv", table, float_format="%.6g", lineterminator="\n")
     comparison_md = comparison_markdown(rows)
     paper_md = paper_markdown(paper.beside_this_run(metrics, complexity))
     context = context_line(params, metrics)
-    atomic_write_text(reports / "comparison.md",
-                      f"# Model comparison\n\n{context}; folds {meta['folds']}.\n\n{comparison_md}\n\n"
-                      f"## The paper beside this run\n\n{paper_md}\n")
-    figures.draw("report", figures.ReportInputs(metrics, per_fold, complexity, runs, labels, context),
-                 reports / layout.FIGURES_DIR.name)
-    atomic_write_text(reports / "README.md",
-                      readme(params, metrics, comparison_md, paper_md, runs, reading(metrics, complexity, labels),
-                             complexity))
+    with atomic_outputs() as out:      # every output replaced together, or none
+        out.path(reports / "comparison.csv").write_text(
+            csv_text(pd.DataFrame(rows, columns=COMPARISON_COLUMNS), float_format="%.6g", lineterminator="\n"),
+            encoding="utf-8")
+        out.path(reports / "comparison.md").write_text(
+            f"# Model comparison\n\n{context}; folds {meta['folds']}.\n\n{comparison_md}\n\n"
+            f"## The paper beside this run\n\n{paper_md}\n", encoding="utf-8")
+        figures.draw("report", figures.ReportInputs(metrics, per_fold, complexity, runs, labels, context),
+                     reports / layout.FIGURES_DIR.name, out)
+        out.path(reports / "README.md").write_text(
+            readme(params, metrics, comparison_md, paper_md, runs, reading(metrics, complexity, labels), complexity),
+            encoding="utf-8")
     print(f"report: {reports / 'comparison.csv'}, {reports / 'comparison.md'}, {reports / 'README.md'}, "
           f"{len(FIGURES)} figures in {reports / 'figures'}")
     return 0

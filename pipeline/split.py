@@ -13,8 +13,8 @@ Protocols:
   leakage; the summary measures how much.
 - `ucar`: the folds published with the Uçar release (FileList/), source `ucar` only.
 
-Writes data/splits/<scenario>.csv (image_id, patient_id, label, scenario, protocol, fold, part)
-for each scenario, replacing the directory as a whole, and
+Writes data/splits/<scenario>.csv (image_id, patient_id, label, scenario, protocol, fold, part,
+cohort) for each scenario, replacing the directory as a whole, and
 reports/split_summary.md (counts per fold, part and class, and the measured leakage).
 """
 from __future__ import annotations
@@ -28,15 +28,16 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
 
-from pipeline import layout, scenarios
-from pipeline.atomic import atomic_path, atomic_write_text
+from pipeline import fingerprints, layout, scenarios
+from pipeline.atomic import AtomicOutputs, atomic_outputs
 from pipeline.cli import run_stage
 from pipeline.errors import DataError
 from pipeline.params import Params, load
 from pipeline.readers import read_table
 
 MANIFEST, SUMMARY = layout.MANIFEST, layout.SPLIT_SUMMARY
-COLUMNS = ["image_id", "patient_id", "label", "scenario", "protocol", "fold", "part"]
+# `cohort`: the fingerprint of the manifest the folds were made from (pipeline/fingerprints.py)
+COLUMNS = ["image_id", "patient_id", "label", "scenario", "protocol", "fold", "part", "cohort"]
 
 
 def scenario_images(manifest: pd.DataFrame, scenario: str) -> pd.DataFrame:
@@ -166,7 +167,7 @@ def make_splits(manifest: pd.DataFrame, params: Params) -> pd.DataFrame:
             else:
                 folds = _ucar_folds(rows, Path(params.data.root), sp.folds)
             frames.extend(f.assign(protocol=protocol) for f in folds)
-    splits = pd.concat(frames, ignore_index=True)[COLUMNS]
+    splits = pd.concat(frames, ignore_index=True).assign(cohort=fingerprints.cohort(manifest))[COLUMNS]
     for protocol in sp.protocols:
         assert_invariants(splits, protocol)
     order = {s: i for i, s in enumerate(sp.scenarios)}
@@ -199,13 +200,13 @@ def summarize(splits: pd.DataFrame, manifest: pd.DataFrame, params: Params) -> s
     return "\n".join(lines).rstrip() + "\n"
 
 
-def write_splits(splits: pd.DataFrame, scenario_order: Sequence[str],
+def write_splits(splits: pd.DataFrame, scenario_order: Sequence[str], out: AtomicOutputs,
                  directory: Path = layout.SPLITS_DIR) -> None:
-    """Replace the splits directory as a whole: one CSV per scenario."""
-    with atomic_path(directory, directory=True) as tmp:
-        os.chmod(tmp, 0o755)   # mkdtemp makes it private
-        for scenario in scenario_order:
-            splits[splits["scenario"] == scenario].to_csv(layout.splits_path(scenario, tmp), index=False)
+    """Replace the splits directory as a whole when `out` commits: one CSV per scenario."""
+    tmp = out.path(directory, directory=True)
+    os.chmod(tmp, 0o755)   # mkdtemp makes it private
+    for scenario in scenario_order:
+        splits[splits["scenario"] == scenario].to_csv(layout.splits_path(scenario, tmp), index=False)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -215,8 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     manifest = read_table(MANIFEST, "run `dvc repro prepare` (python -m pipeline.prepare) first")
     splits = make_splits(manifest, params)
     summary = summarize(splits, manifest, params)
-    write_splits(splits, params.split.scenarios)
-    atomic_write_text(SUMMARY, summary)
+    with atomic_outputs() as out:       # the folds and their summary are replaced together
+        write_splits(splits, params.split.scenarios, out)
+        out.path(SUMMARY).write_text(summary, encoding="utf-8")
     print(summary)
     return 0
 

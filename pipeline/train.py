@@ -32,11 +32,12 @@ import torch
 import torch.nn.functional as F
 
 import models
-from pipeline import checkpoint, codedeps, layout, scenarios
-from pipeline.atomic import atomic_path
+from pipeline import checkpoint, codedeps, fingerprints, layout, scenarios
+from pipeline.atomic import atomic_path, ensure_writable, torch_bytes, write_bytes_to
 from pipeline.batches import Augment, BatchStream, ImageBank, eval_batches
 from pipeline.cli import run_stage
 from pipeline.errors import DataError, TrainingError
+from pipeline.modelcheck import check_model
 from pipeline.params import OptimParams, Params, TrainParams, load, to_dict
 from pipeline.readers import read_table
 from pipeline.sysinfo import cpu_name
@@ -160,7 +161,7 @@ def code_digest() -> str:
     Part of the checkpoint fingerprint, so that a finished or half-finished fold is never reused
     after the training step, the data path or a network changed.
     """
-    return checkpoint.fingerprint({rel: checkpoint.file_sha256(codedeps.ROOT / rel)
+    return checkpoint.fingerprint({rel: fingerprints.file_sha256(codedeps.ROOT / rel)
                                    for rel in codedeps.closure("pipeline.train")})
 
 
@@ -384,10 +385,33 @@ def write_outputs(out: Path, result: dict[str, Any]) -> None:
     import json
 
     with atomic_path(out, directory=True) as tmp:
-        torch.save(result["weights"], tmp / layout.WEIGHTS)
+        write_bytes_to(tmp / layout.WEIGHTS, torch_bytes(result["weights"]))
         result["history"].to_csv(tmp / layout.HISTORY, index=False)
         result["predictions"].to_csv(tmp / layout.PREDICTIONS, index=False)
         (tmp / layout.RUN_METRICS).write_text(json.dumps(result["metrics"], indent=2, sort_keys=True) + "\n")
+
+
+def load_inputs(scenario: str) -> tuple[np.ndarray, pd.DataFrame, dict[str, str]]:
+    """The processed images and the scenario's folds, checked to belong together, and the fingerprints
+    each run records (the cohort its folds were made from, and the folds file)."""
+    manifest = read_table(layout.MANIFEST, "run `dvc repro prepare` first")
+    if not layout.IMAGES.is_file():
+        raise DataError(f"{layout.IMAGES}: not found; run `dvc repro prepare` first")
+    images = np.load(layout.IMAGES, allow_pickle=False)
+    if len(images) != len(manifest):
+        raise DataError(f"{layout.IMAGES} holds {len(images)} images but {layout.MANIFEST} lists {len(manifest)}; "
+                        f"they are written together: run `dvc repro prepare` again")
+    path = layout.splits_path(scenario)
+    splits = read_table(path, "run `dvc repro split` first", required=["image_id", "patient_id", "label",
+                                                                      "scenario", "protocol", "fold", "part",
+                                                                      "cohort"])
+    cohort = fingerprints.cohort(manifest)
+    made_from = sorted(set(splits["cohort"]))
+    if made_from != [cohort]:
+        raise DataError(f"{path}: these folds were made from cohort {', '.join(made_from)}, but {layout.MANIFEST} "
+                        f"now holds cohort {cohort} (the data changed after the folds were made); run "
+                        f"`dvc repro split` (python -m pipeline.split) again, then train")
+    return images, splits, {"cohort": cohort, "splits": fingerprints.file_sha256(path)[:fingerprints.SHORT]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -405,15 +429,16 @@ def main(argv: list[str] | None = None) -> int:
                                       *(("--fold", k, params.train.folds, "train.folds") for k in args.fold or ())):
         if value not in allowed:
             raise DataError(f"{flag} {value!r} is not in {key} {list(allowed)}")
-    if not layout.IMAGES.is_file():
-        raise DataError(f"{layout.IMAGES}: not found; run `dvc repro split` first")
-    images = np.load(layout.IMAGES, allow_pickle=False)
-    splits = read_table(layout.splits_path(args.scenario), "run `dvc repro split` first")
-    data_digest = checkpoint.file_sha256(layout.IMAGES)
+    check_model(params, args.model, args.scenario)    # before any data is read
+    for directory in (layout.stage_dir(args.scenario, args.model, args.protocol), layout.CHECKPOINTS):
+        ensure_writable(directory)   # before the training, not after it
+    images, splits, provenance = load_inputs(args.scenario)
+    data_digest = fingerprints.file_sha256(layout.IMAGES)
     for fold in args.fold or params.train.folds:
         result = train_fold(params, args.scenario, args.model, args.protocol, fold, images=images, splits=splits,
                             ckpt_path=layout.checkpoint_path(args.scenario, args.model, args.protocol, fold),
                             data_digest=data_digest)
+        result["metrics"].update(provenance)
         write_outputs(layout.run_dir(args.scenario, args.model, args.protocol, fold), result)
         m = result["metrics"]
         print(f"{args.scenario} {args.model} {args.protocol} fold {fold}: test accuracy {m['accuracy']:.4f} "

@@ -122,15 +122,36 @@ def test_missing_model_fails_and_new_model_does_not(project, work, capsys):
     assert "mobilenet_new" in out and "new" in out
 
 
-def test_baseline_with_other_settings_is_refused(project, work, capsys):
+def test_baseline_with_other_settings_is_refused(project, work):
     def other(m):
         m["meta"]["folds"] = [1, 2]
         m["meta"]["input_size"] = [3, 224, 224]
     edit_metrics(work, other)
-    assert run_check(project, work) == 1
-    out = capsys.readouterr().out
-    assert "made with different settings" in out and "folds: baseline [1, 2, 3], current [1, 2]" in out
-    assert "input_size" in out
+    with pytest.raises(DataError) as e:          # cannot compare: exit 2, not a regression's 1
+        run_check(project, work)
+    assert "made with different settings" in str(e.value) and "folds: baseline [1, 2, 3], current [1, 2]" in str(e.value)
+    assert "input_size" in str(e.value)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[]", "a baseline is a JSON object"),
+    ("{", "not valid JSON"),
+    ('{"version": 1}', "baseline version 1"),
+    ('{"version": 2, "settings": {}, "metrics": [], "complexity": {}}', "'metrics' is []"),
+    ('{"version": 2, "settings": {}, "metrics": {"S1": {"stanet": {"image": {"accuracy": NaN}}}}, "complexity": {}}',
+     "holds NaN"),
+    ('{"version": 2, "settings": {}, "metrics": {"S1": {"stanet": {"image": {"accuracy": "0.9"}}}}, '
+     '"complexity": {}}', "metrics.S1.stanet.image.accuracy is '0.9'"),
+])
+def test_a_malformed_baseline_exits_2_naming_what_is_wrong(project, work, tmp_path, text, message):
+    bad = tmp_path / "bad_baseline.json"
+    bad.write_text(text)
+    cmd = [sys.executable, "-m", "pipeline.check", "--baseline", str(bad), "--metrics", str(work / "metrics.json"),
+           "--complexity", str(work / "complexity"), "--params", str(project / "params.yaml")]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert message in done.stderr and "Traceback" not in done.stderr and str(bad) in done.stderr
 
 
 def test_missing_baseline_is_an_error(project, work, tmp_path):

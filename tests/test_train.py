@@ -16,6 +16,7 @@ import torch
 import yaml
 
 from pipeline import checkpoint, layout, split, train
+from pipeline.atomic import atomic_outputs
 from pipeline.errors import TrainingError
 from pipeline.params import from_dict
 
@@ -46,7 +47,8 @@ def write_cohort(root: Path, patients: int = 12, per_side: int = 1, size: int = 
            "train": {"models": ["stanet"], "folds": [1, 2], "epochs": 3,
                      "optim": {"batch_size": 16, "lr": 0.003}, **(train_cfg or {})}}
     (root / "params.yaml").write_text(yaml.safe_dump(raw))
-    split.write_splits(split.make_splits(manifest, from_dict(raw)), ["S1"], root / "data/splits")
+    with atomic_outputs() as out:
+        split.write_splits(split.make_splits(manifest, from_dict(raw)), ["S1"], out, root / "data/splits")
 
 
 @pytest.fixture

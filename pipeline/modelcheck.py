@@ -1,0 +1,18 @@
+"""A model named in train.models, checked before a stage spends time on it: does it exist, and
+does it take the configured input? A sentence naming the model, the size and what would work,
+instead of a ValueError, an AssertionError or a RuntimeError minutes into a run."""
+from __future__ import annotations
+
+import models
+from pipeline.errors import DataError
+from pipeline.params import Params
+from pipeline.scenarios import class_names
+
+
+def check_model(params: Params, model: str, scenario: str | None = None) -> None:
+    """Refuse (DataError) an unknown model or one that cannot take data.channels x data.image_size^2."""
+    scenario = scenario or params.split.scenarios[0]
+    try:
+        models.check_input(model, len(class_names(scenario)), params.data.channels, params.data.image_size)
+    except (models.UnknownModelError, models.ModelInputError) as e:
+        raise DataError(f"train.models: {e}") from None
