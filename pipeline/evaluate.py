@@ -34,8 +34,8 @@ from pipeline.readers import read_json, read_table
 
 SUMMARY_METRICS = tuple(m.key for m in M.SUMMARY_METRICS)
 COMPARED_METRICS = tuple(m.key for m in M.SUMMARY_METRICS if m.paired_test)
-PER_FOLD_COLUMNS = ["scenario", "model", "protocol", "fold", *SUMMARY_METRICS, "patient_accuracy", "n_test", "n_train",
-                    "n_patients"]
+PER_FOLD_COLUMNS = ["scenario", "model", "protocol", "fold", *SUMMARY_METRICS, "patient_accuracy", "majority_rate",
+                    "top_predicted_share", "n_test", "n_train", "n_patients"]
 DECIMALS = 6
 UNIT = (0.0, 1.0)   # every summarised metric is a fraction; its interval is clipped to this range
 
@@ -86,14 +86,24 @@ def fold_row(scenario: str, model: str, protocol: str, fold: int, pred: pd.DataF
         patient_accuracy = float((prob_p.argmax(axis=1) == y_p).mean())
     row = {"scenario": scenario, "model": model, "protocol": protocol, "fold": fold,
            **{k: fm[k] for k in SUMMARY_METRICS}, "patient_accuracy": patient_accuracy,
+           "majority_rate": fm["majority_rate"], "top_predicted_share": fm["top_predicted_share"],
            "n_test": fm["n"], "n_train": int(meta["n_train"]),
            "n_patients": int(pred["patient_id"].nunique())}
     return row, fm
 
 
-def summarize_runs(rows: list[dict], fms: list[dict], class_names: list[str], protocol: str) -> dict:
-    """Across-fold summary of one model under one protocol."""
+def summarize_runs(rows: list[dict], fms: list[dict], preds: list[pd.DataFrame], class_names: list[str],
+                   protocol: str, n_resamples: int, seed: int) -> dict:
+    """Across-fold summary of one model under one protocol, with whether it learned at all."""
     out: dict[str, Any] = {k: M.mean_sd_ci([r[k] for r in rows], bounds=UNIT) for k in SUMMARY_METRICS}
+    reasons = M.degenerate([r["balanced_accuracy"] for r in rows], [r["top_predicted_share"] for r in rows],
+                           len(class_names))
+    out["degenerate"] = bool(reasons)
+    out["degenerate_reasons"] = reasons
+    out["top_predicted_share"] = [r["top_predicted_share"] for r in rows]
+    correct = np.concatenate([_correct(p, class_names) for p in preds])
+    patients = np.concatenate([p["patient_id"].to_numpy(dtype=str) for p in preds])
+    out["accuracy_patient_bootstrap"] = M.cluster_bootstrap_ci(correct, patients, n_resamples, seed)
     if protocol == "patient":
         out["patient_accuracy"] = M.mean_sd_ci([r["patient_accuracy"] for r in rows], bounds=UNIT)
     out["per_class"] = {
@@ -121,18 +131,46 @@ def compare(ref_rows: list[dict], other_rows: list[dict], ref_preds: list[pd.Dat
         diffs = [a[metric] - b[metric] for a, b in zip(ref_rows, other_rows, strict=True)
                  if a[metric] is not None and b[metric] is not None]
         out[metric] = M.corrected_resampled_ttest(diffs, n_train, n_test)
-    cols = layout.prob_columns(class_names)
-    correct_a, correct_b = [], []
+    correct_a, correct_b, patients = [], [], []
     for row, a, b in zip(ref_rows, ref_preds, other_preds, strict=True):
         if set(a["image_id"]) != set(b["image_id"]):
             raise DataError(f"{where}: fold {row['fold']}'s test images differ between the two models' "
                             f"predictions.csv (stale runs?); re-run both with the same data/splits/")
-        b = b.set_index("image_id").loc[a["image_id"]]
-        correct_a.append(a[cols].to_numpy().argmax(axis=1) == a["label"].to_numpy())
-        correct_b.append(b[cols].to_numpy().argmax(axis=1) == b["label"].to_numpy())
+        b = b.set_index("image_id").loc[a["image_id"]].reset_index()
+        correct_a.append(_correct(a, class_names))
+        correct_b.append(_correct(b, class_names))
+        patients.append(a["patient_id"].to_numpy(dtype=str))
+    # whole patients are resampled: a patient's images are not independent observations
     out["bootstrap_accuracy"] = M.paired_bootstrap(np.concatenate(correct_a), np.concatenate(correct_b),
-                                                   n_resamples=n_resamples, seed=seed)
+                                                   groups=np.concatenate(patients), n_resamples=n_resamples,
+                                                   seed=seed)
     return out
+
+
+def _correct(pred: pd.DataFrame, class_names: list[str]) -> np.ndarray:
+    """Whether each image of a predictions table is classified correctly (arg-max of the probabilities)."""
+    return pred[layout.prob_columns(class_names)].to_numpy().argmax(axis=1) == pred["label"].to_numpy()
+
+
+def claims(comparisons: dict[str, dict], summaries: dict[str, dict], ref: str, protocol: str) -> None:
+    """Decide, in place, which of the reference model's comparisons under one protocol may support a
+    claim, and Holm-adjust their p-values within that family (per metric).
+
+    A comparison with a degenerate model (or a degenerate reference) supports no claim: beating a
+    constant predictor says nothing. Its unadjusted p-value is kept, and `p_holm` is None.
+    """
+    for model, c in comparisons.items():
+        bad = [m for m in (ref, model) if (summaries.get(m) or {}).get(protocol, {}).get("degenerate")]
+        c["claim"] = not bad
+        c["no_claim_reason"] = (f"{' and '.join(bad)} did not learn under the {protocol} protocol (degenerate)"
+                                if bad else None)
+    family = [m for m, c in comparisons.items() if c["claim"]]
+    for metric in COMPARED_METRICS:
+        adjusted = M.holm([comparisons[m][metric]["p_value"] for m in family])
+        for m in comparisons:
+            comparisons[m][metric]["p_holm"] = adjusted[family.index(m)] if m in family else None
+        for m in family:
+            comparisons[m][metric]["holm_family"] = len([x for x in adjusted if x is not None])
 
 
 def _consistent(runs_meta: list[tuple[str, dict]], key: str) -> Any:
@@ -157,10 +195,15 @@ def build_scenario(params: Params, scenario: str, runs: Path, runs_meta: dict[st
     rows: dict[tuple[str, str], list[dict]] = {}
     fms: dict[tuple[str, str], list[dict]] = {}
     preds: dict[tuple[str, str], list[pd.DataFrame]] = {}
+    validation: dict[str, dict[str, list]] = {}
     for model in models:
         for protocol in protocols:
             for fold in folds:
                 pred, meta = load_run(runs, scenario, model, protocol, fold)
+                if model == models[0]:      # the validation part is the fold's, the same for every model
+                    validation.setdefault(protocol, {"images": [], "patients": []})
+                    validation[protocol]["images"].append(meta.get("n_val"))
+                    validation[protocol]["patients"].append(meta.get("n_val_patients"))
                 row, fm = fold_row(scenario, model, protocol, fold, pred, meta, class_names)
                 rows.setdefault((model, protocol), []).append(row)
                 fms.setdefault((model, protocol), []).append(fm)
@@ -180,7 +223,12 @@ def build_scenario(params: Params, scenario: str, runs: Path, runs_meta: dict[st
                                        "class_names": class_names, "splits": trained_on,
                                        "cohort": _consistent(mine, "cohort")}}
     for (model, protocol), rs in rows.items():
-        result.setdefault(model, {})[protocol] = summarize_runs(rs, fms[(model, protocol)], class_names, protocol)
+        result.setdefault(model, {})[protocol] = summarize_runs(rs, fms[(model, protocol)], preds[(model, protocol)],
+                                                                class_names, protocol, params.evaluate.bootstrap,
+                                                                params.seed)
+    # a property of each fold's test part, the same for every model: what a constant guess scores
+    result["meta"]["majority_rate"] = {p: [r["majority_rate"] for r in rows[(models[0], p)]] for p in protocols}
+    result["meta"]["validation"] = validation   # per fold: the images and patients epochs were selected on
 
     ref = params.evaluate.reference_model
     comparisons: dict[str, Any] = {}
@@ -193,6 +241,7 @@ def build_scenario(params: Params, scenario: str, runs: Path, runs_meta: dict[st
             comparisons.setdefault(protocol, {})[model] = compare(
                 rows[(ref, protocol)], rows[(model, protocol)], preds[(ref, protocol)], preds[(model, protocol)],
                 class_names, params.evaluate.bootstrap, params.seed, where)
+        claims(comparisons.get(protocol, {}), result, ref, protocol)
     result["comparisons"] = comparisons
     return result, [r for rs in rows.values() for r in rs]
 
@@ -220,6 +269,19 @@ def build(params: Params, runs: Path = layout.RUNS, splits_dir: Path = layout.SP
         "epochs": {m: _consistent(runs_meta[m], "epochs") for m in models},
         "pretrained": bool(any(meta.get("pretrained") for _, meta in all_meta)),
         "cohort": _consistent(all_meta, "cohort"),
+        "statistics": {
+            "ci_low/ci_high": "t interval of the mean over folds; it treats the folds as independent, which they "
+                              "are not (their training parts overlap), so it is too narrow: naive",
+            "accuracy_patient_bootstrap": "percentile interval of the accuracy pooled over every fold's test "
+                                          "images, resampling whole patients",
+            "comparisons": "reference minus each other model over the same folds: Nadeau-Bengio corrected "
+                           "resampled t-test per metric (p_value) and its Holm adjustment within each scenario, "
+                           "protocol and metric over the comparisons that may support a claim (p_holm); a paired "
+                           "bootstrap of accuracy resampling whole patients (bootstrap_accuracy)",
+            "degenerate": f"mean balanced accuracy at most chance + {M.DEGENERATE_MARGIN}, or a fold predicting "
+                          f"one class for at least {M.DEGENERATE_ONE_CLASS_SHARE:.0%} of its test images; no "
+                          f"claim is made against a degenerate model",
+        },
     }
     return rounded(result), pd.DataFrame(per_fold, columns=PER_FOLD_COLUMNS)
 

@@ -52,11 +52,14 @@ def _panel_grid(fig, rows: int, cols: int):
     return fig.subplots(rows, cols, squeeze=False)
 
 
-def accuracy_vs_macs(points: list[dict], path: str | Path, title: str) -> None:
+def accuracy_vs_macs(points: list[dict], path: str | Path, title: str,
+                     majority: dict[tuple[str, str], float] | None = None) -> None:
     """Accuracy (mean ± sd over folds) against MACs at 3x224x224 on a log axis; marker area by params.
     One panel per scenario.
 
-    Each point: scenario, model, label, protocol, macs, params, accuracy (%), accuracy_sd (%).
+    Each point: scenario, model, label, protocol, macs, params, accuracy (%), accuracy_sd (%),
+    degenerate (drawn hollow and labelled "did not learn"). majority[(scenario, protocol)]: the
+    majority-class rate (%), drawn as a dashed line per protocol.
     """
     scenarios = list(dict.fromkeys(p["scenario"] for p in points))
     fig = _figure(7.5 * len(scenarios) + 1.0, 5.6)
@@ -77,11 +80,18 @@ def accuracy_vs_macs(points: list[dict], path: str | Path, title: str) -> None:
             size = 40 + 400 * math.sqrt(p["params"] / max_params)   # area grows with sqrt(params): all stay visible
             ax.errorbar(p["macs"], p["accuracy"], yerr=p["accuracy_sd"] or 0, fmt="none", ecolor=colors[p["model"]],
                         elinewidth=1.2, capsize=3, alpha=0.8, zorder=2)
-            ax.scatter(p["macs"], p["accuracy"], s=size, color=colors[p["model"]], edgecolor="black",
+            hollow = p.get("degenerate")
+            ax.scatter(p["macs"], p["accuracy"], s=size, color="white" if hollow else colors[p["model"]],
+                       edgecolor=colors[p["model"]] if hollow else "black", linewidths=2 if hollow else 1,
                        marker=PROTOCOL_MARKERS.get(p["protocol"], "o"), alpha=0.85, zorder=3)
             above = p["accuracy"] == top[p["model"]]
-            ax.annotate(f"{p['label']} ({p['protocol']})", (p["macs"], p["accuracy"]), textcoords="offset points",
+            ax.annotate(f"{p['label']} ({p['protocol']}{', did not learn' if hollow else ''})",
+                        (p["macs"], p["accuracy"]), textcoords="offset points",
                         xytext=(math.sqrt(size) / 2 + 3, 4 if above else -12), fontsize=8)
+        for (sc, protocol), rate in (majority or {}).items():
+            if sc == scenario and rate is not None:
+                ax.axhline(rate, color=PROTOCOL_COLORS.get(protocol, "grey"), linestyle="--", linewidth=1, zorder=1,
+                           label=f"majority-class rate, {protocol} folds ({rate:.1f}%)")
         ax.set_xscale("log")
         ax.set_xlabel("MACs at 3x224x224 (log scale)")
         ax.set_ylabel("accuracy, % (mean ± sd over folds)")
@@ -92,7 +102,9 @@ def accuracy_vs_macs(points: list[dict], path: str | Path, title: str) -> None:
 
     handles = [Line2D([], [], marker=PROTOCOL_MARKERS.get(pr, "o"), color="grey", linestyle="", markersize=8,
                       label=f"{pr} protocol") for pr in dict.fromkeys(p["protocol"] for p in points)]
-    handles.append(Line2D([], [], linestyle="", label="marker area ~ sqrt(params)"))
+    handles.append(Line2D([], [], linestyle="", label="marker area ~ sqrt(params); hollow: did not learn"))
+    handles += [Line2D([], [], color=PROTOCOL_COLORS.get(pr, "grey"), linestyle="--",
+                       label=f"majority-class rate, {pr} folds") for pr in dict.fromkeys(pr for _, pr in majority or {})]
     axes[0].legend(handles=handles, loc="best", fontsize=8)
     _title(fig, title)
     _save(fig, path)
@@ -135,8 +147,14 @@ def confusion_matrices(matrices: dict[tuple[str, str], dict[str, np.ndarray]], c
 
 
 def _per_fold_panel(ax, per_fold: list[dict], models: Sequence[str], protocols: Sequence[str],
-                    labels: dict[str, str]) -> None:
+                    labels: dict[str, str], degenerate: set[tuple[str, str]]) -> None:
     width = 0.7 / max(len(protocols), 1)
+    for protocol in protocols:
+        rates = [100 * r["majority_rate"] for r in per_fold
+                 if r["protocol"] == protocol and r.get("majority_rate") is not None]
+        if rates:
+            ax.axhline(float(np.mean(rates)), color=PROTOCOL_COLORS.get(protocol, "grey"), linestyle="--",
+                       linewidth=1, zorder=1, label=f"majority-class rate, {protocol} folds ({np.mean(rates):.1f}%)")
     for x, model in enumerate(models):
         means, highest = {}, -math.inf
         for k, protocol in enumerate(protocols):
@@ -160,7 +178,9 @@ def _per_fold_panel(ax, per_fold: list[dict], models: Sequence[str], protocols: 
                 ax.plot([x0, x1], [y0, y1], color="black", linewidth=1, zorder=2)
                 ax.annotate(f"{other} - patient: {y1 - y0:+.1f} pts", ((x0 + x1) / 2, highest),
                             textcoords="offset points", xytext=(0, 9), ha="center", fontsize=8)
-    ax.set_xticks(range(len(models)), [labels.get(m, m) for m in models], rotation=20, ha="right", fontsize=8)
+    names = [labels.get(m, m) + ("\n(did not learn: " + ", ".join(p for p in protocols if (m, p) in degenerate) + ")"
+                                 if any((m, p) in degenerate for p in protocols) else "") for m in models]
+    ax.set_xticks(range(len(models)), names, rotation=20, ha="right", fontsize=8)
     ax.set_ylabel("test accuracy, %")
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
@@ -168,14 +188,16 @@ def _per_fold_panel(ax, per_fold: list[dict], models: Sequence[str], protocols: 
 
 
 def per_fold_accuracy(per_fold: list[dict], scenarios: Sequence[str], models: Sequence[str],
-                      protocols: Sequence[str], labels: dict[str, str], path: str | Path, title: str) -> None:
+                      protocols: Sequence[str], labels: dict[str, str], path: str | Path, title: str,
+                      degenerate: set[tuple[str, str, str]] = frozenset()) -> None:
     """Per-fold accuracy of each model, protocols side by side, one panel per scenario; the line joins
     the protocol means and its label gives the gap (image-level minus patient-grouped), the leakage
     made visible."""
     fig = _figure(max(8.0, 1.6 * len(models) + 2), 5.0 * len(scenarios) + 0.4)
     axes = _panel_grid(fig, len(scenarios), 1)
     for ax, scenario in zip(axes[:, 0], scenarios, strict=True):
-        _per_fold_panel(ax, [r for r in per_fold if r["scenario"] == scenario], models, protocols, labels)
+        _per_fold_panel(ax, [r for r in per_fold if r["scenario"] == scenario], models, protocols, labels,
+                        {(m, p) for s, m, p in degenerate if s == scenario})
         ax.set_title(f"scenario {scenario}", fontsize=10, fontweight="bold")
     _title(fig, title)
     _save(fig, path)
@@ -196,9 +218,11 @@ def training_curves(curves: dict[tuple[str, str], dict[str, dict]], labels: dict
     axes = _panel_grid(fig, len(keys), 2)
     for i, (scenario, protocol) in enumerate(keys):
         for model, c in curves[(scenario, protocol)].items():
-            axes[i][0].plot(c["epoch"], [100 * v for v in c["val_accuracy"]], color=colors[model],
+            # markers: a one-epoch run is a single point, which a line alone would not show
+            axes[i][0].plot(c["epoch"], [100 * v for v in c["val_accuracy"]], color=colors[model], marker="o",
+                            markersize=4, label=labels.get(model, model))
+            axes[i][1].plot(c["epoch"], c["train_loss"], color=colors[model], marker="o", markersize=4,
                             label=labels.get(model, model))
-            axes[i][1].plot(c["epoch"], c["train_loss"], color=colors[model], label=labels.get(model, model))
         axes[i][0].set_title(f"{scenario}: validation accuracy, {protocol} protocol (mean over folds)", fontsize=9)
         axes[i][1].set_title(f"{scenario}: training loss, {protocol} protocol (mean over folds)", fontsize=9)
         axes[i][0].set_ylabel("%")
@@ -328,6 +352,16 @@ class ReportInputs:
         block = (self.metrics.get(scenario) or {}).get(model) or {}
         return (block.get(protocol) or {}).get(name, {}).get(field)
 
+    @property
+    def degenerate(self) -> set[tuple[str, str, str]]:
+        """(scenario, model, protocol) of every model that did not learn."""
+        return {(s, m, p) for s, p in self.panels for m in self.meta["models"]
+                if ((self.metrics[s].get(m) or {}).get(p) or {}).get("degenerate")}
+
+    def majority_rates(self, scenario: str, protocol: str) -> list[float | None]:
+        """The majority-class rate of each fold of a scenario and protocol."""
+        return (self.metrics[scenario]["meta"].get("majority_rate") or {}).get(protocol, [])
+
 
 def _draw_cohort(x: CohortInputs, path: Path) -> None:
     cohort_examples(x.images, x.manifest, x.source_label, path)
@@ -337,9 +371,13 @@ def _draw_accuracy_vs_macs(x: ReportInputs, path: Path) -> None:
     pct = lambda v: None if v is None else 100 * v  # noqa: E731
     points = [{"scenario": s, "model": m, "label": x.labels[m], "protocol": p,
                "macs": x.complexity[m]["paper_setting"].get("macs"), "params": x.complexity[m]["params"],
-               "accuracy": pct(x.stat(s, m, p, "accuracy")), "accuracy_sd": pct(x.stat(s, m, p, "accuracy", "sd"))}
+               "accuracy": pct(x.stat(s, m, p, "accuracy")), "accuracy_sd": pct(x.stat(s, m, p, "accuracy", "sd")),
+               "degenerate": (s, m, p) in x.degenerate}
               for s, p in x.panels for m in x.meta["models"]]
-    accuracy_vs_macs(points, path, f"Accuracy vs computation (MACs at 3x224x224), one panel per scenario\n{x.context}")
+    majority = {(s, p): pct(float(np.mean(v))) if (v := [r for r in x.majority_rates(s, p) if r is not None])
+                else None for s, p in x.panels}
+    accuracy_vs_macs(points, path, f"Accuracy vs computation (MACs at 3x224x224), one panel per scenario; dashed: "
+                                   f"majority-class rate\n{x.context}", majority)
 
 
 def _draw_confusion_matrices(x: ReportInputs, path: Path) -> None:
@@ -359,7 +397,7 @@ def _draw_per_fold_accuracy(x: ReportInputs, path: Path) -> None:
     records = [{k: (None if pd.isna(v) else v) for k, v in r.items()} for r in x.per_fold.to_dict("records")]
     per_fold_accuracy(records, x.meta["scenarios"], x.meta["models"], x.meta["protocols"], x.labels, path,
                       f"Per-fold test accuracy by protocol, one panel per scenario (bar: mean; label: gap between "
-                      f"protocols)\n{x.context}")
+                      f"protocols; dashed: majority-class rate)\n{x.context}", x.degenerate)
 
 
 def _draw_training_curves(x: ReportInputs, path: Path) -> None:
@@ -405,17 +443,19 @@ class FigureSpec:
 # function above, an entry here, and its file in dvc.yaml.
 FIGURES: tuple[FigureSpec, ...] = (
     FigureSpec("accuracy_vs_macs.png", "Accuracy against MACs at 3x224x224 (log scale), one panel per scenario; "
-               "error bars: sd over folds; marker area grows with parameter count; marker shape: protocol.",
+               "error bars: sd over folds; marker area grows with parameter count; marker shape: protocol; hollow "
+               "markers: models that did not learn; dashed lines: the majority-class rate of each protocol.",
                "report", _draw_accuracy_vs_macs),
     FigureSpec("per_fold_accuracy.png", "Per-fold test accuracy, protocols side by side, one panel per scenario; "
-               "the labelled line is the gap between the image-level and patient-grouped means.", "report",
+               "the labelled line is the gap between the image-level and patient-grouped means; dashed lines: the "
+               "majority-class rate; models that did not learn are named so under their label.", "report",
                _draw_per_fold_accuracy),
     FigureSpec("confusion_matrices.png", "Confusion matrices summed over folds, one panel per model (columns) and "
                "scenario and protocol (rows), with the scenario's class names.", "report", _draw_confusion_matrices),
     FigureSpec("roc_curves.png", "ROC curves of the test predictions pooled over folds, one panel per scenario "
                "(rows) and protocol (columns).", "report", _draw_roc_curves),
     FigureSpec("training_curves.png", "Validation accuracy and training loss by epoch, mean over folds, one row per "
-               "scenario and protocol.", "report", _draw_training_curves),
+               "scenario and protocol; a marker per epoch.", "report", _draw_training_curves),
     FigureSpec("cohort_examples.png", "One example image per diagnosis (rows) and muscle (columns), at the input "
                "size the models see.", "prepare", _draw_cohort),
 )

@@ -18,6 +18,13 @@ from pipeline.errors import DataError
 from pipeline.layout import prob_columns
 
 
+# A model "did not learn" under a protocol when its balanced accuracy is within this of chance, or
+# when any fold's predictions are (nearly) one class: such a model is marked degenerate and no claim
+# is made against it (a comparison with a constant predictor says nothing about the other model).
+DEGENERATE_MARGIN = 0.02
+DEGENERATE_ONE_CLASS_SHARE = 0.95
+
+
 @dataclass(frozen=True)
 class Metric:
     """A per-fold metric that is summarised across folds, compared with the baseline and reported."""
@@ -100,6 +107,10 @@ def fold_metrics(y_true: Sequence[int], prob: Any, class_names: Sequence[str]) -
             for c, name in enumerate(class_names)
         },
         "confusion_matrix": cm.astype(int).tolist(),
+        # what a constant guess of the most frequent true class would score (the accuracy floor)
+        "majority_rate": _num(positives.max() / total),
+        # the share of the test images given the most often predicted class (1.0: a constant predictor)
+        "top_predicted_share": _num(cm.sum(axis=0).max() / total),
     }
 
 
@@ -149,12 +160,43 @@ def mean_sd_ci(values: Iterable[Any], confidence: float = 0.95,
     return {"mean": mean, "sd": sd, "ci_low": low, "ci_high": high, "n": n}
 
 
+def degenerate(balanced_accuracies: Sequence[float | None], top_predicted_shares: Sequence[float | None],
+               n_classes: int) -> list[str]:
+    """Why a model's folds show it did not learn (empty when it did): mean balanced accuracy at or
+    below chance (1/n_classes) + DEGENERATE_MARGIN, or a fold predicting one class for at least
+    DEGENERATE_ONE_CLASS_SHARE of its test images."""
+    reasons = []
+    bal = _finite(balanced_accuracies)
+    chance = 1.0 / n_classes
+    if len(bal) and bal.mean() <= chance + DEGENERATE_MARGIN:
+        reasons.append(f"mean balanced accuracy {bal.mean():.3f} is at most chance {chance:.3f} + "
+                       f"{DEGENERATE_MARGIN}")
+    for k, share in enumerate(top_predicted_shares, start=1):
+        if share is not None and share >= DEGENERATE_ONE_CLASS_SHARE:
+            reasons.append(f"fold {k} predicts one class for {100 * share:.0f}% of its test images")
+    return reasons
+
+
+def holm(p_values: Sequence[float | None]) -> list[float | None]:
+    """Holm-Bonferroni adjusted p-values (step-down; monotone, capped at 1); None stays None and is
+    not counted in the family."""
+    present = [(p, i) for i, p in enumerate(p_values) if p is not None]
+    m = len(present)
+    out: list[float | None] = [None] * len(p_values)
+    running = 0.0
+    for rank, (p, i) in enumerate(sorted(present)):
+        running = max(running, min(1.0, (m - rank) * p))
+        out[i] = running
+    return out
+
+
 def corrected_resampled_ttest(differences: Sequence[float], n_train: float, n_test: float) -> dict:
     """Nadeau & Bengio (2003) corrected resampled t-test of paired per-fold differences.
 
     The folds' training sets overlap, so the plain paired t-test underestimates the variance;
     the correction replaces 1/k by 1/k + n_test/n_train. Two-sided p-value and 95% interval of
-    the mean difference, k-1 degrees of freedom.
+    the mean difference, k-1 degrees of freedom. When every fold gives the same difference the
+    variance is zero and t is undefined (0/0 or x/0): p is None, with the reason, never 0 or 1.
     """
     from scipy import stats
 
@@ -162,44 +204,85 @@ def corrected_resampled_ttest(differences: Sequence[float], n_train: float, n_te
     k = len(d)
     if k < 2:
         return {"mean_difference": _num(d.mean()) if k else None, "sd": None, "se": None, "t": None,
-                "df": max(k - 1, 0), "p_value": None, "ci_low": None, "ci_high": None, "n_folds": k}
+                "df": max(k - 1, 0), "p_value": None, "ci_low": None, "ci_high": None, "n_folds": k,
+                "p_undefined": f"{k} fold(s): a paired t-test needs at least 2"}
     if n_train <= 0 or n_test <= 0:
         raise ValueError(f"n_train={n_train} and n_test={n_test} must be positive")
     mean = float(d.mean())
     var = float(d.var(ddof=1))
-    se = math.sqrt((1.0 / k + n_test / n_train) * var)
     if np.ptp(d) == 0.0:
-        # every fold gave the same difference: no evidence of variation either way
-        t, p, se = (0.0, 1.0, 0.0) if mean == 0.0 else (math.copysign(math.inf, mean), 0.0, 0.0)
-    else:
-        t = mean / se
-        p = float(2 * stats.t.sf(abs(t), k - 1))
+        return {"mean_difference": mean, "sd": 0.0, "se": 0.0, "t": None, "df": k - 1, "p_value": None,
+                "ci_low": None, "ci_high": None, "n_folds": k,
+                "p_undefined": f"every fold gave the same difference ({mean:+.4f}): with zero variance the t "
+                               f"statistic is undefined, which is no evidence either way"}
+    se = math.sqrt((1.0 / k + n_test / n_train) * var)
+    t = mean / se
+    p = float(2 * stats.t.sf(abs(t), k - 1))
     half = float(stats.t.ppf(0.975, k - 1)) * se
     return {"mean_difference": mean, "sd": math.sqrt(var), "se": se, "t": _num(t), "df": k - 1,
             "p_value": p, "ci_low": mean - half, "ci_high": mean + half, "n_folds": k}
 
 
-def paired_bootstrap(correct_a: Sequence[bool], correct_b: Sequence[bool], n_resamples: int = 2000,
-                     seed: int = 0, confidence: float = 0.95) -> dict:
-    """Paired bootstrap over test images of the accuracy difference a - b: mean difference,
-    percentile interval and two-sided p-value (share of resamples on the other side of 0, doubled)."""
-    a = np.asarray(correct_a, dtype=np.float64)
-    b = np.asarray(correct_b, dtype=np.float64)
-    if a.shape != b.shape or a.ndim != 1 or len(a) == 0:
-        raise ValueError(f"paired samples must be equal-length, non-empty 1-d; got {a.shape} and {b.shape}")
-    d = a - b
-    n = len(d)
+def _cluster_sums(values: np.ndarray, groups: Sequence[Any] | None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-cluster sums of `values` and cluster sizes; each value its own cluster without `groups`."""
+    if groups is None:
+        return values.astype(np.float64), np.ones(len(values))
+    groups = np.asarray(groups)
+    if len(groups) != len(values):
+        raise ValueError(f"{len(groups)} group labels for {len(values)} values")
+    _, index = np.unique(groups.astype(str), return_inverse=True)
+    return np.bincount(index, weights=values), np.bincount(index).astype(np.float64)
+
+
+def _resampled_means(sums: np.ndarray, sizes: np.ndarray, n_resamples: int, seed: int) -> np.ndarray:
+    """Means over `n_resamples` resamples of whole clusters with replacement (ratio of sums)."""
+    n = len(sums)
     rng = np.random.default_rng(seed)
-    boots = np.empty(n_resamples)
+    out = np.empty(n_resamples)
     chunk = max(1, 2_000_000 // n)  # bound memory at about 16 MB of indices per chunk
     for start in range(0, n_resamples, chunk):
         stop = min(n_resamples, start + chunk)
         idx = rng.integers(0, n, size=(stop - start, n))
-        boots[start:stop] = d[idx].mean(axis=1)
+        out[start:stop] = sums[idx].sum(axis=1) / sizes[idx].sum(axis=1)
+    return out
+
+
+def paired_bootstrap(correct_a: Sequence[bool], correct_b: Sequence[bool], groups: Sequence[Any] | None = None,
+                     n_resamples: int = 2000, seed: int = 0, confidence: float = 0.95) -> dict:
+    """Paired bootstrap of the accuracy difference a - b: mean difference, percentile interval and
+    two-sided p-value (share of resamples on the other side of 0, doubled).
+
+    With `groups` (the patient of each image) whole patients are resampled, all of a patient's
+    images together: images of one patient are correlated, and resampling them one by one would
+    pretend there are as many independent observations as images (a cluster bootstrap; Field &
+    Welsh 2007). Without `groups` every image is resampled alone.
+    """
+    a = np.asarray(correct_a, dtype=np.float64)
+    b = np.asarray(correct_b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1 or len(a) == 0:
+        raise ValueError(f"paired samples must be equal-length, non-empty 1-d; got {a.shape} and {b.shape}")
+    sums, sizes = _cluster_sums(a - b, groups)
+    boots = _resampled_means(sums, sizes, n_resamples, seed)
     alpha = (1 - confidence) / 2
     # (count + 1) / (B + 1): a resampling p-value is never exactly 0 (Davison & Hinkley 1997)
     tail = min(int((boots <= 0).sum()), int((boots >= 0).sum()))
     p = min(1.0, 2 * (tail + 1) / (n_resamples + 1))
-    return {"mean_difference": float(d.mean()), "ci_low": float(np.quantile(boots, alpha)),
-            "ci_high": float(np.quantile(boots, 1 - alpha)), "p_value": p, "n_images": n,
+    return {"mean_difference": float((a - b).mean()), "ci_low": float(np.quantile(boots, alpha)),
+            "ci_high": float(np.quantile(boots, 1 - alpha)), "p_value": p, "n_images": len(a),
+            "n_clusters": len(sums), "unit": "patient" if groups is not None else "image",
+            "n_resamples": int(n_resamples)}
+
+
+def cluster_bootstrap_ci(values: Sequence[float], groups: Sequence[Any], n_resamples: int = 2000, seed: int = 0,
+                         confidence: float = 0.95) -> dict:
+    """Percentile interval of a pooled mean (e.g. accuracy over every fold's test images), resampling
+    whole patients: it does not assume the folds, or a patient's images, are independent."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.ndim != 1 or len(v) == 0:
+        raise ValueError(f"values must be non-empty 1-d; got shape {v.shape}")
+    sums, sizes = _cluster_sums(v, groups)
+    boots = _resampled_means(sums, sizes, n_resamples, seed)
+    alpha = (1 - confidence) / 2
+    return {"mean": float(v.mean()), "ci_low": float(np.quantile(boots, alpha)),
+            "ci_high": float(np.quantile(boots, 1 - alpha)), "n_images": len(v), "n_patients": len(sums),
             "n_resamples": int(n_resamples)}

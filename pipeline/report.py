@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline import figures, layout, paper, scenarios
+from pipeline.reading import reading
 from pipeline.atomic import atomic_outputs, csv_text
 from pipeline.errors import DataError
 from pipeline.metrics import SUMMARY_METRICS
@@ -29,13 +30,13 @@ from pipeline.sources import SOURCES
 from pipeline.sysinfo import cpu_name
 
 REFERENCE_COMPUTE = paper.COMPUTE_REFERENCE   # the paper states computation as a share of this network's
-ALPHA = 0.05                                  # significance level for the plain-language reading
 FIGURES = tuple(f.file for f in figures.figures_of("report"))
 COMPARISON_COLUMNS = [
     "scenario", "model", "protocol", "display_name", "params", "macs_3x224x224", "flops_3x224x224",
     f"macs_pct_of_{REFERENCE_COMPUTE}", "cpu_latency_batch1_ms",
     *(f"{m.key}_{s}" for m in SUMMARY_METRICS for s in ("mean", "sd")),
-    "patient_accuracy_mean", "patient_accuracy_sd", "n_folds"]
+    "patient_accuracy_mean", "patient_accuracy_sd", "accuracy_patient_ci_low", "accuracy_patient_ci_high",
+    "majority_rate_mean", "degenerate", "n_folds"]
 
 
 # ---- inputs ---------------------------------------------------------------------------------
@@ -92,6 +93,9 @@ def comparison_rows(metrics: dict, complexity: dict[str, dict]) -> list[dict]:
         c = complexity[model]
         macs = c["paper_setting"].get("macs")
         stat = functools.partial(_stat, metrics, scenario, model, protocol)
+        summary = ((metrics.get(scenario) or {}).get(model) or {}).get(protocol) or {}
+        boot = summary.get("accuracy_patient_bootstrap") or {}
+        majority = [x for x in (metrics[scenario]["meta"].get("majority_rate") or {}).get(protocol, []) if x is not None]
         rows.append({
             "scenario": scenario, "model": model, "protocol": protocol,
             "display_name": display_name(model, complexity),
@@ -102,7 +106,10 @@ def comparison_rows(metrics: dict, complexity: dict[str, dict]) -> list[dict]:
             **{f"{m.key}_{s}": stat(m.key, s) for m in SUMMARY_METRICS for s in ("mean", "sd")},
             "patient_accuracy_mean": stat("patient_accuracy"),
             "patient_accuracy_sd": stat("patient_accuracy", "sd"),
-            "n_folds": ((metrics.get(scenario) or {}).get(model) or {}).get(protocol, {}).get("n_folds"),
+            "accuracy_patient_ci_low": boot.get("ci_low"), "accuracy_patient_ci_high": boot.get("ci_high"),
+            "majority_rate_mean": float(np.mean(majority)) if majority else None,
+            "degenerate": bool(summary.get("degenerate")),
+            "n_folds": summary.get("n_folds"),
         })
     return rows
 
@@ -130,16 +137,23 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def comparison_markdown(rows: list[dict]) -> str:
-    """The models table as Markdown: accuracy in % (mean ± sd over folds), F1 and AUC as fractions."""
-    header = ["Scenario", "Model", "Key", "Protocol", "Params", "MACs @3x224x224", "FLOPs @3x224x224",
+    """The models table as Markdown: accuracy in % (mean ± sd over folds, and the 95% interval from
+    resampling patients), F1 and AUC as fractions; a model that did not learn is marked so."""
+    header = ["Scenario", "Model", "Key", "Protocol", "Learned?", "Params", "MACs @3x224x224", "FLOPs @3x224x224",
               f"MACs % of {REFERENCE_COMPUTE}", "CPU latency, batch 1 (ms)", "Accuracy % (mean ± sd)",
-              "Macro-F1", "AUC", "Patient-level accuracy %"]
-    body = [[r["scenario"], r["display_name"], f"`{r['model']}`", r["protocol"], _si(r["params"]), _si(r["macs_3x224x224"]),
-             _si(r["flops_3x224x224"]),
-             "n/a" if r[f"macs_pct_of_{REFERENCE_COMPUTE}"] is None else f"{r[f'macs_pct_of_{REFERENCE_COMPUTE}']:.2f}",
+              "Accuracy 95% interval over patients", "Majority-class rate %", "Macro-F1", "AUC",
+              "Patient-level accuracy %"]
+    pct = f"macs_pct_of_{REFERENCE_COMPUTE}"
+    body = [[r["scenario"], r["display_name"], f"`{r['model']}`", r["protocol"],
+             "**no (degenerate)**" if r["degenerate"] else "yes",
+             _si(r["params"]), _si(r["macs_3x224x224"]), _si(r["flops_3x224x224"]),
+             "n/a" if r[pct] is None else f"{r[pct]:.2f}",
              "n/a" if r["cpu_latency_batch1_ms"] is None else f"{r['cpu_latency_batch1_ms']:.1f}",
-             _pm(r["accuracy_mean"], r["accuracy_sd"]), _pm(r["macro_f1_mean"], r["macro_f1_sd"], 1, 3),
-             _pm(r["auc_mean"], r["auc_sd"], 1, 3),
+             _pm(r["accuracy_mean"], r["accuracy_sd"]),
+             "n/a" if r["accuracy_patient_ci_low"] is None
+             else f"{100 * r['accuracy_patient_ci_low']:.1f}-{100 * r['accuracy_patient_ci_high']:.1f}",
+             "n/a" if r["majority_rate_mean"] is None else f"{100 * r['majority_rate_mean']:.1f}",
+             _pm(r["macro_f1_mean"], r["macro_f1_sd"], 1, 3), _pm(r["auc_mean"], r["auc_sd"], 1, 3),
              _pm(r["patient_accuracy_mean"], r["patient_accuracy_sd"]) if r["protocol"] == "patient" else "—"]
             for r in rows]
     return _md_table(header, body)
@@ -176,121 +190,6 @@ def report_date() -> str:
     when = (dt.datetime.fromtimestamp(int(epoch), dt.timezone.utc) if epoch and epoch.isdigit()
             else dt.datetime.now(dt.timezone.utc))
     return when.date().isoformat()
-
-
-def _p(p: float | None) -> str:
-    if p is None:
-        return "p n/a"
-    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
-
-
-def _ranking(metrics: dict, scenario: str, labels: dict[str, str]) -> list[str]:
-    """Per protocol: the models with the highest and lowest mean accuracy in `scenario`."""
-    meta = metrics["meta"]
-    acc = lambda m, p: _stat(metrics, scenario, m, p, "accuracy")  # noqa: E731
-    out = []
-    for protocol in meta["protocols"]:
-        ranked = sorted((m for m in meta["models"] if acc(m, protocol) is not None), key=lambda m: -acc(m, protocol))
-        if not ranked:
-            continue
-        best, worst = ranked[0], ranked[-1]
-        s = (f"{scenario}, {protocol} protocol: the best model was {labels[best]}, "
-             f"{_pm(acc(best, protocol), _stat(metrics, scenario, best, protocol, 'accuracy', 'sd'))}% accuracy "
-             f"over {len(meta['folds'])} folds")
-        if len(ranked) > 1:
-            s += f"; the lowest was {labels[worst]} ({100 * acc(worst, protocol):.1f}%)"
-        out.append(s + ".")
-    return out
-
-
-def _leakage_gap(metrics: dict, scenario: str) -> list[str]:
-    """How much higher image-level folds put accuracy than patient-grouped folds in `scenario`."""
-    meta = metrics["meta"]
-    protocols = meta["protocols"]
-    acc = lambda m, p: _stat(metrics, scenario, m, p, "accuracy")  # noqa: E731
-    leak = next((p for p in ("image", "ucar") if p in protocols), None)
-    if "patient" not in protocols or not leak:
-        return []
-    gaps = [acc(m, leak) - acc(m, "patient") for m in meta["models"]
-            if acc(m, leak) is not None and acc(m, "patient") is not None]
-    if not gaps:
-        return []
-    g = np.array(gaps) * 100
-    s = (f"{scenario}: image-level ({leak}) folds gave a higher mean accuracy than patient-grouped folds for "
-         f"{int((g > 0).sum())} of {len(g)} models; the image-minus-patient gap ranged from {g.min():+.1f} to "
-         f"{g.max():+.1f} points (mean {g.mean():+.1f}).")
-    if g.mean() > 0:
-        s += (" Image-level folds put images of the same patient (and muscle) in training and test, so "
-              "they overstate accuracy on new patients.")
-    return [s]
-
-
-def _against_compute_reference(metrics: dict, scenario: str, labels: dict[str, str]) -> list[str]:
-    """The reference model against the paper's dual-branch network in `scenario`: accuracy."""
-    meta = metrics["meta"]
-    ref, models = meta.get("reference_model"), meta["models"]
-    if ref not in models or REFERENCE_COMPUTE not in models or ref == REFERENCE_COMPUTE:
-        return []
-    comps = (metrics.get(scenario) or {}).get("comparisons", {})
-    parts = []
-    for protocol in meta["protocols"]:
-        t = comps.get(protocol, {}).get(REFERENCE_COMPUTE, {}).get("accuracy", {})
-        if t.get("mean_difference") is None:
-            continue
-        sig = "significant" if t.get("p_value") is not None and t["p_value"] < ALPHA else "not significant"
-        parts.append(f"{100 * t['mean_difference']:+.1f} points under the {protocol} protocol "
-                     f"({_p(t.get('p_value'))}, {sig} at {ALPHA})")
-    return [f"{scenario}: {labels[ref]} against {labels[REFERENCE_COMPUTE]}, accuracy "
-            + ("; ".join(parts) or "n/a") + "."]
-
-
-def _compute(metrics: dict, complexity: dict[str, dict], labels: dict[str, str]) -> list[str]:
-    """The reference model's computation as a share of the dual-branch network's."""
-    meta = metrics["meta"]
-    ref, models = meta.get("reference_model"), meta["models"]
-    if ref not in models or REFERENCE_COMPUTE not in models or ref == REFERENCE_COMPUTE:
-        return []
-    c_ref, c_dual = complexity.get(ref, {}), complexity.get(REFERENCE_COMPUTE, {})
-    macs_r, macs_d = c_ref.get("paper_setting", {}).get("macs"), c_dual.get("paper_setting", {}).get("macs")
-    if not (macs_r and macs_d):
-        return []
-    return [f"{labels[ref]} needs {100 * macs_r / macs_d:.2f}% of the MACs of {labels[REFERENCE_COMPUTE]} at "
-            f"3x224x224 ({macs_d / macs_r:.0f}x fewer) and {100 * c_ref['params'] / c_dual['params']:.1f}% of "
-            f"its parameters."]
-
-
-def _paired_tests(metrics: dict, scenario: str, labels: dict[str, str]) -> list[str]:
-    """How many of the reference model's paired comparisons in `scenario` reached significance."""
-    meta = metrics["meta"]
-    ref, k = meta.get("reference_model"), len(meta["folds"])
-    if ref not in meta["models"]:
-        return []
-    comparisons = (metrics.get(scenario) or {}).get("comparisons", {})
-    tests = [(p, m, t["accuracy"]) for p, byp in comparisons.items() for m, t in byp.items()
-             if t.get("accuracy", {}).get("p_value") is not None]
-    sig = [(p, m, t) for p, m, t in tests if t["p_value"] < ALPHA]
-    s = (f"{scenario}: of {len(tests)} paired accuracy comparisons of {labels[ref]} with another model "
-         f"(corrected resampled t-test over the same folds), {len(sig)} had p < {ALPHA}")
-    if sig:
-        s += ": " + "; ".join(f"{labels[m]} under {p} ({100 * t['mean_difference']:+.1f} points, "
-                              f"{_p(t['p_value'])})" for p, m, t in sig)
-    s += "."
-    if k < 5:
-        s += f" With {k} folds these tests have little power: a real difference can go undetected."
-    return [s]
-
-
-def reading(metrics: dict, complexity: dict[str, dict], labels: dict[str, str]) -> list[str]:
-    """A short plain-language reading of the results, generated from the numbers: per scenario, then overall."""
-    out = []
-    for scenario in metrics["meta"]["scenarios"]:
-        out += [*_ranking(metrics, scenario, labels), *_leakage_gap(metrics, scenario),
-                *_against_compute_reference(metrics, scenario, labels), *_paired_tests(metrics, scenario, labels)]
-    out += _compute(metrics, complexity, labels)
-    if not SOURCES[metrics["meta"]["data_source"]].patient_data:
-        out.append("These results come from the synthetic cohort: they test the pipeline and rank the models on "
-                   "synthetic images; they are not evidence about patients.")
-    return out
 
 
 # ---- README ---------------------------------------------------------------------------------
@@ -343,10 +242,16 @@ def readme(params: Params, metrics: dict, comparison_md: str, paper_md: str, run
     lines += [f"- {s}" for s in reading_lines]
     lines += ["", "## Models", "",
               "Accuracy is the mean ± sd over folds of image-level test accuracy; macro-F1 and AUC likewise "
-              "(fractions). Patient-level accuracy (patient protocol only) averages each patient's image "
-              "probabilities into one diagnosis. MACs and FLOPs are counted at 3x224x224; latency is the median "
-              "CPU time of one 3x224x224 image. Machine-readable: [comparison.csv](comparison.csv), "
-              "[metrics.json](metrics.json), [per_fold.csv](per_fold.csv).", "", comparison_md, "",
+              "(fractions). The sd and metrics.json's t intervals over folds treat the folds as independent, "
+              "which they are not (their training parts overlap): read them as naive. The 95% interval over "
+              "patients resamples whole patients of the pooled test predictions and assumes neither. The "
+              "majority-class rate is what always guessing the most frequent class scores. A model marked "
+              "degenerate did not learn (balanced accuracy within 0.02 of chance, or a fold predicting one "
+              "class for at least 95% of its images): no claim is made for or against it. Patient-level "
+              "accuracy (patient protocol only) averages each patient's image probabilities into one diagnosis. "
+              "MACs and FLOPs are counted at 3x224x224; latency is the median CPU time of one 3x224x224 image. "
+              "Machine-readable: [comparison.csv](comparison.csv), [metrics.json](metrics.json), "
+              "[per_fold.csv](per_fold.csv).", "", comparison_md, "",
               "## The paper beside this run", "",
               "Published figures (pipeline/paper.py) next to this run's figure for the same quantity.", "",
               paper_md, "", "## Figures", ""]

@@ -135,6 +135,7 @@ class FoldData:
     val_ids: np.ndarray
     val_labels: np.ndarray
     test: pd.DataFrame  # image_id, patient_id, label
+    patients: dict[str, int]   # patients per part
 
 
 def fold_data(splits: pd.DataFrame, scenario: str, protocol: str, fold: int) -> FoldData:
@@ -151,7 +152,8 @@ def fold_data(splits: pd.DataFrame, scenario: str, protocol: str, fold: int) -> 
     ids = {p: (r["image_id"].to_numpy(dtype=np.int64, copy=True), r["label"].to_numpy(dtype=np.int64, copy=True))
            for p, r in parts.items()}
     return FoldData(*ids["train"], *ids["val"],
-                    parts["test"][["image_id", "patient_id", "label"]].reset_index(drop=True))
+                    parts["test"][["image_id", "patient_id", "label"]].reset_index(drop=True),
+                    {p: int(r["patient_id"].nunique()) for p, r in parts.items()})
 
 
 def code_digest() -> str:
@@ -351,7 +353,9 @@ def predict_test_part(run: FoldRun, tp: TrainParams, ckpt_path: Path) -> dict[st
     metrics.update({
         "model": run.model_name, "protocol": run.protocol, "fold": run.fold, "scenario": run.scenario,
         "class_names": list(run.class_names), "n_train": int(len(data.train_ids)), "n_val": int(len(data.val_ids)),
-        "n_test": int(len(data.test)), "epochs": run.epochs, "best_epoch": int(run.best["epoch"]),
+        "n_test": int(len(data.test)), "n_train_patients": data.patients["train"],
+        "n_val_patients": data.patients["val"], "n_test_patients": data.patients["test"], "epochs": run.epochs,
+        "best_epoch": int(run.best["epoch"]),
         "seconds": round(sum(h["seconds"] for h in run.history), 3), "device": run.device.type,
         "device_name": device_name(run.device), "threads": torch.get_num_threads(),
         "input_size": list(run.bank.input_size), "batch_size": o.batch_size, "optimizer": o.optimizer, "lr": o.lr,

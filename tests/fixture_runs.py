@@ -83,8 +83,9 @@ def _probabilities(labels: np.ndarray, n_classes: int, skill: float, rng: np.ran
 
 def write_fixture(root: str | Path, models=("stanet", "dual_vgg", "resnet18"), protocols=("patient", "image"),
                   folds=3, scenarios=("S1",), epochs=4, seed=0, data_source="synthetic", n_patients=24,
-                  images_per_patient=6) -> Path:
-    """Write params.yaml, runs/ and reports/complexity/ under `root`; return `root`."""
+                  images_per_patient=6, constant_models=()) -> Path:
+    """Write params.yaml, runs/ and reports/complexity/ under `root`; return `root`. Models in
+    `constant_models` predict the last class for every image (they learned nothing)."""
     root = Path(root)
     params = fixture_params(models, protocols, folds, scenarios, epochs, seed, data_source)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -96,16 +97,18 @@ def write_fixture(root: str | Path, models=("stanet", "dual_vgg", "resnet18"), p
             for protocol in protocols:
                 for k, test in enumerate(_test_parts(cohort, protocol, folds), start=1):
                     _write_run(root / "runs" / scenario / model / protocol / f"fold-{k}", scenario, model, protocol,
-                               k, test, names, len(cohort), epochs, rng)
+                               k, test, names, len(cohort), epochs, rng, constant=model in constant_models)
     _write_complexity(root, models, scenarios)
     return root
 
 
 def _write_run(d: Path, scenario: str, model: str, protocol: str, k: int, test: pd.DataFrame, names: list[str],
-               n_cohort: int, epochs: int, rng: np.random.Generator) -> None:
+               n_cohort: int, epochs: int, rng: np.random.Generator, constant: bool = False) -> None:
     d.mkdir(parents=True, exist_ok=True)
     skill = min(0.98, SKILL.get(model, 0.7) + LEAKAGE_BONUS[protocol])
     prob = _probabilities(test["label"].to_numpy(), len(names), skill, rng)
+    if constant:
+        prob = np.tile(np.linspace(1.0, 2.0, len(names)) / np.linspace(1.0, 2.0, len(names)).sum(), (len(test), 1))
     pred = test.copy()
     pred["predicted"] = prob.argmax(axis=1)
     for c, name in enumerate(names):

@@ -138,12 +138,49 @@ def test_corrected_resampled_ttest_by_hand():
     assert abs(r["t"]) < 0.04 / (0.02 / math.sqrt(3))
 
 
-def test_corrected_ttest_degenerate_cases():
-    assert M.corrected_resampled_ttest([0.0, 0.0, 0.0], 10, 5)["p_value"] == 1.0
-    same = M.corrected_resampled_ttest([0.1, 0.1, 0.1], 10, 5)
-    assert same["p_value"] == 0.0 and same["t"] is None    # infinite t is not JSON: None
+def test_zero_variance_differences_give_no_p_value_with_the_reason():
+    """Every fold giving the same difference is no evidence: p is undefined, never 0 (nor 1)."""
+    for d in ([0.1, 0.1, 0.1], [0.0, 0.0, 0.0], [-0.25, -0.25]):
+        r = M.corrected_resampled_ttest(d, 10, 5)
+        assert r["p_value"] is None and r["t"] is None, d
+        assert "zero variance" in r["p_undefined"] and r["mean_difference"] == pytest.approx(d[0])
     one = M.corrected_resampled_ttest([0.1], 10, 5)
-    assert one["p_value"] is None and one["n_folds"] == 1
+    assert one["p_value"] is None and one["n_folds"] == 1 and "at least 2" in one["p_undefined"]
+
+
+def test_holm_matches_the_step_down_procedure_by_hand():
+    # Holm 1979: sorted p (0.01, 0.02, 0.03, 0.2) x (4, 3, 2, 1) = (0.04, 0.06, 0.06, 0.2), kept monotone
+    assert M.holm([0.03, 0.2, 0.01, 0.02]) == pytest.approx([0.06, 0.2, 0.04, 0.06])
+    assert M.holm([0.011] * 8)[0] == pytest.approx(0.088)      # the issue's eight tests: none survives
+    assert M.holm([0.5, None, 0.9]) == [pytest.approx(1.0), None, pytest.approx(1.0)]   # capped; None skipped
+    assert M.holm([]) == []
+
+
+def test_degenerate_flags_chance_and_one_class_folds():
+    assert M.degenerate([0.5, 0.51], [0.6, 0.7], 2) != []                  # balanced accuracy at chance
+    assert M.degenerate([0.8, 0.75], [0.5, 0.96], 2) == ["fold 2 predicts one class for 96% of its test images"]
+    assert M.degenerate([0.8, 0.75], [0.6, 0.7], 2) == []
+    assert M.degenerate([0.27, 0.26], [0.5, 0.5], 4) != []                  # four classes: chance is 0.25
+
+
+def test_the_bootstrap_resamples_patients_not_images():
+    """Many images per patient, and a patient's images all right or all wrong: resampling images
+    pretends there are 600 independent observations; resampling the 12 patients does not."""
+    rng = np.random.default_rng(0)
+    patients = np.repeat(np.arange(12), 50)
+    a_right = rng.random(12) < 0.7
+    b_right = rng.random(12) < 0.5
+    a, b = a_right[patients], b_right[patients]
+    by_image = M.paired_bootstrap(a, b, n_resamples=2000, seed=1)
+    by_patient = M.paired_bootstrap(a, b, groups=patients, n_resamples=2000, seed=1)
+    assert by_patient["unit"] == "patient" and by_patient["n_clusters"] == 12 and by_image["n_clusters"] == 600
+    assert by_patient["mean_difference"] == by_image["mean_difference"]
+    width = lambda r: r["ci_high"] - r["ci_low"]  # noqa: E731
+    assert width(by_patient) > 2.5 * width(by_image)
+    assert by_patient["p_value"] > by_image["p_value"]
+    ci = M.cluster_bootstrap_ci(a.astype(float), patients, n_resamples=2000, seed=1)
+    assert ci["n_patients"] == 12 and ci["ci_low"] <= ci["mean"] <= ci["ci_high"]
+    assert ci["ci_high"] - ci["ci_low"] > 0.3
 
 
 def test_paired_bootstrap():

@@ -60,18 +60,41 @@ def test_stanet_runs_at_the_smallest_image_size(name):
         assert model(torch.randn(2, 1, 16, 16)).shape == (2, 2)
 
 
-def test_stanet_alternates_block_types_and_uses_attention_where_configured():
-    model = models.create_model("stanet", num_classes=2, in_chans=3)
-    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
-    depthwise = [m for m in convs if m.groups == m.in_channels > 1]
-    conventional = [m for m in convs if m.groups == 1 and m.kernel_size == (3, 3)]
-    assert depthwise and conventional
-    shrink = [m for m in model.modules() if isinstance(m, SoftThreshold)]
-    assert len(shrink) == 4
-    assert not any(isinstance(m, SoftThreshold) for m in models.create_model("stanet_noatt", 2, 3).modules())
-    assert all(m.groups == 1 for m in models.create_model("stanet_conv", 2, 3).modules() if isinstance(m, nn.Conv2d))
-    dsc_convs = [m for m in models.create_model("stanet_dsc", 2, 3).modules() if isinstance(m, nn.Conv2d)]
-    assert sum(m.kernel_size == (3, 3) and m.groups == 1 for m in dsc_convs) == 1   # only the stem
+def block_kinds(model) -> list[tuple[str, bool]]:
+    """The network's blocks in order, each as ('cconv' | 'dsc', has soft-threshold attention)."""
+    from models.stanet import ResidualUnit
+
+    def kind(block) -> str:
+        first = next(m for m in block.modules() if isinstance(m, nn.Conv2d))
+        return "dsc" if first.groups == first.in_channels > 1 else "cconv"
+
+    out = [(kind(model.stem), False)]
+    for stage in model.stages:
+        for block in stage:
+            body = block.body if isinstance(block, ResidualUnit) else block
+            out.append((kind(body), isinstance(block, ResidualUnit) and isinstance(block.shrink, SoftThreshold)))
+    return out
+
+
+def _runs(kinds: list[str]) -> list[str]:
+    """Consecutive blocks of one kind collapsed to one entry."""
+    return [k for i, k in enumerate(kinds) if i == 0 or k != kinds[i - 1]]
+
+
+def test_stanet_alternates_dsc_and_conventional_blocks_with_attention_in_stages_3_and_4():
+    blocks = block_kinds(models.create_model("stanet", num_classes=2, in_chans=3))
+    kinds = [k for k, _ in blocks]
+    # stem CConv, then per stage a CConv down-sampling block followed by DSC units: the kinds alternate
+    # at every stage boundary, four times CConv -> DSC
+    assert _runs(kinds) == ["cconv", "dsc"] * 4, kinds
+    assert [k for k, _ in blocks[:3]] == ["cconv", "cconv", "dsc"]
+    attended = [i for i, (_, att) in enumerate(blocks) if att]
+    assert len(attended) == 4 and all(kinds[i] == "dsc" for i in attended)
+    assert attended == [i for i in range(len(blocks)) if i >= len(blocks) - 6 and kinds[i] == "dsc"]  # stages 3-4
+    # the ablations break exactly one design choice each
+    assert [att for _, att in block_kinds(models.create_model("stanet_noatt", 2, 3))] == [False] * len(blocks)
+    assert _runs([k for k, _ in block_kinds(models.create_model("stanet_conv", 2, 3))]) == ["cconv"]
+    assert _runs([k for k, _ in block_kinds(models.create_model("stanet_dsc", 2, 3))]) == ["cconv", "dsc"]  # stem
 
 
 def test_stanet_rejects_bad_config():

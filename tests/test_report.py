@@ -107,10 +107,11 @@ def test_readme_header_tables_figures_and_reading(project, metrics):
     for protocol in PROTOCOLS:
         best = max(MODELS, key=lambda m: metrics["S1"][m][protocol]["accuracy"]["mean"])
         label = json.loads((project / f"reports/complexity/{best}.json").read_text())["display_name"]
-        assert f"S1, {protocol} protocol: the best model was {label}" in text
+        assert f"S1, {protocol} protocol: the best model that learned was {label}" in text
     gaps = [metrics["S1"][m]["image"]["accuracy"]["mean"] - metrics["S1"][m]["patient"]["accuracy"]["mean"]
             for m in MODELS]
-    assert f"mean {100 * np.mean(gaps):+.1f})" in text
+    assert f"folds gave {100 * np.mean(gaps):+.1f} points of accuracy on average" in text
+    assert "Holm-adjusted" in text and "majority-class rate" in text
 
 
 def test_reading_follows_the_numbers(metrics):
@@ -175,8 +176,53 @@ def test_four_scenarios_fill_the_published_table(tmp_path):
     ucar_rows = [line for line in text.splitlines() if line.startswith("| [Uçar 2022]")]
     assert len(ucar_rows) == 4 and not any("not run" in line for line in ucar_rows)
     for scenario in ("S1", "S2", "S3", "S4"):
-        assert f"{scenario}, patient protocol: the best model was" in text
-        assert f"{scenario}: image-level (image) folds gave" in text
+        assert f"{scenario}, patient protocol: the best model that learned was" in text
+        assert f"{scenario}: over the 3 models that learned under both protocols, image-level (image) folds" in text
     for name in report.FIGURES:
         with Image.open(root / "reports/figures" / name) as im:
             assert im.height >= 600, (name, im.size)      # one panel (row) per scenario at least
+
+
+def test_a_model_that_learned_nothing_is_flagged_and_never_beaten_significantly(tmp_path):
+    """dual_vgg predicts one class everywhere: it is marked degenerate in every table, the reading
+    names it, and no comparison with it is called significant or enters the Holm family."""
+    root = write_fixture(tmp_path, models=MODELS, protocols=PROTOCOLS, folds=3, constant_models=("dual_vgg",))
+    args = ["--params", str(root / "params.yaml"), "--runs", str(root / "runs")]
+    assert evaluate.main([*args, "--out-dir", str(root / "reports")]) == 0
+    assert report.main([*args, "--reports", str(root / "reports")]) == 0
+    metrics = json.loads((root / "reports/metrics.json").read_text())
+    for protocol in PROTOCOLS:
+        summary = metrics["S1"]["dual_vgg"][protocol]
+        assert summary["degenerate"] and summary["top_predicted_share"] == [1.0, 1.0, 1.0]
+        assert not metrics["S1"]["stanet"][protocol]["degenerate"]
+        c = metrics["S1"]["comparisons"][protocol]
+        assert c["dual_vgg"]["claim"] is False and "dual_vgg did not learn" in c["dual_vgg"]["no_claim_reason"]
+        assert c["dual_vgg"]["accuracy"]["p_holm"] is None and c["dual_vgg"]["accuracy"]["p_value"] is not None
+        assert c["resnet18"]["claim"] is True and c["resnet18"]["accuracy"]["holm_family"] == 1
+        majority = metrics["S1"]["meta"]["majority_rate"][protocol]
+        assert len(majority) == 3 and all(0.5 <= m <= 1 for m in majority)
+    rows = {(r["model"], r["protocol"]): r for r in csv.DictReader((root / "reports/comparison.csv").open())}
+    assert rows[("dual_vgg", "image")]["degenerate"] == "True" and rows[("stanet", "image")]["degenerate"] == "False"
+    text = (root / "reports/README.md").read_text()
+    reading = text.split("## Reading", 1)[1].split("## Models", 1)[0]
+    assert "did not learn, marked degenerate" in reading and "Dual VGG16+19 (Uçar 2022) under" in reading
+    for line in reading.splitlines():
+        if "more accurate than" in line or "less accurate than" in line:
+            assert "Dual VGG" not in line.split("is not distinguishable", 1)[0], line
+    assert "Dual VGG" not in " ".join(l for l in reading.splitlines() if "best model that learned" in l)
+    assert "**no (degenerate)**" in text
+    assert "majority-class rate" in reading.lower() and "Holm-adjusted" in reading
+
+
+def test_one_epoch_curves_are_drawn_with_markers(monkeypatch, tmp_path):
+    """A one-epoch run is one point per model: without a marker, matplotlib draws nothing."""
+    from pipeline import figures
+
+    drawn = {}
+    monkeypatch.setattr(figures, "_save", lambda fig, path: drawn.setdefault("fig", fig))
+    curves = {("S1", "image"): {m: {"epoch": [1], "val_accuracy": [0.6], "train_loss": [0.7]} for m in MODELS}}
+    figures.training_curves(curves, {m: m for m in MODELS}, tmp_path / "x.png", "t")
+    lines = [line for ax in drawn["fig"].axes for line in ax.get_lines()]
+    assert len(lines) == 2 * len(MODELS)
+    for line in lines:
+        assert len(line.get_xdata()) >= 2 or line.get_marker() not in (None, "None", "", " "), line
