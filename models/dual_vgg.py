@@ -9,13 +9,12 @@ and 36.4 M parameters at 3x224x224.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Sequence
 
 import torch
 from torch import nn
 
-from models.registry import local_weights, register_model
+from models.registry import WeightsNotFoundError, init_head, pretrained_weights, register_model, weight_names
 
 
 class DualVGG(nn.Module):
@@ -34,6 +33,7 @@ class DualVGG(nn.Module):
             prev = width
         self.mlp = nn.Sequential(*layers)
         self.fc = nn.Linear(prev, num_classes)
+        init_head(self.fc)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a = self.pool(self.vgg16(x)).flatten(1)
@@ -41,31 +41,36 @@ class DualVGG(nn.Module):
         return self.fc(self.mlp(torch.cat([a, b], dim=1)))
 
 
-def _vgg_features(arch: str, in_chans: int, pretrained: bool, weights: str | Path | None) -> nn.Sequential:
-    kwargs = {}
-    if pretrained:  # resolve a local file first: fails at once when there is none, never downloads
-        kwargs["pretrained_cfg_overlay"] = {"file": str(local_weights(arch, weights))}
-    # num_classes=0 drops timm's classifier (and lets timm skip it when loading weights);
-    # timm adapts the first conv's ImageNet weights to in_chans
+def _vgg_features(arch: str, in_chans: int, pretrained: bool) -> nn.Sequential:
+    """timm's `arch` convolutional features; with `pretrained`, its ImageNet weights, loaded by timm
+    (which also adapts the first convolution to `in_chans`)."""
     import timm  # lazily: see models/registry.py
 
-    vgg = timm.create_model(arch, pretrained=pretrained, num_classes=0, in_chans=in_chans, **kwargs)
+    if not pretrained:
+        return timm.create_model(arch, pretrained=False, num_classes=0, in_chans=in_chans).features
+    hub_id, path = pretrained_weights(arch)      # fails at once when they are not to be had
+    # Only `.features` is used, so a checkpoint needs only its `features.*` tensors: timm loads
+    # non-strictly (the 4096-d pre-logits are dropped anyway), and every feature tensor is checked here.
+    vgg = timm.create_model(arch, pretrained=True, num_classes=0, in_chans=in_chans, pretrained_strict=False)
+    missing = sorted(f"features.{k}" for k in vgg.features.state_dict() if f"features.{k}" not in weight_names(path))
+    if missing:
+        raise WeightsNotFoundError(f"pretrained weights for {arch}: {path} ({hub_id}) lacks {missing[:3]}"
+                                   f"{'...' if len(missing) > 3 else ''}; it is not a {arch} checkpoint")
     return vgg.features
 
 
-def _create_dual_vgg(num_classes: int, in_chans: int, pretrained: bool = False,
-                     vgg16_weights: str | Path | None = None, vgg19_weights: str | Path | None = None,
-                     **kwargs) -> DualVGG:
-    vgg16 = _vgg_features("vgg16", in_chans, pretrained, vgg16_weights)
-    vgg19 = _vgg_features("vgg19", in_chans, pretrained, vgg19_weights)
-    return DualVGG(vgg16, vgg19, num_classes, **kwargs)
+def _create_dual_vgg(num_classes: int, in_chans: int, pretrained: bool = False, **kwargs) -> DualVGG:
+    import timm
+
+    model = DualVGG(_vgg_features("vgg16", in_chans, pretrained), _vgg_features("vgg19", in_chans, pretrained),
+                    num_classes, **kwargs)
+    # the normalisation the branches' ImageNet weights expect (see registry.input_normalization)
+    model.pretrained_cfg = timm.models.get_pretrained_cfg("vgg16").to_dict()
+    return model
 
 
 @register_model("Dual VGG16+VGG19 (Uçar 2022)")
 def dual_vgg(num_classes: int, in_chans: int, pretrained: bool = False, **kwargs) -> DualVGG:
-    """Uçar's dual-branch fusion; pretrained=True reads ImageNet weights from local files only.
-
-    Weights: `vgg16_weights=`/`vgg19_weights=` paths, else env vars MYOBENCH_WEIGHTS_VGG16 and
-    MYOBENCH_WEIGHTS_VGG19, else the Hugging Face cache (timm/vgg16.tv_in1k, timm/vgg19.tv_in1k).
-    """
+    """Uçar's dual-branch fusion; pretrained=True loads both branches' ImageNet weights (timm/vgg16.tv_in1k,
+    timm/vgg19.tv_in1k) through timm and the Hugging Face cache."""
     return _create_dual_vgg(num_classes, in_chans, pretrained, **kwargs)

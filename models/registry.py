@@ -2,12 +2,11 @@
 
 timm style: each public model is a registered factory function; `create_model` looks the name
 up here first and passes any other timm name through to `timm.create_model`. Pretrained weights
-are only ever read from local files; nothing here touches the network.
+come the way timm gets them: from the Hugging Face cache, downloaded when the hub is reachable.
 """
 from __future__ import annotations
 
 import difflib
-import os
 from pathlib import Path
 from typing import Callable
 
@@ -76,18 +75,47 @@ def display_name(name: str) -> str:
 def create_model(name: str, num_classes: int, in_chans: int, pretrained: bool = False, **kwargs) -> nn.Module:
     """Build model `name` with a `num_classes`-way head for `in_chans`-channel input.
 
-    Registered names call their factory; any other timm name goes to `timm.create_model`.
-    With `pretrained=True` weights come only from local files (see `local_weights`), never the network.
+    Registered names call their factory; any other timm name goes to `timm.create_model`, and its
+    freshly created classifier is re-initialised (`init_head`). With `pretrained=True` the ImageNet
+    weights come the way timm gets them (`pretrained_weights`): from the Hugging Face cache, downloaded
+    into it when the hub is reachable; a missing file is a WeightsNotFoundError at once.
     """
     _check_name(name)
     if name in _model_entrypoints:
         return _model_entrypoints[name](num_classes=num_classes, in_chans=in_chans, pretrained=pretrained, **kwargs)
     if pretrained:
-        file = local_weights(name, kwargs.pop("pretrained_file", None))
-        kwargs["pretrained_cfg_overlay"] = {"file": str(file)}
+        pretrained_weights(name)        # fails within seconds, with what to do, when they are not to be had
     import timm
 
-    return timm.create_model(name, pretrained=pretrained, num_classes=num_classes, in_chans=in_chans, **kwargs)
+    model = timm.create_model(name, pretrained=pretrained, num_classes=num_classes, in_chans=in_chans, **kwargs)
+    init_head(model.get_classifier())
+    return model
+
+
+def init_head(classifier: nn.Module) -> None:
+    """A new classifier starts near zero: N(0, 0.01) weights and zero bias, so the first logits are
+    about equal and the first loss about ln(classes).
+
+    timm draws a fresh head of some models (MobileNetV3, EfficientNet) from U(+-1/sqrt(fan_out)): with
+    two classes that is +-0.71, a first-batch loss of 4-6 and training that starts by undoing it.
+    """
+    if isinstance(classifier, nn.Linear):
+        nn.init.normal_(classifier.weight, std=0.01)
+        if classifier.bias is not None:
+            nn.init.zeros_(classifier.bias)
+
+
+def input_normalization(model: nn.Module, in_chans: int) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """The per-channel mean and std (on 0..1 pixels) that a pretrained model's weights expect, from its
+    timm pretrained config; None when it has none. One-channel input takes the mean of the RGB values,
+    matching timm's adaptation of the first convolution, which sums the RGB kernels."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    mean, std = cfg.get("mean"), cfg.get("std")
+    if not mean or not std:
+        return None
+    if in_chans == len(mean):
+        return tuple(mean), tuple(std)
+    return (sum(mean) / len(mean),) * in_chans, (sum(std) / len(std),) * in_chans
 
 
 def _forward_error(model: nn.Module, in_chans: int, size: int) -> str | None:
@@ -119,37 +147,51 @@ def check_input(name: str, num_classes: int, in_chans: int, size: int, **kwargs)
                           f"remove it from train.models")
 
 
-def local_weights(timm_name: str, path: str | Path | None = None) -> Path:
-    """Path of ImageNet weights for timm model `timm_name` on this machine, or WeightsNotFoundError at once.
+def pretrained_weights(timm_name: str) -> tuple[str, Path]:
+    """The Hugging Face hub id and the local file of the ImageNet weights of timm model `timm_name`.
 
-    Looked for, in order: `path`; the file named by env var MYOBENCH_WEIGHTS_<NAME> (e.g.
-    MYOBENCH_WEIGHTS_VGG16); the Hugging Face hub cache (`timm/<name>.<tag>`, as timm would
-    download it). The hub is never contacted, so this cannot hang on the network.
+    Found the way timm finds them: in the Hugging Face cache (HF_HOME / HF_HUB_CACHE), and, when the
+    hub is reachable, downloaded into it. Offline (HF_HUB_OFFLINE=1) with no cached file, or when the
+    download fails, a WeightsNotFoundError says at once which weights were looked for and how to
+    provide them: nothing waits on a network that is not there.
     """
-    env = f"MYOBENCH_WEIGHTS_{timm_name.upper()}"
-    given = path or os.environ.get(env)
-    if given:
-        if not Path(given).is_file():
-            raise WeightsNotFoundError(f"pretrained weights for {timm_name}: {given} is not a file "
-                                       f"(given {'as an argument' if path else 'by ' + env})")
-        return Path(given)
+    import huggingface_hub
     import timm
 
     cfg = timm.models.get_pretrained_cfg(timm_name)
     hub_id = cfg.hf_hub_id if cfg is not None else None
-    if hub_id:
-        from huggingface_hub import constants, try_to_load_from_cache
+    if not hub_id:
+        raise WeightsNotFoundError(f"pretrained weights for {timm_name}: timm knows no Hugging Face weights for it; "
+                                   f"set its `pretrained: false`")
+    filenames = [cfg.hf_hub_filename] if cfg.hf_hub_filename else ["model.safetensors", "pytorch_model.bin"]
+    for filename in filenames:
+        cached = huggingface_hub.try_to_load_from_cache(hub_id, filename)
+        if isinstance(cached, str):
+            return hub_id, Path(cached)
+    how = (f"provide them by running once where the hub is reachable (timm downloads them into the cache), "
+           f"by `huggingface-cli download {hub_id}` there and copying the cache, or by pointing HF_HOME or "
+           f"HF_HUB_CACHE at a filled cache; or train the model from scratch (`pretrained: false`)")
+    if huggingface_hub.is_offline_mode():
+        raise WeightsNotFoundError(f"pretrained weights for {timm_name}: {hub_id} is not in the Hugging Face cache "
+                                   f"{_hub_cache()} and the hub is offline (HF_HUB_OFFLINE is set); {how}")
+    try:
+        return hub_id, Path(huggingface_hub.hf_hub_download(hub_id, filenames[0]))
+    except Exception as e:   # no network, a proxy, a rate limit: all mean the weights are not to be had here
+        raise WeightsNotFoundError(f"pretrained weights for {timm_name}: {hub_id} is not in the Hugging Face cache "
+                                   f"{_hub_cache()} and downloading it failed ({type(e).__name__}: "
+                                   f"{str(e).splitlines()[0][:200] if str(e) else ''}); {how}") from None
 
-        filenames = [cfg.hf_hub_filename] if cfg.hf_hub_filename else ["model.safetensors", "pytorch_model.bin"]
-        for filename in filenames:
-            cached = try_to_load_from_cache(hub_id, filename, cache_dir=constants.HF_HUB_CACHE)
-            if isinstance(cached, str):
-                return Path(cached)
-    where = f"the Hugging Face cache {_hub_cache()} holds no {hub_id}" if hub_id else "timm knows no weights for it"
-    raise WeightsNotFoundError(
-        f"pretrained=True for {timm_name}: no local ImageNet weights ({where}, and {env} is not set). "
-        f"This project never downloads weights at run time: put the file on this machine and set "
-        f"{env}=/path/to/weights (.safetensors or .pth), or use pretrained=False")
+
+def weight_names(path: Path) -> set[str]:
+    """The tensor names in a .safetensors or torch checkpoint file."""
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            return set(f.keys())
+    import torch
+
+    return set(torch.load(path, map_location="cpu", weights_only=True))
 
 
 def _hub_cache() -> str:

@@ -1,7 +1,6 @@
 """Entry-point plumbing shared by the stages."""
 from __future__ import annotations
 
-import os
 import sys
 import traceback
 from typing import Callable
@@ -15,7 +14,6 @@ def run_stage(main: Callable[[list[str] | None], int | None], unexpected_exit: i
     Other exceptions are bugs: their traceback is printed, and the exit code is Python's 1, or
     `unexpected_exit` where 1 means something else (the regression check).
     """
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never fetch weights at run time
     try:
         code = main(None)
     except PipelineError as e:

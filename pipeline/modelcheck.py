@@ -10,9 +10,15 @@ from pipeline.scenarios import class_names
 
 
 def check_model(params: Params, model: str, scenario: str | None = None) -> None:
-    """Refuse (DataError) an unknown model or one that cannot take data.channels x data.image_size^2."""
+    """Refuse (DataError) an unknown model, one that cannot take data.channels x data.image_size^2, or
+    one asked to start from ImageNet weights that are not to be had (within seconds, offline)."""
     scenario = scenario or params.split.scenarios[0]
     try:
         models.check_input(model, len(class_names(scenario)), params.data.channels, params.data.image_size)
     except (models.UnknownModelError, models.ModelInputError) as e:
         raise DataError(f"train.models: {e}") from None
+    if params.train.pretrained_for(model):
+        try:
+            models.create_model(model, len(class_names(scenario)), params.data.channels, pretrained=True)
+        except models.WeightsNotFoundError as e:
+            raise DataError(f"train.overrides.{model}.pretrained: {e}") from None

@@ -29,7 +29,15 @@ NOT_STATED = "not stated in the abstract"
 PROPOSED_MODEL = "stanet"
 COMPUTE_REFERENCE = "dual_vgg"
 PROPOSED_MACS_PCT = 0.25    # the abstract: the proposed network's computation, % of the dual-branch network's
-DEFAULT_MODELS = (PROPOSED_MODEL, COMPUTE_REFERENCE, "resnet18", "mobilenetv3_small_100", "efficientnet_b0")
+# The paper's design choices, each removed by one ablation of the proposed network (models/stanet.py),
+# all at the proposed network's MACs: what each variant takes away.
+ABLATIONS = {
+    "stanet_noatt": "the soft-threshold attention removed",
+    "stanet_dsc": "depthwise separable blocks only (no conventional convolutions to alternate with)",
+    "stanet_conv": "conventional convolutions only (no depthwise separable blocks)",
+}
+DEFAULT_MODELS = (PROPOSED_MODEL, *ABLATIONS, COMPUTE_REFERENCE, "resnet18", "mobilenetv3_small_100", "efficientnet_b0",
+                  "handcrafted")
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ import dataclasses
 import math
 import re
 import sys
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,13 +107,23 @@ class OptimParams:
 
 
 @dataclass(frozen=True)
+class ModelRecipe(OptimParams):
+    """One model's recipe, `train.overrides.<model>`: train.optim's keys written over, and whether it
+    starts from ImageNet weights."""
+    pretrained: bool | None = None        # None: train.pretrained
+
+
+@dataclass(frozen=True)
 class TrainParams:
     models: tuple[str, ...] = DEFAULT_MODELS
     folds: tuple[int, ...] = (1, 2, 3, 4, 5)   # which of split.folds to train (1-based)
     epochs: int = 30
+    pretrained: bool = False            # ImageNet weights (timm, Hugging Face cache) for models that have them
     optim: OptimParams = field(default_factory=OptimParams)
-    overrides: dict[str, OptimParams] = field(default_factory=dict)
-    select_by: Literal["val_accuracy", "val_loss"] = "val_accuracy"
+    overrides: dict[str, ModelRecipe] = field(default_factory=dict)
+    # the validation figure that chooses the epoch; balanced accuracy cannot favour an epoch that
+    # predicts the majority class for every image, as plain accuracy on a small validation part does
+    select_by: Literal["val_balanced_accuracy", "val_accuracy", "val_loss"] = "val_balanced_accuracy"
     class_weighting: bool = False
     label_smoothing: float = 0.0
     augment: bool = True
@@ -145,6 +156,11 @@ class TrainParams:
     def epochs_for(self, model: str) -> int:
         """Epochs for `model`: its override's `epochs` if set, else train.epochs."""
         return self.optim_for(model).epochs or self.epochs
+
+    def pretrained_for(self, model: str) -> bool:
+        """Whether `model` starts from ImageNet weights: its override's `pretrained`, else train.pretrained."""
+        own = getattr(self.overrides.get(model), "pretrained", None)
+        return self.pretrained if own is None else own
 
 
 @dataclass(frozen=True)
@@ -225,6 +241,11 @@ _FLOAT_TEXT = re.compile(r"[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?")
 def _convert(tp: Any, value: Any, key: str) -> Any:
     """Convert a YAML value to the annotated type `tp`, or raise ParamsError naming `key`."""
     origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = [t for t in typing.get_args(tp) if t is not type(None)]
+        if value is None and len(options) < len(typing.get_args(tp)):
+            return None
+        return _convert(options[0], value, key)
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, key)
     if origin is Literal:

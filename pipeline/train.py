@@ -187,14 +187,16 @@ class FoldRun:
     step: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     stream: BatchStream
     gen: torch.Generator
-    mean: float
-    std: float
+    mean: float | torch.Tensor     # a scalar, or per channel (1, C, 1, 1) for pretrained weights
+    std: float | torch.Tensor
+    pretrained: bool
     channels_last: bool
     fingerprint: str
     history: list[dict[str, float]]
     best: dict[str, Any]
     start_epoch: int = 1
     finished: bool = False
+    selection: list[dict[str, float]] | None = None    # models fitted in closed form: the settings tried
 
     @property
     def name(self) -> str:
@@ -217,19 +219,28 @@ def set_up(params: Params, scenario: str, model_name: str, protocol: str, fold: 
     bank = ImageBank(images, device)
     channels_last = device.type == "cuda"
 
+    pretrained = tp.pretrained_for(model_name)
     config = {"model": model_name, "protocol": protocol, "fold": fold, "scenario": scenario, "seed": params.seed,
-              "optim": to_dict(o), "epochs": epochs, "select_by": tp.select_by,
+              "optim": to_dict(o), "epochs": epochs, "pretrained": pretrained, "select_by": tp.select_by,
               "class_weighting": tp.class_weighting, "label_smoothing": tp.label_smoothing,
               "augment": tp.augment, "device": device.type, "data": data_digest, "code": code_digest(),
               "split": checkpoint.fingerprint({"ids": [data.train_ids.tolist(), data.val_ids.tolist(),
                                                        data.test["image_id"].tolist()]})}
 
-    model = models.create_model(model_name, num_classes=len(names), in_chans=bank.input_size[0]).to(device)
+    try:
+        model = models.create_model(model_name, num_classes=len(names), in_chans=bank.input_size[0],
+                                    pretrained=pretrained).to(device)
+    except models.WeightsNotFoundError as e:
+        raise DataError(f"train.overrides.{model_name}.pretrained: {e}") from None
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     gen = torch.Generator(device=device)
     gen.manual_seed(params.seed * 1_000_003 + fold)
-    mean, std = bank.normalizer(torch.as_tensor(data.train_ids, device=device))
+    expected = models.input_normalization(model, bank.input_size[0]) if pretrained else None
+    if expected is not None:   # ImageNet weights expect ImageNet's per-channel statistics
+        mean, std = (torch.tensor(v, device=device).view(1, -1, 1, 1) for v in expected)
+    else:                      # from scratch: the training part's own statistics
+        mean, std = bank.normalizer(torch.as_tensor(data.train_ids, device=device))
     stream = BatchStream(bank, data.train_ids, data.train_labels, o.batch_size, gen, mean, std,
                          Augment() if tp.augment else None, channels_last)
     if len(stream) == 0:
@@ -242,12 +253,15 @@ def set_up(params: Params, scenario: str, model_name: str, protocol: str, fold: 
         weight = torch.tensor(counts.sum() / (len(names) * np.maximum(counts, 1)), dtype=torch.float32, device=device)
     criterion = torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=tp.label_smoothing)
     runner = torch.compile(model) if tp.compile and device.type == "cuda" else model
+    if hasattr(model, "fit"):
+        epochs = 1     # fitted in closed form (see fit_fold): one fit, no epochs
     return FoldRun(model_name=model_name, protocol=protocol, fold=fold, scenario=scenario, class_names=names,
                    device=device, data=data, bank=bank, model=model, runner=runner, optim=o, epochs=epochs,
                    opt=opt, sched=sched, step=make_step(runner, opt, sched, criterion, device), stream=stream,
-                   gen=gen, mean=mean, std=std, channels_last=channels_last,
+                   gen=gen, mean=mean, std=std, pretrained=pretrained, channels_last=channels_last,
                    fingerprint=checkpoint.fingerprint(config), history=[],
-                   best={"epoch": 0, "val_accuracy": -1.0, "val_loss": math.inf, "state": None})
+                   best={"epoch": 0, "val_accuracy": -1.0, "val_balanced_accuracy": -1.0, "val_loss": math.inf,
+                         "state": None})
 
 
 def resume(run: FoldRun, state: dict[str, Any] | None, log: Callable[[str], None] = print) -> None:
@@ -256,6 +270,7 @@ def resume(run: FoldRun, state: dict[str, Any] | None, log: Callable[[str], None
         return
     run.model.load_state_dict(state["model"])
     run.history, run.best = state["history"], state["best"]
+    run.selection = state.get("selection")
     run.finished = bool(state.get("finished"))
     if not run.finished:
         run.opt.load_state_dict(state["optimizer"])
@@ -267,6 +282,22 @@ def resume(run: FoldRun, state: dict[str, Any] | None, log: Callable[[str], None
     run.start_epoch = state["epoch"] + 1
     log(f"{run.name}: " + ("finished earlier; writing outputs from the checkpoint" if run.finished
                            else f"resuming after epoch {state['epoch']}"))
+
+
+def balanced_accuracy(predicted: torch.Tensor, labels: torch.Tensor, n_classes: int) -> float:
+    """Mean recall over the classes present in `labels` (sklearn's balanced_accuracy_score)."""
+    recalls = [(predicted[labels == c] == c).float().mean() for c in range(n_classes) if (labels == c).any()]
+    return float(torch.stack(recalls).mean()) if recalls else 0.0
+
+
+def selection_key(row: dict[str, float], select_by: str) -> tuple[float, float]:
+    """Larger is better: the validation figure train.select_by names, then the lower validation loss.
+
+    val_balanced_accuracy (the default) cannot prefer an epoch that predicts the majority class for
+    every image, which plain accuracy on a small, unbalanced validation part often does.
+    """
+    loss = -row.get("val_loss", math.inf)
+    return (loss, 0.0) if select_by == "val_loss" else (row.get(select_by, -1.0), loss)
 
 
 def train_epochs(run: FoldRun, tp: TrainParams, ckpt_path: Path, log: Callable[[str], None] = print) -> None:
@@ -297,15 +328,14 @@ def train_epochs(run: FoldRun, tp: TrainParams, ckpt_path: Path, log: Callable[[
                            run.channels_last)
             val_loss = float(F.nll_loss(prob.clamp_min(1e-12).log(), val_labels_t))
             val_acc = float((prob.argmax(1) == val_labels_t).float().mean())
+            val_bal = balanced_accuracy(prob.argmax(1), val_labels_t, len(run.class_names))
             row = {"epoch": epoch, "train_loss": float(losses.mean()), "val_loss": val_loss, "val_accuracy": val_acc,
-                   "lr": run.opt.param_groups[0]["lr"], "seconds": round(time.perf_counter() - t0, 3)}
+                   "val_balanced_accuracy": val_bal, "lr": run.opt.param_groups[0]["lr"],
+                   "seconds": round(time.perf_counter() - t0, 3)}
             run.history.append(row)
-            best = run.best
-            better = (val_acc > best["val_accuracy"] or (val_acc == best["val_accuracy"] and val_loss < best["val_loss"])
-                      ) if tp.select_by == "val_accuracy" else val_loss < best["val_loss"]
-            if better:
-                run.best = {"epoch": epoch, "val_accuracy": val_acc, "val_loss": val_loss,
-                            "state": checkpoint.cpu_copy(run.model.state_dict())}
+            if selection_key(row, tp.select_by) > selection_key(run.best, tp.select_by):
+                run.best = {"epoch": epoch, "val_accuracy": val_acc, "val_balanced_accuracy": val_bal,
+                            "val_loss": val_loss, "state": checkpoint.cpu_copy(run.model.state_dict())}
             log(f"{run.model_name} {run.protocol} fold {run.fold} epoch {epoch}/{run.epochs}: train_loss "
                 f"{row['train_loss']:.4f} val_loss {val_loss:.4f} val_acc {val_acc:.4f} lr {row['lr']:.2e} "
                 f"{row['seconds']:.1f}s")
@@ -331,6 +361,33 @@ def train_epochs(run: FoldRun, tp: TrainParams, ckpt_path: Path, log: Callable[[
                                 f"batch size {o.batch_size}; lower train.overrides.{run.model_name}.batch_size, "
                                 f"train.eval_batch_size or data.image_size") from None
         raise
+
+
+def fit_fold(run: FoldRun, tp: TrainParams, ckpt_path: Path, seed: int, log: Callable[[str], None] = print) -> None:
+    """A model fitted in closed form (the classical baseline, `fit(x, y, x_val, y_val)`): one fit on the
+    training part without augmentation, its regularisation chosen on the validation part."""
+    if run.finished:
+        return
+    t0 = time.perf_counter()
+    images = lambda ids: torch.cat(list(eval_batches(run.bank, ids, tp.eval_batch_size, run.mean,  # noqa: E731
+                                                     run.std))).cpu()
+    key = lambda row: selection_key(row, tp.select_by)  # noqa: E731   (as every network's epoch is chosen)
+    tried = run.model.fit(images(run.data.train_ids), run.data.train_labels, images(run.data.val_ids),
+                          run.data.val_labels, seed=seed, key=key)
+    chosen = max(tried, key=key)
+    row = {"epoch": 1, **{k: chosen[k] for k in ("train_loss", "val_loss", "val_accuracy", "val_balanced_accuracy")},
+           "lr": float("nan"), "seconds": round(time.perf_counter() - t0, 3)}
+    run.history = [row]
+    run.best = {"epoch": 1, "val_accuracy": row["val_accuracy"], "val_balanced_accuracy": row["val_balanced_accuracy"],
+                "val_loss": row["val_loss"], "state": checkpoint.cpu_copy(run.model.state_dict())}
+    run.selection = tried
+    log(f"{run.model_name} {run.protocol} fold {run.fold}: fitted; chose C={chosen['C']:g} of "
+        f"{[r['C'] for r in tried]} on validation (val_acc {row['val_accuracy']:.4f}) {row['seconds']:.1f}s")
+    checkpoint.save(ckpt_path, {"fingerprint": run.fingerprint, "epoch": 1, "finished": True,
+                                "history": [dict(h) for h in run.history], "best": dict(run.best),
+                                "model": checkpoint.cpu_copy(run.model.state_dict()), "optimizer": None,
+                                "scheduler": None, "rng_cpu": torch.get_rng_state(), "rng_cuda": None,
+                                "rng_gen": run.gen.get_state().cpu(), "selection": tried})
 
 
 def predict_test_part(run: FoldRun, tp: TrainParams, ckpt_path: Path) -> dict[str, Any]:
@@ -359,7 +416,9 @@ def predict_test_part(run: FoldRun, tp: TrainParams, ckpt_path: Path) -> dict[st
         "seconds": round(sum(h["seconds"] for h in run.history), 3), "device": run.device.type,
         "device_name": device_name(run.device), "threads": torch.get_num_threads(),
         "input_size": list(run.bank.input_size), "batch_size": o.batch_size, "optimizer": o.optimizer, "lr": o.lr,
-        "pretrained": False})
+        "pretrained": run.pretrained, **({"selection": run.selection} if run.selection else {}),
+        "normalization": ("the pretrained weights' per-channel mean and std" if isinstance(run.mean, torch.Tensor)
+                          else "the training part's pixel mean and std")})
     return {"weights": run.best["state"], "history": pd.DataFrame(run.history, columns=layout.HISTORY_COLUMNS),
             "predictions": predictions, "metrics": metrics}
 
@@ -371,7 +430,10 @@ def train_fold(params: Params, scenario: str, model_name: str, protocol: str, fo
     run = set_up(params, scenario, model_name, protocol, fold, images=images, splits=splits,
                  data_digest=data_digest)
     resume(run, checkpoint.load(ckpt_path, run.fingerprint), log)
-    train_epochs(run, params.train, ckpt_path, log)
+    if hasattr(run.model, "fit"):
+        fit_fold(run, params.train, ckpt_path, params.seed, log)
+    else:
+        train_epochs(run, params.train, ckpt_path, log)
     return predict_test_part(run, params.train, ckpt_path)
 
 

@@ -119,6 +119,7 @@ def _write_run(d: Path, scenario: str, model: str, protocol: str, k: int, test: 
         "epoch": epoch, "train_loss": (0.7 * np.exp(-epoch / epochs) + rng.random(epochs) * 0.02).round(6),
         "val_loss": (0.75 * np.exp(-epoch / (2 * epochs))).round(6),
         "val_accuracy": (0.5 + (skill - 0.5) * (1 - np.exp(-epoch / 2))).round(6),
+        "val_balanced_accuracy": (0.5 + (skill - 0.5) * (1 - np.exp(-epoch / 2))).round(6),
         "lr": 0.002, "seconds": 0.5})
     history.to_csv(d / "history.csv", index=False)
     n_test = len(test)

@@ -10,7 +10,7 @@ from torch import nn
 import models
 from models import SoftThreshold, WeightsNotFoundError
 
-OWN_MODELS = ["dual_vgg", "stanet", "stanet_conv", "stanet_dsc", "stanet_noatt"]
+OWN_MODELS = ["dual_vgg", "handcrafted", "stanet", "stanet_conv", "stanet_dsc", "stanet_noatt"]
 
 
 def test_registry_lists_own_models_with_display_names():
@@ -137,45 +137,3 @@ def test_soft_threshold_counts_its_own_macs():
     assert st.macs((2, 64, 7, 7)) == 2 * (64 * 16 + 16 * 64) + 2 * 2 * 64 * 49 + 2 * 64
 
 
-def test_dual_vgg_pretrained_fails_fast_offline(monkeypatch, tmp_path):
-    from huggingface_hub import constants
-
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))   # an empty cache
-    monkeypatch.delenv("MYOBENCH_WEIGHTS_VGG16", raising=False)
-    monkeypatch.delenv("MYOBENCH_WEIGHTS_VGG19", raising=False)
-    start = time.perf_counter()
-    with pytest.raises(WeightsNotFoundError, match="MYOBENCH_WEIGHTS_VGG16") as e:
-        models.create_model("dual_vgg", num_classes=2, in_chans=3, pretrained=True)
-    assert time.perf_counter() - start < 5
-    assert "pretrained=False" in str(e.value) and "never downloads" in str(e.value)
-
-
-def test_pretrained_path_that_is_not_a_file_is_named(monkeypatch, tmp_path):
-    monkeypatch.setenv("MYOBENCH_WEIGHTS_VGG16", str(tmp_path / "missing.pth"))
-    with pytest.raises(WeightsNotFoundError, match="missing.pth.*MYOBENCH_WEIGHTS_VGG16"):
-        models.create_model("dual_vgg", num_classes=2, in_chans=3, pretrained=True)
-    with pytest.raises(WeightsNotFoundError, match="elsewhere.pth.*argument"):
-        models.create_model("dual_vgg", 2, 3, pretrained=True, vgg16_weights=tmp_path / "elsewhere.pth")
-
-
-def test_local_weights_found_in_hub_cache_without_network(monkeypatch, tmp_path):
-    from huggingface_hub import constants
-
-    snapshot = tmp_path / "models--timm--vgg19.tv_in1k" / "snapshots" / ("0" * 40)
-    snapshot.mkdir(parents=True)
-    (snapshot / "model.safetensors").write_bytes(b"")
-    (tmp_path / "models--timm--vgg19.tv_in1k" / "refs").mkdir()
-    (tmp_path / "models--timm--vgg19.tv_in1k" / "refs" / "main").write_text("0" * 40)
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
-    monkeypatch.delenv("MYOBENCH_WEIGHTS_VGG19", raising=False)
-    assert models.local_weights("vgg19") == snapshot / "model.safetensors"
-
-
-def test_timm_pretrained_loads_a_local_file(tmp_path):
-    torch.manual_seed(0)
-    source = models.create_model("resnet18", num_classes=1000, in_chans=3)
-    path = tmp_path / "resnet18.pth"
-    torch.save(source.state_dict(), path)
-    model = models.create_model("resnet18", num_classes=2, in_chans=3, pretrained=True, pretrained_file=path)
-    torch.testing.assert_close(model.layer1[0].conv1.weight, source.layer1[0].conv1.weight)
-    assert model.fc.out_features == 2
