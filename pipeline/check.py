@@ -1,21 +1,34 @@
 """Regression check: compare reports/metrics.json and reports/complexity/*.json with a baseline.
 
-    python -m pipeline.check                 # compare; exit 1 on a regression, 0 otherwise
-    python -m pipeline.check --update        # write the baseline from the current results
+    python -m pipeline.check                                  # compare; exit 1 on a regression
+    python -m pipeline.check --update                          # write the baseline from the current results
+    python -m pipeline.check --update --calibration OTHER/metrics.json [...]   # ... and measure its noise
     python -m pipeline.check --baseline PATH --metrics PATH --complexity DIR   # for CI
 
-Tolerances come from params.check: a mean accuracy may not drop by more than max_accuracy_drop
-percentage points, balanced accuracy / macro-F1 / AUC not by more than max_metric_drop, and the
-complexity fields in check.exact (params, macs, flops) must match exactly. A model or protocol in
-the baseline but not in the current results is a regression; a new one is reported, not failed.
-Exit codes: 0 no regression, 1 a regression, 2 the check could not run (no or a malformed
-baseline, a baseline made with other settings (scenarios, protocols, folds, input size, epochs,
-data source) whose numbers would not be comparable, missing results).
+What decides, for each scenario, model, protocol and summary metric (pipeline/metrics.py):
+
+- A model that did not learn (metrics.json `degenerate`) is not compared number by number: the
+  noise in a constant predictor's AUC means nothing. It must stay degenerate or start learning;
+  a model that learned in the baseline and is degenerate now is a regression ("stopped learning").
+- Otherwise a drop fails when it exceeds the tolerance: the larger of a floor (check.max_accuracy_drop
+  points for accuracy, check.max_metric_drop for the others) and check.noise_factor times the noise
+  measured for that figure, capped at check.max_accuracy_tolerance / max_metric_tolerance so that a
+  real drop (5 points in accuracy) always fails.
+- The noise is measured when the baseline is made: `--calibration` names the metrics.json of the
+  same pipeline run again under a perturbation that must not matter (another thread count, another
+  CPU), and the baseline records, per figure, the largest difference seen. Differences between
+  machines are of this kind: the same code and data, other rounding, another training trajectory.
+- Complexity fields in check.exact (params, MACs, FLOPs) must match exactly.
+
+Every flagged figure is printed with the measured noise and the tolerance beside the drop.
+A model or protocol in the baseline but not in the current results is a regression; a new one is
+reported, not failed. Exit codes: 0 no regression, 1 a regression and nothing else, 2 the check
+could not run (no or a malformed baseline, a baseline made with other settings whose numbers would
+not be comparable, missing results), even for a bug.
 """
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import math
 from pathlib import Path
@@ -29,9 +42,13 @@ from pipeline.params import PARAMS_FILE, CheckParams, load
 from pipeline.readers import read_evaluation, read_json
 
 METRICS = {m.key: m for m in SUMMARY_METRICS}
-SETTINGS = ("data_source", "scenarios", "protocols", "folds", "input_size", "epochs")
-BASELINE_VERSION = 2   # 2: metrics keyed by scenario
+SETTINGS = ("data_source", "scenarios", "protocols", "folds", "input_size", "epochs", "cpu")
+BASELINE_VERSION = 3   # 3: per-figure noise and the degenerate flag
+REMEDY = "re-create it with `python -m pipeline.check --update` and commit it"
+FAILING = {"REGRESSION", "MISSING", "CHANGED", "STOPPED LEARNING"}
 
+
+# ---- results in baseline form --------------------------------------------------------------------
 
 def complexity_fields(c: dict, exact: tuple[str, ...], where: str) -> dict[str, Any]:
     """The exact-match fields of one complexity record: top-level keys (params), and MACs/FLOPs at
@@ -50,20 +67,27 @@ def complexity_fields(c: dict, exact: tuple[str, ...], where: str) -> dict[str, 
     return out
 
 
-def current_results(metrics_path: Path, complexity_dir: Path, exact: tuple[str, ...]) -> dict:
-    """The current results in baseline form: settings, metric means and exact complexity fields."""
+def results(metrics_path: Path) -> tuple[dict, dict]:
+    """The meta and, per scenario, model and protocol, whether it learned and its metric means."""
     metrics, _ = read_evaluation(metrics_path, None, "make it with `python -m pipeline.evaluate` (or `dvc repro`)")
-    meta = metrics.get("meta")
-    if not isinstance(meta, dict) or "models" not in meta:
+    meta = metrics["meta"]
+    if "models" not in meta:
         raise DataError(f"{metrics_path}: no meta.models; re-make it with `python -m pipeline.evaluate`")
-    out: dict[str, Any] = {"version": BASELINE_VERSION, "settings": {k: meta.get(k) for k in SETTINGS},
-                           "metrics": {}, "complexity": {}}
+    out: dict[str, Any] = {}
     for scenario in meta.get("scenarios") or []:
-        block = metrics.get(scenario) or {}
         for model in meta["models"]:
-            for protocol, summary in (block.get(model) or {}).items():
-                out["metrics"].setdefault(scenario, {}).setdefault(model, {})[protocol] = {
-                    m: (summary.get(m) or {}).get("mean") for m in METRICS}
+            for protocol, summary in ((metrics.get(scenario) or {}).get(model) or {}).items():
+                out.setdefault(scenario, {}).setdefault(model, {})[protocol] = {
+                    "degenerate": bool(summary.get("degenerate")),
+                    "values": {m: (summary.get(m) or {}).get("mean") for m in METRICS}}
+    return meta, out
+
+
+def current_results(metrics_path: Path, complexity_dir: Path, exact: tuple[str, ...]) -> dict:
+    """The current results in baseline form: settings, per figure its value, and exact complexity fields."""
+    meta, figures = results(metrics_path)
+    out: dict[str, Any] = {"version": BASELINE_VERSION, "settings": {k: meta.get(k) for k in SETTINGS},
+                           "metrics": figures, "complexity": {}}
     for model in meta["models"]:
         path = layout.complexity_path(model, complexity_dir)
         if path.is_file():
@@ -72,8 +96,35 @@ def current_results(metrics_path: Path, complexity_dir: Path, exact: tuple[str, 
     return out
 
 
-REMEDY = "re-create it with `python -m pipeline.check --update` and commit it"
+def calibrate(baseline: dict, calibration: list[tuple[str, dict]]) -> dict:
+    """Record in `baseline`, per figure, the noise: the largest difference to a calibration run of the
+    same settings (both learned); and how many runs measured it. No calibration run: noise 0."""
+    for by_model in baseline["metrics"].values():
+        for by_protocol in by_model.values():
+            for entry in by_protocol.values():
+                entry.setdefault("noise", {m: 0.0 for m in METRICS})
+    for where, figures in calibration:
+        for scenario, by_model in baseline["metrics"].items():
+            for model, by_protocol in by_model.items():
+                for protocol, entry in by_protocol.items():
+                    other = ((figures.get(scenario) or {}).get(model) or {}).get(protocol)
+                    if other is None:
+                        raise DataError(f"{where}: no {scenario} {model} {protocol}; a calibration run has the "
+                                        f"baseline's scenarios, models and protocols")
+                    noise = entry["noise"]
+                    if entry["degenerate"] != other["degenerate"]:
+                        entry["unstable"] = True     # learns in one run and not in another
+                    for m in METRICS:
+                        a, b = entry["values"].get(m), other["values"].get(m)
+                        if a is not None and b is not None:
+                            noise[m] = max(noise[m], abs(a - b))
+    baseline["calibration"] = {"runs": [w for w, _ in calibration],
+                               "noise": "per figure, the largest absolute difference between the baseline and a "
+                                        "calibration run of the same settings"}
+    return baseline
 
+
+# ---- the baseline --------------------------------------------------------------------------------
 
 def load_baseline(path: Path) -> dict:
     """The committed baseline, checked: a mapping of this version with settings, metrics and complexity,
@@ -97,7 +148,15 @@ def load_baseline(path: Path) -> dict:
     for key in ("settings", "metrics", "complexity"):
         if not isinstance(baseline.get(key), dict):
             raise DataError(f"{path}: {key!r} is {baseline.get(key)!r}, expected a JSON object; {REMEDY}")
-    _check_numbers(baseline["metrics"], f"{path}: metrics", allow_none=True)
+    for scenario, by_model in baseline["metrics"].items():
+        for model, by_protocol in (by_model or {}).items():
+            for protocol, entry in (by_protocol or {}).items():
+                where = f"{path}: metrics.{scenario}.{model}.{protocol}"
+                if not isinstance(entry, dict) or not isinstance(entry.get("values"), dict):
+                    raise DataError(f"{where} is {entry!r}; expected an object with degenerate, values and "
+                                    f"noise; {REMEDY}")
+                _check_numbers(entry["values"], f"{where}.values", allow_none=True)
+                _check_numbers(entry.get("noise") or {}, f"{where}.noise", allow_none=False)
     _check_numbers(baseline["complexity"], f"{path}: complexity", allow_none=False)
     return baseline
 
@@ -125,73 +184,84 @@ def settings_differences(baseline: dict, current: dict) -> list[str]:
             # models added or dropped are reported as models; compare the ones both have
             bv = {m: e for m, e in bv.items() if m in cv}
             cv = {m: e for m, e in cv.items() if m in bv}
+        if key == "cpu" and isinstance(bv, dict) and isinstance(cv, dict):
+            # what matters is the pinned code paths, not which CPU PyTorch found under them
+            bv, cv = ({k: v for k, v in d.items() if k != "torch_cpu_capability"} for d in (bv, cv))
         if bv != cv:
             out.append(f"{key}: baseline {json.dumps(bv)}, current {json.dumps(cv)}")
     return out
 
 
+# ---- the comparison ------------------------------------------------------------------------------
+
+def tolerance(metric: str, noise: float | None, check: CheckParams) -> float:
+    """The largest drop of `metric` that is not a regression, in its own units (fractions)."""
+    percent = METRICS[metric].percent
+    floor = (check.max_accuracy_drop / 100) if percent else check.max_metric_drop
+    cap = (check.max_accuracy_tolerance / 100) if percent else check.max_metric_tolerance
+    return min(cap, max(floor, check.noise_factor * (noise or 0.0)))
+
+
 def compare(baseline: dict, current: dict, check: CheckParams) -> list[dict]:
-    """One row per compared value: scenario, model, protocol, metric, baseline, current, delta, status."""
+    """One row per compared figure: scenario, model, protocol, metric, baseline, current, delta, noise,
+    tolerance, status."""
     rows = []
-    for scenario in sorted(set(baseline.get("metrics") or {}) | set(current.get("metrics") or {})):
-        rows += _compare_scenario(scenario, (baseline.get("metrics") or {}).get(scenario) or {},
-                                  (current.get("metrics") or {}).get(scenario) or {}, check)
-    rows += _compare_complexity(baseline.get("complexity") or {}, current.get("complexity") or {})
-    return rows
+    bm, cm = baseline.get("metrics") or {}, current.get("metrics") or {}
+    for scenario in sorted(set(bm) | set(cm)):
+        for model in sorted(set(bm.get(scenario, {})) | set(cm.get(scenario, {}))):
+            b_model, c_model = bm.get(scenario, {}).get(model, {}), cm.get(scenario, {}).get(model, {})
+            for protocol in sorted(set(b_model) | set(c_model)):
+                rows += _compare_entry((scenario, model, protocol), b_model.get(protocol), c_model.get(protocol),
+                                       check)
+    return rows + _compare_complexity(baseline.get("complexity") or {}, current.get("complexity") or {})
 
 
-def _compare_scenario(scenario: str, bm: dict, cm: dict, check: CheckParams) -> list[dict]:
+def _compare_entry(key: tuple[str, str, str], b: dict | None, c: dict | None, check: CheckParams) -> list[dict]:
+    if c is None:
+        return [_row(key, "(all metrics)", status="MISSING")]
+    if b is None:
+        return [_row(key, "(all metrics)", status="new")]
+    if b["degenerate"] and c["degenerate"]:
+        return [_row(key, "(learning)", status="still degenerate (not compared number by number)")]
+    if b["degenerate"]:
+        return [_row(key, "(learning)", status="learns now (was degenerate)")]
+    if c["degenerate"]:
+        return [_row(key, "(learning)", status="STOPPED LEARNING")]
     rows = []
-    _row = functools.partial(_row_of, scenario)
-    for model in sorted(set(bm) | set(cm)):
-        for protocol in sorted(set(bm.get(model, {})) | set(cm.get(model, {}))):
-            b, c = bm.get(model, {}).get(protocol), cm.get(model, {}).get(protocol)
-            if c is None:
-                rows.append(_row(model, protocol, "(all metrics)", None, None, "MISSING"))
-                continue
-            if b is None:
-                rows.append(_row(model, protocol, "(all metrics)", None, None, "new"))
-                continue
-            for metric in METRICS:
-                bv, cv = b.get(metric), c.get(metric)
-                if bv is None:
-                    status = "new" if cv is not None else "ok"
-                elif cv is None:
-                    status = "MISSING"
-                else:
-                    percent = METRICS[metric].percent
-                    drop = (bv - cv) * 100 if percent else bv - cv
-                    limit = check.max_accuracy_drop if percent else check.max_metric_drop
-                    status = "REGRESSION" if drop > limit + 1e-9 else ("better" if cv > bv else "ok")
-                rows.append(_row(model, protocol, metric, bv, cv, status))
+    for metric in METRICS:
+        bv, cv = b["values"].get(metric), c["values"].get(metric)
+        noise = (b.get("noise") or {}).get(metric)
+        tol = tolerance(metric, noise, check)
+        if bv is None:
+            status = "new" if cv is not None else "ok"
+        elif cv is None:
+            status = "MISSING"
+        else:
+            status = "REGRESSION" if bv - cv > tol + 1e-9 else ("better" if cv > bv else "ok")
+        rows.append(_row(key, metric, bv, cv, status, noise, tol))
     return rows
 
 
 def _compare_complexity(bc: dict, cc: dict) -> list[dict]:
     rows = []
-    _row = functools.partial(_row_of, "-")
     for model in sorted(set(bc) | set(cc)):
         b, c = bc.get(model), cc.get(model)
-        if b is None:
-            rows.append(_row(model, "-", "(complexity)", None, None, "new"))
-            continue
-        if c is None:
-            rows.append(_row(model, "-", "(complexity)", None, None, "MISSING"))
+        if b is None or c is None:
+            rows.append(_row(("-", model, "-"), "(complexity)", status="new" if b is None else "MISSING"))
             continue
         for field in sorted(set(b) | set(c)):
             bv, cv = b.get(field), c.get(field)
             status = "ok" if bv == cv else ("new" if bv is None else "MISSING" if cv is None else "CHANGED")
-            rows.append(_row(model, "-", field, bv, cv, status))
+            rows.append(_row(("-", model, "-"), field, bv, cv, status))
     return rows
 
 
-def _row_of(scenario: str, model: str, protocol: str, metric: str, bv: Any, cv: Any, status: str) -> dict:
+def _row(key: tuple[str, str, str], metric: str, bv: Any = None, cv: Any = None, status: str = "ok",
+         noise: float | None = None, tol: float | None = None) -> dict:
+    scenario, model, protocol = key
     delta = cv - bv if isinstance(bv, (int, float)) and isinstance(cv, (int, float)) else None
     return {"scenario": scenario, "model": model, "protocol": protocol, "metric": metric, "baseline": bv,
-            "current": cv, "delta": delta, "status": status}
-
-
-FAILING = {"REGRESSION", "MISSING", "CHANGED"}
+            "current": cv, "delta": delta, "noise": noise, "tolerance": tol, "status": status}
 
 
 def _fmt(metric: str, x: Any, delta: bool = False) -> str:
@@ -201,23 +271,70 @@ def _fmt(metric: str, x: Any, delta: bool = False) -> str:
         return f"{100 * x:+.2f} pts" if delta else f"{100 * x:.2f}%"
     if isinstance(x, int) and not isinstance(x, bool):
         return f"{x:+,d}" if delta else f"{x:,d}"
+    if not isinstance(x, (int, float)):
+        return str(x)
     return f"{x:+.4f}" if delta else f"{x:.4f}"
 
 
+def _fmt_noise(metric: str, x: Any) -> str:
+    if x is None:
+        return "-"
+    return f"{100 * x:.2f} pts" if metric in METRICS and METRICS[metric].percent else f"{x:.4f}"
+
+
 def format_table(rows: list[dict]) -> str:
-    """A fixed-width text table of the comparison rows."""
-    header = ["scenario", "model", "protocol", "metric", "baseline", "current", "delta", "status"]
-    body = [[r["scenario"], r["model"], r["protocol"], r["metric"], _fmt(r["metric"], r["baseline"]), _fmt(r["metric"], r["current"]),
-             _fmt(r["metric"], r["delta"], delta=True), r["status"]] for r in rows]
+    """A fixed-width text table of the comparison rows: each drop beside its measured noise and tolerance."""
+    header = ["scenario", "model", "protocol", "metric", "baseline", "current", "delta", "noise", "tolerance",
+              "status"]
+    body = [[r["scenario"], r["model"], r["protocol"], r["metric"], _fmt(r["metric"], r["baseline"]),
+             _fmt(r["metric"], r["current"]), _fmt(r["metric"], r["delta"], delta=True),
+             _fmt_noise(r["metric"], r["noise"]), _fmt_noise(r["metric"], r["tolerance"]), r["status"]]
+            for r in rows]
     widths = [max(len(str(x)) for x in col) for col in zip(header, *body, strict=True)]
     line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()  # noqa: E731
     return "\n".join([line(header), line(["-" * w for w in widths]), *(line(r) for r in body)])
+
+
+# ---- the command ---------------------------------------------------------------------------------
+
+def update(args: argparse.Namespace, check: CheckParams, baseline_path: Path, current: dict) -> int:
+    """Write the baseline from the current results, its noise from calibration runs or another baseline."""
+    calibration = []
+    for path in args.calibration or ():
+        meta, figures = results(Path(path))
+        differences = settings_differences(current, {"settings": {k: meta.get(k) for k in SETTINGS}})
+        differences = [d for d in differences if not d.startswith("cpu:")]   # another CPU setting is allowed
+        if differences:
+            raise DataError(f"{path}: a calibration run must have the baseline's settings; it differs in "
+                            + "; ".join(differences))
+        calibration.append((str(path), figures))
+    current = calibrate(current, calibration)
+    if args.noise_from:
+        donor = load_baseline(Path(args.noise_from))
+        for scenario, by_model in current["metrics"].items():
+            for model, by_protocol in by_model.items():
+                for protocol, entry in by_protocol.items():
+                    theirs = ((donor["metrics"].get(scenario) or {}).get(model) or {}).get(protocol) or {}
+                    entry["noise"] = {m: max((entry.get("noise") or {}).get(m, 0.0), (theirs.get("noise") or {})
+                                             .get(m, 0.0)) for m in METRICS}
+        current["calibration"] = {**current.get("calibration", {}), "noise_from": str(args.noise_from)}
+    atomic_write_json(baseline_path, current)
+    n = sum(len(p) for by_model in current["metrics"].values() for p in by_model.values())
+    print(f"check: wrote {baseline_path} ({len(current['metrics'])} scenarios, {n} model-protocol results, "
+          f"noise from {len(calibration)} calibration run(s){' and ' + args.noise_from if args.noise_from else ''}, "
+          f"complexity of {len(current['complexity'])} models)")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     """Compare the current results with the baseline (or write it with --update)."""
     ap = argparse.ArgumentParser(prog="python -m pipeline.check", description=__doc__.splitlines()[0])
     ap.add_argument("--update", action="store_true", help="write the baseline from the current results")
+    ap.add_argument("--calibration", action="append", metavar="METRICS_JSON",
+                    help="with --update: metrics.json of the same settings run again under a perturbation "
+                         "(another thread count or CPU); the baseline records the noise it shows (repeatable)")
+    ap.add_argument("--noise-from", metavar="BASELINE",
+                    help="with --update: also take the noise measured for another baseline of the same settings")
     ap.add_argument("--baseline", help="baseline file (default: params check.baseline)")
     ap.add_argument("--metrics", default=str(layout.METRICS), help=f"current metrics (default: {layout.METRICS})")
     ap.add_argument("--complexity", default=str(layout.COMPLEXITY_DIR),
@@ -229,13 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     check = load(args.params).check if Path(args.params).is_file() else CheckParams()
     baseline_path = Path(args.baseline or check.baseline)
     current = current_results(Path(args.metrics), Path(args.complexity), check.exact)
-
     if args.update:
-        atomic_write_json(baseline_path, current)
-        n = sum(len(p) for by_model in current["metrics"].values() for p in by_model.values())
-        print(f"check: wrote {baseline_path} ({len(current['metrics'])} scenarios, {n} model-protocol results, "
-              f"complexity of {len(current['complexity'])} models; settings {json.dumps(current['settings'])})")
-        return 0
+        return update(args, check, baseline_path, current)
 
     baseline = load_baseline(baseline_path)
     differences = settings_differences(baseline, current)
@@ -244,9 +356,11 @@ def main(argv: list[str] | None = None) -> int:
                         + "; ".join(differences) + ". Re-run with the baseline's settings, or accept the new "
                         "settings with `python -m pipeline.check --update` and commit the baseline")
     rows = compare(baseline, current, check)
-    print(f"check: {args.metrics} and {args.complexity}/ against {baseline_path} "
-          f"(tolerances: accuracy -{check.max_accuracy_drop:g} points, balanced accuracy/macro-F1/AUC "
-          f"-{check.max_metric_drop:g}, exact: {', '.join(check.exact)})")
+    print(f"check: {args.metrics} and {args.complexity}/ against {baseline_path}: a drop fails when it exceeds "
+          f"max(floor, {check.noise_factor:g} x the noise the baseline measured), at most "
+          f"{check.max_accuracy_tolerance:g} points of accuracy / {check.max_metric_tolerance:g} (floors: accuracy "
+          f"{check.max_accuracy_drop:g} points, balanced accuracy/macro-F1/AUC {check.max_metric_drop:g}); "
+          f"exact: {', '.join(check.exact)}; a degenerate model is checked for learning only")
     shown = rows if args.all else [r for r in rows if r["status"] != "ok" or r["delta"] not in (0, None)]
     print(format_table(shown) if shown else "(every compared value is unchanged)")
     if len(shown) < len(rows):

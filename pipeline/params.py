@@ -186,14 +186,33 @@ class EvaluateParams:
 
 @dataclass(frozen=True)
 class CheckParams:
+    """The regression check (pipeline/check.py): a drop fails when it exceeds max(floor, noise_factor x
+    the noise measured with the baseline), at most the cap."""
     baseline: str = "reports/baseline.json"
-    max_accuracy_drop: float = 2.0      # percentage points, per model and protocol
-    max_metric_drop: float = 0.03       # absolute, for macro-F1, balanced accuracy and AUC
+    max_accuracy_drop: float = 2.0      # floor, percentage points of accuracy
+    max_metric_drop: float = 0.03       # floor, absolute, for balanced accuracy, macro-F1 and AUC
+    noise_factor: float = 3.0           # times the noise the baseline's calibration measured
+    max_accuracy_tolerance: float = 4.0  # cap, points: a larger drop always fails, however noisy
+    max_metric_tolerance: float = 0.06  # cap for the other metrics
     exact: tuple[str, ...] = ("params", "macs", "flops")   # complexity fields that must match exactly
 
     def validate(self, key: str) -> None:
         _require(self.max_accuracy_drop >= 0, f"{key}.max_accuracy_drop", self.max_accuracy_drop, "a number >= 0")
         _require(self.max_metric_drop >= 0, f"{key}.max_metric_drop", self.max_metric_drop, "a number >= 0")
+        _require(self.noise_factor >= 0, f"{key}.noise_factor", self.noise_factor, "a number >= 0")
+        _require(self.max_accuracy_tolerance >= self.max_accuracy_drop, f"{key}.max_accuracy_tolerance",
+                 self.max_accuracy_tolerance, f"a number >= check.max_accuracy_drop ({self.max_accuracy_drop})")
+        _require(self.max_metric_tolerance >= self.max_metric_drop, f"{key}.max_metric_tolerance",
+                 self.max_metric_tolerance, f"a number >= check.max_metric_drop ({self.max_metric_drop})")
+
+
+@dataclass(frozen=True)
+class RuntimeParams:
+    """How the numerical libraries run (applied by pipeline/cpu.py when the package is imported)."""
+    cpu_isa: Literal["native", "avx2"] = "native"   # avx2: the same bits on any x86-64 CPU with AVX2
+
+    def validate(self, key: str) -> None:
+        pass
 
 
 @dataclass(frozen=True)
@@ -206,6 +225,7 @@ class Params:
     profile: ProfileParams = field(default_factory=ProfileParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     check: CheckParams = field(default_factory=CheckParams)
+    runtime: RuntimeParams = field(default_factory=RuntimeParams)
 
     def validate(self, key: str = "") -> None:
         _require(0 <= self.seed < 2**32, "seed", self.seed, "an integer in 0..2**32-1")

@@ -267,10 +267,20 @@ def header_rows(params: Params, metrics: dict, runs: dict, complexity: dict[str,
         ["Seed", str(params.seed)],
         ["Weights", weights],
         ["Packages", ", ".join(f"{k} {v}" for k, v in package_versions().items())],
+        ["CPU code paths", _cpu_words(meta.get("cpu"))],
         ["Hardware", f"training: {', '.join(devices)} (runs' metrics.json); CPU latency: {', '.join(latency_cpus)}"
                      + (f", {', '.join(str(t) for t in threads)} thread(s)" if threads else "")],
         ["Params profile", f"{params.profile_name}; report generated {report_date()}"],
     ]
+
+
+def _cpu_words(settings: dict | None) -> str:
+    """The pinned CPU settings the runs recorded (pipeline/cpu.py), in words."""
+    if not settings:
+        return "not recorded"
+    pinned = {k: v for k, v in settings.items() if v is not None and k != "torch_cpu_capability"}
+    words = ", ".join(f"{k}={v}" for k, v in pinned.items()) or "none pinned (each library's native path)"
+    return f"{words}; PyTorch dispatched to {settings.get('torch_cpu_capability', 'n/a')} (runtime.cpu_isa)"
 
 
 def readme(params: Params, metrics: dict, comparison_md: str, paper_md: str, runs: dict,

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 import models
-from pipeline import checkpoint, codedeps, fingerprints, layout, scenarios
+from pipeline import checkpoint, codedeps, cpu, fingerprints, layout, scenarios
 from pipeline.atomic import atomic_path, ensure_writable, torch_bytes, write_bytes_to
 from pipeline.batches import Augment, BatchStream, ImageBank, eval_batches
 from pipeline.cli import run_stage
@@ -224,6 +224,8 @@ def set_up(params: Params, scenario: str, model_name: str, protocol: str, fold: 
               "optim": to_dict(o), "epochs": epochs, "pretrained": pretrained, "select_by": tp.select_by,
               "class_weighting": tp.class_weighting, "label_smoothing": tp.label_smoothing,
               "augment": tp.augment, "device": device.type, "data": data_digest, "code": code_digest(),
+              # the thread count and CPU code paths change the rounding, so the trajectory: not reusable
+              "threads": torch.get_num_threads(), "cpu": cpu.in_effect(),
               "split": checkpoint.fingerprint({"ids": [data.train_ids.tolist(), data.val_ids.tolist(),
                                                        data.test["image_id"].tolist()]})}
 
@@ -417,6 +419,7 @@ def predict_test_part(run: FoldRun, tp: TrainParams, ckpt_path: Path) -> dict[st
         "device_name": device_name(run.device), "threads": torch.get_num_threads(),
         "input_size": list(run.bank.input_size), "batch_size": o.batch_size, "optimizer": o.optimizer, "lr": o.lr,
         "pretrained": run.pretrained, **({"selection": run.selection} if run.selection else {}),
+        "cpu": cpu.in_effect(),
         "normalization": ("the pretrained weights' per-channel mean and std" if isinstance(run.mean, torch.Tensor)
                           else "the training part's pixel mean and std")})
     return {"weights": run.best["state"], "history": pd.DataFrame(run.history, columns=layout.HISTORY_COLUMNS),

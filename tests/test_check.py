@@ -1,4 +1,5 @@
-"""`python -m pipeline.check` against a baseline made from fixture runs."""
+"""`python -m pipeline.check` against a baseline made from fixture runs: noise-aware tolerances,
+degenerate models checked for learning only, exit codes 0 / 1 (regression) / 2 (cannot run)."""
 from __future__ import annotations
 
 import json
@@ -20,7 +21,8 @@ MODELS = ("stanet", "dual_vgg", "resnet18")
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     """Fixture runs evaluated, and a baseline written with `check --update`, from inside the project."""
-    root = write_fixture(tmp_path_factory.mktemp("project"), models=MODELS, protocols=("patient", "image"), folds=3)
+    root = write_fixture(tmp_path_factory.mktemp("project"), models=MODELS, protocols=("patient", "image"), folds=3,
+                         constant_models=("dual_vgg",))
     old = os.getcwd()
     os.chdir(root)
     try:
@@ -55,10 +57,12 @@ def test_baseline_records_settings(project):
     baseline = json.loads((project / "reports/baseline.json").read_text())
     assert baseline["settings"] == {"data_source": "synthetic", "scenarios": ["S1"], "protocols": ["patient", "image"],
                                     "folds": [1, 2, 3], "input_size": [1, 32, 32],
-                                    "epochs": {"dual_vgg": 4, "resnet18": 4, "stanet": 4}}
+                                    "epochs": {"dual_vgg": 4, "resnet18": 4, "stanet": 4}, "cpu": None}
     metrics = json.loads((project / "reports/metrics.json").read_text())
-    assert (baseline["metrics"]["S1"]["stanet"]["patient"]["accuracy"]
-            == metrics["S1"]["stanet"]["patient"]["accuracy"]["mean"])
+    entry = baseline["metrics"]["S1"]["stanet"]["patient"]
+    assert entry["values"]["accuracy"] == metrics["S1"]["stanet"]["patient"]["accuracy"]["mean"]
+    assert entry["degenerate"] is False and baseline["metrics"]["S1"]["dual_vgg"]["image"]["degenerate"] is True
+    assert entry["noise"] == {"accuracy": 0.0, "balanced_accuracy": 0.0, "macro_f1": 0.0, "auc": 0.0}
     assert set(baseline["complexity"]["stanet"]) == {"params", "macs", "macs_training", "flops", "flops_training"}
 
 
@@ -74,7 +78,7 @@ def test_accuracy_lowered_by_five_points_fails(project, work, capsys):
     assert run_check(project, work) == 1
     out = capsys.readouterr().out
     line = next(x for x in out.splitlines() if x.startswith("S1        resnet18") and " accuracy " in x)
-    assert "-5.00 pts" in line and "REGRESSION" in line
+    assert "-5.00 pts" in line and "REGRESSION" in line and "2.00 pts" in line   # noise 0: the floor decides
 
 
 def test_small_drop_within_tolerance_passes(project, work, capsys):
@@ -89,9 +93,61 @@ def test_small_drop_within_tolerance_passes(project, work, capsys):
 
 def test_macro_f1_drop_fails(project, work):
     def lower(m):
-        m["S1"]["dual_vgg"]["patient"]["macro_f1"]["mean"] -= 0.05
+        m["S1"]["resnet18"]["patient"]["macro_f1"]["mean"] -= 0.05
     edit_metrics(work, lower)
     assert run_check(project, work) == 1
+
+
+def test_noise_in_a_degenerate_model_is_not_a_regression(project, work, capsys):
+    """dual_vgg learned nothing in the baseline: its AUC moving by 0.09 is noise of a constant predictor."""
+    def jiggle(m):
+        m["S1"]["dual_vgg"]["image"]["auc"]["mean"] -= 0.089
+        m["S1"]["dual_vgg"]["image"]["accuracy"]["mean"] -= 0.027
+    edit_metrics(work, jiggle)
+    assert run_check(project, work) == 0
+    assert "still degenerate" in capsys.readouterr().out
+
+
+def test_a_model_that_stops_learning_fails_and_one_that_starts_passes(project, work, capsys):
+    def flip(m):
+        m["S1"]["resnet18"]["image"]["degenerate"] = True
+        m["S1"]["dual_vgg"]["image"]["degenerate"] = False
+    edit_metrics(work, flip)
+    assert run_check(project, work) == 1
+    out = capsys.readouterr().out
+    assert "STOPPED LEARNING" in out and "learns now" in out
+    assert "FAILED: 1 regression(s): S1 resnet18 image (learning) STOPPED LEARNING" in out
+
+
+def test_measured_noise_widens_the_tolerance_but_a_5_point_drop_always_fails(project, work, tmp_path, capsys):
+    """A calibration run (the same settings, perturbed) that moved accuracy by 1.5 points: 3 x 1.5 = 4.5,
+    capped at 4 points; a 3.5-point drop is then noise, a 5-point drop is not."""
+    calibration = tmp_path / "calibration.json"
+    shutil.copy(project / "reports/metrics.json", calibration)
+
+    def perturb(m):
+        m["S1"]["stanet"]["image"]["accuracy"]["mean"] += 0.015
+    edit_metrics(tmp_path, lambda m: None)
+    metrics = json.loads(calibration.read_text())
+    perturb(metrics)
+    calibration.write_text(json.dumps(metrics))
+    calibrated = tmp_path / "calibrated.json"
+    assert check.main(["--update", "--calibration", str(calibration), "--baseline", str(calibrated),
+                       "--metrics", str(project / "reports/metrics.json"), "--complexity",
+                       str(project / "reports/complexity"), "--params", str(project / "params.yaml")]) == 0
+    noise = json.loads(calibrated.read_text())["metrics"]["S1"]["stanet"]["image"]["noise"]["accuracy"]
+    assert noise == pytest.approx(0.015)
+    args = ["--params", str(project / "params.yaml"), "--baseline", str(calibrated), "--metrics",
+            str(work / "metrics.json"), "--complexity", str(work / "complexity")]
+    edit_metrics(work, lambda m: m["S1"]["stanet"]["image"]["accuracy"].update(
+        mean=m["S1"]["stanet"]["image"]["accuracy"]["mean"] - 0.035))
+    assert check.main(args) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if " stanet " in x and " accuracy " in x
+                and " image " in x)
+    assert "-3.50 pts" in line and "1.50 pts" in line and "4.00 pts" in line
+    edit_metrics(work, lambda m: m["S1"]["stanet"]["image"]["accuracy"].update(
+        mean=m["S1"]["stanet"]["image"]["accuracy"]["mean"] - 0.015))           # now 5 points below
+    assert check.main(args) == 1
 
 
 def test_changed_macs_fails(project, work, capsys):
@@ -137,11 +193,13 @@ def test_baseline_with_other_settings_is_refused(project, work):
     ("[]", "a baseline is a JSON object"),
     ("{", "not valid JSON"),
     ('{"version": 1}', "baseline version 1"),
-    ('{"version": 2, "settings": {}, "metrics": [], "complexity": {}}', "'metrics' is []"),
-    ('{"version": 2, "settings": {}, "metrics": {"S1": {"stanet": {"image": {"accuracy": NaN}}}}, "complexity": {}}',
-     "holds NaN"),
-    ('{"version": 2, "settings": {}, "metrics": {"S1": {"stanet": {"image": {"accuracy": "0.9"}}}}, '
-     '"complexity": {}}', "metrics.S1.stanet.image.accuracy is '0.9'"),
+    ('{"version": 3, "settings": {}, "metrics": [], "complexity": {}}', "'metrics' is []"),
+    ('{"version": 3, "settings": {}, "metrics": {"S1": {"stanet": {"image": {"values": {"accuracy": NaN}}}}}, '
+     '"complexity": {}}', "holds NaN"),
+    ('{"version": 3, "settings": {}, "metrics": {"S1": {"stanet": {"image": {"values": {"accuracy": "0.9"}}}}}, '
+     '"complexity": {}}', "metrics.S1.stanet.image.values.accuracy is '0.9'"),
+    ('{"version": 3, "settings": {}, "metrics": {"S1": {"stanet": {"image": 0.9}}}, "complexity": {}}',
+     "expected an object with degenerate, values and noise"),
 ])
 def test_a_malformed_baseline_exits_2_naming_what_is_wrong(project, work, tmp_path, text, message):
     bad = tmp_path / "bad_baseline.json"

@@ -102,10 +102,44 @@ def test_metrics_show_and_plots_show(project):
     assert (work / "dvc_plots/index.html").is_file()
 
 
+@pytest.fixture(scope="module")
+def project_threads2(project, tmp_path_factory):
+    """The same tiny run with train.threads: 2 (the profile pins 1): other rounding, another trajectory."""
+    work, env, _ = project
+    other = tmp_path_factory.mktemp("e2e-threads2") / "work"
+    shutil.copytree(work, other, symlinks=True)
+    (other / "threads2.yaml").write_text("train:\n  threads: 2\n")
+    env2 = {**env, "PYTHONPATH": str(other)}
+    run([sys.executable, "-m", "pipeline.params", "apply", "threads2.yaml"], other, env2)
+    proc = run([sys.executable, "-m", "dvc", "repro"], other, env2)
+    assert "Running stage 'train@S1-stanet-patient'" in proc.stdout      # retrained, not reused
+    return other, env2
+
+
 @pytest.mark.slow
-def test_check_against_the_committed_tiny_baseline(project, request):
+def test_check_against_the_committed_tiny_baseline(project, project_threads2, request):
+    """The tiny run (train.threads: 1) passes tests/data/baseline_tiny.json, made on another machine."""
     work, env, _ = project
     if request.config.getoption("--update-tiny-baseline"):
-        run([sys.executable, "-m", "pipeline.check", "--update", "--baseline", str(BASELINE)], work, env)
+        other, _ = project_threads2
+        run([sys.executable, "-m", "pipeline.check", "--update", "--baseline", str(BASELINE),
+             "--calibration", str(other / "reports/metrics.json")], work, env)
     proc = run([sys.executable, "-m", "pipeline.check", "--baseline", str(BASELINE)], work, env)   # raises unless exit 0
     assert "OK: no regressions" in proc.stdout
+
+
+@pytest.mark.slow
+def test_two_thread_counts_each_pass_the_check_against_the_other(project, project_threads2, tmp_path):
+    """Runs that differ only in the thread count are the same result within the measured noise: a
+    baseline of either (its noise as the committed baseline measured it) passes the other."""
+    work, env, _ = project
+    other, _ = project_threads2
+    metrics = {"1": work / "reports/metrics.json", "2": other / "reports/metrics.json"}
+    assert metrics["1"].read_bytes() != metrics["2"].read_bytes()     # the thread count does change the numbers
+    for mine, theirs in (("1", "2"), ("2", "1")):
+        baseline = tmp_path / f"baseline_threads{mine}.json"
+        run([sys.executable, "-m", "pipeline.check", "--update", "--baseline", str(baseline), "--metrics",
+             str(metrics[mine]), "--noise-from", str(BASELINE)], work, env)
+        proc = run([sys.executable, "-m", "pipeline.check", "--baseline", str(baseline), "--metrics",
+                    str(metrics[theirs])], work, env)
+        assert "OK: no regressions" in proc.stdout, proc.stdout
