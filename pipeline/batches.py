@@ -15,6 +15,11 @@ Augmentation, and why each choice:
   gain, time-gain compensation and dynamic range differ between machines and operators.
 Crop, shift and flip are one affine resampling (`grid_sample`), so the whole batch costs a few
 kernel launches.
+
+Data-parallel training (pipeline/distributed.py): each rank takes a contiguous slice of every
+global batch, but draws the permutation and the augmentation randoms of the whole global batch, so
+that every rank's generator stays in step with the others epoch after epoch. With one rank the
+slice is the whole batch and the draws are those of a plain run.
 """
 from __future__ import annotations
 
@@ -23,6 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from pipeline.distributed import World
 
 
 @dataclass(frozen=True)
@@ -59,12 +66,15 @@ class BatchStream:
     """Shuffled, augmented, normalised training batches of one part of the cohort.
 
     `epoch_batches()` draws one permutation of the part and yields (x, y) pairs; batches of a
-    single image are dropped, because batch norm cannot train on them.
+    single image are dropped, because batch norm cannot train on them. As one rank of a distributed
+    `world`, it yields this rank's slice of each global batch of `batch_size`, with the labels of
+    the whole global batch as a third element; a batch that would leave a rank fewer than two images
+    is dropped, for the same reason.
     """
 
     def __init__(self, bank: ImageBank, ids: np.ndarray, labels: np.ndarray, batch_size: int,
                  generator: torch.Generator, mean: float, std: float, augment: Augment | None,
-                 channels_last: bool = False):
+                 channels_last: bool = False, world: World = World()):
         self.bank = bank
         self.ids = torch.tensor(np.asarray(ids), dtype=torch.long, device=bank.device)
         self.labels = torch.tensor(np.asarray(labels), dtype=torch.long, device=bank.device)
@@ -73,33 +83,43 @@ class BatchStream:
         self.mean, self.std = mean, std
         self.augment = augment
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.world = world
 
     def __len__(self) -> int:
         """Batches per epoch."""
         n = len(self.ids)
         full, rest = divmod(n, self.batch_size)
-        return full + (1 if rest > 1 else 0)
+        return full + (1 if rest >= 2 * self.world.size else 0)
 
     def epoch_batches(self):
-        """Yield one epoch of (images float (B, C, S, S), labels long (B,)) on the device."""
+        """Yield one epoch of (images float (B, C, S, S), labels long (B,)) on the device; as one of several
+        ranks, this rank's slice of each and the global batch's labels (B_global,) as a third element."""
         order = torch.randperm(len(self.ids), generator=self.generator, device=self.bank.device)
         for b in range(len(self)):
             pos = order[b * self.batch_size:(b + 1) * self.batch_size]
-            yield self.make_batch(self.ids[pos]), self.labels[pos]
+            mine = self.world.part(len(pos))
+            batch = self.make_batch(self.ids[pos], mine), self.labels[pos[mine]]
+            yield (*batch, self.labels[pos]) if self.world.distributed else batch
 
-    def make_batch(self, ids: torch.Tensor) -> torch.Tensor:
-        """Slice, augment and normalise the images `ids` (a device tensor of image ids)."""
-        x = self.bank.images[ids].float().div_(255)
+    def make_batch(self, ids: torch.Tensor, part: slice = slice(None)) -> torch.Tensor:
+        """Slice, augment and normalise the images `ids[part]` (a device tensor of image ids); the
+        augmentation randoms are drawn for all of `ids`, so the generator advances the same on every rank."""
+        x = self.bank.images[ids[part]].float().div_(255)
         if self.augment is not None:
-            x = augment_batch(x, self.augment, self.generator)
+            x = augment_batch(x, self.augment, augment_draws(len(ids), self.generator, x.device)[part])
         x = x.sub_(self.mean).div_(self.std)
         return x.contiguous(memory_format=self.memory_format)
 
 
-def augment_batch(x: torch.Tensor, aug: Augment, gen: torch.Generator) -> torch.Tensor:
-    """Random resized crop, shift and horizontal flip, then gain, brightness and contrast; x in 0..1."""
+def augment_draws(n: int, gen: torch.Generator, device: torch.device) -> torch.Tensor:
+    """The randoms that augment a batch of `n` images: (n, 7) uniform in [0, 1), one row per image."""
+    return torch.rand(n, 7, generator=gen, device=device)
+
+
+def augment_batch(x: torch.Tensor, aug: Augment, r: torch.Tensor) -> torch.Tensor:
+    """Random resized crop, shift and horizontal flip, then gain, brightness and contrast; x in 0..1,
+    `r` its rows of `augment_draws`."""
     b, dev = x.shape[0], x.device
-    r = torch.rand(b, 7, generator=gen, device=dev)
     scale = aug.min_scale + (1 - aug.min_scale) * r[:, 0]
     # the crop window stays inside the image: centre offset up to (1 - scale) in grid units
     tx = (2 * r[:, 1] - 1) * (1 - scale)

@@ -14,6 +14,13 @@ seeded afresh, so its result is the same as when it is trained alone.
 A checkpoint is written at the end of every epoch outside DVC's outputs (pipeline/checkpoint.py):
 a killed run started again continues from the last complete epoch with the same result as an
 uninterrupted one (on the CPU), and a finished fold is not trained again.
+
+One fold can also be trained data-parallel by several processes (pipeline/distributed.py):
+
+    torchrun --nproc_per_node 2 -m pipeline.train --model stanet --protocol patient --fold 1
+
+(--scenario may be left out when split.scenarios names one scenario). The global batch stays
+train.optim.batch_size, split between the ranks; rank 0 validates, checkpoints and writes.
 """
 from __future__ import annotations
 
@@ -32,10 +39,11 @@ import torch
 import torch.nn.functional as F
 
 import models
-from pipeline import checkpoint, codedeps, cpu, fingerprints, layout, scenarios
+from pipeline import checkpoint, codedeps, cpu, distributed, fingerprints, layout, scenarios
 from pipeline.atomic import atomic_path, ensure_writable, torch_bytes, write_bytes_to
 from pipeline.batches import Augment, BatchStream, ImageBank, eval_batches
 from pipeline.cli import run_stage
+from pipeline.distributed import World
 from pipeline.errors import DataError, TrainingError
 from pipeline.modelcheck import check_model
 from pipeline.params import OptimParams, Params, TrainParams, load, to_dict
@@ -97,13 +105,22 @@ def make_optimizer(model: torch.nn.Module, o: OptimParams, steps_per_epoch: int,
 
 
 def make_step(model: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any,
-              criterion: Callable, device: torch.device) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """One training step on a batch; returns the loss as a device tensor (no host sync)."""
+              criterion: Callable, device: torch.device,
+              world_size: int = 1) -> Callable[..., torch.Tensor]:
+    """One training step on a batch; returns the loss as a device tensor (no host sync).
+
+    As one of `world_size` ranks, the step also takes the labels of the whole global batch, and
+    `criterion` must sum over this rank's slice (see `global_batch_weight`)."""
     amp = device.type == "cuda"
 
-    def step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def step(x: torch.Tensor, y: torch.Tensor, batch_labels: torch.Tensor | None = None) -> torch.Tensor:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             loss = criterion(model(x), y)
+        if batch_labels is not None:
+            # DDP averages the ranks' gradients: the slice's sum over the global batch's weight, times
+            # the world size, makes that average the gradient of the global batch's mean loss, however
+            # unevenly the batch split
+            loss = loss * (world_size / global_batch_weight(criterion, batch_labels))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -111,6 +128,12 @@ def make_step(model: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any,
         return loss.detach()
 
     return step
+
+
+def global_batch_weight(criterion: torch.nn.CrossEntropyLoss, labels: torch.Tensor) -> torch.Tensor | int:
+    """What the mean loss over the batch `labels` divides by: its size, or, with class weights, the sum of
+    its images' weights (as CrossEntropyLoss's mean does, label smoothing included)."""
+    return len(labels) if criterion.weight is None else criterion.weight[labels].sum()
 
 
 @torch.no_grad()
@@ -179,7 +202,7 @@ class FoldRun:
     data: FoldData
     bank: ImageBank
     model: torch.nn.Module
-    runner: torch.nn.Module          # the model, or its torch.compile'd form
+    runner: torch.nn.Module          # the model, or its torch.compile'd form: what validation runs
     optim: OptimParams
     epochs: int
     opt: torch.optim.Optimizer
@@ -197,6 +220,7 @@ class FoldRun:
     start_epoch: int = 1
     finished: bool = False
     selection: list[dict[str, float]] | None = None    # models fitted in closed form: the settings tried
+    world: World = World()           # the ranks training this fold together; one by default
 
     @property
     def name(self) -> str:
@@ -205,11 +229,11 @@ class FoldRun:
 
 
 def set_up(params: Params, scenario: str, model_name: str, protocol: str, fold: int, *, images: np.ndarray,
-           splits: pd.DataFrame, data_digest: str) -> FoldRun:
+           splits: pd.DataFrame, data_digest: str, world: World = World()) -> FoldRun:
     """Seed, select the fold, build the network, the batch stream and the optimiser (in this order:
     the network's initialisation draws from the seeded generator)."""
     tp = params.train
-    device = select_device(tp.device)
+    device = world.device(select_device(tp.device))
     if tp.threads:
         torch.set_num_threads(tp.threads)
     seed_everything(params.seed, device)
@@ -223,7 +247,8 @@ def set_up(params: Params, scenario: str, model_name: str, protocol: str, fold: 
     config = {"model": model_name, "protocol": protocol, "fold": fold, "scenario": scenario, "seed": params.seed,
               "optim": to_dict(o), "epochs": epochs, "pretrained": pretrained, "select_by": tp.select_by,
               "class_weighting": tp.class_weighting, "label_smoothing": tp.label_smoothing,
-              "augment": tp.augment, "device": device.type, "data": data_digest, "code": code_digest(),
+              "augment": tp.augment, "device": device.type, "world_size": world.size, "data": data_digest,
+              "code": code_digest(),
               # the thread count and CPU code paths change the rounding, so the trajectory: not reusable
               "threads": torch.get_num_threads(), "cpu": cpu.in_effect(),
               "split": checkpoint.fingerprint({"ids": [data.train_ids.tolist(), data.val_ids.tolist(),
@@ -244,22 +269,32 @@ def set_up(params: Params, scenario: str, model_name: str, protocol: str, fold: 
     else:                      # from scratch: the training part's own statistics
         mean, std = bank.normalizer(torch.as_tensor(data.train_ids, device=device))
     stream = BatchStream(bank, data.train_ids, data.train_labels, o.batch_size, gen, mean, std,
-                         Augment() if tp.augment else None, channels_last)
+                         Augment() if tp.augment else None, channels_last, world)
+    if o.batch_size < 2 * world.size and world.distributed:
+        raise DataError(f"batch size {o.batch_size} (train.optim.batch_size or train.overrides.{model_name}."
+                        f"batch_size) leaves some of the {world.size} processes fewer than 2 images, on which batch "
+                        f"norm cannot train; use a batch size of at least {2 * world.size}, or fewer processes")
     if len(stream) == 0:
         raise DataError(f"{layout.splits_path(scenario)}: protocol {protocol!r} fold {fold} has "
-                        f"{len(data.train_ids)} training image(s); at least 2 are needed")
+                        f"{len(data.train_ids)} training image(s); at least {2 * world.size} are needed")
+    trainer = world.wrap(model, device)   # under DistributedDataParallel among several ranks
     opt, sched = make_optimizer(model, o, len(stream), epochs, device)
     weight = None
     if tp.class_weighting:
         counts = np.bincount(data.train_labels, minlength=len(names)).astype(np.float64)
         weight = torch.tensor(counts.sum() / (len(names) * np.maximum(counts, 1)), dtype=torch.float32, device=device)
-    criterion = torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=tp.label_smoothing)
-    runner = torch.compile(model) if tp.compile and device.type == "cuda" else model
+    # among several ranks each sums over its slice, and the step divides by the global batch's weight
+    criterion = torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=tp.label_smoothing,
+                                          reduction="sum" if world.distributed else "mean")
+    compiled = torch.compile if tp.compile and device.type == "cuda" else (lambda m: m)
+    runner = compiled(model)   # validation runs the model itself: DDP's forward may call a collective
+    trainer = compiled(trainer) if world.distributed else runner
     if hasattr(model, "fit"):
         epochs = 1     # fitted in closed form (see fit_fold): one fit, no epochs
     return FoldRun(model_name=model_name, protocol=protocol, fold=fold, scenario=scenario, class_names=names,
                    device=device, data=data, bank=bank, model=model, runner=runner, optim=o, epochs=epochs,
-                   opt=opt, sched=sched, step=make_step(runner, opt, sched, criterion, device), stream=stream,
+                   opt=opt, sched=sched, step=make_step(trainer, opt, sched, criterion, device, world.size),
+                   stream=stream, world=world,
                    gen=gen, mean=mean, std=std, pretrained=pretrained, channels_last=channels_last,
                    fingerprint=checkpoint.fingerprint(config), history=[],
                    best={"epoch": 0, "val_accuracy": -1.0, "val_balanced_accuracy": -1.0, "val_loss": math.inf,
@@ -303,7 +338,8 @@ def selection_key(row: dict[str, float], select_by: str) -> tuple[float, float]:
 
 
 def train_epochs(run: FoldRun, tp: TrainParams, ckpt_path: Path, log: Callable[[str], None] = print) -> None:
-    """The epoch loop: train, validate, keep the best epoch, checkpoint after every epoch."""
+    """The epoch loop: train, validate, keep the best epoch, checkpoint after every epoch (among several
+    ranks, all train and rank 0 alone validates and checkpoints)."""
     val_labels_t = torch.as_tensor(run.data.val_labels, device=run.device)
     saver = checkpoint.BackgroundSaver()
     interactive = sys.stderr.isatty()
@@ -313,19 +349,22 @@ def train_epochs(run: FoldRun, tp: TrainParams, ckpt_path: Path, log: Callable[[
             t0 = time.perf_counter()
             losses = torch.zeros(len(run.stream), device=run.device)
             bar = _progress(len(run.stream), f"{run.model_name} {run.protocol} fold {run.fold} epoch "
-                                             f"{epoch}/{run.epochs}", interactive)
-            for i, (x, y) in enumerate(run.stream.epoch_batches()):
-                losses[i] = run.step(x, y)
+                                             f"{epoch}/{run.epochs}", interactive and run.world.main)
+            for i, batch in enumerate(run.stream.epoch_batches()):
+                losses[i] = run.step(*batch)
                 if bar is not None:
                     bar.update(1)
             if bar is not None:
                 bar.close()
+            run.world.average(losses)   # the ranks' shares of each global batch's mean loss
             bad = (~torch.isfinite(losses)).nonzero()
             if len(bad):  # checked once per epoch, so the loop never waits on the device
                 raise TrainingError(f"non-finite training loss ({losses[bad[0, 0]].item()}) for model "
                                     f"{run.model_name}, protocol {run.protocol}, fold {run.fold}, epoch {epoch}, "
                                     f"step {int(bad[0, 0]) + 1}; lower the learning rate (train.optim.lr or "
                                     f"train.overrides.{run.model_name}.lr)")
+            if not run.world.main:
+                continue   # rank 0 validates and checkpoints; the others go on, and wait for it in the next step
             prob = predict(run.runner, run.bank, run.data.val_ids, tp.eval_batch_size, run.mean, run.std,
                            run.channels_last)
             val_loss = float(F.nll_loss(prob.clamp_min(1e-12).log(), val_labels_t))
@@ -418,8 +457,8 @@ def predict_test_part(run: FoldRun, tp: TrainParams, ckpt_path: Path) -> dict[st
         "seconds": round(sum(h["seconds"] for h in run.history), 3), "device": run.device.type,
         "device_name": device_name(run.device), "threads": torch.get_num_threads(),
         "input_size": list(run.bank.input_size), "batch_size": o.batch_size, "optimizer": o.optimizer, "lr": o.lr,
-        "pretrained": run.pretrained, **({"selection": run.selection} if run.selection else {}),
-        "cpu": cpu.in_effect(),
+        "pretrained": run.pretrained, "world_size": run.world.size,
+        **({"selection": run.selection} if run.selection else {}), "cpu": cpu.in_effect(),
         "normalization": ("the pretrained weights' per-channel mean and std" if isinstance(run.mean, torch.Tensor)
                           else "the training part's pixel mean and std")})
     return {"weights": run.best["state"], "history": pd.DataFrame(run.history, columns=layout.HISTORY_COLUMNS),
@@ -428,16 +467,20 @@ def predict_test_part(run: FoldRun, tp: TrainParams, ckpt_path: Path) -> dict[st
 
 def train_fold(params: Params, scenario: str, model_name: str, protocol: str, fold: int, *,
                images: np.ndarray, splits: pd.DataFrame, ckpt_path: Path, data_digest: str,
-               log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train one fold (resuming from `ckpt_path` when it matches) and return everything to write."""
+               log: Callable[[str], None] = print, world: World = World()) -> dict[str, Any] | None:
+    """Train one fold (resuming from `ckpt_path` when it matches) and return everything to write;
+    None on a rank other than 0, which writes nothing."""
     run = set_up(params, scenario, model_name, protocol, fold, images=images, splits=splits,
-                 data_digest=data_digest)
-    resume(run, checkpoint.load(ckpt_path, run.fingerprint), log)
+                 data_digest=data_digest, world=world)
+    log = log if world.main else (lambda line: None)
+    # rank 0 reads the checkpoint and every rank resumes from it, even where checkpoints/ is not shared
+    resume(run, world.share(checkpoint.load(ckpt_path, run.fingerprint) if world.main else None), log)
     if hasattr(run.model, "fit"):
-        fit_fold(run, params.train, ckpt_path, params.seed, log)
+        if world.main:   # a closed-form fit has nothing to share between ranks
+            fit_fold(run, params.train, ckpt_path, params.seed, log)
     else:
         train_epochs(run, params.train, ckpt_path, log)
-    return predict_test_part(run, params.train, ckpt_path)
+    return predict_test_part(run, params.train, ckpt_path) if world.main else None
 
 
 def _progress(total: int, desc: str, interactive: bool):
@@ -484,14 +527,20 @@ def load_inputs(scenario: str) -> tuple[np.ndarray, pd.DataFrame, dict[str, str]
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the stage for one scenario, model and protocol: every fold of train.folds, or those asked for."""
+    """Run the stage for one scenario, model and protocol: every fold of train.folds, or those asked for;
+    under torchrun, as one rank of a data-parallel training."""
     ap = argparse.ArgumentParser(prog="python -m pipeline.train", description=__doc__.splitlines()[0])
-    ap.add_argument("--scenario", required=True)
+    ap.add_argument("--scenario", help="one of split.scenarios (default: the only one, when there is one)")
     ap.add_argument("--model", required=True)
     ap.add_argument("--protocol", required=True)
     ap.add_argument("--fold", type=int, action="append", help="a fold to train (repeatable; default: train.folds)")
     args = ap.parse_args(argv)
     params = load()
+    if args.scenario is None:
+        if len(params.split.scenarios) != 1:
+            raise DataError(f"--scenario is required: split.scenarios lists {list(params.split.scenarios)}; name "
+                            f"one of them (e.g. --scenario {params.split.scenarios[0]})")
+        args.scenario = params.split.scenarios[0]
     for flag, value, allowed, key in (("--scenario", args.scenario, params.split.scenarios, "split.scenarios"),
                                       ("--model", args.model, params.train.models, "train.models"),
                                       ("--protocol", args.protocol, params.split.protocols, "split.protocols"),
@@ -503,15 +552,20 @@ def main(argv: list[str] | None = None) -> int:
         ensure_writable(directory)   # before the training, not after it
     images, splits, provenance = load_inputs(args.scenario)
     data_digest = fingerprints.file_sha256(layout.IMAGES)
-    for fold in args.fold or params.train.folds:
-        result = train_fold(params, args.scenario, args.model, args.protocol, fold, images=images, splits=splits,
-                            ckpt_path=layout.checkpoint_path(args.scenario, args.model, args.protocol, fold),
-                            data_digest=data_digest)
-        result["metrics"].update(provenance)
-        write_outputs(layout.run_dir(args.scenario, args.model, args.protocol, fold), result)
-        m = result["metrics"]
-        print(f"{args.scenario} {args.model} {args.protocol} fold {fold}: test accuracy {m['accuracy']:.4f} "
-              f"(best epoch {m['best_epoch']}/{m['epochs']}, {m['seconds']:.1f}s on {m['device_name']})")
+    world = distributed.from_environment()   # torchrun's ranks; a single process otherwise
+    with distributed.process_group(world, world.device(select_device(params.train.device))):
+        for fold in args.fold or params.train.folds:
+            result = train_fold(params, args.scenario, args.model, args.protocol, fold, images=images,
+                                splits=splits, data_digest=data_digest, world=world,
+                                ckpt_path=layout.checkpoint_path(args.scenario, args.model, args.protocol, fold))
+            if result is None:
+                continue   # rank 0 writes the outputs
+            result["metrics"].update(provenance)
+            write_outputs(layout.run_dir(args.scenario, args.model, args.protocol, fold), result)
+            m = result["metrics"]
+            print(f"{args.scenario} {args.model} {args.protocol} fold {fold}: test accuracy {m['accuracy']:.4f} "
+                  f"(best epoch {m['best_epoch']}/{m['epochs']}, {m['seconds']:.1f}s on {m['device_name']}"
+                  f"{f', {world.size} processes' if world.distributed else ''})")
     return 0
 
 

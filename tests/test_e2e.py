@@ -30,21 +30,29 @@ def run(cmd: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
     return proc
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    """A scratch copy of the project with the tiny profile applied, after `dvc repro`."""
-    work = tmp_path_factory.mktemp("e2e")
-    for name in ("pipeline", "models", "profiles", "tests/data"):
+def scratch_project(work: Path, profiles: list[str | Path]) -> dict:
+    """Copy the project (code, scripts, profiles, dvc.yaml, params.yaml) into `work`, make it a git and DVC
+    repository and apply `profiles` in turn; returns the environment to run its commands in."""
+    for name in ("pipeline", "models", "profiles", "scripts", "tests/data"):
         if (ROOT / name).exists():
             shutil.copytree(ROOT / name, work / name, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("dvc.yaml", "params.yaml"):
         shutil.copy(ROOT / name, work / name)
-    # stages run `python -m ...`: make that the interpreter running the tests
+    # stages run `python -m ...` and the scripts `python` and `dvc`: make those the test's own
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(work), "MPLBACKEND": "Agg", "DVC_NO_ANALYTICS": "1"}
     run(["git", "init", "-q"], work, env)
     run([sys.executable, "-m", "dvc", "init", "-q"], work, env)
-    run([sys.executable, "-m", "pipeline.params", "apply", "profiles/tiny.yaml"], work, env)
+    for profile in profiles:
+        run([sys.executable, "-m", "pipeline.params", "apply", str(profile)], work, env)
+    return env
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A scratch copy of the project with the tiny profile applied, after `dvc repro`."""
+    work = tmp_path_factory.mktemp("e2e")
+    env = scratch_project(work, ["profiles/tiny.yaml"])
     proc = run([sys.executable, "-m", "dvc", "repro"], work, env)
     return work, env, proc
 

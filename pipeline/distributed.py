@@ -1,0 +1,104 @@
+"""One fold trained data-parallel: the ranks torchrun starts, and what they share.
+
+    torchrun --nproc_per_node 2 -m pipeline.train --model stanet --protocol patient --fold 1
+
+torchrun sets RANK, WORLD_SIZE and LOCAL_RANK in each process it starts; a plain
+`python -m pipeline.train` sees none of them and is a world of one, which starts no process group
+and goes through the same code as before. In a world of N, every rank draws the same permutation
+and the same augmentation randoms for the whole global batch (pipeline/batches.py) and trains on
+its own slice of it; DistributedDataParallel averages the gradients (nccl on CUDA, gloo on the
+CPU). Rank 0 alone validates, checkpoints and writes the outputs.
+
+Batch norm: SyncBatchNorm on CUDA, so that every rank normalises with the global batch's
+statistics, as one process would. On the CPU each rank normalises with its own slice's statistics,
+because torch's SyncBatchNorm refuses CPU modules (torch 2.14: "SyncBatchNorm layers only work
+with GPU modules"); DDP then copies rank 0's running statistics to the other ranks at every step.
+"""
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place among the ranks of one training; the default is a plain, single process."""
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def distributed(self) -> bool:
+        """More than one rank: gradients are averaged across processes."""
+        return self.size > 1
+
+    @property
+    def main(self) -> bool:
+        """Rank 0: the one that validates, checkpoints, writes the outputs and prints."""
+        return self.rank == 0
+
+    def part(self, n: int) -> slice:
+        """This rank's rows of a global batch of `n`: contiguous, disjoint, sizes differing by at most one."""
+        return slice(self.rank * n // self.size, (self.rank + 1) * n // self.size)
+
+    def device(self, device: torch.device) -> torch.device:
+        """The device this rank trains on: its own GPU of the node (LOCAL_RANK) when training on CUDA."""
+        return torch.device("cuda", self.local_rank) if self.distributed and device.type == "cuda" else device
+
+    def wrap(self, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+        """`model` under DistributedDataParallel, its batch norm layers made SyncBatchNorm on CUDA (in place:
+        `model` stays the module the optimiser, validation and checkpoints use); `model` itself in a world of one."""
+        if not self.distributed:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        if device.type == "cuda":
+            from timm.layers import convert_sync_batchnorm   # also converts timm's BatchNormAct2d
+
+            model = convert_sync_batchnorm(model)
+        return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    def average(self, values: torch.Tensor) -> torch.Tensor:
+        """The mean of `values` over the ranks, in place (every rank gets it); unchanged in a world of one."""
+        if self.distributed:
+            dist.all_reduce(values, op=dist.ReduceOp.SUM)   # gloo has no AVG in every torch build
+            values.div_(self.size)
+        return values
+
+    def share(self, obj: Any) -> Any:
+        """Rank 0's `obj` on every rank (pickled; for small state such as a checkpoint)."""
+        if not self.distributed:
+            return obj
+        box = [obj if self.main else None]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+
+def from_environment() -> World:
+    """The world torchrun describes in RANK, WORLD_SIZE and LOCAL_RANK; a single process without them."""
+    env = os.environ
+    if "WORLD_SIZE" not in env:
+        return World()
+    return World(rank=int(env["RANK"]), size=int(env["WORLD_SIZE"]), local_rank=int(env.get("LOCAL_RANK", 0)))
+
+
+@contextmanager
+def process_group(world: World, device: torch.device) -> Iterator[None]:
+    """Join the ranks for the body (nccl on CUDA, gloo on the CPU) and leave together at its end.
+
+    Nothing happens in a world of one. A rank that fails leaves at once: torchrun stops the others."""
+    if not world.distributed:
+        yield
+        return
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    yield
+    # rank 0 may still be writing the last fold's outputs: nobody leaves before it is done
+    dist.barrier(device_ids=[device.index] if device.type == "cuda" else None)
+    dist.destroy_process_group()
