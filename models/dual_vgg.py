@@ -6,6 +6,11 @@ Signal Process. Control 71 (2022) 103277: the convolutional features of VGG16 an
 average pooled to 512 values; the two vectors are concatenated and go through Dense 1024-512-256
 with ReLU and a linear layer to the classes (the paper's softmax is in the loss). About 34.9 GMACs
 and 36.4 M parameters at 3x224x224.
+
+`dual_vgg_bn` is the same fusion on batch-normalised VGG16_bn and VGG19_bn, for runs that must
+train from scratch in minutes (the CPU demo): the plain VGGs, trained from scratch on a few
+hundred images, barely leave their initial state (their logits differed by about 1e-4 across
+inputs after a demo's steps). It is not the published network, and every report names it so.
 """
 from __future__ import annotations
 
@@ -41,13 +46,34 @@ class DualVGG(nn.Module):
         return self.fc(self.mlp(torch.cat([a, b], dim=1)))
 
 
+def _fresh_features(arch: str, in_chans: int) -> nn.Sequential:
+    """timm's VGG `.features` for `arch` (layer for layer, the same names and initialisation), built
+    alone: timm's VGG also builds a 4096-d ConvMlp of 100 M parameters that `.features` leaves unused
+    (2 s and half a gigabyte per model, for nothing)."""
+    from timm.models.vgg import cfgs
+
+    batch_norm = arch.endswith("_bn")
+    layers: list[nn.Module] = []
+    prev = in_chans
+    for v in cfgs[arch.removesuffix("_bn")]:
+        if v == "M":
+            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+            continue
+        conv = nn.Conv2d(prev, v, kernel_size=3, padding=1)
+        nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")   # as timm's VGG._init_weights
+        nn.init.zeros_(conv.bias)
+        layers += [conv, *([nn.BatchNorm2d(v)] if batch_norm else []), nn.ReLU(inplace=True)]
+        prev = v
+    return nn.Sequential(*layers)
+
+
 def _vgg_features(arch: str, in_chans: int, pretrained: bool) -> nn.Sequential:
     """timm's `arch` convolutional features; with `pretrained`, its ImageNet weights, loaded by timm
     (which also adapts the first convolution to `in_chans`)."""
+    if not pretrained:
+        return _fresh_features(arch, in_chans)
     import timm  # lazily: see models/registry.py
 
-    if not pretrained:
-        return timm.create_model(arch, pretrained=False, num_classes=0, in_chans=in_chans).features
     hub_id, path = pretrained_weights(arch)      # fails at once when they are not to be had
     # Only `.features` is used, so a checkpoint needs only its `features.*` tensors: timm loads
     # non-strictly (the 4096-d pre-logits are dropped anyway), and every feature tensor is checked here.
@@ -59,13 +85,15 @@ def _vgg_features(arch: str, in_chans: int, pretrained: bool) -> nn.Sequential:
     return vgg.features
 
 
-def _create_dual_vgg(num_classes: int, in_chans: int, pretrained: bool = False, **kwargs) -> DualVGG:
-    import timm
+def _create_dual_vgg(num_classes: int, in_chans: int, pretrained: bool = False, batch_norm: bool = False,
+                     **kwargs) -> DualVGG:
+    suffix = "_bn" if batch_norm else ""
+    model = DualVGG(_vgg_features("vgg16" + suffix, in_chans, pretrained),
+                    _vgg_features("vgg19" + suffix, in_chans, pretrained), num_classes, **kwargs)
+    if pretrained:   # the normalisation the branches' ImageNet weights expect (registry.input_normalization)
+        import timm
 
-    model = DualVGG(_vgg_features("vgg16", in_chans, pretrained), _vgg_features("vgg19", in_chans, pretrained),
-                    num_classes, **kwargs)
-    # the normalisation the branches' ImageNet weights expect (see registry.input_normalization)
-    model.pretrained_cfg = timm.models.get_pretrained_cfg("vgg16").to_dict()
+        model.pretrained_cfg = timm.models.get_pretrained_cfg("vgg16" + suffix).to_dict()
     return model
 
 
@@ -74,3 +102,9 @@ def dual_vgg(num_classes: int, in_chans: int, pretrained: bool = False, **kwargs
     """Uçar's dual-branch fusion; pretrained=True loads both branches' ImageNet weights (timm/vgg16.tv_in1k,
     timm/vgg19.tv_in1k) through timm and the Hugging Face cache."""
     return _create_dual_vgg(num_classes, in_chans, pretrained, **kwargs)
+
+
+@register_model("Dual VGG16_bn+VGG19_bn (Uçar 2022 with batch norm, from scratch)")
+def dual_vgg_bn(num_classes: int, in_chans: int, pretrained: bool = False, **kwargs) -> DualVGG:
+    """Uçar's fusion on batch-normalised VGGs: the from-scratch stand-in of the CPU demo (see the module docstring)."""
+    return _create_dual_vgg(num_classes, in_chans, pretrained, batch_norm=True, **kwargs)

@@ -96,6 +96,7 @@ class OptimParams:
     warmup_epochs: int = 0
     batch_size: int = 32
     epochs: int = 0                       # 0: train.epochs
+    precise_bn: bool = False              # re-estimate batch-norm statistics on the training part before validating
 
     def validate(self, key: str) -> None:
         _require(0 <= self.epochs <= 10_000, f"{key}.epochs", self.epochs, "an integer in 0..10000 (0: train.epochs)")
@@ -123,7 +124,8 @@ class TrainParams:
     overrides: dict[str, ModelRecipe] = field(default_factory=dict)
     # the validation figure that chooses the epoch; balanced accuracy cannot favour an epoch that
     # predicts the majority class for every image, as plain accuracy on a small validation part does
-    select_by: Literal["val_balanced_accuracy", "val_accuracy", "val_loss"] = "val_balanced_accuracy"
+    # last: the final epoch of the schedule, for validation parts too small to choose on (the CPU demo's)
+    select_by: Literal["val_balanced_accuracy", "val_accuracy", "val_loss", "last"] = "val_balanced_accuracy"
     class_weighting: bool = False
     label_smoothing: float = 0.0
     augment: bool = True
@@ -387,11 +389,16 @@ def deep_merge(base: dict, overlay: dict) -> dict:
     return out
 
 
-def _merge_in_place(base: Any, overlay: dict) -> None:
+# mappings a profile replaces whole instead of merging into: per-model recipes of one profile are
+# not meant to survive into another (a demo's shortened schedule in the paper profile, say)
+REPLACED_WHOLE = {("train", "overrides")}
+
+
+def _merge_in_place(base: Any, overlay: dict, path: tuple[str, ...] = ()) -> None:
     """Write `overlay`'s keys over the ruamel mapping `base`, recursively; its comments and order stay."""
     for k, v in overlay.items():
-        if isinstance(v, dict) and isinstance(base.get(k), dict):
-            _merge_in_place(base[k], v)
+        if isinstance(v, dict) and isinstance(base.get(k), dict) and (*path, k) not in REPLACED_WHOLE:
+            _merge_in_place(base[k], v, (*path, k))
         else:
             base[k] = v
 
@@ -414,7 +421,7 @@ def apply_profile(profile: str | Path, params_path: str | Path = PARAMS_FILE) ->
 
     params.yaml is edited as a round-trip document: its comments and key order stay, the
     profile's values replace the ones they name, and keys new to params.yaml go at the end of
-    their mapping.
+    their mapping. `train.overrides` (the per-model recipes) is replaced whole when a profile names it.
     """
     import io
 

@@ -188,8 +188,8 @@ def _leakage_gap(metrics: dict, scenario: str, labels: dict[str, str]) -> list[s
 
 def _compute(metrics: dict, complexity: dict[str, dict], labels: dict[str, str]) -> list[str]:
     meta = metrics["meta"]
-    ref, theirs = meta.get("reference_model"), paper.COMPUTE_REFERENCE
-    if ref not in meta["models"] or theirs not in meta["models"] or ref == theirs:
+    ref, theirs = meta.get("reference_model"), paper.in_run(paper.COMPUTE_REFERENCE, meta["models"])
+    if ref not in meta["models"] or theirs is None or ref == theirs:
         return []
     c_ref, c_dual = complexity.get(ref, {}), complexity.get(theirs, {})
     macs_r, macs_d = c_ref.get("paper_setting", {}).get("macs"), c_dual.get("paper_setting", {}).get("macs")

@@ -87,7 +87,8 @@ def _stat(metrics: dict, scenario: str, model: str, protocol: str, name: str, fi
 def comparison_rows(metrics: dict, complexity: dict[str, dict]) -> list[dict]:
     """One row per scenario, model and protocol: complexity at 3x224x224, CPU latency and accuracy metrics."""
     meta = metrics["meta"]
-    ref_macs = (complexity.get(REFERENCE_COMPUTE) or {}).get("paper_setting", {}).get("macs")
+    reference = paper.in_run(REFERENCE_COMPUTE, meta["models"]) or REFERENCE_COMPUTE
+    ref_macs = (complexity.get(reference) or {}).get("paper_setting", {}).get("macs")
     rows = []
     for scenario, model, protocol in itertools.product(meta["scenarios"], meta["models"], meta["protocols"]):
         c = complexity[model]

@@ -71,7 +71,10 @@ def seed_everything(seed: int, device: torch.device) -> None:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     if device.type == "cpu":
-        torch.use_deterministic_algorithms(True)
+        # torch.use_deterministic_algorithms(True) also sets torch.compile's (inductor's) flag, and
+        # importing inductor costs 1.5 s in every process that does not import timm; on the CPU,
+        # where nothing is compiled, the flag the kernels read is all that is needed
+        torch._C._set_deterministic_algorithms(True)
     else:
         torch.backends.cudnn.benchmark = True  # speed over bit-exactness on the GPU (documented)
 
@@ -148,6 +151,38 @@ def predict(model: torch.nn.Module, bank: ImageBank, ids: np.ndarray, batch_size
             outs.append(model(x).float().softmax(dim=1))
     model.train()
     return torch.cat(outs) if outs else torch.empty(0, device=bank.device)
+
+
+@torch.no_grad()
+def recalibrate_bn(model: torch.nn.Module, bank: ImageBank, ids: np.ndarray, batch_size: int, mean: Any,
+                   std: Any, channels_last: bool) -> None:
+    """Precise batch norm (Wu and Johnson 2021): every batch-norm layer's running statistics replaced by
+    their average over the images `ids` (un-augmented), computed with the current weights. Only the
+    batch-norm layers run in training mode (no dropout, no random draws); the weights do not change.
+
+    Running statistics updated with momentum 0.1 over a few dozen steps of a network trained from
+    scratch, on augmented batches, can be far from those of the images validation and test see:
+    measured on the demo, efficientnet_b0's test accuracy went from 0.53-0.59 to 0.74-0.76 with them.
+    """
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+              and m.track_running_stats]
+    if not layers:
+        return
+    was_training = model.training
+    model.eval()
+    momenta = [m.momentum for m in layers]
+    for m in layers:
+        m.reset_running_stats()
+        m.momentum = None          # a cumulative average over the batches below
+        m.train()
+    amp = bank.device.type == "cuda"
+    for x in eval_batches(bank, ids, batch_size, mean, std, channels_last):
+        if len(x) > 1:
+            with torch.autocast(bank.device.type, dtype=torch.bfloat16, enabled=amp):
+                model(x)
+    for m, momentum in zip(layers, momenta):
+        m.momentum = momentum
+    model.train(was_training)
 
 
 @dataclass
@@ -328,12 +363,15 @@ def balanced_accuracy(predicted: torch.Tensor, labels: torch.Tensor, n_classes: 
 
 
 def selection_key(row: dict[str, float], select_by: str) -> tuple[float, float]:
-    """Larger is better: the validation figure train.select_by names, then the lower validation loss.
+    """Larger is better: the validation figure train.select_by names, then the lower validation loss;
+    `last`: the later epoch (a choice made by the schedule, not by the validation part).
 
     val_balanced_accuracy (the default) cannot prefer an epoch that predicts the majority class for
     every image, which plain accuracy on a small, unbalanced validation part often does.
     """
     loss = -row.get("val_loss", math.inf)
+    if select_by == "last":
+        return (row.get("epoch", 0), 0.0)
     return (loss, 0.0) if select_by == "val_loss" else (row.get(select_by, -1.0), loss)
 
 
@@ -365,6 +403,9 @@ def train_epochs(run: FoldRun, tp: TrainParams, ckpt_path: Path, log: Callable[[
                                     f"train.overrides.{run.model_name}.lr)")
             if not run.world.main:
                 continue   # rank 0 validates and checkpoints; the others go on, and wait for it in the next step
+            if o.precise_bn:
+                recalibrate_bn(run.model, run.bank, run.data.train_ids, o.batch_size, run.mean, run.std,
+                               run.channels_last)
             prob = predict(run.runner, run.bank, run.data.val_ids, tp.eval_batch_size, run.mean, run.std,
                            run.channels_last)
             val_loss = float(F.nll_loss(prob.clamp_min(1e-12).log(), val_labels_t))
@@ -412,7 +453,9 @@ def fit_fold(run: FoldRun, tp: TrainParams, ckpt_path: Path, seed: int, log: Cal
     t0 = time.perf_counter()
     images = lambda ids: torch.cat(list(eval_batches(run.bank, ids, tp.eval_batch_size, run.mean,  # noqa: E731
                                                      run.std))).cpu()
-    key = lambda row: selection_key(row, tp.select_by)  # noqa: E731   (as every network's epoch is chosen)
+    # as every network's epoch is chosen; `last` has no meaning for a grid of settings: balanced accuracy
+    by = "val_balanced_accuracy" if tp.select_by == "last" else tp.select_by
+    key = lambda row: selection_key(row, by)  # noqa: E731
     tried = run.model.fit(images(run.data.train_ids), run.data.train_labels, images(run.data.val_ids),
                           run.data.val_labels, seed=seed, key=key)
     chosen = max(tried, key=key)

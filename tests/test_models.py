@@ -10,7 +10,7 @@ from torch import nn
 import models
 from models import SoftThreshold, WeightsNotFoundError
 
-OWN_MODELS = ["dual_vgg", "handcrafted", "stanet", "stanet_conv", "stanet_dsc", "stanet_noatt"]
+OWN_MODELS = ["dual_vgg", "dual_vgg_bn", "handcrafted", "stanet", "stanet_conv", "stanet_dsc", "stanet_noatt"]
 
 
 def test_registry_lists_own_models_with_display_names():

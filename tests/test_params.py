@@ -14,8 +14,11 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_repository_params_and_profiles_are_valid():
     base = load(ROOT / "params.yaml")
     assert base.data.source == "synthetic" and base.seed == 0
-    assert base.train.optim_for("dual_vgg").lr == pytest.approx(2e-5)   # Uçar's setting
     assert base.train.optim_for("stanet") == base.train.optim
+    assert "dual_vgg_bn" in base.train.models and not base.train.pretrained_for("dual_vgg_bn")
+    paper = from_dict(yaml.safe_load((ROOT / "profiles/paper.yaml").read_text()) | {})
+    assert paper.train.optim_for("dual_vgg").lr == pytest.approx(2e-5)   # Uçar's setting
+    assert paper.train.pretrained_for("dual_vgg") and paper.train.optim_for("dual_vgg").batch_size == 32
 
 
 @pytest.mark.parametrize("raw, message", [
