@@ -1,6 +1,8 @@
-"""Project the wall time of the whole paper profile from the stage timings of a partial run.
+"""Project the wall time of the whole paper profile from the stage timings of a partial run, or,
+before any run, from training throughputs.
 
     python benchmarks/project_paper_time.py timings.csv [--scenarios 4 --folds 5 --protocols 2 --json out.json]
+    python benchmarks/project_paper_time.py --throughput stanet=7979,resnet18=7042,... --profile profiles/paper.yaml
 
 timings.csv is written by benchmarks/gpu_check.sh (stage, model, protocol, fold, seconds, status).
 Each model's training time per fold is the mean of its measured folds (process start-up, data
@@ -35,15 +37,65 @@ def project(timings: pd.DataFrame, folds: int, protocols: int, dvc_overhead_s: f
             "projected_total_seconds": round(total, 1), "projected_total_minutes": round(total / 60, 2)}
 
 
+def from_throughput(params, images_per_s: dict[str, float], eval_cost: float = 1 / 3) -> dict:
+    """Seconds each model's training takes under `params` at the given training throughputs (images/s):
+    every scenario's cohort (its patients' images), the training part of every fold of every protocol,
+    every epoch; plus validation each epoch and the test part once, a forward pass costing `eval_cost`
+    of a training step. A lower bound: start-up, data loading and profiling are not in it."""
+    from pipeline.scenarios import label_map
+    from pipeline.synthetic import diagnosis_counts
+
+    syn, sp, tp = params.data.synthetic, params.split, params.train
+    per_patient = 14 * syn.images_per_side
+    counts = diagnosis_counts(syn.patients)
+    images = {s: per_patient * sum(n for d, n in counts.items() if d in label_map(s)) for s in sp.scenarios}
+    train_share = (1 - 1 / sp.folds) * (1 - sp.val_fraction)
+    out = {}
+    for model in tp.models:
+        rate = images_per_s.get(model) or images_per_s.get(model.split("_")[0])
+        if rate is None:
+            continue
+        epochs = tp.epochs_for(model)
+        per_fold = sum(n * (train_share * epochs + eval_cost * ((1 - 1 / sp.folds) * sp.val_fraction * epochs
+                                                                 + 1 / sp.folds)) for n in images.values())
+        out[model] = per_fold * len(tp.folds) * len(sp.protocols) / rate
+    return {"images_per_scenario": images, "seconds_per_model": {m: round(v, 1) for m, v in out.items()},
+            "projected_total_seconds": round(sum(out.values()), 1),
+            "projected_total_minutes": round(sum(out.values()) / 60, 1)}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("timings")
+    ap.add_argument("timings", nargs="?")
+    ap.add_argument("--throughput", help="model=images/s,... (training images per second at the profile's input)")
+    ap.add_argument("--profile", default="profiles/paper.yaml", help="with --throughput: the profile to project")
     ap.add_argument("--scenarios", type=int, default=4)
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--protocols", type=int, default=2)
     ap.add_argument("--dvc-overhead-s", type=float, default=1.0)
     ap.add_argument("--json")
     args = ap.parse_args(argv)
+    if args.throughput:
+        import yaml
+
+        from pipeline.params import deep_merge, from_dict
+
+        base = yaml.safe_load(open("params.yaml")) or {}
+        profile = yaml.safe_load(open(args.profile)) or {}
+        params = from_dict(deep_merge(base, profile) | {"train": {**deep_merge(base, profile)["train"],
+                                                                  "overrides": profile["train"].get("overrides")}})
+        rates = {k: float(v) for k, v in (item.split("=") for item in args.throughput.split(","))}
+        result = from_throughput(params, rates)
+        for model, s in result["seconds_per_model"].items():
+            print(f"{model:24s} {s:8.1f} s")
+        print(f"images per scenario {result['images_per_scenario']}; projected training of {args.profile}: "
+              f"{result['projected_total_seconds']} s ({result['projected_total_minutes']} min), a lower bound")
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(result, f, indent=2)
+        return 0
+    if not args.timings:
+        ap.error("give timings.csv (from benchmarks/gpu_check.sh) or --throughput")
     result = project(pd.read_csv(args.timings), args.folds, args.protocols, args.dvc_overhead_s, args.scenarios)
     for model, s in result["per_model_fold_seconds"].items():
         print(f"{model:24s} {s:8.1f} s per fold  x {result['runs_per_model']} = {s * result['runs_per_model']:8.1f} s")
