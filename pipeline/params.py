@@ -53,7 +53,7 @@ class DataParams:
     source: str = "synthetic"           # a key of pipeline.sources.SOURCES
     root: str = "data/raw"              # folder and ucar sources: where the images live
     manifest: str = "manifest.csv"      # folder source: CSV relative to root (path, patient_id, diagnosis[, muscle, side])
-    image_size: int = 32                # square side of the processed array, in pixels
+    image_size: int = 36                # square side of the processed array, in pixels
     channels: Literal[1, 3] = 1         # 1: grayscale B-mode; 3: replicated/RGB, as ImageNet-style models expect
     max_pixels: int = 100_000_000       # refuse images whose padded square (max side ** 2) exceeds this: memory bound
     synthetic: SyntheticParams = field(default_factory=SyntheticParams)
