@@ -36,6 +36,12 @@ def _title(fig, title: str) -> None:
     fig.suptitle("\n".join(textwrap.fill(line, width) for line in title.splitlines()), fontsize=10)
 
 
+def _wrap(text: str, width: int) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width)) or text
+
+
 def _save(fig, path: str | Path) -> None:
     # `draw` hands every figure a temporary path and renames them all together at the end
     fig.savefig(path, format="png", dpi=DPI, metadata={"Software": None})
@@ -62,7 +68,7 @@ def accuracy_vs_macs(points: list[dict], path: str | Path, title: str,
     majority-class rate (%), drawn as a dashed line per protocol.
     """
     scenarios = list(dict.fromkeys(p["scenario"] for p in points))
-    fig = _figure(7.5 * len(scenarios) + 1.0, 5.6)
+    fig = _figure(8.0 * len(scenarios) + 4.0, 6.0)
     axes = _panel_grid(fig, 1, len(scenarios))[0]
     models = list(dict.fromkeys(p["model"] for p in points))
     colors = _model_colors(models)
@@ -85,7 +91,8 @@ def accuracy_vs_macs(points: list[dict], path: str | Path, title: str,
                        edgecolor=colors[p["model"]] if hollow else "black", linewidths=2 if hollow else 1,
                        marker=PROTOCOL_MARKERS.get(p["protocol"], "o"), alpha=0.85, zorder=3)
             above = p["accuracy"] == top[p["model"]]
-            ax.annotate(f"{p['label']} ({p['protocol']}{', did not learn' if hollow else ''})",
+            # the short key on the point (long display names collide); the legend maps keys to names
+            ax.annotate(f"{p['model']} ({p['protocol']}{', did not learn' if hollow else ''})",
                         (p["macs"], p["accuracy"]), textcoords="offset points",
                         xytext=(math.sqrt(size) / 2 + 3, 4 if above else -12), fontsize=8)
         for (sc, protocol), rate in (majority or {}).items():
@@ -105,7 +112,9 @@ def accuracy_vs_macs(points: list[dict], path: str | Path, title: str,
     handles.append(Line2D([], [], linestyle="", label="marker area ~ sqrt(params); hollow: did not learn"))
     handles += [Line2D([], [], color=PROTOCOL_COLORS.get(pr, "grey"), linestyle="--",
                        label=f"majority-class rate, {pr} folds") for pr in dict.fromkeys(pr for _, pr in majority or {})]
-    axes[0].legend(handles=handles, loc="best", fontsize=8)
+    handles += [Line2D([], [], marker="o", color=colors[m], linestyle="", markersize=7,
+                       label=f"{m}: {next(p['label'] for p in points if p['model'] == m)}") for m in models]
+    axes[-1].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7, borderaxespad=0)
     _title(fig, title)
     _save(fig, path)
 
@@ -117,7 +126,7 @@ def confusion_matrices(matrices: dict[tuple[str, str], dict[str, np.ndarray]], c
     keys = list(matrices)
     models = list(dict.fromkeys(m for k in keys for m in matrices[k]))
     n_max = max(len(class_names[s]) for s, _ in keys)
-    cell = 0.55 * max(n_max, 2) + 1.2
+    cell = 0.55 * max(n_max, 2) + 1.5
     fig = _figure(cell * len(models) + 0.8, cell * len(keys) + 0.9)
     axes = _panel_grid(fig, len(keys), len(models))
     for i, (scenario, protocol) in enumerate(keys):
@@ -138,7 +147,7 @@ def confusion_matrices(matrices: dict[tuple[str, str], dict[str, np.ndarray]], c
                             fontsize=8 if n_classes <= 2 else 6, color="white" if share[r, c] > 0.6 else "black")
             ax.set_xticks(range(n_classes), names, fontsize=7, rotation=30)
             ax.set_yticks(range(n_classes), names, fontsize=7)
-            ax.set_title(f"{labels.get(model, model)}\n{scenario}, {protocol} protocol", fontsize=8)
+            ax.set_title(f"{_wrap(labels.get(model, model), 24)}\n{scenario}, {protocol} protocol", fontsize=7)
             if j == 0:
                 ax.set_ylabel("true class", fontsize=8)
             ax.set_xlabel("predicted class", fontsize=7)
@@ -272,7 +281,7 @@ def roc_curves(pooled: dict[tuple[str, str], dict[str, tuple[np.ndarray, np.ndar
         ax.set_ylabel("true positive rate (sensitivity)")
         ax.set_aspect("equal")
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=6, loc="lower right", framealpha=0.85)
     _title(fig, title)
     _save(fig, path)
 
