@@ -270,6 +270,7 @@ def build(params: Params, runs: Path = layout.RUNS, splits_dir: Path = layout.SP
         "pretrained": bool(any(meta.get("pretrained") for _, meta in all_meta)),
         "cohort": _consistent(all_meta, "cohort"),
         "cpu": _consistent(all_meta, "cpu"),
+        "select_by": _consistent(all_meta, "select_by"),
         "statistics": {
             "ci_low/ci_high": "t interval of the mean over folds; it treats the folds as independent, which they "
                               "are not (their training parts overlap), so it is too narrow: naive",

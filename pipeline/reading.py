@@ -9,7 +9,7 @@ Written for a clinician-researcher: what each protocol allows one to conclude, i
   protocol) and say so; intervals come from the bootstrap over patients;
 - the majority-class rate (what a constant guess scores) is stated beside every accuracy;
 - a figure that matches the paper by construction (the MACs ratio) is said to;
-- the size of the validation parts, on which epochs were selected, is stated.
+- the size of the validation parts, and whether epochs were chosen on them, is stated.
 """
 from __future__ import annotations
 
@@ -74,10 +74,19 @@ def _context(metrics: dict, scenario: str) -> list[str]:
                    f"accuracy figures); an accuracy near it means little.")
     validation = block.get("validation") or {}
     if validation:
-        parts = [f"{_range(v['patients'])} patients ({_range(v['images'])} images) per fold under "
-                 f"{PROTOCOL_WORDS.get(p, p)}" for p, v in validation.items()]
-        out.append(f"{scenario}: epochs were selected on validation parts of {'; '.join(parts)}; with parts this "
-                   f"small the selected epoch is noisy.")
+        parts = "; ".join(f"{_range(v['patients'])} patients ({_range(v['images'])} images) per fold under "
+                          f"{PROTOCOL_WORDS.get(p, p)}" for p, v in validation.items())
+        select_by = metrics["meta"].get("select_by")
+        if select_by == "last":
+            out.append(f"{scenario}: the networks' last epoch was taken (train.select_by: last), since the "
+                       f"validation parts, {parts}, are too small to choose an epoch on; they only chose the "
+                       f"hand-crafted baseline's regularisation.")
+        else:
+            small = min((min(x for x in v["patients"] if x is not None) for v in validation.values()
+                         if any(x is not None for x in v["patients"])), default=None)
+            out.append(f"{scenario}: epochs were chosen by {select_by or 'validation'} on validation parts of "
+                       f"{parts}" + ("; with parts this small the chosen epoch is noisy." if small is not None
+                                     and small < 10 else "."))
     return out
 
 

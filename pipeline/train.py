@@ -500,7 +500,7 @@ def predict_test_part(run: FoldRun, tp: TrainParams, ckpt_path: Path) -> dict[st
         "seconds": round(sum(h["seconds"] for h in run.history), 3), "device": run.device.type,
         "device_name": device_name(run.device), "threads": torch.get_num_threads(),
         "input_size": list(run.bank.input_size), "batch_size": o.batch_size, "optimizer": o.optimizer, "lr": o.lr,
-        "pretrained": run.pretrained, "world_size": run.world.size,
+        "pretrained": run.pretrained, "world_size": run.world.size, "select_by": tp.select_by,
         **({"selection": run.selection} if run.selection else {}), "cpu": cpu.in_effect(),
         "normalization": ("the pretrained weights' per-channel mean and std" if isinstance(run.mean, torch.Tensor)
                           else "the training part's pixel mean and std")})
