@@ -23,10 +23,11 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import pipeline  # noqa: E402,F401  (first: pins the CPU code paths as params.yaml's runtime.cpu_isa says, as every stage)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 import models  # noqa: E402
 from pipeline.batches import Augment, BatchStream, ImageBank  # noqa: E402

@@ -22,7 +22,8 @@ MODELS = ["stanet", "dual_vgg", "resnet18", "mobilenetv3_small_100", "efficientn
 
 
 def matrix_params(scenarios=("S1", "S2", "S3", "S4"), models=MODELS, overrides=None):
-    return from_dict({"split": {"scenarios": list(scenarios), "protocols": ["patient", "image"], "folds": 3},
+    return from_dict({"data": {"image_size": 32},     # the size write_complexity records by default
+                      "split": {"scenarios": list(scenarios), "protocols": ["patient", "image"], "folds": 3},
                       "train": {"models": list(models), "folds": [1, 2, 3], "epochs": 4,
                                 "overrides": overrides or {}},
                       "evaluate": {"reference_model": models[0]}})
