@@ -13,7 +13,10 @@ What decides, for each scenario, model, protocol and summary metric (pipeline/me
 - Otherwise a drop fails when it exceeds the tolerance: the larger of a floor (check.max_accuracy_drop
   points for accuracy, check.max_metric_drop for the others) and check.noise_factor times the noise
   measured for that figure, capped at check.max_accuracy_tolerance / max_metric_tolerance so that a
-  real drop (5 points in accuracy) always fails.
+  real drop (5 points in accuracy) fails; but never below the measured noise plus the floor. A
+  difference already seen between two runs that must agree is not a regression: a figure that
+  noisy cannot be guarded at the cap, and the check names it (measured: the demo's dual_vgg_bn,
+  under patient folds, moved 6.5 points between this machine's AVX2 and AVX code paths).
 - The noise is measured when the baseline is made: `--calibration` names the metrics.json of the
   same pipeline run again under a perturbation that must not matter (another thread count, another
   CPU), and the baseline records, per figure, the largest difference seen. Differences between
@@ -198,7 +201,16 @@ def tolerance(metric: str, noise: float | None, check: CheckParams) -> float:
     percent = METRICS[metric].percent
     floor = (check.max_accuracy_drop / 100) if percent else check.max_metric_drop
     cap = (check.max_accuracy_tolerance / 100) if percent else check.max_metric_tolerance
-    return min(cap, max(floor, check.noise_factor * (noise or 0.0)))
+    noise = noise or 0.0
+    return max(min(cap, max(floor, check.noise_factor * noise)), noise + floor)
+
+
+def loosely_guarded(rows: list[dict], check: CheckParams) -> list[dict]:
+    """Compared figures whose tolerance is above the cap: their measured noise alone exceeds it."""
+    def cap(metric: str) -> float:
+        return (check.max_accuracy_tolerance / 100) if METRICS[metric].percent else check.max_metric_tolerance
+    return [r for r in rows if r["metric"] in METRICS and r["tolerance"] is not None
+            and r["tolerance"] > cap(r["metric"]) + 1e-12]
 
 
 def compare(baseline: dict, current: dict, check: CheckParams) -> list[dict]:
@@ -361,12 +373,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"check: {args.metrics} and {args.complexity}/ against {baseline_path}: a drop fails when it exceeds "
           f"max(floor, {check.noise_factor:g} x the noise the baseline measured), at most "
           f"{check.max_accuracy_tolerance:g} points of accuracy / {check.max_metric_tolerance:g} (floors: accuracy "
-          f"{check.max_accuracy_drop:g} points, balanced accuracy/macro-F1/AUC {check.max_metric_drop:g}); "
-          f"exact: {', '.join(check.exact)}; a degenerate model is checked for learning only")
+          f"{check.max_accuracy_drop:g} points, balanced accuracy/macro-F1/AUC {check.max_metric_drop:g}) unless "
+          f"the noise plus the floor is larger; exact: {', '.join(check.exact)}; a degenerate model is checked "
+          f"for learning only")
     shown = rows if args.all else [r for r in rows if r["status"] != "ok" or r["delta"] not in (0, None)]
     print(format_table(shown) if shown else "(every compared value is unchanged)")
     if len(shown) < len(rows):
         print(f"{len(rows) - len(shown)} unchanged value(s) within tolerance not shown (--all shows them).")
+    loose = loosely_guarded(rows, check)
+    if loose:
+        print(f"note: {len(loose)} figure(s) varied between calibration runs that must agree by more than the "
+              f"cap allows, so a drop up to their tolerance (measured noise + floor) cannot be told from noise: "
+              + "; ".join(f"{r['scenario']} {r['model']} {r['protocol']} {r['metric']} "
+                          f"{_fmt_noise(r['metric'], r['tolerance'])}" for r in loose))
     failing = [r for r in rows if r["status"] in FAILING]
     new = [r for r in rows if r["status"] == "new"]
     if new:
