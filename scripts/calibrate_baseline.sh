@@ -2,7 +2,7 @@
 # Rewrite the regression baseline from this checkout's results, with the noise it must tolerate
 # measured: the same pipeline run twice more in scratch copies under perturbations that must not
 # matter, as another machine would give them (other rounding, another training trajectory), then
-#   python -m pipeline.check --update --calibration <run 1's metrics.json> <run 2's metrics.json>
+#   python -m pipeline.check --update --calibration <run 1's metrics.json> --calibration <run 2's>
 #
 #   1. another thread count (THREADS, default 1; the demo pins 2);
 #   2. the CPU code paths of an x86-64 machine without AVX2 (PyTorch's default kernels, oneDNN, MKL
@@ -39,5 +39,5 @@ mkdir -p "$root/reports/calibration"
 cp "$scratch/threads/reports/metrics.json" "$root/reports/calibration/threads-$threads.json.tmp"
 cp "$scratch/avx/reports/metrics.json" "$root/reports/calibration/cpu-avx.json.tmp"
 python -m pipeline.check --update --calibration "reports/calibration/threads-$threads.json.tmp" \
-    "reports/calibration/cpu-avx.json.tmp"
+    --calibration "reports/calibration/cpu-avx.json.tmp"
 rm -rf "$root/reports/calibration"
