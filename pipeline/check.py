@@ -198,19 +198,20 @@ def settings_differences(baseline: dict, current: dict) -> list[str]:
 
 def tolerance(metric: str, noise: float | None, check: CheckParams) -> float:
     """The largest drop of `metric` that is not a regression, in its own units (fractions)."""
-    percent = METRICS[metric].percent
-    floor = (check.max_accuracy_drop / 100) if percent else check.max_metric_drop
-    cap = (check.max_accuracy_tolerance / 100) if percent else check.max_metric_tolerance
+    floor = (check.max_accuracy_drop / 100) if METRICS[metric].percent else check.max_metric_drop
     noise = noise or 0.0
-    return max(min(cap, max(floor, check.noise_factor * noise)), noise + floor)
+    return max(min(_cap(metric, check), max(floor, check.noise_factor * noise)), noise + floor)
+
+
+def _cap(metric: str, check: CheckParams) -> float:
+    """The tolerance cap of `metric`, in its own units."""
+    return (check.max_accuracy_tolerance / 100) if METRICS[metric].percent else check.max_metric_tolerance
 
 
 def loosely_guarded(rows: list[dict], check: CheckParams) -> list[dict]:
     """Compared figures whose tolerance is above the cap: their measured noise alone exceeds it."""
-    def cap(metric: str) -> float:
-        return (check.max_accuracy_tolerance / 100) if METRICS[metric].percent else check.max_metric_tolerance
     return [r for r in rows if r["metric"] in METRICS and r["tolerance"] is not None
-            and r["tolerance"] > cap(r["metric"]) + 1e-12]
+            and r["tolerance"] > _cap(r["metric"], check) + 1e-12]
 
 
 def compare(baseline: dict, current: dict, check: CheckParams) -> list[dict]:
