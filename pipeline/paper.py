@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline.sources import SOURCES as DATA_SOURCES
+from pipeline.roster import COMPUTE_REFERENCE, PROPOSED_MODEL, in_run
 
 # (short name, full citation, DOI)
 TAN_2024 = ("Tan et al. 2024",
@@ -24,23 +24,7 @@ REFERENCES = (TAN_2024, UCAR_2022, BURLINA_2017)
 
 NOT_STATED = "not stated in the abstract"
 
-# This project's models for the paper's two networks; the only place outside models/ and
-# params.yaml that names them. The paper states computation as a share of the dual-branch network's.
-PROPOSED_MODEL = "stanet"
-COMPUTE_REFERENCE = "dual_vgg"
-# A model that stands in for a published network in runs that cannot train the network itself (the
-# CPU demo trains the batch-normalised dual VGG from scratch); every table says which one was run.
-STAND_INS = {"dual_vgg_bn": COMPUTE_REFERENCE}
 PROPOSED_MACS_PCT = 0.25    # the abstract: the proposed network's computation, % of the dual-branch network's
-# The paper's design choices, each removed by one ablation of the proposed network (models/stanet.py),
-# all at the proposed network's MACs: what each variant takes away.
-ABLATIONS = {
-    "stanet_noatt": "the soft-threshold attention removed",
-    "stanet_dsc": "depthwise separable blocks only (no conventional convolutions to alternate with)",
-    "stanet_conv": "conventional convolutions only (no depthwise separable blocks)",
-}
-DEFAULT_MODELS = (PROPOSED_MODEL, *ABLATIONS, COMPUTE_REFERENCE, "resnet18", "mobilenetv3_small_100", "efficientnet_b0",
-                  "handcrafted")
 
 
 @dataclass(frozen=True)
@@ -102,13 +86,6 @@ def _protocol_for(published_protocol: str | None, protocols: list[str]) -> list[
     return [p for p in protocols if p == published_protocol]
 
 
-def in_run(model: str, models: list[str] | tuple[str, ...]) -> str | None:
-    """`model` if the run trained it, else the run's stand-in for it (STAND_INS), else None."""
-    if model in models:
-        return model
-    return next((m for m, stands_for in STAND_INS.items() if stands_for == model and m in models), None)
-
-
 def _scenario_for(published_scenario: str | None, scenarios: list[str]) -> str | None:
     """This run's scenario to set beside a published figure: its own, or, when the paper does not
     say (Tan et al.'s abstract), S1 (normal vs myositis, the clinical question) if run, else the first."""
@@ -117,9 +94,10 @@ def _scenario_for(published_scenario: str | None, scenarios: list[str]) -> str |
     return "S1" if "S1" in scenarios else (scenarios[0] if scenarios else None)
 
 
-def beside_this_run(metrics: dict, complexity: dict[str, dict]) -> list[dict]:
+def beside_this_run(metrics: dict, complexity: dict[str, dict], caveat: str) -> list[dict]:
     """Rows of the paper-beside-this-run table: citation, quantity, scenario, protocol, published
-    figure, this run's figure and setting, and a note on comparability."""
+    figure, this run's figure and setting, and a note on comparability (`caveat`: the data source's
+    words on whether its figures compare with a published one)."""
     meta = metrics["meta"]
     scenarios, protocols, source = list(meta["scenarios"]), list(meta["protocols"]), meta["data_source"]
     rows = []
@@ -147,7 +125,7 @@ def beside_this_run(metrics: dict, complexity: dict[str, dict]) -> list[dict]:
             rows.append({**not_run, "this_run": f"not run (this run: protocols {', '.join(protocols)})"})
             continue
         for protocol in matched:
-            notes = [n for n in (pub.note, DATA_SOURCES[source].caveat) if n]
+            notes = [n for n in (pub.note, caveat) if n]
             if pub.scenario is None:
                 notes.append(f"the paper's scenario and protocol are {NOT_STATED}; set beside {scenario}")
             accuracy = lambda m: block.get(m, {}).get(protocol, {}).get("accuracy", {})  # noqa: E731

@@ -25,11 +25,14 @@ import yaml
 
 from pipeline.atomic import atomic_write_text
 from pipeline.errors import PipelineError
-from pipeline.paper import DEFAULT_MODELS, PROPOSED_MODEL
+from pipeline.roster import DEFAULT_MODELS, PROPOSED_MODEL
 
 PARAMS_FILE = Path("params.yaml")
 
 PROTOCOLS = ("patient", "image", "ucar")
+# the names of pipeline/sources.py's SOURCES, kept here so that loading params imports no data code
+# (tests/test_params.py keeps the two lists equal)
+SOURCE_NAMES = ("synthetic", "folder", "ucar")
 
 
 class ParamsError(PipelineError):
@@ -50,7 +53,7 @@ class SyntheticParams:
 
 @dataclass(frozen=True)
 class DataParams:
-    source: str = "synthetic"           # a key of pipeline.sources.SOURCES
+    source: str = "synthetic"           # one of SOURCE_NAMES (pipeline.sources.SOURCES)
     root: str = "data/raw"              # folder and ucar sources: where the images live
     manifest: str = "manifest.csv"      # folder source: CSV relative to root (path, patient_id, diagnosis[, muscle, side])
     image_size: int = 36                # square side of the processed array, in pixels
@@ -59,9 +62,7 @@ class DataParams:
     synthetic: SyntheticParams = field(default_factory=SyntheticParams)
 
     def validate(self, key: str) -> None:
-        from pipeline.sources import SOURCES
-
-        _require(self.source in SOURCES, f"{key}.source", self.source, f"one of {list(SOURCES)}")
+        _require(self.source in SOURCE_NAMES, f"{key}.source", self.source, f"one of {list(SOURCE_NAMES)}")
         _require(16 <= self.image_size <= 1024, f"{key}.image_size", self.image_size, "an integer in 16..1024")
         _require(self.max_pixels >= 1, f"{key}.max_pixels", self.max_pixels, "a positive integer")
         self.synthetic.validate(f"{key}.synthetic")
@@ -237,12 +238,6 @@ class Params:
         self.profile.validate("profile")
         self.evaluate.validate("evaluate")
         self.check.validate("check")
-        from pipeline.sources import SOURCES
-
-        if "ucar" in self.split.protocols and not SOURCES[self.data.source].published_folds:
-            with_folds = " or ".join(repr(name) for name, source in SOURCES.items() if source.published_folds)
-            raise ParamsError(f"split.protocols: 'ucar' folds exist only for data.source {with_folds}, "
-                              f"not {self.data.source!r}; use 'patient' and/or 'image'")
         bad = [k for k in self.train.folds if k > self.split.folds]
         if bad:
             raise ParamsError(f"train.folds: {bad} exceed split.folds={self.split.folds}; "

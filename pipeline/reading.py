@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline import paper, scenarios
+from pipeline import paper, roster, scenarios
 from pipeline.sources import SOURCES
 
 ALPHA = 0.05
@@ -197,7 +197,7 @@ def _leakage_gap(metrics: dict, scenario: str, labels: dict[str, str]) -> list[s
 
 def _compute(metrics: dict, complexity: dict[str, dict], labels: dict[str, str]) -> list[str]:
     meta = metrics["meta"]
-    ref, theirs = meta.get("reference_model"), paper.in_run(paper.COMPUTE_REFERENCE, meta["models"])
+    ref, theirs = meta.get("reference_model"), roster.in_run(roster.COMPUTE_REFERENCE, meta["models"])
     if ref not in meta["models"] or theirs is None or ref == theirs:
         return []
     c_ref, c_dual = complexity.get(ref, {}), complexity.get(theirs, {})
@@ -206,7 +206,7 @@ def _compute(metrics: dict, complexity: dict[str, dict], labels: dict[str, str])
         return []
     s = (f"{labels[ref]} needs {100 * macs_r / macs_d:.2f}% of the MACs of {labels[theirs]} at 3x224x224 "
          f"({macs_d / macs_r:.0f}x fewer) and {100 * c_ref['params'] / c_dual['params']:.1f}% of its parameters.")
-    if ref == paper.PROPOSED_MODEL:
+    if ref == roster.PROPOSED_MODEL:
         s += (f" That the share matches the paper's {paper.PROPOSED_MACS_PCT}% is by construction: the layer table "
               f"of this reconstruction was sized to it, so it confirms nothing about the paper's network.")
     return [s]

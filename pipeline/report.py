@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline import figures, layout, paper, scenarios
+from pipeline import figures, layout, paper, roster, scenarios
 from pipeline.reading import reading
 from pipeline.atomic import atomic_outputs, csv_text
 from pipeline.errors import DataError
@@ -29,7 +29,7 @@ from pipeline.readers import read_evaluation, read_json, read_table
 from pipeline.sources import SOURCES
 from pipeline.sysinfo import cpu_name
 
-REFERENCE_COMPUTE = paper.COMPUTE_REFERENCE   # the paper states computation as a share of this network's
+REFERENCE_COMPUTE = roster.COMPUTE_REFERENCE   # the paper states computation as a share of this network's
 FIGURES = tuple(f.file for f in figures.figures_of("report"))
 COMPARISON_COLUMNS = [
     "scenario", "model", "protocol", "display_name", "params", "macs_3x224x224", "flops_3x224x224",
@@ -87,7 +87,7 @@ def _stat(metrics: dict, scenario: str, model: str, protocol: str, name: str, fi
 def comparison_rows(metrics: dict, complexity: dict[str, dict]) -> list[dict]:
     """One row per scenario, model and protocol: complexity at 3x224x224, CPU latency and accuracy metrics."""
     meta = metrics["meta"]
-    reference = paper.in_run(REFERENCE_COMPUTE, meta["models"]) or REFERENCE_COMPUTE
+    reference = roster.in_run(REFERENCE_COMPUTE, meta["models"]) or REFERENCE_COMPUTE
     ref_macs = (complexity.get(reference) or {}).get("paper_setting", {}).get("macs")
     rows = []
     for scenario, model, protocol in itertools.product(meta["scenarios"], meta["models"], meta["protocols"]):
@@ -161,19 +161,19 @@ def comparison_markdown(rows: list[dict]) -> str:
 
 
 def ablation_rows(metrics: dict) -> list[dict]:
-    """The proposed network's ablations (paper.ABLATIONS) against it: per scenario and protocol, each
+    """The proposed network's ablations (roster.ABLATIONS) against it: per scenario and protocol, each
     variant's accuracy, the proposed network's lead over it, and its paired test."""
     meta = metrics["meta"]
     ref = meta.get("reference_model")
-    variants = [m for m in paper.ABLATIONS if m in meta["models"]]
-    if ref != paper.PROPOSED_MODEL or not variants:
+    variants = [m for m in roster.ABLATIONS if m in meta["models"]]
+    if ref != roster.PROPOSED_MODEL or not variants:
         return []
     rows = []
     for scenario, protocol, variant in itertools.product(meta["scenarios"], meta["protocols"], variants):
         c = ((metrics[scenario].get("comparisons") or {}).get(protocol) or {}).get(variant) or {}
         t, boot = c.get("accuracy") or {}, c.get("bootstrap_accuracy") or {}
         rows.append({"scenario": scenario, "protocol": protocol, "variant": variant,
-                     "removes": paper.ABLATIONS[variant],
+                     "removes": roster.ABLATIONS[variant],
                      "accuracy_mean": _stat(metrics, scenario, variant, protocol, "accuracy"),
                      "accuracy_sd": _stat(metrics, scenario, variant, protocol, "accuracy", "sd"),
                      "lead": t.get("mean_difference"), "p_value": t.get("p_value"), "p_holm": t.get("p_holm"),
@@ -192,7 +192,7 @@ def ablation_markdown(rows: list[dict], labels: dict[str, str]) -> str:
             return r["p_undefined"] or "n/a"
         return f"Holm-adjusted p = {r['p_holm']:.3f} (unadjusted {r['p_value']:.3f})"
     header = ["Scenario", "Protocol", "Variant", "What it removes", "Accuracy % (mean ± sd)",
-              f"{labels.get(paper.PROPOSED_MODEL, paper.PROPOSED_MODEL)} minus variant (points)",
+              f"{labels.get(roster.PROPOSED_MODEL, roster.PROPOSED_MODEL)} minus variant (points)",
               "95% interval over patients (points)", "Paired test"]
     body = [[r["scenario"], r["protocol"], labels.get(r["variant"], r["variant"]), r["removes"],
              _pm(r["accuracy_mean"], r["accuracy_sd"]), "n/a" if r["lead"] is None else f"{100 * r['lead']:+.1f}",
@@ -354,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     comparison_md = comparison_markdown(rows)
     ablations = ablation_rows(metrics)
     ablation_md = ablation_markdown(ablations, labels) if ablations else ""
-    paper_md = paper_markdown(paper.beside_this_run(metrics, complexity))
+    paper_md = paper_markdown(paper.beside_this_run(metrics, complexity, SOURCES[params.data.source].caveat))
     context = context_line(params, metrics)
     with atomic_outputs() as out:      # every output replaced together, or none
         out.path(reports / "comparison.csv").write_text(

@@ -593,7 +593,6 @@ class DataSource:
     describe: Callable[[DataParams], str]       # the report header's words
     caveat: str                                 # beside a published figure: can they be compared
     patient_data: bool                          # False: results say nothing about patients
-    published_folds: bool = False               # it ships folds of its own (protocol `ucar`)
 
 
 # The one table of data sources: params validates data.source against it, prepare loads through
@@ -613,5 +612,5 @@ SOURCES: dict[str, DataSource] = {
         load=load_ucar, label="Uçar/Burlina public cohort",
         describe=lambda d: (f"real: the public Uçar 2022 release of Burlina et al. 2017 (80 patients, 3214 "
                             f"images) from {d.root}"),
-        caveat="same public cohort (Uçar release of Burlina 2017)", patient_data=True, published_folds=True),
+        caveat="same public cohort (Uçar release of Burlina 2017)", patient_data=True),
 }

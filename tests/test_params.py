@@ -33,7 +33,6 @@ def test_repository_params_and_profiles_are_valid():
     ({"split": {"scenarios": ["S1", "S1"]}}, "a list without repeats"),
     ({"split": {"scenario": "S1"}}, "split.scenario was replaced by split.scenarios"),
     ({"split": {"protocols": ["patient", "patient"]}}, "split.protocols"),
-    ({"split": {"protocols": ["ucar"]}}, "'ucar' folds exist only for data.source 'ucar'"),
     ({"split": {"folds": 3}, "train": {"folds": [1, 4]}}, "train.folds: [4] exceed split.folds=3"),
     ({"train": {"epochs": 0}}, "train.epochs: 0"),
     ({"train": {"optim": {"lr": -1}}}, "train.optim.lr: -1"),
@@ -92,3 +91,11 @@ def test_apply_keeps_the_comments_and_order_of_params_yaml(tmp_path, profile):
     assert kept >= 0.8 * len(before), f"{kept} of {len(before)} comments kept"
     top_keys = lambda text: [k for k in yaml.safe_load(text)]  # noqa: E731
     assert top_keys(target.read_text())[:len(top_keys(original))] == top_keys(original)
+
+
+def test_params_knows_every_data_source_by_name():
+    """params validates data.source against SOURCE_NAMES without importing the sources: the two lists agree."""
+    from pipeline.params import SOURCE_NAMES
+    from pipeline.sources import SOURCES
+
+    assert list(SOURCE_NAMES) == list(SOURCES)

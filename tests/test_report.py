@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from pipeline import evaluate, paper, report
+from pipeline.sources import SOURCES
 from pipeline.errors import DataError
 from tests.fixture_runs import write_fixture
 
@@ -146,7 +147,7 @@ def test_beside_this_run_matches_scenario_and_protocol():
                "S2": {"stanet": {"patient": acc(0.81), "ucar": acc(0.95)},
                       "dual_vgg": {"patient": acc(0.78), "ucar": acc(0.9432)}}}
     complexity = {"stanet": {"paper_setting": {"macs": 50}}, "dual_vgg": {"paper_setting": {"macs": 20000}}}
-    rows = paper.beside_this_run(metrics, complexity)
+    rows = paper.beside_this_run(metrics, complexity, SOURCES["ucar"].caveat)
     ucar = {r["published_scenario"]: r for r in rows if r["source"] == "Uçar 2022"}
     assert ucar["S2"]["this_run"] == "94.3 ± 1.0" and "ucar protocol" in ucar["S2"]["this_run_setting"]
     assert ucar["S2"]["note"].endswith("same public cohort (Uçar release of Burlina 2017)")

@@ -142,3 +142,13 @@ def test_each_scenario_gets_its_own_folds_of_its_own_patients(tmp_path, monkeypa
     assert set(pd.read_csv("data/splits/S2.csv")["scenario"]) == {"S2"}
     summary = (tmp_path / "reports/split_summary.md").read_text()
     assert "## Scenario S2: normal vs IBM" in summary and "## Scenario S4: four classes" in summary
+
+
+def test_ucar_protocol_is_refused_for_a_source_without_published_folds():
+    """Where the ucar folds are made: protocol 'ucar' needs data.source 'ucar', refused before any fold."""
+    from pipeline.params import ParamsError
+
+    manifest = random_manifest(np.random.default_rng(0), 20)
+    params = from_dict({"split": {"protocols": ["patient", "ucar"]}})   # the synthetic source
+    with pytest.raises(ParamsError, match="'ucar' folds exist only for data.source 'ucar', not 'synthetic'"):
+        split.make_splits(manifest, params)
