@@ -4,7 +4,7 @@ For each model, in one process and at the same batch size, it measures training 
 (a) on random tensors already on the device (the ceiling: nothing but forward, backward and the
 optimizer step), and
 (b) through the project's own data path (pipeline.batches: uint8 cohort on the device, index
-slicing, batch augmentation, normalisation) and the same training step (pipeline.train.make_step).
+slicing, batch augmentation, normalisation) and the same training step (pipeline.recipe.make_step).
 Rounds of (a) and (b) alternate, and the median round of each is reported, because this machine's
 speed drifts. The ratio b/a says how much of the hardware's training speed the pipeline keeps.
 
@@ -32,7 +32,7 @@ import torch  # noqa: E402
 import models  # noqa: E402
 from pipeline.batches import Augment, BatchStream, ImageBank  # noqa: E402
 from pipeline.params import OptimParams, load  # noqa: E402
-from pipeline.train import make_optimizer, make_step, seed_everything  # noqa: E402
+from pipeline.recipe import make_optimizer, make_step, seed_everything  # noqa: E402
 
 
 def sync(device: torch.device) -> None:

@@ -4,13 +4,15 @@ A checkpoint lives at pipeline.layout.checkpoint_path(...), outside the stage's 
 every epoch, so a run killed at any moment, SIGKILL included, finds the last complete epoch.
 It is read with `weights_only=True`: a corrupt or hostile file is refused, never unpickled.
 It carries a fingerprint of everything that decides the training (params, data, split, code
-version of the step), and is used only when the fingerprint matches.
+version of the step), and is used only when the fingerprint matches. What it holds is written by
+`contents` and read back by `restore`, here and nowhere else.
 """
 from __future__ import annotations
 
 import pickle
 import threading
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,52 @@ FORMAT = 1  # bump when the checkpoint layout or the training step changes meani
 def fingerprint(config: dict[str, Any]) -> str:
     """A stable digest of the training configuration (JSON-serialisable mapping)."""
     return fingerprints.digest({"format": FORMAT, **config})
+
+
+def contents(*, fingerprint: str, epoch: int, finished: bool, history: list[dict[str, float]], best: dict[str, Any],
+             model: torch.nn.Module, optimizer: torch.optim.Optimizer | None, scheduler: Any,
+             generator: torch.Generator, device: torch.device, selection: list[dict[str, float]] | None = None
+             ) -> dict[str, Any]:
+    """A checkpoint after `epoch`: the weights, history and best epoch so far, and, unless `finished`,
+    the optimiser, the schedule and every RNG state that resuming needs (a finished run keeps only
+    what writing its outputs needs). Everything is copied to the CPU, so training can go on while
+    it is written."""
+    return {"fingerprint": fingerprint, "epoch": epoch, "finished": finished,
+            "history": [dict(h) for h in history], "best": dict(best),
+            "model": cpu_copy(model.state_dict()),
+            "optimizer": None if finished or optimizer is None else cpu_copy(optimizer.state_dict()),
+            "scheduler": None if finished or scheduler is None else scheduler.state_dict(),
+            "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None,
+            "rng_gen": generator.get_state().cpu(),
+            **({"selection": selection} if selection is not None else {})}
+
+
+@dataclass
+class Resumed:
+    """What a checkpoint gives back to the run it was made for."""
+    epoch: int                                  # the last complete epoch
+    finished: bool
+    history: list[dict[str, float]]
+    best: dict[str, Any]
+    selection: list[dict[str, float]] | None
+
+
+def restore(state: dict[str, Any], *, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+            generator: torch.Generator, device: torch.device) -> Resumed:
+    """Load a checkpoint made by `contents` into the run's objects (the weights; unless it is finished,
+    the optimiser, the schedule and every RNG state) and return the rest."""
+    model.load_state_dict(state["model"])
+    finished = bool(state.get("finished"))
+    if not finished:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng_cpu"])
+        if device.type == "cuda" and state.get("rng_cuda") is not None:
+            torch.cuda.set_rng_state(state["rng_cuda"])
+        generator.set_state(state["rng_gen"])
+    return Resumed(epoch=state["epoch"], finished=finished, history=state["history"], best=state["best"],
+                   selection=state.get("selection"))
 
 
 def save(path: Path, state: dict[str, Any]) -> None:

@@ -4,8 +4,9 @@ dvc.yaml declares, for every stage, each module under pipeline/ and models/ that
 `python -m pipeline.<stage>` imports, directly or through other modules, at the top of a file or
 inside a function, and nothing more. `closure` derives that list from the source; the test suite
 (tests/test_layout.py) fails when dvc.yaml and the derivation disagree, and the train stage's
-checkpoint fingerprint hashes exactly the files `closure("pipeline.train")` names. So an edit to
-any code a stage runs makes `dvc repro` rerun it, and an edit to code it does not run does not.
+checkpoint fingerprint hashes the files dvc.yaml declares (pipeline/fingerprints.py
+`declared_code`), so this tool is not on any stage's path. An edit to any code a stage runs makes
+`dvc repro` rerun it, and an edit to code it does not run does not.
 
     python -m pipeline.codedeps        # print each stage's code deps, as dvc.yaml should list them
 """

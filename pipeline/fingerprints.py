@@ -14,7 +14,11 @@ from typing import Any
 
 import pandas as pd
 
+from pipeline.errors import PipelineError
+
 SHORT = 16   # hex digits kept where a fingerprint is stored in every row of a table
+ROOT = Path(__file__).resolve().parents[1]
+CODE_PACKAGES = ("pipeline", "models")
 
 
 def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
@@ -40,3 +44,28 @@ def cohort(manifest: pd.DataFrame) -> str:
     columns = ["image_id", "patient_id", "diagnosis", "sha256"]
     rows = manifest[columns].astype(str).to_numpy().tolist()
     return digest(rows)[:SHORT]
+
+
+def declared_code(stage: str, root: Path = ROOT) -> list[str]:
+    """The code files (repo-relative, sorted) that dvc.yaml declares as `stage`'s deps, a package
+    directory standing for its modules. tests/test_layout.py keeps them equal to what the stage
+    imports (pipeline/codedeps.py), so hashing them covers the code the stage runs."""
+    import yaml
+
+    dvc_yaml = root / "dvc.yaml"
+    try:
+        deps = yaml.safe_load(dvc_yaml.read_text())["stages"][stage]["deps"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError) as e:
+        raise PipelineError(f"{dvc_yaml}: cannot read stage {stage!r}'s deps ({type(e).__name__}: {e}); the stage "
+                            f"runs from a checkout of the project, dvc.yaml beside pipeline/") from None
+    files = set()
+    for dep in deps:
+        dep = next(iter(dep)) if isinstance(dep, dict) else str(dep)
+        if dep.split("/")[0] not in CODE_PACKAGES:
+            continue
+        path = root / dep
+        if path.is_dir():
+            files.update(p.relative_to(root).as_posix() for p in path.glob("*.py"))
+        else:
+            files.add(dep)
+    return sorted(files)

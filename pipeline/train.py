@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import random
 import sys
 import time
 from dataclasses import dataclass
@@ -36,10 +35,9 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 import models
-from pipeline import checkpoint, codedeps, cpu, distributed, fingerprints, layout, scenarios
+from pipeline import checkpoint, cpu, distributed, fingerprints, layout, scenarios
 from pipeline.atomic import atomic_path, ensure_writable, torch_bytes, write_bytes_to
 from pipeline.batches import Augment, BatchStream, ImageBank, eval_batches
 from pipeline.cli import run_stage
@@ -48,6 +46,8 @@ from pipeline.errors import DataError, TrainingError
 from pipeline.modelcheck import check_model
 from pipeline.params import OptimParams, Params, TrainParams, load, to_dict
 from pipeline.readers import read_table
+from pipeline.recipe import (make_criterion, make_optimizer, make_step, predict, seed_everything, selection_key,
+                             validate)
 from pipeline.sysinfo import cpu_name
 
 
@@ -63,126 +63,6 @@ def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"{cpu_name()}, {torch.get_num_threads()} threads"
-
-
-def seed_everything(seed: int, device: torch.device) -> None:
-    """One seed for python, numpy and torch; deterministic algorithms on the CPU."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    if device.type == "cpu":
-        # torch.use_deterministic_algorithms(True) also sets torch.compile's (inductor's) flag, and
-        # importing inductor costs 1.5 s in every process that does not import timm; on the CPU,
-        # where nothing is compiled, the flag the kernels read is all that is needed
-        torch._C._set_deterministic_algorithms(True)
-    else:
-        torch.backends.cudnn.benchmark = True  # speed over bit-exactness on the GPU (documented)
-
-
-def make_optimizer(model: torch.nn.Module, o: OptimParams, steps_per_epoch: int, epochs: int,
-                   device: torch.device) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    """Optimizer and a per-step schedule (linear warm-up, then cosine, constant or step decay)."""
-    # fused kernels on CUDA; on the CPU the multi-tensor path is ~13% faster than the per-parameter loop
-    fused = {"fused": True} if device.type == "cuda" else {"foreach": True}
-    if o.optimizer == "adamw":
-        opt = torch.optim.AdamW(model.parameters(), lr=o.lr, weight_decay=o.weight_decay, **fused)
-    elif o.optimizer == "adam":
-        opt = torch.optim.Adam(model.parameters(), lr=o.lr, weight_decay=o.weight_decay, **fused)
-    else:
-        opt = torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay,
-                              nesterov=True, **fused)
-    total = max(1, steps_per_epoch * epochs)
-    warm = steps_per_epoch * o.warmup_epochs
-
-    def factor(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        progress = (step - warm) / max(1, total - warm)
-        if o.schedule == "cosine":
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-        if o.schedule == "step":
-            return 0.1 ** int(progress * 3)  # x0.1 at 1/3 and 2/3 of training
-        return 1.0
-
-    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
-
-
-def make_step(model: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any,
-              criterion: Callable, device: torch.device,
-              world_size: int = 1) -> Callable[..., torch.Tensor]:
-    """One training step on a batch; returns the loss as a device tensor (no host sync).
-
-    As one of `world_size` ranks, the step also takes the labels of the whole global batch, and
-    `criterion` must sum over this rank's slice (see `global_batch_weight`)."""
-    amp = device.type == "cuda"
-
-    def step(x: torch.Tensor, y: torch.Tensor, batch_labels: torch.Tensor | None = None) -> torch.Tensor:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            loss = criterion(model(x), y)
-        if batch_labels is not None:
-            # DDP averages the ranks' gradients: the slice's sum over the global batch's weight, times
-            # the world size, makes that average the gradient of the global batch's mean loss, however
-            # unevenly the batch split
-            loss = loss * (world_size / global_batch_weight(criterion, batch_labels))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        return loss.detach()
-
-    return step
-
-
-def global_batch_weight(criterion: torch.nn.CrossEntropyLoss, labels: torch.Tensor) -> torch.Tensor | int:
-    """What the mean loss over the batch `labels` divides by: its size, or, with class weights, the sum of
-    its images' weights (as CrossEntropyLoss's mean does, label smoothing included)."""
-    return len(labels) if criterion.weight is None else criterion.weight[labels].sum()
-
-
-@torch.no_grad()
-def predict(model: torch.nn.Module, bank: ImageBank, ids: np.ndarray, batch_size: int, mean: float,
-            std: float, channels_last: bool) -> torch.Tensor:
-    """Softmax probabilities (n, classes), float32, on the device, for the images `ids`."""
-    model.eval()
-    amp = bank.device.type == "cuda"
-    outs = []
-    for x in eval_batches(bank, ids, batch_size, mean, std, channels_last):
-        with torch.autocast(bank.device.type, dtype=torch.bfloat16, enabled=amp):
-            outs.append(model(x).float().softmax(dim=1))
-    model.train()
-    return torch.cat(outs) if outs else torch.empty(0, device=bank.device)
-
-
-@torch.no_grad()
-def recalibrate_bn(model: torch.nn.Module, bank: ImageBank, ids: np.ndarray, batch_size: int, mean: Any,
-                   std: Any, channels_last: bool) -> None:
-    """Precise batch norm (Wu and Johnson 2021): every batch-norm layer's running statistics replaced by
-    their average over the images `ids` (un-augmented), computed with the current weights. Only the
-    batch-norm layers run in training mode (no dropout, no random draws); the weights do not change.
-
-    Running statistics updated with momentum 0.1 over a few dozen steps of a network trained from
-    scratch, on augmented batches, can be far from those of the images validation and test see:
-    measured on the demo, efficientnet_b0's test accuracy went from 0.53-0.59 to 0.74-0.76 with them.
-    """
-    layers = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
-              and m.track_running_stats]
-    if not layers:
-        return
-    was_training = model.training
-    model.eval()
-    momenta = [m.momentum for m in layers]
-    for m in layers:
-        m.reset_running_stats()
-        m.momentum = None          # a cumulative average over the batches below
-        m.train()
-    amp = bank.device.type == "cuda"
-    for x in eval_batches(bank, ids, batch_size, mean, std, channels_last):
-        if len(x) > 1:
-            with torch.autocast(bank.device.type, dtype=torch.bfloat16, enabled=amp):
-                model(x)
-    for m, momentum in zip(layers, momenta):
-        m.momentum = momentum
-    model.train(was_training)
 
 
 @dataclass
@@ -215,14 +95,14 @@ def fold_data(splits: pd.DataFrame, scenario: str, protocol: str, fold: int) -> 
 
 
 def code_digest() -> str:
-    """Digest of the code this stage runs: the files `pipeline.codedeps.closure` finds, which are
-    also the code deps dvc.yaml declares for the train stage (tests/test_layout.py keeps them equal).
+    """Digest of the code this stage runs: the files dvc.yaml declares as the train stage's code deps
+    (`fingerprints.declared_code`), which tests/test_layout.py keeps equal to what it imports.
 
     Part of the checkpoint fingerprint, so that a finished or half-finished fold is never reused
     after the training step, the data path or a network changed.
     """
-    return checkpoint.fingerprint({rel: fingerprints.file_sha256(codedeps.ROOT / rel)
-                                   for rel in codedeps.closure("pipeline.train")})
+    return checkpoint.fingerprint({rel: fingerprints.file_sha256(fingerprints.ROOT / rel)
+                                   for rel in fingerprints.declared_code("train")})
 
 
 @dataclass
@@ -263,6 +143,55 @@ class FoldRun:
         return f"{self.scenario}/{self.model_name}/{self.protocol}/fold-{self.fold}"
 
 
+def _fold_config(params: Params, scenario: str, model_name: str, protocol: str, fold: int, data: FoldData,
+                 device: torch.device, world: World, data_digest: str) -> dict[str, Any]:
+    """Everything that decides a fold's training: what its checkpoint's fingerprint is made of."""
+    tp = params.train
+    return {"model": model_name, "protocol": protocol, "fold": fold, "scenario": scenario, "seed": params.seed,
+            "optim": to_dict(tp.optim_for(model_name)), "epochs": tp.epochs_for(model_name),
+            "pretrained": tp.pretrained_for(model_name), "select_by": tp.select_by,
+            "class_weighting": tp.class_weighting, "label_smoothing": tp.label_smoothing,
+            "augment": tp.augment, "device": device.type, "world_size": world.size, "data": data_digest,
+            "code": code_digest(),
+            # the thread count and CPU code paths change the rounding, so the trajectory: not reusable
+            "threads": torch.get_num_threads(), "cpu": cpu.in_effect(),
+            "split": checkpoint.fingerprint({"ids": [data.train_ids.tolist(), data.val_ids.tolist(),
+                                                     data.test["image_id"].tolist()]})}
+
+
+def _build_model(model_name: str, n_classes: int, in_chans: int, pretrained: bool, device: torch.device,
+                 channels_last: bool) -> torch.nn.Module:
+    """The network on the device (its initialisation draws from the seeded global generator)."""
+    try:
+        model = models.create_model(model_name, num_classes=n_classes, in_chans=in_chans,
+                                    pretrained=pretrained).to(device)
+    except models.WeightsNotFoundError as e:
+        raise DataError(f"train.overrides.{model_name}.pretrained: {e}") from None
+    return model.to(memory_format=torch.channels_last) if channels_last else model
+
+
+def _normalization(model: torch.nn.Module, bank: ImageBank, train_ids: np.ndarray, pretrained: bool,
+                   device: torch.device) -> tuple[Any, Any]:
+    """The input mean and std: ImageNet's per channel for pretrained weights that expect them, else the
+    training part's own."""
+    expected = models.input_normalization(model, bank.input_size[0]) if pretrained else None
+    if expected is not None:
+        mean, std = (torch.tensor(v, device=device).view(1, -1, 1, 1) for v in expected)
+        return mean, std
+    return bank.normalizer(torch.as_tensor(train_ids, device=device))
+
+
+def _check_batches(stream: BatchStream, batch_size: int, world: World, model_name: str, where: str,
+                   n_train: int) -> None:
+    """Refuse a batch size or training part that leaves a rank without a batch norm can train on."""
+    if batch_size < 2 * world.size and world.distributed:
+        raise DataError(f"batch size {batch_size} (train.optim.batch_size or train.overrides.{model_name}."
+                        f"batch_size) leaves some of the {world.size} processes fewer than 2 images, on which batch "
+                        f"norm cannot train; use a batch size of at least {2 * world.size}, or fewer processes")
+    if len(stream) == 0:
+        raise DataError(f"{where} has {n_train} training image(s); at least {2 * world.size} are needed")
+
+
 def set_up(params: Params, scenario: str, model_name: str, protocol: str, fold: int, *, images: np.ndarray,
            splits: pd.DataFrame, data_digest: str, world: World = World()) -> FoldRun:
     """Seed, select the fold, build the network, the batch stream and the optimiser (in this order:
@@ -274,53 +203,22 @@ def set_up(params: Params, scenario: str, model_name: str, protocol: str, fold: 
     seed_everything(params.seed, device)
     names = scenarios.class_names(scenario)
     data = fold_data(splits, scenario, protocol, fold)
-    o, epochs = tp.optim_for(model_name), tp.epochs_for(model_name)
+    o, epochs, pretrained = tp.optim_for(model_name), tp.epochs_for(model_name), tp.pretrained_for(model_name)
     bank = ImageBank(images, device)
     channels_last = device.type == "cuda"
-
-    pretrained = tp.pretrained_for(model_name)
-    config = {"model": model_name, "protocol": protocol, "fold": fold, "scenario": scenario, "seed": params.seed,
-              "optim": to_dict(o), "epochs": epochs, "pretrained": pretrained, "select_by": tp.select_by,
-              "class_weighting": tp.class_weighting, "label_smoothing": tp.label_smoothing,
-              "augment": tp.augment, "device": device.type, "world_size": world.size, "data": data_digest,
-              "code": code_digest(),
-              # the thread count and CPU code paths change the rounding, so the trajectory: not reusable
-              "threads": torch.get_num_threads(), "cpu": cpu.in_effect(),
-              "split": checkpoint.fingerprint({"ids": [data.train_ids.tolist(), data.val_ids.tolist(),
-                                                       data.test["image_id"].tolist()]})}
-
-    try:
-        model = models.create_model(model_name, num_classes=len(names), in_chans=bank.input_size[0],
-                                    pretrained=pretrained).to(device)
-    except models.WeightsNotFoundError as e:
-        raise DataError(f"train.overrides.{model_name}.pretrained: {e}") from None
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    config = _fold_config(params, scenario, model_name, protocol, fold, data, device, world, data_digest)
+    model = _build_model(model_name, len(names), bank.input_size[0], pretrained, device, channels_last)
     gen = torch.Generator(device=device)
     gen.manual_seed(params.seed * 1_000_003 + fold)
-    expected = models.input_normalization(model, bank.input_size[0]) if pretrained else None
-    if expected is not None:   # ImageNet weights expect ImageNet's per-channel statistics
-        mean, std = (torch.tensor(v, device=device).view(1, -1, 1, 1) for v in expected)
-    else:                      # from scratch: the training part's own statistics
-        mean, std = bank.normalizer(torch.as_tensor(data.train_ids, device=device))
+    mean, std = _normalization(model, bank, data.train_ids, pretrained, device)
     stream = BatchStream(bank, data.train_ids, data.train_labels, o.batch_size, gen, mean, std,
                          Augment() if tp.augment else None, channels_last, world)
-    if o.batch_size < 2 * world.size and world.distributed:
-        raise DataError(f"batch size {o.batch_size} (train.optim.batch_size or train.overrides.{model_name}."
-                        f"batch_size) leaves some of the {world.size} processes fewer than 2 images, on which batch "
-                        f"norm cannot train; use a batch size of at least {2 * world.size}, or fewer processes")
-    if len(stream) == 0:
-        raise DataError(f"{layout.splits_path(scenario)}: protocol {protocol!r} fold {fold} has "
-                        f"{len(data.train_ids)} training image(s); at least {2 * world.size} are needed")
+    _check_batches(stream, o.batch_size, world, model_name,
+                   f"{layout.splits_path(scenario)}: protocol {protocol!r} fold {fold}", len(data.train_ids))
     trainer = world.wrap(model, device)   # under DistributedDataParallel among several ranks
     opt, sched = make_optimizer(model, o, len(stream), epochs, device)
-    weight = None
-    if tp.class_weighting:
-        counts = np.bincount(data.train_labels, minlength=len(names)).astype(np.float64)
-        weight = torch.tensor(counts.sum() / (len(names) * np.maximum(counts, 1)), dtype=torch.float32, device=device)
-    # among several ranks each sums over its slice, and the step divides by the global batch's weight
-    criterion = torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=tp.label_smoothing,
-                                          reduction="sum" if world.distributed else "mean")
+    criterion = make_criterion(data.train_labels, len(names), tp.class_weighting, tp.label_smoothing,
+                               world.distributed, device)
     compiled = torch.compile if tp.compile and device.type == "cuda" else (lambda m: m)
     runner = compiled(model)   # validation runs the model itself: DDP's forward may call a collective
     trainer = compiled(trainer) if world.distributed else runner
@@ -340,39 +238,19 @@ def resume(run: FoldRun, state: dict[str, Any] | None, log: Callable[[str], None
     """Continue from a matching checkpoint: weights, history, best epoch, optimiser and every RNG state."""
     if state is None:
         return
-    run.model.load_state_dict(state["model"])
-    run.history, run.best = state["history"], state["best"]
-    run.selection = state.get("selection")
-    run.finished = bool(state.get("finished"))
-    if not run.finished:
-        run.opt.load_state_dict(state["optimizer"])
-        run.sched.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng_cpu"])
-        if run.device.type == "cuda" and state.get("rng_cuda") is not None:
-            torch.cuda.set_rng_state(state["rng_cuda"])
-        run.gen.set_state(state["rng_gen"])
-    run.start_epoch = state["epoch"] + 1
+    back = checkpoint.restore(state, model=run.model, optimizer=run.opt, scheduler=run.sched, generator=run.gen,
+                              device=run.device)
+    run.history, run.best, run.selection, run.finished = back.history, back.best, back.selection, back.finished
+    run.start_epoch = back.epoch + 1
     log(f"{run.name}: " + ("finished earlier; writing outputs from the checkpoint" if run.finished
-                           else f"resuming after epoch {state['epoch']}"))
+                           else f"resuming after epoch {back.epoch}"))
 
 
-def balanced_accuracy(predicted: torch.Tensor, labels: torch.Tensor, n_classes: int) -> float:
-    """Mean recall over the classes present in `labels` (sklearn's balanced_accuracy_score)."""
-    recalls = [(predicted[labels == c] == c).float().mean() for c in range(n_classes) if (labels == c).any()]
-    return float(torch.stack(recalls).mean()) if recalls else 0.0
-
-
-def selection_key(row: dict[str, float], select_by: str) -> tuple[float, float]:
-    """Larger is better: the validation figure train.select_by names, then the lower validation loss;
-    `last`: the later epoch (a choice made by the schedule, not by the validation part).
-
-    val_balanced_accuracy (the default) cannot prefer an epoch that predicts the majority class for
-    every image, which plain accuracy on a small, unbalanced validation part often does.
-    """
-    loss = -row.get("val_loss", math.inf)
-    if select_by == "last":
-        return (row.get("epoch", 0), 0.0)
-    return (loss, 0.0) if select_by == "val_loss" else (row.get(select_by, -1.0), loss)
+def _checkpoint(run: FoldRun, epoch: int, finished: bool) -> dict[str, Any]:
+    """The run's checkpoint after `epoch` (pipeline/checkpoint.py says what it holds)."""
+    return checkpoint.contents(fingerprint=run.fingerprint, epoch=epoch, finished=finished, history=run.history,
+                               best=run.best, model=run.model, optimizer=run.opt, scheduler=run.sched,
+                               generator=run.gen, device=run.device, selection=run.selection)
 
 
 def train_epochs(run: FoldRun, tp: TrainParams, ckpt_path: Path, log: Callable[[str], None] = print) -> None:
@@ -403,14 +281,9 @@ def train_epochs(run: FoldRun, tp: TrainParams, ckpt_path: Path, log: Callable[[
                                     f"train.overrides.{run.model_name}.lr)")
             if not run.world.main:
                 continue   # rank 0 validates and checkpoints; the others go on, and wait for it in the next step
-            if o.precise_bn:
-                recalibrate_bn(run.model, run.bank, run.data.train_ids, o.batch_size, run.mean, run.std,
-                               run.channels_last)
-            prob = predict(run.runner, run.bank, run.data.val_ids, tp.eval_batch_size, run.mean, run.std,
-                           run.channels_last)
-            val_loss = float(F.nll_loss(prob.clamp_min(1e-12).log(), val_labels_t))
-            val_acc = float((prob.argmax(1) == val_labels_t).float().mean())
-            val_bal = balanced_accuracy(prob.argmax(1), val_labels_t, len(run.class_names))
+            val = validate(run.runner, run.model, run.bank, run.data.val_ids, val_labels_t, run.data.train_ids, o,
+                           tp.eval_batch_size, run.mean, run.std, run.channels_last, len(run.class_names))
+            val_loss, val_acc, val_bal = val["val_loss"], val["val_accuracy"], val["val_balanced_accuracy"]
             row = {"epoch": epoch, "train_loss": float(losses.mean()), "val_loss": val_loss, "val_accuracy": val_acc,
                    "val_balanced_accuracy": val_bal, "lr": run.opt.param_groups[0]["lr"],
                    "seconds": round(time.perf_counter() - t0, 3)}
@@ -421,17 +294,7 @@ def train_epochs(run: FoldRun, tp: TrainParams, ckpt_path: Path, log: Callable[[
             log(f"{run.model_name} {run.protocol} fold {run.fold} epoch {epoch}/{run.epochs}: train_loss "
                 f"{row['train_loss']:.4f} val_loss {val_loss:.4f} val_acc {val_acc:.4f} lr {row['lr']:.2e} "
                 f"{row['seconds']:.1f}s")
-            last = epoch == run.epochs
-            saver.save(ckpt_path, {
-                "fingerprint": run.fingerprint, "epoch": epoch, "finished": last,
-                "history": [dict(h) for h in run.history], "best": dict(run.best),
-                "model": checkpoint.cpu_copy(run.model.state_dict()),
-                # a finished run keeps only what writing its outputs needs
-                "optimizer": None if last else checkpoint.cpu_copy(run.opt.state_dict()),
-                "scheduler": None if last else run.sched.state_dict(),
-                "rng_cpu": torch.get_rng_state(),
-                "rng_cuda": torch.cuda.get_rng_state() if run.device.type == "cuda" else None,
-                "rng_gen": run.gen.get_state().cpu()})
+            saver.save(ckpt_path, _checkpoint(run, epoch, finished=epoch == run.epochs))
         saver.wait()
     except torch.OutOfMemoryError:
         raise TrainingError(f"out of memory training {run.model_name} ({run.protocol}, fold {run.fold}) at batch "
@@ -467,11 +330,7 @@ def fit_fold(run: FoldRun, tp: TrainParams, ckpt_path: Path, seed: int, log: Cal
     run.selection = tried
     log(f"{run.model_name} {run.protocol} fold {run.fold}: fitted; chose C={chosen['C']:g} of "
         f"{[r['C'] for r in tried]} on validation (val_acc {row['val_accuracy']:.4f}) {row['seconds']:.1f}s")
-    checkpoint.save(ckpt_path, {"fingerprint": run.fingerprint, "epoch": 1, "finished": True,
-                                "history": [dict(h) for h in run.history], "best": dict(run.best),
-                                "model": checkpoint.cpu_copy(run.model.state_dict()), "optimizer": None,
-                                "scheduler": None, "rng_cpu": torch.get_rng_state(), "rng_cuda": None,
-                                "rng_gen": run.gen.get_state().cpu(), "selection": tried})
+    checkpoint.save(ckpt_path, _checkpoint(run, 1, finished=True))
 
 
 def predict_test_part(run: FoldRun, tp: TrainParams, ckpt_path: Path) -> dict[str, Any]:

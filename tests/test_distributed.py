@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from pipeline import train
+from pipeline import recipe, train
 from pipeline.batches import Augment, BatchStream, ImageBank
 from pipeline.distributed import World
 from pipeline.errors import DataError
@@ -66,7 +66,7 @@ def test_the_ranks_average_gradient_is_that_of_the_global_batch_mean_when_the_sp
     mean = torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=0.1)
     summed = torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=0.1, reduction="sum")
     world_size, parts = 3, [slice(0, 2), slice(2, 4), slice(4, 7)]
-    shares = [grad(summed(model(x[p]), y[p]) * (world_size / train.global_batch_weight(summed, y))) for p in parts]
+    shares = [grad(summed(model(x[p]), y[p]) * (world_size / recipe.global_batch_weight(summed, y))) for p in parts]
     assert torch.allclose(torch.stack(shares).mean(0), grad(mean(model(x), y)), atol=1e-6)
 
 

@@ -124,16 +124,18 @@ def test_a_package_that_discovers_its_modules_needs_them_all():
 
 
 def test_the_training_fingerprint_hashes_the_declared_code(monkeypatch):
-    from pipeline import train
+    from pipeline import fingerprints, train
 
+    assert fingerprints.declared_code("train") == codedeps.closure("pipeline.train")
+    assert "pipeline/codedeps.py" not in codedeps.closure("pipeline.train")   # a tool, not training code
     digest = train.code_digest()
-    real = codedeps.closure
+    real = fingerprints.declared_code
 
-    def without_metrics(module, root=codedeps.ROOT):
-        return [p for p in real(module, root) if p != "pipeline/metrics.py"]
+    def without_metrics(stage, root=fingerprints.ROOT):
+        return [p for p in real(stage, root) if p != "pipeline/metrics.py"]
 
-    monkeypatch.setattr(codedeps, "closure", without_metrics)
-    assert train.code_digest() != digest     # the digest covers exactly what closure() lists
+    monkeypatch.setattr(fingerprints, "declared_code", without_metrics)
+    assert train.code_digest() != digest     # the digest covers exactly what dvc.yaml declares
 
 
 def test_figures_table_and_dvc_yaml_agree():
