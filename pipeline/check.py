@@ -44,7 +44,8 @@ from pipeline.atomic import atomic_write_json
 from pipeline.errors import DataError
 from pipeline.metrics import SUMMARY_METRICS
 from pipeline.params import PARAMS_FILE, CheckParams, load
-from pipeline.readers import read_evaluation, read_json
+from pipeline.readers import read_json
+from pipeline.results import read as read_results
 
 METRICS = {m.key: m for m in SUMMARY_METRICS}
 SETTINGS = ("data_source", "scenarios", "protocols", "folds", "input_size", "epochs")
@@ -74,18 +75,18 @@ def complexity_fields(c: dict, exact: tuple[str, ...], where: str) -> dict[str, 
 
 def results(metrics_path: Path) -> tuple[dict, dict]:
     """The meta and, per scenario, model and protocol, whether it learned and its metric means."""
-    metrics, _ = read_evaluation(metrics_path, None, "make it with `python -m pipeline.evaluate` (or `dvc repro`)")
-    meta = metrics["meta"]
-    if "models" not in meta:
+    r, _ = read_results(metrics_path, None, "make it with `python -m pipeline.evaluate` (or `dvc repro`)")
+    if "models" not in r.meta:
         raise DataError(f"{metrics_path}: no meta.models; re-make it with `python -m pipeline.evaluate`")
     out: dict[str, Any] = {}
-    for scenario in meta.get("scenarios") or []:
-        for model in meta["models"]:
-            for protocol, summary in ((metrics.get(scenario) or {}).get(model) or {}).items():
-                out.setdefault(scenario, {}).setdefault(model, {})[protocol] = {
-                    "degenerate": bool(summary.get("degenerate")),
-                    "values": {m: (summary.get(m) or {}).get("mean") for m in METRICS}}
-    return meta, out
+    for scenario in r.scenarios:
+        for model in r.models:
+            for protocol in r.protocols:
+                if r.summary(scenario, model, protocol):
+                    out.setdefault(scenario, {}).setdefault(model, {})[protocol] = {
+                        "degenerate": not r.learned(scenario, model, protocol),
+                        "values": {m: r.stat(scenario, model, protocol, m) for m in METRICS}}
+    return r.meta, out
 
 
 def current_results(metrics_path: Path, complexity_dir: Path, exact: tuple[str, ...]) -> dict:

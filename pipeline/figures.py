@@ -15,10 +15,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from pipeline.atomic import AtomicOutputs
+from pipeline.protocols import colour, marker
+from pipeline.results import Results
 
-PROTOCOL_COLORS = {"patient": "#1f77b4", "image": "#d62728", "ucar": "#ff7f0e"}
-PROTOCOL_MARKERS = {"patient": "o", "image": "s", "ucar": "D"}
-PROTOCOL_STYLES = {"patient": "-", "image": "--", "ucar": ":"}
 DPI = 110
 
 
@@ -89,7 +88,7 @@ def accuracy_vs_macs(points: list[dict], path: str | Path, title: str,
             hollow = p.get("degenerate")
             ax.scatter(p["macs"], p["accuracy"], s=size, color="white" if hollow else colors[p["model"]],
                        edgecolor=colors[p["model"]] if hollow else "black", linewidths=2 if hollow else 1,
-                       marker=PROTOCOL_MARKERS.get(p["protocol"], "o"), alpha=0.85, zorder=3)
+                       marker=marker(p["protocol"]), alpha=0.85, zorder=3)
             above = p["accuracy"] == top[p["model"]]
             # the short key on the point (long display names collide); the legend maps keys to names
             ax.annotate(f"{p['model']} ({p['protocol']}{', did not learn' if hollow else ''})",
@@ -97,7 +96,7 @@ def accuracy_vs_macs(points: list[dict], path: str | Path, title: str,
                         xytext=(math.sqrt(size) / 2 + 3, 4 if above else -12), fontsize=8)
         for (sc, protocol), rate in (majority or {}).items():
             if sc == scenario and rate is not None:
-                ax.axhline(rate, color=PROTOCOL_COLORS.get(protocol, "grey"), linestyle="--", linewidth=1, zorder=1,
+                ax.axhline(rate, color=colour(protocol), linestyle="--", linewidth=1, zorder=1,
                            label=f"majority-class rate, {protocol} folds ({rate:.1f}%)")
         ax.set_xscale("log")
         ax.set_xlabel("MACs at 3x224x224 (log scale)")
@@ -107,10 +106,10 @@ def accuracy_vs_macs(points: list[dict], path: str | Path, title: str,
         ax.margins(x=0.15, y=0.12)
     from matplotlib.lines import Line2D
 
-    handles = [Line2D([], [], marker=PROTOCOL_MARKERS.get(pr, "o"), color="grey", linestyle="", markersize=8,
+    handles = [Line2D([], [], marker=marker(pr), color="grey", linestyle="", markersize=8,
                       label=f"{pr} protocol") for pr in dict.fromkeys(p["protocol"] for p in points)]
     handles.append(Line2D([], [], linestyle="", label="marker area ~ sqrt(params); hollow: did not learn"))
-    handles += [Line2D([], [], color=PROTOCOL_COLORS.get(pr, "grey"), linestyle="--",
+    handles += [Line2D([], [], color=colour(pr), linestyle="--",
                        label=f"majority-class rate, {pr} folds") for pr in dict.fromkeys(pr for _, pr in majority or {})]
     handles += [Line2D([], [], marker="o", color=colors[m], linestyle="", markersize=7,
                        label=f"{m}: {next(p['label'] for p in points if p['model'] == m)}") for m in models]
@@ -162,7 +161,7 @@ def _per_fold_panel(ax, per_fold: list[dict], models: Sequence[str], protocols: 
         rates = [100 * r["majority_rate"] for r in per_fold
                  if r["protocol"] == protocol and r.get("majority_rate") is not None]
         if rates:
-            ax.axhline(float(np.mean(rates)), color=PROTOCOL_COLORS.get(protocol, "grey"), linestyle="--",
+            ax.axhline(float(np.mean(rates)), color=colour(protocol), linestyle="--",
                        linewidth=1, zorder=1, label=f"majority-class rate, {protocol} folds ({np.mean(rates):.1f}%)")
     for x, model in enumerate(models):
         means, highest = {}, -math.inf
@@ -173,13 +172,13 @@ def _per_fold_panel(ax, per_fold: list[dict], models: Sequence[str], protocols: 
                 continue
             xpos = x - 0.35 + width * (k + 0.5)
             jitter = np.linspace(-width * 0.2, width * 0.2, len(ys)) if len(ys) > 1 else [0.0]
-            ax.scatter(xpos + np.asarray(jitter), ys, color=PROTOCOL_COLORS.get(protocol, "grey"),
-                       marker=PROTOCOL_MARKERS.get(protocol, "o"), s=28, alpha=0.8, zorder=3,
+            ax.scatter(xpos + np.asarray(jitter), ys, color=colour(protocol),
+                       marker=marker(protocol), s=28, alpha=0.8, zorder=3,
                        label=f"{protocol} protocol (one point per fold)" if x == 0 else None)
             means[protocol] = (xpos, float(np.mean(ys)))
             highest = max(highest, max(ys))
             ax.hlines(means[protocol][1], xpos - width * 0.35, xpos + width * 0.35,
-                      color=PROTOCOL_COLORS.get(protocol, "grey"), linewidth=2.5, zorder=4)
+                      color=colour(protocol), linewidth=2.5, zorder=4)
         if "patient" in means:
             other = next((p for p in ("image", "ucar") if p in means), None)
             if other:
@@ -337,7 +336,7 @@ class CohortInputs:
 @dataclass(frozen=True)
 class ReportInputs:
     """What the report stage's figures are drawn from (every number read from the pipeline's files)."""
-    metrics: dict                       # reports/metrics.json
+    results: Results                    # reports/metrics.json
     per_fold: Any                       # pandas.DataFrame, reports/per_fold.csv
     complexity: dict[str, dict]         # reports/complexity/<model>.json
     runs: dict                          # (scenario, model, protocol, fold) -> {"meta", "history", "predictions"}
@@ -346,30 +345,7 @@ class ReportInputs:
 
     @property
     def meta(self) -> dict:
-        return self.metrics["meta"]
-
-    @property
-    def panels(self) -> list[tuple[str, str]]:
-        """(scenario, protocol) pairs in report order."""
-        return [(s, p) for s in self.meta["scenarios"] for p in self.meta["protocols"]]
-
-    def class_names(self, scenario: str) -> list[str]:
-        return self.metrics[scenario]["meta"]["class_names"]
-
-    def stat(self, scenario: str, model: str, protocol: str, name: str, field: str = "mean") -> float | None:
-        """A summary statistic of reports/metrics.json, None where absent."""
-        block = (self.metrics.get(scenario) or {}).get(model) or {}
-        return (block.get(protocol) or {}).get(name, {}).get(field)
-
-    @property
-    def degenerate(self) -> set[tuple[str, str, str]]:
-        """(scenario, model, protocol) of every model that did not learn."""
-        return {(s, m, p) for s, p in self.panels for m in self.meta["models"]
-                if ((self.metrics[s].get(m) or {}).get(p) or {}).get("degenerate")}
-
-    def majority_rates(self, scenario: str, protocol: str) -> list[float | None]:
-        """The majority-class rate of each fold of a scenario and protocol."""
-        return (self.metrics[scenario]["meta"].get("majority_rate") or {}).get(protocol, [])
+        return self.results.meta
 
 
 def _draw_cohort(x: CohortInputs, path: Path) -> None:
@@ -378,24 +354,25 @@ def _draw_cohort(x: CohortInputs, path: Path) -> None:
 
 def _draw_accuracy_vs_macs(x: ReportInputs, path: Path) -> None:
     pct = lambda v: None if v is None else 100 * v  # noqa: E731
+    degenerate = x.results.degenerate
     points = [{"scenario": s, "model": m, "label": x.labels[m], "protocol": p,
                "macs": x.complexity[m]["paper_setting"].get("macs"), "params": x.complexity[m]["params"],
-               "accuracy": pct(x.stat(s, m, p, "accuracy")), "accuracy_sd": pct(x.stat(s, m, p, "accuracy", "sd")),
-               "degenerate": (s, m, p) in x.degenerate}
-              for s, p in x.panels for m in x.meta["models"]]
-    majority = {(s, p): pct(float(np.mean(v))) if (v := [r for r in x.majority_rates(s, p) if r is not None])
-                else None for s, p in x.panels}
+               "accuracy": pct(x.results.stat(s, m, p, "accuracy")),
+               "accuracy_sd": pct(x.results.stat(s, m, p, "accuracy", "sd")), "degenerate": (s, m, p) in degenerate}
+              for s, p in x.results.panels for m in x.meta["models"]]
+    majority = {(s, p): pct(float(np.mean(v))) if (v := [r for r in x.results.majority_rates(s, p) if r is not None])
+                else None for s, p in x.results.panels}
     accuracy_vs_macs(points, path, f"Accuracy vs computation (MACs at 3x224x224), one panel per scenario; dashed: "
                                    f"majority-class rate\n{x.context}", majority)
 
 
 def _draw_confusion_matrices(x: ReportInputs, path: Path) -> None:
     matrices = {}
-    for s, p in x.panels:
-        names = x.class_names(s)
-        matrices[(s, p)] = {m: np.array([[x.metrics[s][m][p]["confusion_matrix"][t][q] for q in names]
+    for s, p in x.results.panels:
+        names = x.results.class_names(s)
+        matrices[(s, p)] = {m: np.array([[x.results.summary(s, m, p)["confusion_matrix"][t][q] for q in names]
                                          for t in names]) for m in x.meta["models"]}
-    confusion_matrices(matrices, {s: x.class_names(s) for s in x.meta["scenarios"]}, x.labels, path,
+    confusion_matrices(matrices, {s: x.results.class_names(s) for s in x.meta["scenarios"]}, x.labels, path,
                        f"Confusion matrices, image level, summed over folds {x.meta['folds']} "
                        f"(rows: scenario and protocol; colour: share of the true class)\n{x.context}")
 
@@ -406,14 +383,14 @@ def _draw_per_fold_accuracy(x: ReportInputs, path: Path) -> None:
     records = [{k: (None if pd.isna(v) else v) for k, v in r.items()} for r in x.per_fold.to_dict("records")]
     per_fold_accuracy(records, x.meta["scenarios"], x.meta["models"], x.meta["protocols"], x.labels, path,
                       f"Per-fold test accuracy by protocol, one panel per scenario (bar: mean; label: gap between "
-                      f"protocols; dashed: majority-class rate)\n{x.context}", x.degenerate)
+                      f"protocols; dashed: majority-class rate)\n{x.context}", x.results.degenerate)
 
 
 def _draw_training_curves(x: ReportInputs, path: Path) -> None:
     import pandas as pd
 
     curves: dict[tuple[str, str], dict[str, dict]] = {}
-    for s, p in x.panels:
+    for s, p in x.results.panels:
         for m in x.meta["models"]:
             h = pd.concat([x.runs[(s, m, p, k)]["history"] for k in x.meta["folds"]])
             mean = h.groupby("epoch")[["val_accuracy", "train_loss"]].mean().sort_index()
@@ -428,12 +405,12 @@ def _draw_roc_curves(x: ReportInputs, path: Path) -> None:
 
     folds = x.meta["folds"]
     pooled = {}
-    for s, p in x.panels:
-        cols = prob_columns(x.class_names(s))
+    for s, p in x.results.panels:
+        cols = prob_columns(x.results.class_names(s))
         preds = {m: [x.runs[(s, m, p, k)]["predictions"] for k in folds] for m in x.meta["models"]}
         pooled[(s, p)] = {m: (np.concatenate([d["label"].to_numpy() for d in ds]),
                               np.concatenate([d[cols].to_numpy() for d in ds])) for m, ds in preds.items()}
-    roc_curves(pooled, {s: x.class_names(s) for s in x.meta["scenarios"]}, x.labels, path,
+    roc_curves(pooled, {s: x.results.class_names(s) for s in x.meta["scenarios"]}, x.labels, path,
                f"ROC curves, test predictions pooled over folds {folds}\n{x.context}")
 
 

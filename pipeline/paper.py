@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pipeline.results import Results
 from pipeline.roster import COMPUTE_REFERENCE, PROPOSED_MODEL, in_run
 
 # (short name, full citation, DOI)
@@ -94,12 +95,12 @@ def _scenario_for(published_scenario: str | None, scenarios: list[str]) -> str |
     return "S1" if "S1" in scenarios else (scenarios[0] if scenarios else None)
 
 
-def beside_this_run(metrics: dict, complexity: dict[str, dict], caveat: str) -> list[dict]:
+def beside_this_run(r: Results, complexity: dict[str, dict], caveat: str) -> list[dict]:
     """Rows of the paper-beside-this-run table: citation, quantity, scenario, protocol, published
     figure, this run's figure and setting, and a note on comparability (`caveat`: the data source's
     words on whether its figures compare with a published one)."""
-    meta = metrics["meta"]
-    scenarios, protocols, source = list(meta["scenarios"]), list(meta["protocols"]), meta["data_source"]
+    meta = r.meta
+    scenarios, protocols, source = r.scenarios, r.protocols, meta["data_source"]
     rows = []
     for pub in PUBLISHED:
         base = {"source": pub.source, "citation": pub.citation, "doi": pub.doi, "network": pub.network,
@@ -116,8 +117,7 @@ def beside_this_run(metrics: dict, complexity: dict[str, dict], caveat: str) -> 
         if scenario is None:
             rows.append({**not_run, "this_run": f"not run (this run: {', '.join(scenarios)})"})
             continue
-        block = metrics.get(scenario) or {}
-        models = [m for m in meta["models"] if m in block]
+        models = [m for m in r.models if r.has(scenario, m)]
         setting = (f"{source}, {scenario}, {len(meta['folds'])} folds, input "
                    + "x".join(str(v) for v in (meta.get("input_size") or [])))
         matched = _protocol_for(pub.protocol, protocols)
@@ -128,7 +128,7 @@ def beside_this_run(metrics: dict, complexity: dict[str, dict], caveat: str) -> 
             notes = [n for n in (pub.note, caveat) if n]
             if pub.scenario is None:
                 notes.append(f"the paper's scenario and protocol are {NOT_STATED}; set beside {scenario}")
-            accuracy = lambda m: block.get(m, {}).get(protocol, {}).get("accuracy", {})  # noqa: E731
+            accuracy = lambda m: r.summary(scenario, m, protocol).get("accuracy") or {}  # noqa: E731
             theirs = in_run(COMPUTE_REFERENCE, models) or COMPUTE_REFERENCE
             if theirs != COMPUTE_REFERENCE:
                 notes.append(f"{theirs} stands in for {COMPUTE_REFERENCE}: a variant trained from scratch, not "

@@ -19,13 +19,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline import figures, layout, paper, roster, scenarios
-from pipeline.reading import reading
+from pipeline import figures, layout, paper, results, roster, scenarios
 from pipeline.atomic import atomic_outputs, csv_text
 from pipeline.errors import DataError
+from pipeline.findings import findings
 from pipeline.metrics import SUMMARY_METRICS
 from pipeline.params import Params, load
-from pipeline.readers import read_evaluation, read_json, read_table
+from pipeline.protocols import described
+from pipeline.readers import read_json, read_table
+from pipeline.results import Results
 from pipeline.sources import SOURCES
 from pipeline.sysinfo import cpu_name
 
@@ -79,24 +81,18 @@ def load_runs(params: Params, runs: Path) -> dict[tuple[str, str, str, int], dic
 
 # ---- tables ---------------------------------------------------------------------------------
 
-def _stat(metrics: dict, scenario: str, model: str, protocol: str, name: str, field: str = "mean") -> float | None:
-    block = (metrics.get(scenario) or {}).get(model) or {}
-    return (block.get(protocol) or {}).get(name, {}).get(field)
-
-
-def comparison_rows(metrics: dict, complexity: dict[str, dict]) -> list[dict]:
+def comparison_rows(r: Results, complexity: dict[str, dict]) -> list[dict]:
     """One row per scenario, model and protocol: complexity at 3x224x224, CPU latency and accuracy metrics."""
-    meta = metrics["meta"]
-    reference = roster.in_run(REFERENCE_COMPUTE, meta["models"]) or REFERENCE_COMPUTE
+    reference = roster.in_run(REFERENCE_COMPUTE, r.models) or REFERENCE_COMPUTE
     ref_macs = (complexity.get(reference) or {}).get("paper_setting", {}).get("macs")
     rows = []
-    for scenario, model, protocol in itertools.product(meta["scenarios"], meta["models"], meta["protocols"]):
+    for scenario, model, protocol in itertools.product(r.scenarios, r.models, r.protocols):
         c = complexity[model]
         macs = c["paper_setting"].get("macs")
-        stat = functools.partial(_stat, metrics, scenario, model, protocol)
-        summary = ((metrics.get(scenario) or {}).get(model) or {}).get(protocol) or {}
+        stat = functools.partial(r.stat, scenario, model, protocol)
+        summary = r.summary(scenario, model, protocol)
         boot = summary.get("accuracy_patient_bootstrap") or {}
-        majority = [x for x in (metrics[scenario]["meta"].get("majority_rate") or {}).get(protocol, []) if x is not None]
+        majority = [x for x in r.majority_rates(scenario, protocol) if x is not None]
         rows.append({
             "scenario": scenario, "model": model, "protocol": protocol,
             "display_name": display_name(model, complexity),
@@ -138,44 +134,43 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def comparison_markdown(rows: list[dict]) -> str:
-    """The models table as Markdown: accuracy in % (mean ± sd over folds, and the 95% interval from
-    resampling patients), F1 and AUC as fractions; a model that did not learn is marked so."""
+    """The models table as Markdown: every metric of SUMMARY_METRICS as mean ± sd over folds (percent
+    metrics in %, the others as fractions), accuracy's 95% interval from resampling patients; a model
+    that did not learn is marked so."""
     header = ["Scenario", "Model", "Key", "Protocol", "Learned?", "Params", "MACs @3x224x224", "FLOPs @3x224x224",
-              f"MACs % of {REFERENCE_COMPUTE}", "CPU latency, batch 1 (ms)", "Accuracy % (mean ± sd)",
-              "Accuracy 95% interval over patients", "Majority-class rate %", "Macro-F1", "AUC",
-              "Patient-level accuracy %"]
+              f"MACs % of {REFERENCE_COMPUTE}", "CPU latency, batch 1 (ms)",
+              *(f"{m.label} (mean ± sd)" for m in SUMMARY_METRICS),
+              "Accuracy 95% interval over patients", "Majority-class rate %", "Patient-level accuracy %"]
     pct = f"macs_pct_of_{REFERENCE_COMPUTE}"
     body = [[r["scenario"], r["display_name"], f"`{r['model']}`", r["protocol"],
              "**no (degenerate)**" if r["degenerate"] else "yes",
              _si(r["params"]), _si(r["macs_3x224x224"]), _si(r["flops_3x224x224"]),
              "n/a" if r[pct] is None else f"{r[pct]:.2f}",
              "n/a" if r["cpu_latency_batch1_ms"] is None else f"{r['cpu_latency_batch1_ms']:.1f}",
-             _pm(r["accuracy_mean"], r["accuracy_sd"]),
+             *(_pm(r[f"{m.key}_mean"], r[f"{m.key}_sd"], *((100, 1) if m.percent else (1, 3))) for m in SUMMARY_METRICS),
              "n/a" if r["accuracy_patient_ci_low"] is None
              else f"{100 * r['accuracy_patient_ci_low']:.1f}-{100 * r['accuracy_patient_ci_high']:.1f}",
              "n/a" if r["majority_rate_mean"] is None else f"{100 * r['majority_rate_mean']:.1f}",
-             _pm(r["macro_f1_mean"], r["macro_f1_sd"], 1, 3), _pm(r["auc_mean"], r["auc_sd"], 1, 3),
              _pm(r["patient_accuracy_mean"], r["patient_accuracy_sd"]) if r["protocol"] == "patient" else "—"]
             for r in rows]
     return _md_table(header, body)
 
 
-def ablation_rows(metrics: dict) -> list[dict]:
+def ablation_rows(r: Results) -> list[dict]:
     """The proposed network's ablations (roster.ABLATIONS) against it: per scenario and protocol, each
     variant's accuracy, the proposed network's lead over it, and its paired test."""
-    meta = metrics["meta"]
-    ref = meta.get("reference_model")
-    variants = [m for m in roster.ABLATIONS if m in meta["models"]]
+    ref = r.meta.get("reference_model")
+    variants = [m for m in roster.ABLATIONS if m in r.models]
     if ref != roster.PROPOSED_MODEL or not variants:
         return []
     rows = []
-    for scenario, protocol, variant in itertools.product(meta["scenarios"], meta["protocols"], variants):
-        c = ((metrics[scenario].get("comparisons") or {}).get(protocol) or {}).get(variant) or {}
+    for scenario, protocol, variant in itertools.product(r.scenarios, r.protocols, variants):
+        c = r.comparisons(scenario, protocol).get(variant) or {}
         t, boot = c.get("accuracy") or {}, c.get("bootstrap_accuracy") or {}
         rows.append({"scenario": scenario, "protocol": protocol, "variant": variant,
                      "removes": roster.ABLATIONS[variant],
-                     "accuracy_mean": _stat(metrics, scenario, variant, protocol, "accuracy"),
-                     "accuracy_sd": _stat(metrics, scenario, variant, protocol, "accuracy", "sd"),
+                     "accuracy_mean": r.stat(scenario, variant, protocol, "accuracy"),
+                     "accuracy_sd": r.stat(scenario, variant, protocol, "accuracy", "sd"),
                      "lead": t.get("mean_difference"), "p_value": t.get("p_value"), "p_holm": t.get("p_holm"),
                      "p_undefined": t.get("p_undefined"), "claim": c.get("claim"),
                      "no_claim_reason": c.get("no_claim_reason"),
@@ -236,14 +231,9 @@ def report_date() -> str:
 
 # ---- README ---------------------------------------------------------------------------------
 
-PROTOCOL_WORDS = {"patient": "patient (folds grouped by patient: no patient in both training and test)",
-                  "image": "image (image-level folds, as in the paper: a patient's images in training and test)",
-                  "ucar": "ucar (the published FileList image-level folds of Uçar 2022)"}
-
-
-def header_rows(params: Params, metrics: dict, runs: dict, complexity: dict[str, dict]) -> list[list[str]]:
+def header_rows(params: Params, r: Results, runs: dict, complexity: dict[str, dict]) -> list[list[str]]:
     """What made these results: data, scenario, protocols, input size, epochs, weights, software, hardware."""
-    meta = metrics["meta"]
+    meta = r.meta
     metas = [r["meta"] for r in runs.values()]
     pretrained = sorted({f"{m.get('model')}" for m in metas if m.get("pretrained")})
     weights = ("all models trained from scratch (`pretrained: false` in every one of the "
@@ -260,8 +250,8 @@ def header_rows(params: Params, metrics: dict, runs: dict, complexity: dict[str,
     return [
         ["Data source", SOURCES[params.data.source].describe(params.data)],
         ["Scenarios", "; ".join(f"{s}: {scenarios.DESCRIPTIONS[s]} (classes: "
-                                f"{', '.join(metrics[s]['meta']['class_names'])})" for s in meta["scenarios"])],
-        ["Protocols", "; ".join(PROTOCOL_WORDS.get(p, p) for p in meta["protocols"])],
+                                f"{', '.join(r.class_names(s))})" for s in r.scenarios)],
+        ["Protocols", "; ".join(described(p) for p in r.protocols)],
         ["Input size", f"{input_size} for training and testing; complexity also counted at 3x224x224 (the paper's)"],
         ["Epochs", epoch_words],
         ["Folds", f"{', '.join(str(f) for f in meta['folds'])} of {params.split.folds}"],
@@ -284,17 +274,17 @@ def _cpu_words(settings: dict | None) -> str:
     return f"{words}; PyTorch dispatched to {settings.get('torch_cpu_capability', 'n/a')} (runtime.cpu_isa)"
 
 
-def readme(params: Params, metrics: dict, comparison_md: str, paper_md: str, runs: dict,
+def readme(params: Params, r: Results, comparison_md: str, paper_md: str, runs: dict,
            reading_lines: list[str], complexity: dict[str, dict], ablation_md: str = "") -> str:
     """reports/README.md: what was run, on what, the tables, the figures and a reading."""
     lines = [f"# myobench results: {params.profile_name}", "",
              "Generated by `python -m pipeline.report` from reports/metrics.json, reports/per_fold.csv, "
              "reports/complexity/ and runs/; do not edit by hand.", "",
-             _md_table(["", ""], header_rows(params, metrics, runs, complexity)), "", "## Reading", ""]
+             _md_table(["", ""], header_rows(params, r, runs, complexity)), "", "## Reading", ""]
     lines += [f"- {s}" for s in reading_lines]
     lines += ["", "## Models", "",
-              "Accuracy is the mean ± sd over folds of image-level test accuracy; macro-F1 and AUC likewise "
-              "(fractions). The sd and metrics.json's t intervals over folds treat the folds as independent, "
+              "Accuracy is the mean ± sd over folds of image-level test accuracy; balanced accuracy, macro-F1 and "
+              "AUC likewise (fractions). The sd and metrics.json's t intervals over folds treat the folds as independent, "
               "which they are not (their training parts overlap): read them as naive. The 95% interval over "
               "patients resamples whole patients of the pooled test predictions and assumes neither. The "
               "majority-class rate is what always guessing the most frequent class scores. A model marked "
@@ -319,9 +309,9 @@ def readme(params: Params, metrics: dict, comparison_md: str, paper_md: str, run
     return "\n".join(lines).rstrip() + "\n"
 
 
-def context_line(params: Params, metrics: dict) -> str:
+def context_line(params: Params, r: Results) -> str:
     """Figure subtitle: data source, scenarios, protocols and input size."""
-    meta = metrics["meta"]
+    meta = r.meta
     source = SOURCES[params.data.source].label
     size = "x".join(str(v) for v in meta.get("input_size") or [])
     return (f"{source} · scenarios {', '.join(meta['scenarios'])} · "
@@ -338,9 +328,9 @@ def main(argv: list[str] | None = None) -> int:
     params = load(args.params)
     reports = Path(args.reports)
     metrics_path = reports / layout.METRICS.name
-    metrics, per_fold = read_evaluation(metrics_path, reports / layout.PER_FOLD.name,
-                                        "make them with `python -m pipeline.evaluate` (or `dvc repro`)")
-    meta = metrics["meta"]
+    r, per_fold = results.read(metrics_path, reports / layout.PER_FOLD.name,
+                               "make them with `python -m pipeline.evaluate` (or `dvc repro`)")
+    meta = r.meta
     for key, want in (("scenarios", list(params.split.scenarios)), ("models", list(params.train.models)),
                       ("protocols", list(params.split.protocols)), ("folds", list(params.train.folds))):
         if meta.get(key) != want:
@@ -350,12 +340,13 @@ def main(argv: list[str] | None = None) -> int:
     runs = load_runs(params, Path(args.runs))
     labels = {m: display_name(m, complexity) for m in meta["models"]}
 
-    rows = comparison_rows(metrics, complexity)
+    source = SOURCES[params.data.source]
+    rows = comparison_rows(r, complexity)
     comparison_md = comparison_markdown(rows)
-    ablations = ablation_rows(metrics)
+    ablations = ablation_rows(r)
     ablation_md = ablation_markdown(ablations, labels) if ablations else ""
-    paper_md = paper_markdown(paper.beside_this_run(metrics, complexity, SOURCES[params.data.source].caveat))
-    context = context_line(params, metrics)
+    paper_md = paper_markdown(paper.beside_this_run(r, complexity, source.caveat))
+    context = context_line(params, r)
     with atomic_outputs() as out:      # every output replaced together, or none
         out.path(reports / "comparison.csv").write_text(
             csv_text(pd.DataFrame(rows, columns=COMPARISON_COLUMNS), float_format="%.6g", lineterminator="\n"),
@@ -364,11 +355,11 @@ def main(argv: list[str] | None = None) -> int:
             f"# Model comparison\n\n{context}; folds {meta['folds']}.\n\n{comparison_md}\n\n"
             + (f"## Ablations\n\n{ablation_md}\n\n" if ablation_md else "")
             + f"## The paper beside this run\n\n{paper_md}\n", encoding="utf-8")
-        figures.draw("report", figures.ReportInputs(metrics, per_fold, complexity, runs, labels, context),
+        figures.draw("report", figures.ReportInputs(r, per_fold, complexity, runs, labels, context),
                      reports / layout.FIGURES_DIR.name, out)
         out.path(reports / "README.md").write_text(
-            readme(params, metrics, comparison_md, paper_md, runs, reading(metrics, complexity, labels), complexity,
-                   ablation_md), encoding="utf-8")
+            readme(params, r, comparison_md, paper_md, runs, findings(r, complexity, labels, source.patient_data),
+                   complexity, ablation_md), encoding="utf-8")
     print(f"report: {reports / 'comparison.csv'}, {reports / 'comparison.md'}, {reports / 'README.md'}, "
           f"{len(FIGURES)} figures in {reports / 'figures'}")
     return 0

@@ -60,7 +60,7 @@ def test_stage_declares_exactly_the_code_it_imports(stage):
 
 
 # what training must not run: the report's code, the paper's table and the data sources (prepare's job)
-NOT_TRAINING = {"pipeline/paper.py", "pipeline/reading.py", "pipeline/report.py", "pipeline/figures.py",
+NOT_TRAINING = {"pipeline/paper.py", "pipeline/findings.py", "pipeline/report.py", "pipeline/figures.py",
                 "pipeline/evaluate.py", "pipeline/sources.py", "pipeline/synthetic.py"}
 
 
@@ -203,7 +203,7 @@ def _placeholders(work: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("edited", ["pipeline/paper.py", "pipeline/report.py", "pipeline/figures.py"])
+@pytest.mark.parametrize("edited", ["pipeline/paper.py", "pipeline/findings.py", "pipeline/figures.py"])
 def test_editing_report_code_leaves_every_train_stage_unchanged(tmp_path, edited):
     """In a scratch checkout with a dvc.lock that matches it (placeholder outputs, `dvc commit -f`), a
     comment added to report-side code changes the report stage and no train stage."""
@@ -222,3 +222,19 @@ def test_editing_report_code_leaves_every_train_stage_unchanged(tmp_path, edited
     changed = json.loads(status())
     assert "report" in changed, changed          # the edit is seen
     assert not [s for s in changed if s.startswith("train")], sorted(changed)
+
+
+def test_one_table_of_protocols():
+    """Each protocol params accepts has one entry of words, colour and marker (pipeline/protocols.py)."""
+    from pipeline import params, protocols
+
+    assert list(params.PROTOCOLS) == list(protocols.PROTOCOLS)
+    assert typing_args(params.SplitParams, "protocols") == params.PROTOCOLS
+
+
+def typing_args(cls: type, name: str) -> tuple:
+    """The Literal choices of a tuple field of a params dataclass."""
+    import typing
+
+    hint = typing.get_type_hints(cls)[name]
+    return typing.get_args(typing.get_args(hint)[0])

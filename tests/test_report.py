@@ -13,6 +13,8 @@ import pytest
 from PIL import Image
 
 from pipeline import evaluate, paper, report
+from pipeline.findings import findings
+from pipeline.results import Results
 from pipeline.sources import SOURCES
 from pipeline.errors import DataError
 from tests.fixture_runs import write_fixture
@@ -77,6 +79,17 @@ def test_comparison_csv_reads_metrics_and_complexity(project, metrics):
         assert (r["patient_accuracy_mean"] != "") == (r["protocol"] == "patient")
 
 
+def test_comparison_md_has_a_column_per_summary_metric(project):
+    """comparison.md's columns come from metrics.SUMMARY_METRICS: balanced accuracy among them."""
+    from pipeline.metrics import SUMMARY_METRICS
+
+    header = next(line for line in (project / "reports/comparison.md").read_text().splitlines()
+                  if line.startswith("| Scenario |"))
+    for m in SUMMARY_METRICS:
+        assert f"| {m.label} (mean ± sd) |" in header, m.key
+    assert "| Balanced accuracy (mean ± sd) |" in header
+
+
 def test_paper_table_sets_this_runs_figures_beside_the_published(project, metrics):
     md = (project / "reports/comparison.md").read_text()
     assert "## The paper beside this run" in md
@@ -123,8 +136,8 @@ def test_reading_follows_the_numbers(metrics):
     for m in MODELS:
         block = flipped["S1"][m]
         block["image"], block["patient"] = block["patient"], block["image"]
-    original = " ".join(report.reading(metrics, complexity, labels))
-    changed = " ".join(report.reading(flipped, complexity, labels))
+    original = " ".join(findings(Results(metrics), complexity, labels, patient_data=False))
+    changed = " ".join(findings(Results(flipped), complexity, labels, patient_data=False))
     assert ("overstate" in original) != ("overstate" in changed)
     assert "synthetic cohort" in changed
 
@@ -147,7 +160,7 @@ def test_beside_this_run_matches_scenario_and_protocol():
                "S2": {"stanet": {"patient": acc(0.81), "ucar": acc(0.95)},
                       "dual_vgg": {"patient": acc(0.78), "ucar": acc(0.9432)}}}
     complexity = {"stanet": {"paper_setting": {"macs": 50}}, "dual_vgg": {"paper_setting": {"macs": 20000}}}
-    rows = paper.beside_this_run(metrics, complexity, SOURCES["ucar"].caveat)
+    rows = paper.beside_this_run(Results(metrics), complexity, SOURCES["ucar"].caveat)
     ucar = {r["published_scenario"]: r for r in rows if r["source"] == "Uçar 2022"}
     assert ucar["S2"]["this_run"] == "94.3 ± 1.0" and "ucar protocol" in ucar["S2"]["this_run_setting"]
     assert ucar["S2"]["note"].endswith("same public cohort (Uçar release of Burlina 2017)")

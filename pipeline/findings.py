@@ -1,4 +1,5 @@
-"""The plain-language reading of reports/README.md, generated from the numbers in metrics.json.
+"""The findings: the plain-language "Reading" section of reports/README.md, generated from the
+numbers in metrics.json (read through pipeline/results.py).
 
 Written for a clinician-researcher: what each protocol allows one to conclude, in words such as
 "under patient folds, 20 patients, 3 folds: STANet is not distinguishable from resnet18". Rules:
@@ -16,24 +17,10 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline import paper, roster, scenarios
-from pipeline.sources import SOURCES
+from pipeline.protocols import words
+from pipeline.results import Results
 
 ALPHA = 0.05
-PROTOCOL_WORDS = {"patient": "patient folds", "image": "image-level folds", "ucar": "the published folds"}
-
-
-def _stat(metrics: dict, scenario: str, model: str, protocol: str, name: str, field: str = "mean"):
-    block = (metrics.get(scenario) or {}).get(model) or {}
-    return (block.get(protocol) or {}).get(name, {}).get(field)
-
-
-def _summary(metrics: dict, scenario: str, model: str, protocol: str) -> dict:
-    return ((metrics.get(scenario) or {}).get(model) or {}).get(protocol) or {}
-
-
-def learned(metrics: dict, scenario: str, model: str, protocol: str) -> bool:
-    """True unless the model is marked degenerate (did not learn) under this scenario and protocol."""
-    return not _summary(metrics, scenario, model, protocol).get("degenerate", False)
 
 
 def _p(p: float | None) -> str:
@@ -54,29 +41,29 @@ def _range(values: list) -> str:
     return f"{lo}" if lo == hi else f"{lo}-{hi}"
 
 
-def _setting(metrics: dict, scenario: str, protocol: str) -> str:
+def _setting(r: Results, scenario: str, protocol: str) -> str:
     """'patient folds, 20 patients, 3 folds', for a protocol of a scenario."""
-    meta = metrics["meta"]
+    meta = r.meta
     ref = meta.get("reference_model") or meta["models"][0]
-    n_patients = (_summary(metrics, scenario, ref, protocol).get("accuracy_patient_bootstrap") or {}).get("n_patients")
-    return f"{PROTOCOL_WORDS.get(protocol, protocol)}, {n_patients} patients, {len(meta['folds'])} folds"
+    n_patients = (r.summary(scenario, ref, protocol).get("accuracy_patient_bootstrap") or {}).get("n_patients")
+    return f"{words(protocol)}, {n_patients} patients, {len(meta['folds'])} folds"
 
 
-def _context(metrics: dict, scenario: str) -> list[str]:
+def _context(r: Results, scenario: str) -> list[str]:
     """What a constant guess scores, and what epochs were selected on."""
-    block = metrics[scenario]["meta"]
+    block = r.scenario_meta(scenario)
     out = []
     majority = block.get("majority_rate") or {}
     if majority:
-        parts = [f"{_pct(float(np.mean(v)))} under {PROTOCOL_WORDS.get(p, p)}" for p, v in majority.items() if v]
+        parts = [f"{_pct(float(np.mean(v)))} under {words(p)}" for p, v in majority.items() if v]
         out.append(f"{scenario} ({scenarios.DESCRIPTIONS[scenario]}): always guessing the most frequent class "
                    f"would score {' and '.join(parts)} (the majority-class rate, drawn as a dashed line in the "
                    f"accuracy figures); an accuracy near it means little.")
     validation = block.get("validation") or {}
     if validation:
         parts = "; ".join(f"{_range(v['patients'])} patients ({_range(v['images'])} images) per fold under "
-                          f"{PROTOCOL_WORDS.get(p, p)}" for p, v in validation.items())
-        select_by = metrics["meta"].get("select_by")
+                          f"{words(p)}" for p, v in validation.items())
+        select_by = r.meta.get("select_by")
         if select_by == "last":
             out.append(f"{scenario}: the networks' last epoch was taken (train.select_by: last), since the "
                        f"validation parts, {parts}, are too small to choose an epoch on; they only chose the "
@@ -90,14 +77,14 @@ def _context(metrics: dict, scenario: str) -> list[str]:
     return out
 
 
-def _did_not_learn(metrics: dict, scenario: str, labels: dict[str, str]) -> list[str]:
-    meta = metrics["meta"]
+def _did_not_learn(r: Results, scenario: str, labels: dict[str, str]) -> list[str]:
+    meta = r.meta
     found = []
     for model in meta["models"]:
-        bad = [p for p in meta["protocols"] if not learned(metrics, scenario, model, p)]
+        bad = [p for p in meta["protocols"] if not r.learned(scenario, model, p)]
         if bad:
-            reason = _summary(metrics, scenario, model, bad[0]).get("degenerate_reasons") or []
-            found.append(f"{labels[model]} under {' and '.join(PROTOCOL_WORDS.get(p, p) for p in bad)}"
+            reason = r.summary(scenario, model, bad[0]).get("degenerate_reasons") or []
+            found.append(f"{labels[model]} under {' and '.join(words(p) for p in bad)}"
                          + (f" ({reason[0]})" if reason else ""))
     if not found:
         return [f"{scenario}: every model learned (none is degenerate under any protocol)."]
@@ -105,35 +92,34 @@ def _did_not_learn(metrics: dict, scenario: str, labels: dict[str, str]) -> list
             + "; ".join(found) + "."]
 
 
-def _best(metrics: dict, scenario: str, labels: dict[str, str]) -> list[str]:
-    meta = metrics["meta"]
+def _best(r: Results, scenario: str, labels: dict[str, str]) -> list[str]:
+    meta = r.meta
     out = []
     for protocol in meta["protocols"]:
-        acc = {m: _stat(metrics, scenario, m, protocol, "accuracy") for m in meta["models"]
-               if learned(metrics, scenario, m, protocol) and _stat(metrics, scenario, m, protocol, "accuracy")
+        acc = {m: r.stat(scenario, m, protocol, "accuracy") for m in meta["models"]
+               if r.learned(scenario, m, protocol) and r.stat(scenario, m, protocol, "accuracy")
                is not None}
         if not acc:
-            out.append(f"{scenario}, {PROTOCOL_WORDS.get(protocol, protocol)}: no model learned.")
+            out.append(f"{scenario}, {words(protocol)}: no model learned.")
             continue
         best = max(acc, key=acc.get)
-        ci = _summary(metrics, scenario, best, protocol).get("accuracy_patient_bootstrap") or {}
+        ci = r.summary(scenario, best, protocol).get("accuracy_patient_bootstrap") or {}
         interval = (f"; 95% interval over patients {_pct(ci.get('ci_low'))} to {_pct(ci.get('ci_high'))}"
                     if ci.get("ci_low") is not None else "")
-        sd = _stat(metrics, scenario, best, protocol, "accuracy", "sd")
+        sd = r.stat(scenario, best, protocol, "accuracy", "sd")
         out.append(f"{scenario}, {protocol} protocol: the best model that learned was {labels[best]}, "
                    f"{100 * acc[best]:.1f}%" + (f" ± {100 * sd:.1f}" if sd is not None else "")
                    + f" accuracy over {len(meta['folds'])} folds{interval}.")
     return out
 
 
-def _head_to_head(metrics: dict, scenario: str, labels: dict[str, str]) -> list[str]:
+def _head_to_head(r: Results, scenario: str, labels: dict[str, str]) -> list[str]:
     """The reference model against every model that learned, one sentence per protocol."""
-    meta = metrics["meta"]
+    meta = r.meta
     ref = meta.get("reference_model")
-    comparisons = (metrics.get(scenario) or {}).get("comparisons") or {}
     out = []
     for protocol in meta["protocols"]:
-        mine = comparisons.get(protocol) or {}
+        mine = r.comparisons(scenario, protocol)
         claimable = {m: c for m, c in mine.items() if c.get("claim")}
         if not claimable:
             continue
@@ -153,7 +139,7 @@ def _head_to_head(metrics: dict, scenario: str, labels: dict[str, str]) -> list[
                 (better if t["mean_difference"] > 0 else worse).append(words)
             else:
                 same.append(words)
-        head = f"Under {_setting(metrics, scenario, protocol)} ({scenario}): {labels[ref]} "
+        head = f"Under {_setting(r, scenario, protocol)} ({scenario}): {labels[ref]} "
         parts = []
         if better:
             parts.append("is more accurate than " + "; ".join(better))
@@ -172,17 +158,17 @@ def _head_to_head(metrics: dict, scenario: str, labels: dict[str, str]) -> list[
     return out
 
 
-def _leakage_gap(metrics: dict, scenario: str, labels: dict[str, str]) -> list[str]:
+def _leakage_gap(r: Results, scenario: str, labels: dict[str, str]) -> list[str]:
     """How much higher image-level folds put accuracy than patient folds, over models that learned under both."""
-    meta = metrics["meta"]
+    meta = r.meta
     leak = next((p for p in ("image", "ucar") if p in meta["protocols"]), None)
     if "patient" not in meta["protocols"] or not leak:
         return []
-    gaps = {m: _stat(metrics, scenario, m, leak, "accuracy") - _stat(metrics, scenario, m, "patient", "accuracy")
+    gaps = {m: r.stat(scenario, m, leak, "accuracy") - r.stat(scenario, m, "patient", "accuracy")
             for m in meta["models"]
-            if learned(metrics, scenario, m, leak) and learned(metrics, scenario, m, "patient")
-            and _stat(metrics, scenario, m, leak, "accuracy") is not None
-            and _stat(metrics, scenario, m, "patient", "accuracy") is not None}
+            if r.learned(scenario, m, leak) and r.learned(scenario, m, "patient")
+            and r.stat(scenario, m, leak, "accuracy") is not None
+            and r.stat(scenario, m, "patient", "accuracy") is not None}
     if not gaps:
         return [f"{scenario}: no model learned under both protocols, so the image-minus-patient gap is not stated."]
     g = np.array(list(gaps.values())) * 100
@@ -195,8 +181,8 @@ def _leakage_gap(metrics: dict, scenario: str, labels: dict[str, str]) -> list[s
     return [s]
 
 
-def _compute(metrics: dict, complexity: dict[str, dict], labels: dict[str, str]) -> list[str]:
-    meta = metrics["meta"]
+def _compute(r: Results, complexity: dict[str, dict], labels: dict[str, str]) -> list[str]:
+    meta = r.meta
     ref, theirs = meta.get("reference_model"), roster.in_run(roster.COMPUTE_REFERENCE, meta["models"])
     if ref not in meta["models"] or theirs is None or ref == theirs:
         return []
@@ -212,15 +198,16 @@ def _compute(metrics: dict, complexity: dict[str, dict], labels: dict[str, str])
     return [s]
 
 
-def reading(metrics: dict, complexity: dict[str, dict], labels: dict[str, str]) -> list[str]:
-    """The reading, per scenario and then overall; every statement follows from metrics.json."""
+def findings(r: Results, complexity: dict[str, dict], labels: dict[str, str], patient_data: bool) -> list[str]:
+    """The reading, per scenario and then overall; every statement follows from metrics.json
+    (`patient_data`: whether the data source holds patients' images, pipeline/sources.py)."""
     out = []
-    for scenario in metrics["meta"]["scenarios"]:
-        out += [*_context(metrics, scenario), *_did_not_learn(metrics, scenario, labels),
-                *_best(metrics, scenario, labels), *_head_to_head(metrics, scenario, labels),
-                *_leakage_gap(metrics, scenario, labels)]
-    out += _compute(metrics, complexity, labels)
-    if not SOURCES[metrics["meta"]["data_source"]].patient_data:
+    for scenario in r.meta["scenarios"]:
+        out += [*_context(r, scenario), *_did_not_learn(r, scenario, labels),
+                *_best(r, scenario, labels), *_head_to_head(r, scenario, labels),
+                *_leakage_gap(r, scenario, labels)]
+    out += _compute(r, complexity, labels)
+    if not patient_data:
         out.append("These results come from the synthetic cohort: they test the pipeline and rank the models on "
                    "synthetic images; they are not evidence about patients.")
     return out
