@@ -15,7 +15,7 @@ that is a fixed multiple of the square's pixels: the decoded image (at most 4 by
 one conversion of it and the padded square (1 or 3 bytes a pixel); 16-bit values are scaled in
 32-bit integers, not 64-bit floats. Measured peak for one image, its uncompressed file
 included: 5 (8-bit gray) to 20 (RGBA, LA or 32-bit TIFF) bytes per pixel of the square;
-`sources.load_images` decodes two at a time. PIL's own decompression-bomb guard is turned into
+`sources.resize_all` decodes two at a time. PIL's own decompression-bomb guard is turned into
 an error too. Images smaller than `MIN_SIDE` pixels on a side are refused: they carry no
 anatomy. Pixel formats are brought to 8 bits:
 

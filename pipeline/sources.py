@@ -1,559 +1,62 @@
-"""Where real images come from: a folder with a CSV manifest, or the public Uçar (2022) release.
+"""The table of data sources (`SOURCES`): for each `data.source`, how prepare loads its images and
+how the report names it.
 
-Both readers return one row per image with `path` (relative to data.root, '/'-separated),
-`patient_id`, `diagnosis` (N|IBM|PM|DM), `muscle` (D|B|R|G|T|FCR|FDP, another muscle's name
-(folder source only) or ""), `side` (R|L or ""), `source_name` and `location` (the file and row
-to name in messages). They check everything that can be checked without decoding images, so a
-bad manifest fails fast and names its row: every image path must name a regular file inside
-data.root (links are followed, but not out of it; a named pipe, device, socket or directory is
-refused before it is opened). After decoding, `check_distinct_files` refuses two rows whose
-files have the same bytes (sha256), for different patients (a leak between folds) or the same
-one (a copy is not a second acquisition).
+- `synthetic`: the built-in deterministic cohort (pipeline/synthetic.py), rendered, then resized.
+- `folder`: the images a CSV manifest lists under data.root (read by pipeline/manifests.py).
+- `ucar`: the public Uçar (2022) release under data.root (read by pipeline/manifests.py; its
+  published folds by pipeline/ucar_folds.py, for the split stage).
 
-Row numbers: for a CSV, messages give the 1-based line of the file as an editor shows it (the
-header is line 1, so the first data row is line 2); for the .xlsx, the spreadsheet row number
-(the header is row 1).
-
-Accepted values (case and surrounding spaces do not matter):
-- diagnosis: N, normal, control, healthy -> N; I, IBM, inclusion body myositis, sIBM -> IBM;
-  P, PM, polymyositis -> PM; D, DM, dermatomyositis -> DM (the one-letter codes are the
-  release's, accepted in both sources).
-- muscle, folder source: D, B, R, G, T, FCR, FDP or deltoid, biceps (brachii), rectus femoris,
-  (medial) gastrocnemius, tibialis anterior, flexor carpi radialis, flexor digitorum profundus
-  become the code; any other name (quadriceps, vastus lateralis) is kept as written, with
-  runs of spaces collapsed: the muscle is descriptive metadata, and an own cohort may image
-  other muscles. Refused: control characters and more than 100 characters. Empty is allowed.
-- muscle, ucar source: R or L followed by a code (RD, LFCR), the release's format, strictly.
-- side: R, L, right, left.
-
-In the ucar .xlsx, a cell the stage reads must hold a value: a formula is read as the value
-Excel saved with it, and a formula saved without one (as openpyxl and some converters write
-them) is refused, naming the cell; so is a spreadsheet error such as #REF!.
-
-Messages show at most `MESSAGE_ITEMS` items of a list (`HEADER_ITEMS` column names) and
-`MESSAGE_CHARS` characters of a value, then count the rest.
+Every source's images go through the same resize (`resize_all`): each is fitted to a square of
+data.image_size (imageio.fit_square) and laid out as data.channels x size x size uint8.
 """
 from __future__ import annotations
 
-import contextlib
-import csv
-import io
-import os
-import re
-import unicodedata
-import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import pandas as pd
 
 from pipeline import imageio
-from pipeline.errors import DataError
-from pipeline.scenarios import MUSCLES
+from pipeline.manifests import check_distinct_files, read_folder, read_ucar
 
 if TYPE_CHECKING:
     from pipeline.params import DataParams, Params
 
-DIAGNOSIS_SPELLINGS = {   # n, i, p, d: the release's one-letter codes
-    "n": "N", "normal": "N", "control": "N", "healthy": "N",
-    "i": "IBM", "ibm": "IBM", "inclusion body myositis": "IBM", "sibm": "IBM", "sporadic inclusion body myositis": "IBM",
-    "p": "PM", "pm": "PM", "polymyositis": "PM",
-    "d": "DM", "dm": "DM", "dermatomyositis": "DM",
-}
-MUSCLE_SPELLINGS = {
-    "d": "D", "deltoid": "D", "b": "B", "biceps": "B", "biceps brachii": "B",
-    "r": "R", "rectus femoris": "R", "g": "G", "gastrocnemius": "G", "medial gastrocnemius": "G",
-    "t": "T", "tibialis anterior": "T", "fcr": "FCR", "flexor carpi radialis": "FCR",
-    "fdp": "FDP", "flexor digitorum profundus": "FDP",
-}
-SIDE_SPELLINGS = {"r": "R", "right": "R", "l": "L", "left": "L"}
-FOLDER_COLUMNS = ("path", "patient_id", "diagnosis")
-UCAR_SHEET = "OrginalAndCroppedFileNames.xlsx"   # (sic), as published
-UCAR_FOLD_PARTS = {"train": "train", "training": "train", "validation": "val", "val": "val", "test": "test"}
-UCAR_FOLDS = 5
-RECORD_COLUMNS = ["path", "patient_id", "diagnosis", "muscle", "side", "source_name", "location"]
-MAX_MUSCLE_CHARS = 100
-MAX_CSV_BYTES = 256 << 20   # a manifest of a million images is about 100 MB
-MESSAGE_ITEMS = 5           # list items shown in one message; the rest are counted
-HEADER_ITEMS = 20           # column names shown (the release's sheet has 10 columns)
-MESSAGE_CHARS = 80          # characters of one value shown in a message
 
+def resize_all(count: int, data: DataParams, pixels_of: Callable[[int], tuple[np.ndarray, Any]]
+               ) -> tuple[np.ndarray, list[Any]]:
+    """Images 0..count-1, each `pixels_of(i)` (its pixels and something to keep, e.g. a digest)
+    fitted to data.image_size and data.channels; also what each kept, in order.
 
-def _words(value: object) -> str:
-    """Lower-case text with runs of whitespace (newlines included) collapsed to one space."""
-    return " ".join(str(value).split()).lower()
-
-
-def normalise_diagnosis(value: object) -> str | None:
-    """N, IBM, PM or DM for an accepted spelling of a diagnosis (see the module docstring), else None."""
-    return DIAGNOSIS_SPELLINGS.get(_words(value))
-
-
-def _accepted(mapping: dict[str, str]) -> str:
-    return ", ".join(sorted(mapping))
-
-
-def _shown(value: object) -> str:
-    """repr of `value` for a message, cut to MESSAGE_CHARS (a 100 KB cell must not make a 100 KB message)."""
-    text = repr(value)
-    return text if len(text) <= MESSAGE_CHARS else f"{text[:MESSAGE_CHARS]}... ({len(str(value))} characters)"
-
-
-def _listing(items: Iterable[object], sep: str = "; ", limit: int = MESSAGE_ITEMS) -> str:
-    """The first `limit` of `items` joined by `sep`, then '... and N more'."""
-    items = [str(i) for i in items]
-    shown = sep.join(items[:limit])
-    return shown if len(items) <= limit else f"{shown}{sep}... and {len(items) - limit} more"
-
-
-def check_data_root(root: Path) -> Path:
-    """`root` if it is an existing directory, else a DataError saying which params key to fix."""
-    if not root.is_dir():
-        what = "is not a directory" if root.exists() else "does not exist"
-        raise DataError(f"data root {root} {what} (resolved: {root.resolve()}); set data.root in params.yaml "
-                        f"to the directory holding your images")
-    return root
-
-
-def resolve_image_path(root: Path, raw: str, where: str) -> tuple[str, Path]:
-    """Normalise a manifest path ('/'-separated, relative) and the file it names inside `root`.
-
-    Refuses absolute paths, paths that leave the data root (by '..' or by a link), paths that
-    name nothing, and anything but a regular file (a named pipe would block the stage, a device
-    never ends): the type is read with stat, before anything opens the file.
+    Two at a time: PIL decodes and resizes without the GIL. map() re-raises the first error in
+    row order, and after an error nothing more is started.
     """
-    text = raw.strip().replace("\\", "/")
-    if not text:
-        raise DataError(f"{where}: empty path; expected an image path relative to the data root")
-    if "\x00" in text:   # no file name holds one; the OS would refuse the path with a bare ValueError
-        raise DataError(f"{where}: path {_shown(raw)} contains a NUL byte; expected an image path relative to "
-                        f"the data root")
-    if text.startswith("/") or re.match(r"^[A-Za-z]:", text):
-        raise DataError(f"{where}: path {_shown(raw)} is absolute; expected a path relative to the data root {root}")
-    parts = [p for p in PurePosixPath(text).parts if p != "."]
-    if ".." in parts:
-        raise DataError(f"{where}: path {_shown(raw)} contains '..'; expected a path inside the data root {root}")
-    rel = "/".join(parts)
-    full = root / rel
+    images = np.empty((count, data.channels, data.image_size, data.image_size), dtype=np.uint8)
+
+    def one(i: int) -> Any:
+        pixels, kept = pixels_of(i)
+        images[i] = imageio.to_chw(imageio.fit_square(pixels, data.image_size), data.channels)
+        return kept
+
+    pool = ThreadPoolExecutor(max_workers=2)
     try:
-        resolved = full.resolve()
-    except (OSError, RuntimeError) as e:   # RuntimeError: a loop of links
-        raise DataError(f"{where}: path {_shown(raw)} cannot be followed ({e}); expected an image file inside the "
-                        f"data root {root}") from None
-    if not resolved.is_relative_to(root.resolve()):
-        raise DataError(f"{where}: path {_shown(raw)} leads outside the data root {root} (through a link to "
-                        f"{resolved}); expected a file inside it")
-    problem = _file_problem(resolved)
-    if problem is not None:
-        raise DataError(f"{where}: image {_shown(raw)} {problem}; expected a regular image file (PNG, JPEG, BMP or "
-                        f"TIFF) inside the data root {root}, or a link to one there")
-    return rel, full
-
-
-def _file_problem(path: Path) -> str | None:
-    """Why `path` (links followed) is no input file ('not found', 'is a named pipe (FIFO)', ...); None if it is one.
-
-    Only stat is called: opening a named pipe would block until a writer comes.
-    """
-    try:
-        kind = imageio.file_type(os.stat(path).st_mode)
-    except FileNotFoundError:
-        return "not found"
-    except (OSError, ValueError) as e:
-        return f"cannot be read ({e.strerror if isinstance(e, OSError) else e})"
-    return None if kind is None else f"is {kind}"
-
-
-LINE_BREAK = re.compile(r"\r\n|\r|\n")   # as the csv module and editors count lines
-
-
-def _decode_text(path: Path) -> str:
-    data = imageio.read_input_file(path, max_bytes=MAX_CSV_BYTES, at=str(path), what="CSV file")
-    try:
-        text = data.decode("utf-8-sig")  # a byte-order mark (Excel's "CSV UTF-8") is dropped
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text (byte {e.start}); save the CSV as UTF-8") from None
-    nul = text.find("\x00")
-    if nul >= 0:   # refused here, so no field, path or id can hold one
-        line = len(LINE_BREAK.findall(text, 0, nul)) + 1
-        raise DataError(f"{path} line {line} (header = line 1): a NUL byte (\\x00), which CSV text never holds; "
-                        f"if the file was saved as UTF-16 ('Unicode Text'), save it as CSV UTF-8")
-    return text
-
-
-def _csv_records(path: Path, lines: Iterable[str], delimiter: str, first_line: int = 1
-                 ) -> Iterator[tuple[int, int, list[str]]]:
-    """(first line, last line, fields) of each CSV record; any csv.Error is a DataError naming the line."""
-    reader = csv.reader(lines, delimiter=delimiter)
-    while True:
-        start = first_line + reader.line_num
-        try:
-            fields = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as e:
-            if "field larger than field limit" in str(e):
-                problem = (f"a field longer than {csv.field_size_limit()} characters; a field holds a path, an id "
-                           f"or a word: look for a double quote that opens a field and is never closed")
-            else:
-                problem = f"not readable as CSV ({e})"
-            raise DataError(f"{path} line {start} (header = line 1): {problem}") from None
-        yield start, first_line - 1 + reader.line_num, fields
-
-
-def read_csv_rows(path: Path, required: tuple[str, ...]) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
-    """Header (lower-cased, stripped) and (file line, row) pairs of a CSV; blank rows are skipped.
-
-    The delimiter (',', ';' or tab) is sniffed, preferring one whose header has every
-    `required` column; a missing column is a DataError naming the headers found.
-    """
-    text = _decode_text(path)
-    lines = LINE_BREAK.split(text)
-    number, first = next(((n, line) for n, line in enumerate(lines, start=1) if line.strip()), (0, ""))
-    if not first:
-        raise DataError(f"{path}: empty file; expected a header row with columns {', '.join(required)}")
-    try:
-        guess = csv.Sniffer().sniff(first[:65536], delimiters=",;\t").delimiter
-    except csv.Error:
-        guess = ","
-
-    def header_with(delimiter: str) -> list[str]:
-        fields = next(_csv_records(path, [first], delimiter, first_line=number), (0, 0, []))[2]
-        return [_words(h) for h in fields]
-
-    header: list[str] = []
-    delimiter = guess
-    for candidate in dict.fromkeys([guess, ",", ";", "\t"]):
-        names = header_with(candidate)
-        if all(col in names for col in required):
-            delimiter, header = candidate, names
-            break
-    else:
-        header = header_with(guess)
-        missing = [c for c in required if c not in header]
-        raise DataError(f"{path}: missing column(s) {', '.join(missing)}; the header row has "
-                        f"[{_listing(map(_shown, header), sep=', ', limit=HEADER_ITEMS)}]; expected columns {', '.join(required)} "
-                        f"separated by ',', ';' or tabs")
-    rows: list[tuple[int, dict[str, str]]] = []
-    seen_header = False
-    # newline="": the csv module sees every line ending (\r\n, \n, a lone \r) and counts lines as LINE_BREAK does
-    for _, line, fields in _csv_records(path, io.StringIO(text, newline=""), delimiter):
-        if not any(f.strip() for f in fields):
-            continue                      # empty rows (also ",,,") are skipped
-        if not seen_header:
-            seen_header = True
-            continue
-        if len(fields) > len(header):
-            extra = [f for f in fields[len(header):] if f.strip()]
-            if extra:
-                raise DataError(f"{path} line {line} (header = line 1): {len(fields)} fields but the header has "
-                                f"{len(header)}; check for a stray {delimiter!r} (quote values that contain it)")
-        values = {name: (fields[i].strip() if i < len(fields) else "") for i, name in enumerate(header)}
-        rows.append((line, values))
-    return header, rows
-
-
-def _muscle(value: str, where: str) -> str:
-    """A folder manifest's muscle: the code of a known code or name, else the name as written (spaces collapsed)."""
-    name = " ".join(value.split())    # also turns tabs and line breaks into single spaces
-    if not name:
-        return ""
-    code = MUSCLE_SPELLINGS.get(name.lower())
-    if code is not None:
-        return code
-    control = next((c for c in name if unicodedata.category(c) == "Cc"), None)
-    if control is not None or len(name) > MAX_MUSCLE_CHARS:
-        what = (f"contains the control character {control!r}" if control is not None
-                else f"is {len(name)} characters long")
-        raise DataError(f"{where}: muscle {_shown(value)} {what}; expected a muscle's name or code of at most "
-                        f"{MAX_MUSCLE_CHARS} characters (e.g. {', '.join(MUSCLES)}, deltoid, quadriceps), or empty")
-    return name
-
-
-def _side(value: str, where: str) -> str:
-    if not value.strip():
-        return ""
-    side = SIDE_SPELLINGS.get(_words(value))
-    if side is None:
-        raise DataError(f"{where}: side {_shown(value)} is not accepted; expected R, L, right, left or empty")
-    return side
-
-
-def read_folder(root: Path, manifest: str) -> pd.DataFrame:
-    """Records of the `folder` source: the CSV manifest data.root/data.manifest, checked row by row."""
-    check_data_root(root)
-    path = root / manifest
-    problem = _file_problem(path)
-    if problem is not None:
-        raise DataError(f"manifest {path} {problem}; expected a CSV file at data.root/data.manifest with columns "
-                        f"{', '.join(FOLDER_COLUMNS)} (optional: muscle, side)")
-    _, rows = read_csv_rows(path, FOLDER_COLUMNS)
-    records = []
-    for line, row in rows:
-        where = f"{path} line {line} (header = line 1)"
-        rel, _ = resolve_image_path(root, row["path"], where)
-        if not row["patient_id"]:
-            raise DataError(f"{where}: empty patient_id; every image needs the patient it belongs to")
-        diagnosis = normalise_diagnosis(row["diagnosis"])
-        if diagnosis is None:
-            raise DataError(f"{where}: diagnosis {_shown(row['diagnosis'])} is not accepted; expected one of N, IBM, "
-                            f"PM, DM or {_accepted(DIAGNOSIS_SPELLINGS)} (any case)")
-        records.append(dict(path=rel, patient_id=row["patient_id"], diagnosis=diagnosis,
-                            muscle=_muscle(row.get("muscle", ""), where), side=_side(row.get("side", ""), where),
-                            source_name=PurePosixPath(rel).name, location=where))
-    return check_records(pd.DataFrame(records, columns=RECORD_COLUMNS), str(path))
-
-
-def check_records(records: pd.DataFrame, origin: str) -> pd.DataFrame:
-    """Refuse an empty list, a path listed twice and a patient given two diagnoses."""
-    if records.empty:
-        raise DataError(f"{origin}: no images listed (only a header or empty rows); expected one row per image")
-    dup = records[records.duplicated("path", keep=False)]
-    if not dup.empty:
-        first = dup.iloc[0]
-        places = _listing(dup[dup.path == first.path].location)
-        raise DataError(f"{origin}: image {_shown(first.path)} is listed more than once ({places}); "
-                        f"each image must appear once")
-    per_patient = records.groupby("patient_id", sort=False).diagnosis.unique()
-    for patient_id, diagnoses in per_patient.items():
-        if len(diagnoses) > 1:
-            rows = records[records.patient_id == patient_id].drop_duplicates("diagnosis")
-            places = _listing(f"{r.diagnosis} at {r.location}" for r in rows.itertuples())
-            raise DataError(f"{origin}: patient {_shown(patient_id)} has more than one diagnosis ({places}); "
-                            f"a patient has one diagnosis")
-    return records.reset_index(drop=True)
-
-
-def check_distinct_files(records: pd.DataFrame) -> pd.DataFrame:
-    """Refuse two rows whose files have the same bytes (column sha256), whoever the patients are.
-
-    For two patients, one image would sit in the training and the test part of a patient-level
-    fold: a leak. For one patient, a copy is not a second acquisition: it counts the image
-    twice, and image-level folds would test on an image they trained on.
-    """
-    repeated = records[records.duplicated("sha256", keep=False)]
-    if repeated.empty:
-        return records
-    digest = repeated.sha256.iloc[0]
-    same = repeated[repeated.sha256 == digest]
-    places = _listing(f"{r.location} ({_shown(r.path)}, patient {_shown(r.patient_id)})" for r in same.itertuples())
-    patients = same.patient_id.unique()
-    if len(patients) > 1:
-        why = (f"patients {_listing(map(_shown, patients), sep=', ')} share an image, which would put it in "
-               f"training and test of a patient-level fold")
-    else:
-        why = (f"a copy is not a second acquisition of patient {_shown(patients[0])}: it would count twice, and "
-               f"image-level folds would test on an image they trained on")
-    more = repeated.sha256.nunique() - 1
-    raise DataError(f"the same image file (sha256 {digest[:12]}...) is listed {len(same)} times: {places}; {why}; "
-                    f"list each image once and remove the copies"
-                    + (f" ({more} other file(s) are listed more than once too)" if more else ""))
-
-
-def _open_book(path: Path, data_only: bool):
-    import openpyxl
-    from openpyxl.utils.exceptions import InvalidFileException
-
-    try:
-        return openpyxl.load_workbook(path, read_only=True, data_only=data_only)
-    except (zipfile.BadZipFile, InvalidFileException, KeyError, OSError, ValueError) as e:
-        raise DataError(f"{path}: not a readable .xlsx workbook ({type(e).__name__}: {e})") from None
-
-
-@dataclass(frozen=True)
-class SheetCell:
-    """One cell of the release's sheet: what Excel saved as its value, and its formula if it has one."""
-    value: object
-    formula: str | None = None
-    error: bool = False          # the saved value is a spreadsheet error such as #REF!
-
-
-@contextlib.contextmanager
-def _sheet_rows(path: Path) -> Iterator[Iterator[tuple[int, list[SheetCell]]]]:
-    """(spreadsheet row number, cells) of the first sheet of the workbook `path`.
-
-    The workbook is read twice: with data_only=True for the values Excel saved, and with
-    data_only=False to know which cells hold formulas. openpyxl computes no formula, so a
-    formula saved without its value reads as None, the same as an empty cell, and only the
-    second reading tells them apart.
-    """
-    problem = _file_problem(path)
-    if problem is not None:
-        raise DataError(f"{path} {problem}; the ucar source expects the release's {UCAR_SHEET} (a regular file) "
-                        f"in data.root")
-    values_book = _open_book(path, data_only=True)
-    try:
-        formulas_book = _open_book(path, data_only=False)
-        try:
-            rows = zip(values_book.worksheets[0].iter_rows(), formulas_book.worksheets[0].iter_rows())
-            yield ((number, [SheetCell(v.value, f.value if f.data_type == "f" else None, v.data_type == "e")
-                             for v, f in zip(values, formulas)])
-                   for number, (values, formulas) in enumerate(rows, start=1))
-        finally:
-            formulas_book.close()
+        kept = list(pool.map(one, range(count)))
     finally:
-        values_book.close()
+        pool.shutdown(wait=True, cancel_futures=True)   # after an error, decode nothing more
+    return images, kept
 
-
-def _cell_text(value: object) -> str:
-    """A spreadsheet cell as text; whole numbers stored as floats (12.0) read as '12'."""
-    if value is None:
-        return ""
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value).strip()
-
-
-def _sheet_text(cells: list[SheetCell], column: int, number: int, label: str, path: Path) -> str:
-    """The text of a cell the stage reads; a formula without a saved value or an error value is a DataError."""
-    from openpyxl.utils import get_column_letter
-
-    cell = cells[column] if column < len(cells) else SheetCell(None)
-    at = f"{path} cell {get_column_letter(column + 1)}{number} ({label})"
-    if cell.formula is not None and cell.value is None:
-        raise DataError(f"{at}: the formula {_shown(cell.formula)} was saved without its value, so it would read "
-                        f"as an empty cell (the stage computes no formulas); open the workbook in Excel or "
-                        f"LibreOffice and save it, so the values are stored, or type the value in place of the formula")
-    if cell.error:
-        raise DataError(f"{at}: holds the spreadsheet error {_shown(cell.value)}; expected a value")
-    return _cell_text(cell.value)
-
-
-def _ucar_image(images_dir: Path, listing: dict[str, list[str]], name: str, root: Path, where: str) -> str:
-    """The path (relative to root) of the release image `name`: exact name first, else the one differing in case."""
-    base = PurePosixPath(name.replace("\\", "/")).name
-    matches = [base] if base in listing.get(base.lower(), []) else listing.get(base.lower(), [])
-    if not matches:
-        raise DataError(f"{where}: image {_shown(name)} not found in {images_dir}")
-    if len(matches) > 1:
-        raise DataError(f"{where}: image {_shown(name)} matches {_listing(map(_shown, matches), sep=', ')} in "
-                        f"{images_dir}, which differ only in case; rename all but one")
-    # the same checks as a folder manifest's paths: inside the data root, a regular file
-    rel, _ = resolve_image_path(root, f"images/{matches[0]}", where)
-    return rel
-
-
-def read_ucar(root: Path) -> pd.DataFrame:
-    """Records of the `ucar` source from data.root/OrginalAndCroppedFileNames.xlsx and data.root/images/."""
-    check_data_root(root)
-    path = root / UCAR_SHEET
-    with _sheet_rows(path) as rows:
-        _, first = next(rows, (1, []))
-        header = [c.value for c in first]
-        names = [_words(h) if h is not None else "" for h in header]
-        wanted = {"patient_id": ("Patient Identifier", lambda n: n == "patient identifier"),
-                  "muscle": ("Muscle...", lambda n: n.startswith("muscle")),
-                  "diagnosis": ("Diagnosis...", lambda n: n.startswith("diagnosis")),
-                  "image": ("Cropped Image Name", lambda n: n == "cropped image name")}
-        index = {}
-        for key, (label, match) in wanted.items():
-            hits = [i for i, n in enumerate(names) if match(n)]
-            if not hits:
-                raise DataError(f"{path} row 1: no column {label!r}; the headers found are "
-                                f"[{_listing((_shown(h) for h in header if h is not None), sep=', ', limit=HEADER_ITEMS)}]; expected the "
-                                f"release's columns Patient Identifier, Muscle..., Diagnosis..., Cropped Image Name")
-            index[key] = hits[0]
-        images_dir = root / "images"
-        if not images_dir.is_dir():
-            raise DataError(f"{images_dir} not found; the ucar source expects the release's images/ folder in "
-                            f"data.root")
-        listing: dict[str, list[str]] = {}
-        for entry in sorted(p.name for p in images_dir.iterdir()):
-            listing.setdefault(entry.lower(), []).append(entry)
-        records = []
-        patient_id, diagnosis_of = "", {}
-        for number, row in rows:
-            cells = {k: _sheet_text(row, i, number, wanted[k][0], path) for k, i in index.items()}
-            if not any(_cell_text(c.value) for c in row):
-                continue
-            where = f"{path} row {number} (header = row 1)"
-            if cells["patient_id"]:
-                patient_id = cells["patient_id"]            # written on a patient's first row only
-            elif not patient_id:
-                raise DataError(f"{where}: no Patient Identifier on the first data row; expected one on each "
-                                f"patient's first row")
-            code = cells["diagnosis"]
-            diagnosis = normalise_diagnosis(code) if code else diagnosis_of.get(patient_id)  # blank below the first row
-            if diagnosis is None:
-                raise DataError(f"{where}: diagnosis {_shown(cells['diagnosis'])} is not accepted; expected D, P, I "
-                                f"or N (DM, PM, IBM, normal)")
-            diagnosis_of.setdefault(patient_id, diagnosis)
-            side, muscle = _ucar_muscle(cells["muscle"], where)
-            name = cells["image"]
-            if not name:
-                raise DataError(f"{where}: empty Cropped Image Name; expected a file name such as 1.PNG")
-            records.append(dict(path=_ucar_image(images_dir, listing, name, root, where), patient_id=patient_id,
-                                diagnosis=diagnosis, muscle=muscle, side=side, source_name=name, location=where))
-    return check_records(pd.DataFrame(records, columns=RECORD_COLUMNS), str(path))
-
-
-def _ucar_muscle(value: str, where: str) -> tuple[str, str]:
-    """Side letter and muscle code from the release's muscle cell, e.g. 'LFCR' -> ('L', 'FCR')."""
-    text = re.sub(r"[\s_-]+", "", value).upper()
-    if len(text) >= 2 and text[0] in "RL" and text[1:] in MUSCLES:
-        return text[0], text[1:]
-    raise DataError(f"{where}: muscle {_shown(value)} is not accepted; expected R or L followed by one of "
-                    f"{', '.join(MUSCLES)}, e.g. RD, LFCR, RFDP")
-
-
-def read_ucar_folds(root: Path, scenario: str) -> pd.DataFrame:
-    """The published folds of `scenario`: columns source_name, fold (1-based), part (train|val|test).
-
-    Read from data.root/FileList/<scenario>_FileList_Fold_<k>.csv, k = 1..5; a missing or
-    malformed file is a DataError naming it.
-    """
-    if scenario not in ("S1", "S2", "S3", "S4"):
-        raise DataError(f"scenario {scenario!r} has no published folds; expected S1, S2, S3 or S4")
-    frames = []
-    for fold in range(1, UCAR_FOLDS + 1):
-        path = Path(root) / "FileList" / f"{scenario}_FileList_Fold_{fold}.csv"
-        problem = _file_problem(path)
-        if problem is not None:
-            raise DataError(f"{path} {problem}; protocol 'ucar' needs the release's FileList/"
-                            f"{scenario}_FileList_Fold_1..{UCAR_FOLDS}.csv in data.root")
-        _, rows = read_csv_rows(path, ("filenames", "type"))
-        if not rows:
-            raise DataError(f"{path}: no rows; expected one row per image with FileNames and Type")
-        seen: dict[str, int] = {}
-        for line, row in rows:
-            name = PurePosixPath(row["filenames"].replace("\\", "/")).name
-            if not name:
-                raise DataError(f"{path} line {line} (header = line 1): empty FileNames")
-            part = UCAR_FOLD_PARTS.get(_words(row["type"]))
-            if part is None:
-                raise DataError(f"{path} line {line} (header = line 1): Type {_shown(row['type'])} is not accepted; expected Train, "
-                                f"Validation or Test")
-            if name in seen:
-                raise DataError(f"{path} line {line} (header = line 1): {_shown(name)} is listed again (first at line {seen[name]}); "
-                                f"an image has one part per fold")
-            seen[name] = line
-            frames.append((name, fold, part))
-    return pd.DataFrame(frames, columns=["source_name", "fold", "part"])
-
-
-# ---- the sources, in one table ------------------------------------------------------------------
 
 def load_images(records: pd.DataFrame, root: Path, data: DataParams) -> tuple[np.ndarray, list[str]]:
     """Decode and resize every image of `records` (paths relative to `root`); also their sha256."""
-    images = np.empty((len(records), data.channels, data.image_size, data.image_size), dtype=np.uint8)
-
-    def one(i: int) -> str:
+    def decode(i: int) -> tuple[np.ndarray, str]:
         row = records.iloc[i]
-        pixels, digest = imageio.read_image(root / row.path, max_pixels=data.max_pixels,
-                                            channels=data.channels, where=row.location)
-        images[i] = imageio.to_chw(imageio.fit_square(pixels, data.image_size), data.channels)
-        return digest
+        return imageio.read_image(root / row.path, max_pixels=data.max_pixels, channels=data.channels,
+                                  where=row.location)
 
-    # PIL decodes and resizes without the GIL; map() re-raises the first error in row order.
-    pool = ThreadPoolExecutor(max_workers=2)
-    try:
-        digests = list(pool.map(one, range(len(records))))
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)   # after an error, decode nothing more
-    return images, digests
+    return resize_all(len(records), data, decode)
 
 
 def _load_files(records: pd.DataFrame, root: Path, data: DataParams) -> tuple[np.ndarray, pd.DataFrame]:
@@ -565,11 +68,9 @@ def load_synthetic(params: Params) -> tuple[np.ndarray, pd.DataFrame]:
     """The built-in cohort (pipeline/synthetic.py), rendered and resized like real images."""
     from pipeline import synthetic
 
-    data, syn = params.data, params.data.synthetic
+    syn = params.data.synthetic
     rendered, table = synthetic.generate(syn.patients, syn.images_per_side, syn.render_size, params.seed)
-    images = np.empty((len(rendered), data.channels, data.image_size, data.image_size), dtype=np.uint8)
-    for i, image in enumerate(rendered):
-        images[i] = imageio.to_chw(imageio.fit_square(image, data.image_size), data.channels)
+    images, _ = resize_all(len(rendered), params.data, lambda i: (rendered[i], None))
     return images, table
 
 
@@ -595,9 +96,10 @@ class DataSource:
     patient_data: bool                          # False: results say nothing about patients
 
 
-# The one table of data sources: params validates data.source against it, prepare loads through
-# it, and the report and the paper table take their words from it. To add a source, write its
-# load function and add an entry here.
+# The one table of data sources: prepare loads through it, and the report (and through it the paper
+# table) takes its words from it. params validates data.source against params.SOURCE_NAMES, which
+# tests/test_params.py keeps equal to these keys. To add a source: its load function, an entry here,
+# its name in params.SOURCE_NAMES.
 SOURCES: dict[str, DataSource] = {
     "synthetic": DataSource(
         load=load_synthetic, label="synthetic cohort",

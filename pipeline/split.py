@@ -28,11 +28,11 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
 
-from pipeline import fingerprints, layout, scenarios
+from pipeline import fingerprints, layout, scenarios, ucar_folds
 from pipeline.atomic import AtomicOutputs, atomic_outputs
 from pipeline.cli import run_stage
 from pipeline.errors import DataError
-from pipeline.params import Params, ParamsError, load
+from pipeline.params import Params, load
 from pipeline.readers import read_table
 
 MANIFEST, SUMMARY = layout.MANIFEST, layout.SPLIT_SUMMARY
@@ -103,21 +103,9 @@ def _image_folds(rows: pd.DataFrame, folds: int, val_fraction: float, seed: int)
     return out
 
 
-UCAR_SOURCE = "ucar"   # the one data.source whose release ships folds of its own (protocol `ucar`)
-
-
-def check_ucar_protocol(params: Params) -> None:
-    """Refuse protocol `ucar` for a data source that ships no published folds."""
-    if "ucar" in params.split.protocols and params.data.source != UCAR_SOURCE:
-        raise ParamsError(f"split.protocols: 'ucar' folds exist only for data.source {UCAR_SOURCE!r}, "
-                          f"not {params.data.source!r}; use 'patient' and/or 'image'")
-
-
 def _ucar_folds(rows: pd.DataFrame, root: Path, folds: int) -> list[pd.DataFrame]:
     """The published FileList folds of the Uçar release, matched by cropped image name."""
-    from pipeline.sources import read_ucar_folds  # only the ucar source needs the adapter
-
-    published = read_ucar_folds(root, rows["scenario"].iat[0])
+    published = ucar_folds.read_ucar_folds(root, rows["scenario"].iat[0])
     out = []
     for k in range(1, folds + 1):
         fold = published[published["fold"] == k]
@@ -166,7 +154,7 @@ def leakage(fold: pd.DataFrame, manifest: pd.DataFrame) -> dict[str, float]:
 def make_splits(manifest: pd.DataFrame, params: Params) -> pd.DataFrame:
     """All folds of every scenario and protocol in params, as one table in the layout of the splits files."""
     sp = params.split
-    check_ucar_protocol(params)
+    ucar_folds.check_protocol(params)
     frames = []
     for scenario in sp.scenarios:
         rows = scenario_images(manifest, scenario).assign(scenario=scenario)

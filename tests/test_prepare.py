@@ -23,7 +23,8 @@ from pipeline.cli import run_stage
 from pipeline.errors import DataError
 from pipeline.imageio import fit_square, read_image, read_input_file
 from pipeline.params import load
-from pipeline.sources import read_ucar, read_ucar_folds
+from pipeline.manifests import read_ucar
+from pipeline.ucar_folds import read_ucar_folds
 from ucar_fixture import write_ucar_fixture
 
 
