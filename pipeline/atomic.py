@@ -240,11 +240,6 @@ def csv_text(frame: Any, **kwargs: Any) -> str:
     return frame.to_csv(**kwargs)
 
 
-def atomic_write_csv(target: str | Path, frame: Any, **kwargs: Any) -> None:
-    """Write a pandas DataFrame as CSV atomically (index off unless asked for)."""
-    atomic_write_text(target, csv_text(frame, **kwargs))
-
-
 def torch_bytes(obj: Any) -> bytes:
     """torch.save of `obj`, in memory: its size is known before a byte reaches the disk."""
     import torch

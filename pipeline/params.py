@@ -153,7 +153,8 @@ class TrainParams:
             o.validate(f"{key}.overrides.{name}")
 
     def optim_for(self, model: str) -> OptimParams:
-        """The optimiser settings for `model`: train.optim with its override's keys written over it."""
+        """The optimiser settings for `model`: its override (which `from_dict` made at load by writing the
+        override's keys over train.optim), else train.optim."""
         return self.overrides.get(model, self.optim)
 
     def epochs_for(self, model: str) -> int:
@@ -212,7 +213,7 @@ class CheckParams:
 @dataclass(frozen=True)
 class RuntimeParams:
     """How the numerical libraries run (applied by pipeline/cpu.py when the package is imported)."""
-    cpu_isa: Literal["native", "avx2"] = "native"   # avx2: the same bits on any x86-64 CPU with AVX2
+    cpu_isa: Literal["native", "avx2"] = "native"   # avx2: the AVX2 paths everywhere (pipeline/cpu.py says what that gives)
 
     def validate(self, key: str) -> None:
         pass
