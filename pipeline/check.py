@@ -250,7 +250,8 @@ def _compare_entry(key: tuple[str, str, str], b: dict | None, c: dict | None, ch
         elif cv is None:
             status = "MISSING"
         else:
-            status = "REGRESSION" if bv - cv > tol + 1e-9 else ("better" if cv > bv else "ok")
+            drop = (bv - cv) if METRICS[metric].higher_is_better else (cv - bv)   # Brier, ECE: lower is better
+            status = "REGRESSION" if drop > tol + 1e-9 else ("better" if drop < 0 else "ok")
         rows.append(_row(key, metric, bv, cv, status, noise, tol))
     return rows
 

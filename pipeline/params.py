@@ -74,6 +74,7 @@ class SplitParams:
     protocols: tuple[Literal["patient", "image", "ucar"], ...] = ("patient", "image")
     folds: int = 5
     val_fraction: float = 0.2   # share of each fold's training part held out for model selection
+    repeats: int = 1            # R: k-fold cross-validation repeated R times, each with folds drawn again
 
     def validate(self, key: str) -> None:
         _require(len(self.scenarios) > 0, f"{key}.scenarios", list(self.scenarios),
@@ -81,6 +82,10 @@ class SplitParams:
         _require(len(set(self.scenarios)) == len(self.scenarios), f"{key}.scenarios", list(self.scenarios),
                  "a list without repeats")
         _require(2 <= self.folds <= 20, f"{key}.folds", self.folds, "an integer in 2..20")
+        _require(1 <= self.repeats <= 20, f"{key}.repeats", self.repeats, "an integer in 1..20")
+        _require(self.repeats == 1 or "ucar" not in self.protocols, f"{key}.repeats", self.repeats,
+                 "1 with the 'ucar' protocol: the release publishes one partition, which cannot be drawn again "
+                 "(use the patient or image protocol for repeated cross-validation)")
         _require(0.05 <= self.val_fraction <= 0.5, f"{key}.val_fraction", self.val_fraction, "a number in 0.05..0.5")
         _require(len(self.protocols) > 0, f"{key}.protocols", list(self.protocols), f"a non-empty list of {list(PROTOCOLS)}")
         _require(len(set(self.protocols)) == len(self.protocols), f"{key}.protocols", list(self.protocols), "a list without repeats")
@@ -180,9 +185,21 @@ class ProfileParams:
 
 
 @dataclass(frozen=True)
+class PrimaryParams:
+    """The one comparison declared before the run (not adjusted for multiplicity; the rest are exploratory)."""
+    reference: str = PROPOSED_MODEL
+    comparator: str = "dual_vgg"
+    metric: Literal["balanced_accuracy", "accuracy", "macro_f1"] = "balanced_accuracy"
+    protocol: Literal["patient", "image", "ucar"] = "patient"
+    scenario: Literal["S1", "S2", "S3", "S4"] = "S1"
+    target: float = 0.059       # the difference it should detect: the paper's 5.9-point gain over the dual VGG
+
+
+@dataclass(frozen=True)
 class EvaluateParams:
     reference_model: str = PROPOSED_MODEL   # the model every other one is compared against
     bootstrap: int = 2000             # resamples for the paired bootstrap
+    primary: PrimaryParams | None = None   # None: no primary comparison declared, every comparison exploratory
 
     def validate(self, key: str) -> None:
         _require(self.bootstrap >= 100, f"{key}.bootstrap", self.bootstrap, "an integer >= 100")
@@ -246,6 +263,26 @@ class Params:
         if self.evaluate.reference_model not in self.train.models:
             raise ParamsError(f"evaluate.reference_model: {self.evaluate.reference_model!r} is not in "
                               f"train.models {list(self.train.models)}")
+        primary = self.evaluate.primary
+        if primary is not None:
+            for name, value, allowed in (("reference", primary.reference, self.train.models),
+                                         ("comparator", primary.comparator, self.train.models),
+                                         ("protocol", primary.protocol, self.split.protocols),
+                                         ("scenario", primary.scenario, self.split.scenarios)):
+                _require(value in allowed, f"evaluate.primary.{name}", value, f"one of {list(allowed)}")
+            _require(primary.comparator != primary.reference, "evaluate.primary.comparator", primary.comparator,
+                     f"a model other than the reference {primary.reference!r}")
+            _require(0 < primary.target < 1, "evaluate.primary.target", primary.target,
+                     "a difference in 0..1 (a fraction: 0.059 is 5.9 points)")
+
+    def repeat_seed(self, repeat: int) -> int:
+        """The seed of repeat `repeat` (1-based) of the cross-validation, derived from `seed`: repeat 1
+        uses `seed` itself, so a run with one repeat draws what it drew before repeats existed."""
+        if repeat == 1:
+            return self.seed
+        import numpy as np
+
+        return int(np.random.SeedSequence([self.seed, repeat]).generate_state(1)[0])
 
 
 def _require(ok: bool, key: str, value: Any, accepted: str) -> None:

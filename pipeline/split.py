@@ -37,7 +37,8 @@ from pipeline.readers import read_table
 
 MANIFEST, SUMMARY = layout.MANIFEST, layout.SPLIT_SUMMARY
 # `cohort`: the fingerprint of the manifest the folds were made from (pipeline/fingerprints.py)
-COLUMNS = ["image_id", "patient_id", "label", "scenario", "protocol", "fold", "part", "cohort"]
+# `repeat`: 1..split.repeats, each repeat's folds drawn with its own seed (Params.repeat_seed)
+COLUMNS = ["image_id", "patient_id", "label", "scenario", "protocol", "repeat", "fold", "part", "cohort"]
 
 
 def scenario_images(manifest: pd.DataFrame, scenario: str) -> pd.DataFrame:
@@ -122,21 +123,22 @@ def _ucar_folds(rows: pd.DataFrame, root: Path, folds: int) -> list[pd.DataFrame
 
 
 def assert_invariants(splits: pd.DataFrame, protocol: str) -> None:
-    """Every image is tested exactly once per scenario and protocol; patient folds never share a patient."""
-    for scenario, by_scenario in splits.groupby("scenario", sort=False):
-        sub = by_scenario[by_scenario["protocol"] == protocol]
+    """In every repeat, every image is tested exactly once per scenario and protocol, and patient folds
+    never share a patient."""
+    for (scenario, repeat), by_repeat in splits.groupby(["scenario", "repeat"], sort=False):
+        sub = by_repeat[by_repeat["protocol"] == protocol]
         tested = sub[sub["part"] == "test"].groupby("image_id").size()
         all_ids = sub["image_id"].unique()
         if len(tested) != len(all_ids) or (tested != 1).any():
-            raise AssertionError(f"scenario {scenario}, protocol {protocol}: each image must be in the test part of "
-                                 f"exactly one fold")
+            raise AssertionError(f"scenario {scenario}, protocol {protocol}, repeat {repeat}: each image must be in "
+                                 f"the test part of exactly one fold")
         if protocol == "patient":
             for fold, f in sub.groupby("fold"):
                 owners = f.groupby("patient_id")["part"].nunique()
                 if (owners > 1).any():
                     bad = owners[owners > 1].index[0]
-                    raise AssertionError(f"scenario {scenario}, patient protocol fold {fold}: patient {bad} is in "
-                                         f"more than one part")
+                    raise AssertionError(f"scenario {scenario}, patient protocol, repeat {repeat}, fold {fold}: "
+                                         f"patient {bad} is in more than one part")
 
 
 def leakage(fold: pd.DataFrame, manifest: pd.DataFrame) -> dict[str, float]:
@@ -159,18 +161,20 @@ def make_splits(manifest: pd.DataFrame, params: Params) -> pd.DataFrame:
     for scenario in sp.scenarios:
         rows = scenario_images(manifest, scenario).assign(scenario=scenario)
         for protocol in sp.protocols:
-            if protocol == "patient":
-                folds = _patient_folds(rows, sp.folds, sp.val_fraction, params.seed)
-            elif protocol == "image":
-                folds = _image_folds(rows, sp.folds, sp.val_fraction, params.seed)
-            else:
-                folds = _ucar_folds(rows, Path(params.data.root), sp.folds)
-            frames.extend(f.assign(protocol=protocol) for f in folds)
+            for repeat in range(1, sp.repeats + 1):    # ucar: one published partition (params allow R = 1)
+                seed = params.repeat_seed(repeat)
+                if protocol == "patient":
+                    folds = _patient_folds(rows, sp.folds, sp.val_fraction, seed)
+                elif protocol == "image":
+                    folds = _image_folds(rows, sp.folds, sp.val_fraction, seed)
+                else:
+                    folds = _ucar_folds(rows, Path(params.data.root), sp.folds)
+                frames.extend(f.assign(protocol=protocol, repeat=repeat) for f in folds)
     splits = pd.concat(frames, ignore_index=True).assign(cohort=fingerprints.cohort(manifest))[COLUMNS]
     for protocol in sp.protocols:
         assert_invariants(splits, protocol)
     order = {s: i for i, s in enumerate(sp.scenarios)}
-    return (splits.sort_values(["scenario", "protocol", "fold", "image_id"], kind="stable",
+    return (splits.sort_values(["scenario", "protocol", "repeat", "fold", "image_id"], kind="stable",
                                key=lambda c: c.map(order) if c.name == "scenario" else c)
             .reset_index(drop=True))
 
@@ -183,18 +187,19 @@ def summarize(splits: pd.DataFrame, manifest: pd.DataFrame, params: Params) -> s
         names = scenarios.class_names(scenario)
         sub = splits[splits["scenario"] == scenario]
         counts = (sub.assign(cls=sub["label"].map(dict(enumerate(names))))
-                  .pivot_table(index=["protocol", "fold", "part"], columns="cls", values="image_id",
+                  .pivot_table(index=["protocol", "repeat", "fold", "part"], columns="cls", values="image_id",
                                aggfunc="count", fill_value=0)
                   .reindex(columns=list(names), fill_value=0))
-        counts["patients"] = sub.groupby(["protocol", "fold", "part"])["patient_id"].nunique()
+        counts["patients"] = sub.groupby(["protocol", "repeat", "fold", "part"])["patient_id"].nunique()
         lines += [f"## Scenario {scenario}: {scenarios.DESCRIPTIONS[scenario]}", "",
                   "### Images per class (and patients) in each part", "",
                   counts.reset_index().to_markdown(index=False), "",
                   "### Leakage: share of test images with an image of the same patient in training", "",
-                  "| protocol | fold | same patient | same patient, same muscle side |", "|---|---|---|---|"]
-        for (protocol, fold), f in sub.groupby(["protocol", "fold"]):
+                  "| protocol | repeat | fold | same patient | same patient, same muscle side |", "|---|---|---|---|---|"]
+        for (protocol, repeat, fold), f in sub.groupby(["protocol", "repeat", "fold"]):
             leak = leakage(f, manifest)
-            lines.append(f"| {protocol} | {fold} | {leak['same_patient']:.1%} | {leak['same_muscle_side']:.1%} |")
+            lines.append(f"| {protocol} | {repeat} | {fold} | {leak['same_patient']:.1%} | "
+                         f"{leak['same_muscle_side']:.1%} |")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 

@@ -5,9 +5,9 @@
 
 Reads data/processed/images.npy (kept in memory, on the GPU when training there) and
 data/splits/<scenario>.csv; for each fold, trains on the fold's train part, selects the epoch by the
-validation part (`train.select_by`, never by test), and writes
-runs/<scenario>/<model>/<protocol>/fold-<k>/: weights.pt (state_dict of the selected epoch),
-history.csv, predictions.csv on the test part and metrics.json. The folds run in one process
+validation part (`train.select_by`, never by test), and writes, for every repeat of split.repeats,
+runs/<scenario>/<model>/<protocol>/fold-<k>/ (repeat-<r>/fold-<k>/ after the first repeat, each repeat
+seeded by Params.repeat_seed): weights.pt (state_dict of the selected epoch), history.csv, predictions.csv on the test part and metrics.json. The folds run in one process
 because starting Python, torch and timm costs more than training a small fold; each fold is
 seeded afresh, so its result is the same as when it is trained alone.
 
@@ -76,13 +76,16 @@ class FoldData:
     patients: dict[str, int]   # patients per part
 
 
-def fold_data(splits: pd.DataFrame, scenario: str, protocol: str, fold: int) -> FoldData:
-    """Select one fold of one protocol from a scenario's splits file, refusing a fold that is not there."""
-    rows = splits[(splits["protocol"] == protocol) & (splits["fold"] == fold) & (splits["scenario"] == scenario)]
+def fold_data(splits: pd.DataFrame, scenario: str, protocol: str, fold: int, repeat: int = 1) -> FoldData:
+    """Select one fold of one repeat of one protocol from a scenario's splits file, refusing a fold that
+    is not there."""
+    rows = splits[(splits["protocol"] == protocol) & (splits["fold"] == fold) & (splits["scenario"] == scenario)
+                  & (splits["repeat"] == repeat)]
     if rows.empty:
-        have = sorted(set(zip(splits["scenario"], splits["protocol"], splits["fold"])))
-        raise DataError(f"{layout.splits_path(scenario)}: no rows for scenario {scenario}, protocol {protocol!r}, fold {fold}; "
-                        f"present: {have[:12]}; rerun `dvc repro split`")
+        have = sorted(set(zip(splits["scenario"], splits["protocol"], splits["repeat"], splits["fold"])))
+        raise DataError(f"{layout.splits_path(scenario)}: no rows for scenario {scenario}, protocol {protocol!r}, "
+                        f"repeat {repeat}, fold {fold}; present (scenario, protocol, repeat, fold): {have[:12]}; "
+                        f"rerun `dvc repro split`")
     parts = {p: rows[rows["part"] == p].sort_values("image_id") for p in ("train", "val", "test")}
     for p, r in parts.items():
         if r.empty:
@@ -136,18 +139,21 @@ class FoldRun:
     finished: bool = False
     selection: list[dict[str, float]] | None = None    # models fitted in closed form: the settings tried
     world: World = World()           # the ranks training this fold together; one by default
+    repeat: int = 1                  # which repeat of the cross-validation this fold belongs to
+    seed: int = 0                    # the repeat's seed (Params.repeat_seed)
 
     @property
     def name(self) -> str:
-        """scenario/model/protocol/fold-k, for messages."""
-        return f"{self.scenario}/{self.model_name}/{self.protocol}/fold-{self.fold}"
+        """scenario/model/protocol/fold-k (or .../repeat-r/fold-k), for messages."""
+        return f"{self.scenario}/{self.model_name}/{self.protocol}/{layout.fold_name(self.fold, self.repeat)}"
 
 
 def _fold_config(params: Params, scenario: str, model_name: str, protocol: str, fold: int, data: FoldData,
-                 device: torch.device, world: World, data_digest: str) -> dict[str, Any]:
+                 device: torch.device, world: World, data_digest: str, repeat: int = 1) -> dict[str, Any]:
     """Everything that decides a fold's training: what its checkpoint's fingerprint is made of."""
     tp = params.train
-    return {"model": model_name, "protocol": protocol, "fold": fold, "scenario": scenario, "seed": params.seed,
+    return {"model": model_name, "protocol": protocol, "fold": fold, "repeat": repeat, "scenario": scenario,
+            "seed": params.repeat_seed(repeat),
             "optim": to_dict(tp.optim_for(model_name)), "epochs": tp.epochs_for(model_name),
             "pretrained": tp.pretrained_for(model_name), "select_by": tp.select_by,
             "class_weighting": tp.class_weighting, "label_smoothing": tp.label_smoothing,
@@ -193,23 +199,24 @@ def _check_batches(stream: BatchStream, batch_size: int, world: World, model_nam
 
 
 def set_up(params: Params, scenario: str, model_name: str, protocol: str, fold: int, *, images: np.ndarray,
-           splits: pd.DataFrame, data_digest: str, world: World = World()) -> FoldRun:
+           splits: pd.DataFrame, data_digest: str, world: World = World(), repeat: int = 1) -> FoldRun:
     """Seed, select the fold, build the network, the batch stream and the optimiser (in this order:
     the network's initialisation draws from the seeded generator)."""
     tp = params.train
     device = world.device(select_device(tp.device))
     if tp.threads:
         torch.set_num_threads(tp.threads)
-    seed_everything(params.seed, device)
+    seed = params.repeat_seed(repeat)   # each repeat trains with its own seed
+    seed_everything(seed, device)
     names = scenarios.class_names(scenario)
-    data = fold_data(splits, scenario, protocol, fold)
+    data = fold_data(splits, scenario, protocol, fold, repeat)
     o, epochs, pretrained = tp.optim_for(model_name), tp.epochs_for(model_name), tp.pretrained_for(model_name)
     bank = ImageBank(images, device)
     channels_last = device.type == "cuda"
-    config = _fold_config(params, scenario, model_name, protocol, fold, data, device, world, data_digest)
+    config = _fold_config(params, scenario, model_name, protocol, fold, data, device, world, data_digest, repeat)
     model = _build_model(model_name, len(names), bank.input_size[0], pretrained, device, channels_last)
     gen = torch.Generator(device=device)
-    gen.manual_seed(params.seed * 1_000_003 + fold)
+    gen.manual_seed(seed * 1_000_003 + fold)
     mean, std = _normalization(model, bank, data.train_ids, pretrained, device)
     stream = BatchStream(bank, data.train_ids, data.train_labels, o.batch_size, gen, mean, std,
                          Augment() if tp.augment else None, channels_last, world)
@@ -227,7 +234,7 @@ def set_up(params: Params, scenario: str, model_name: str, protocol: str, fold: 
     return FoldRun(model_name=model_name, protocol=protocol, fold=fold, scenario=scenario, class_names=names,
                    device=device, data=data, bank=bank, model=model, runner=runner, optim=o, epochs=epochs,
                    opt=opt, sched=sched, step=make_step(trainer, opt, sched, criterion, device, world.size),
-                   stream=stream, world=world,
+                   stream=stream, world=world, repeat=repeat, seed=seed,
                    gen=gen, mean=mean, std=std, pretrained=pretrained, channels_last=channels_last,
                    fingerprint=checkpoint.fingerprint(config), history=[],
                    best={"epoch": 0, "val_accuracy": -1.0, "val_balanced_accuracy": -1.0, "val_loss": math.inf,
@@ -351,11 +358,14 @@ def predict_test_part(run: FoldRun, tp: TrainParams, ckpt_path: Path) -> dict[st
     o = run.optim
     metrics = fold_metrics(predictions["label"].to_numpy(), prob_np, run.class_names)
     metrics.update({
-        "model": run.model_name, "protocol": run.protocol, "fold": run.fold, "scenario": run.scenario,
+        "model": run.model_name, "protocol": run.protocol, "fold": run.fold, "repeat": run.repeat,
+        "scenario": run.scenario,
         "class_names": list(run.class_names), "n_train": int(len(data.train_ids)), "n_val": int(len(data.val_ids)),
         "n_test": int(len(data.test)), "n_train_patients": data.patients["train"],
         "n_val_patients": data.patients["val"], "n_test_patients": data.patients["test"], "epochs": run.epochs,
         "best_epoch": int(run.best["epoch"]),
+        # the budget: optimizer steps taken (none for a model fitted in closed form)
+        "optimizer_steps": 0 if run.selection else len(run.stream) * len(run.history),
         "seconds": round(sum(h["seconds"] for h in run.history), 3), "device": run.device.type,
         "device_name": device_name(run.device), "threads": torch.get_num_threads(),
         "input_size": list(run.bank.input_size), "batch_size": o.batch_size, "optimizer": o.optimizer, "lr": o.lr,
@@ -369,17 +379,17 @@ def predict_test_part(run: FoldRun, tp: TrainParams, ckpt_path: Path) -> dict[st
 
 def train_fold(params: Params, scenario: str, model_name: str, protocol: str, fold: int, *,
                images: np.ndarray, splits: pd.DataFrame, ckpt_path: Path, data_digest: str,
-               log: Callable[[str], None] = print, world: World = World()) -> dict[str, Any] | None:
+               log: Callable[[str], None] = print, world: World = World(), repeat: int = 1) -> dict[str, Any] | None:
     """Train one fold (resuming from `ckpt_path` when it matches) and return everything to write;
     None on a rank other than 0, which writes nothing."""
     run = set_up(params, scenario, model_name, protocol, fold, images=images, splits=splits,
-                 data_digest=data_digest, world=world)
+                 data_digest=data_digest, world=world, repeat=repeat)
     log = log if world.main else (lambda line: None)
     # rank 0 reads the checkpoint and every rank resumes from it, even where checkpoints/ is not shared
     resume(run, world.share(checkpoint.load(ckpt_path, run.fingerprint) if world.main else None), log)
     if hasattr(run.model, "fit"):
         if world.main:   # a closed-form fit has nothing to share between ranks
-            fit_fold(run, params.train, ckpt_path, params.seed, log)
+            fit_fold(run, params.train, ckpt_path, run.seed, log)
     else:
         train_epochs(run, params.train, ckpt_path, log)
     return predict_test_part(run, params.train, ckpt_path) if world.main else None
@@ -417,7 +427,7 @@ def load_inputs(scenario: str) -> tuple[np.ndarray, pd.DataFrame, dict[str, str]
                         f"they are written together: run `dvc repro prepare` again")
     path = layout.splits_path(scenario)
     splits = read_table(path, "run `dvc repro split` first", required=["image_id", "patient_id", "label",
-                                                                      "scenario", "protocol", "fold", "part",
+                                                                      "scenario", "protocol", "repeat", "fold", "part",
                                                                       "cohort"])
     cohort = fingerprints.cohort(manifest)
     made_from = sorted(set(splits["cohort"]))
@@ -456,16 +466,19 @@ def main(argv: list[str] | None = None) -> int:
     data_digest = fingerprints.file_sha256(layout.IMAGES)
     world = distributed.from_environment()   # torchrun's ranks; a single process otherwise
     with distributed.process_group(world, world.device(select_device(params.train.device))):
-        for fold in args.fold or params.train.folds:
+        # every fold of every repeat (split.repeats), in this one process
+        for repeat, fold in [(r, k) for r in range(1, params.split.repeats + 1) for k in args.fold or params.train.folds]:
             result = train_fold(params, args.scenario, args.model, args.protocol, fold, images=images,
-                                splits=splits, data_digest=data_digest, world=world,
-                                ckpt_path=layout.checkpoint_path(args.scenario, args.model, args.protocol, fold))
+                                splits=splits, data_digest=data_digest, world=world, repeat=repeat,
+                                ckpt_path=layout.checkpoint_path(args.scenario, args.model, args.protocol, fold,
+                                                                 repeat=repeat))
             if result is None:
                 continue   # rank 0 writes the outputs
             result["metrics"].update(provenance)
-            write_outputs(layout.run_dir(args.scenario, args.model, args.protocol, fold), result)
+            write_outputs(layout.run_dir(args.scenario, args.model, args.protocol, fold, repeat=repeat), result)
             m = result["metrics"]
-            print(f"{args.scenario} {args.model} {args.protocol} fold {fold}: test accuracy {m['accuracy']:.4f} "
+            print(f"{args.scenario} {args.model} {args.protocol} "
+                  f"{layout.fold_label(fold, repeat, params.split.repeats)}: test accuracy {m['accuracy']:.4f} "
                   f"(best epoch {m['best_epoch']}/{m['epochs']}, {m['seconds']:.1f}s on {m['device_name']}"
                   f"{f', {world.size} processes' if world.distributed else ''})")
     return 0

@@ -47,9 +47,9 @@ def test_writes_metrics_and_per_fold(project):
                 assert s[name]["ci_low"] <= s[name]["mean"] <= s[name]["ci_high"]
             assert set(s["per_class"]) == {"normal", "myositis"}
             assert ("patient_accuracy" in s) == (protocol == "patient")
-    assert list(per_fold.columns[:12]) == ["scenario", "model", "protocol", "fold", "accuracy", "balanced_accuracy",
-                                           "macro_f1", "auc", "patient_accuracy", "majority_rate",
-                                           "top_predicted_share", "n_test"]
+    assert list(per_fold.columns[:14]) == ["scenario", "model", "protocol", "repeat", "fold", "balanced_accuracy",
+                                           "accuracy", "macro_f1", "auc", "brier", "ece", "patient_accuracy",
+                                           "majority_rate", "top_predicted_share"]
     assert len(per_fold) == len(MODELS) * len(PROTOCOLS) * 3
     assert per_fold.loc[per_fold.protocol == "image", "patient_accuracy"].isna().all()
     assert per_fold.loc[per_fold.protocol == "patient", "patient_accuracy"].notna().all()
