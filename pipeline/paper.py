@@ -57,7 +57,7 @@ PUBLISHED: tuple[Published, ...] = (
                 COMPUTE_REFERENCE, "image-level stratified 5-fold (published FileList folds)", decimals=2)
       for s, acc in (("S1", 93.00), ("S2", 96.01), ("S3", 91.74), ("S4", 95.12))),
     *(Published(*BURLINA_2017, f"fine-tuned AlexNet (problem {p})", "accuracy", acc, sd, s, None, "best",
-                "accuracy ± sd as in the abstract; AlexNet is not in this benchmark, so this run's best model "
+                "accuracy ± sd as in the abstract; AlexNet is not in this benchmark, so this run's highest-mean model "
                 "is set beside it")
       for p, s, acc, sd in (("A", "S1", 76.2, 3.1), ("B", "S2", 86.6, 2.4), ("C", "S3", 74.8, 3.9))),
 )
@@ -142,7 +142,8 @@ def beside_this_run(r: Results, complexity: dict[str, dict], caveat: str) -> lis
                 if model not in models:
                     # the scenario was run, the published network was not: set this run's best beside it
                     if model != "best":
-                        notes.append(f"{model} is not in this run: its best model is set beside the figure")
+                        notes.append(f"{model} is not in this run: its highest-mean model (not tested) is set "
+                                     f"beside the figure")
                     model = max(models, key=lambda m: accuracy(m).get("mean") or -1.0)
                 value = _pct(accuracy(model)) if accuracy(model) else "not run"
             if value.startswith("not run"):

@@ -33,12 +33,18 @@ from pipeline.sysinfo import cpu_name
 
 REFERENCE_COMPUTE = roster.COMPUTE_REFERENCE   # the paper states computation as a share of this network's
 FIGURES = tuple(f.file for f in figures.figures_of("report"))
+CLASS_NAMES = tuple(dict.fromkeys(c for s in scenarios.SCENARIOS for c in scenarios.class_names(s)))
+CLASS_RATES = ("sensitivity", "specificity", "ppv", "npv")
 COMPARISON_COLUMNS = [
     "scenario", "model", "protocol", "display_name", "params", "macs_3x224x224", "flops_3x224x224",
     f"macs_pct_of_{REFERENCE_COMPUTE}", "cpu_latency_batch1_ms",
     *(f"{m.key}_{s}" for m in SUMMARY_METRICS for s in ("mean", "sd")),
     "patient_accuracy_mean", "patient_accuracy_sd", "accuracy_patient_ci_low", "accuracy_patient_ci_high",
-    "majority_rate_mean", "degenerate", "n_folds"]
+    "patient_accuracy_exact", "patient_accuracy_exact_ci_low", "patient_accuracy_exact_ci_high",
+    "patient_majority_rate", "majority_rate_mean", "majority_rate_min", "majority_rate_max", "degenerate",
+    "failed_folds", "n_folds", "epochs", "optimizer_steps_per_fold", "training_seconds",
+    # per class (every class of S1-S4; empty where a scenario lacks it): pooled estimate, patient-bootstrap interval
+    *(f"{q}_{c}{s}" for c in CLASS_NAMES for q in CLASS_RATES for s in ("", "_ci_low", "_ci_high"))]
 
 
 # ---- inputs ---------------------------------------------------------------------------------
@@ -92,6 +98,8 @@ def comparison_rows(r: Results, complexity: dict[str, dict]) -> list[dict]:
         stat = functools.partial(r.stat, scenario, model, protocol)
         summary = r.summary(scenario, model, protocol)
         boot = summary.get("accuracy_patient_bootstrap") or {}
+        exact, budget = summary.get("patient_accuracy_exact") or {}, summary.get("budget") or {}
+        rates = summary.get("class_rates") or {}
         majority = [x for x in r.majority_rates(scenario, protocol) if x is not None]
         rows.append({
             "scenario": scenario, "model": model, "protocol": protocol,
@@ -104,9 +112,19 @@ def comparison_rows(r: Results, complexity: dict[str, dict]) -> list[dict]:
             "patient_accuracy_mean": stat("patient_accuracy"),
             "patient_accuracy_sd": stat("patient_accuracy", "sd"),
             "accuracy_patient_ci_low": boot.get("ci_low"), "accuracy_patient_ci_high": boot.get("ci_high"),
+            "patient_accuracy_exact": exact.get("proportion"), "patient_accuracy_exact_ci_low": exact.get("ci_low"),
+            "patient_accuracy_exact_ci_high": exact.get("ci_high"), "patient_majority_rate": exact.get("majority_rate"),
             "majority_rate_mean": float(np.mean(majority)) if majority else None,
+            "majority_rate_min": min(majority) if majority else None,
+            "majority_rate_max": max(majority) if majority else None,
             "degenerate": bool(summary.get("degenerate")),
+            "failed_folds": "; ".join(f["fold"] for f in summary.get("failed_folds") or []),
             "n_folds": summary.get("n_folds"),
+            "epochs": budget.get("epochs"), "optimizer_steps_per_fold": budget.get("optimizer_steps_per_fold"),
+            "training_seconds": budget.get("training_seconds"),
+            **{f"{q}_{c}{s}": (rates.get(c) or {}).get(q, {}).get(field)
+               for c in CLASS_NAMES for q in CLASS_RATES
+               for s, field in (("", "estimate"), ("_ci_low", "ci_low"), ("_ci_high", "ci_high"))},
         })
     return rows
 
@@ -133,27 +151,58 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def _ci(est: float | None, low: float | None, high: float | None) -> str:
+    return "n/a" if est is None else f"{100 * est:.1f}" + ("" if low is None else f" ({100 * low:.1f}-{100 * high:.1f})")
+
+
 def comparison_markdown(rows: list[dict]) -> str:
-    """The models table as Markdown: every metric of SUMMARY_METRICS as mean ± sd over folds (percent
-    metrics in %, the others as fractions), accuracy's 95% interval from resampling patients; a model
-    that did not learn is marked so."""
-    header = ["Scenario", "Model", "Key", "Protocol", "Learned?", "Params", "MACs @3x224x224", "FLOPs @3x224x224",
-              f"MACs % of {REFERENCE_COMPUTE}", "CPU latency, batch 1 (ms)",
+    """The models table as Markdown: every metric of SUMMARY_METRICS (balanced accuracy first, the
+    headline) as mean ± sd over fold runs (percent metrics in %, the others as fractions), accuracy's 95%
+    interval from resampling patients, the folds a model failed on and its training budget; a model that
+    did not learn is marked so. Then the clinical table (per class, pooled over fold runs, with
+    patient-bootstrap intervals) and patient-level accuracy with its exact interval."""
+    header = ["Scenario", "Model", "Key", "Protocol", "Learned?", "Failed on",
               *(f"{m.label} (mean ± sd)" for m in SUMMARY_METRICS),
-              "Accuracy 95% interval over patients", "Majority-class rate %", "Patient-level accuracy %"]
+              "Accuracy 95% interval over patients", "Majority-class rate %", "Patient-level accuracy %",
+              "Epochs", "Optimizer steps per fold", "Training s (all folds)", "Params", "MACs @3x224x224",
+              "FLOPs @3x224x224", f"MACs % of {REFERENCE_COMPUTE}", "CPU latency, batch 1 (ms)"]
     pct = f"macs_pct_of_{REFERENCE_COMPUTE}"
+    num = lambda x, f: "n/a" if x is None else format(x, f)  # noqa: E731
+    majority = lambda r: ("n/a" if r["majority_rate_mean"] is None else f"{100 * r['majority_rate_mean']:.1f}"  # noqa: E731
+                          + ("" if r["majority_rate_min"] == r["majority_rate_max"]
+                             else f" (folds {100 * r['majority_rate_min']:.1f}-{100 * r['majority_rate_max']:.1f})"))
     body = [[r["scenario"], r["display_name"], f"`{r['model']}`", r["protocol"],
              "**no (degenerate)**" if r["degenerate"] else "yes",
-             _si(r["params"]), _si(r["macs_3x224x224"]), _si(r["flops_3x224x224"]),
-             "n/a" if r[pct] is None else f"{r[pct]:.2f}",
-             "n/a" if r["cpu_latency_batch1_ms"] is None else f"{r['cpu_latency_batch1_ms']:.1f}",
+             f"**{r['failed_folds']}**" if r["failed_folds"] else "—",
              *(_pm(r[f"{m.key}_mean"], r[f"{m.key}_sd"], *((100, 1) if m.percent else (1, 3))) for m in SUMMARY_METRICS),
              "n/a" if r["accuracy_patient_ci_low"] is None
              else f"{100 * r['accuracy_patient_ci_low']:.1f}-{100 * r['accuracy_patient_ci_high']:.1f}",
-             "n/a" if r["majority_rate_mean"] is None else f"{100 * r['majority_rate_mean']:.1f}",
-             _pm(r["patient_accuracy_mean"], r["patient_accuracy_sd"]) if r["protocol"] == "patient" else "—"]
+             majority(r),
+             _pm(r["patient_accuracy_mean"], r["patient_accuracy_sd"]) if r["protocol"] == "patient" else "—",
+             num(r["epochs"], ""), num(r["optimizer_steps_per_fold"], ".0f"), num(r["training_seconds"], ".1f"),
+             _si(r["params"]), _si(r["macs_3x224x224"]), _si(r["flops_3x224x224"]),
+             "n/a" if r[pct] is None else f"{r[pct]:.2f}",
+             "n/a" if r["cpu_latency_batch1_ms"] is None else f"{r['cpu_latency_batch1_ms']:.1f}"]
             for r in rows]
-    return _md_table(header, body)
+    clinical_header = ["Scenario", "Model", "Protocol", "Class", "Sensitivity %", "Specificity %", "PPV %", "NPV %"]
+    clinical = []
+    for r in rows:
+        for c in scenarios.class_names(r["scenario"]):
+            clinical.append([r["scenario"], r["display_name"], r["protocol"], c,
+                             *(_ci(r[f"{q}_{c}"], r[f"{q}_{c}_ci_low"], r[f"{q}_{c}_ci_high"]) for q in CLASS_RATES)])
+    exact = [[r["scenario"], r["display_name"], _ci(r["patient_accuracy_exact"], r["patient_accuracy_exact_ci_low"],
+                                                    r["patient_accuracy_exact_ci_high"]),
+              num(None if r["patient_majority_rate"] is None else 100 * r["patient_majority_rate"], ".1f")]
+             for r in rows if r["patient_accuracy_exact"] is not None]
+    out = _md_table(header, body) + ("\n\nPer class, one against the rest, pooled over every fold run; in brackets "
+                                     "the 95% interval resampling whole patients.\n\n"
+                                     + _md_table(clinical_header, clinical))
+    if exact:
+        out += ("\n\nPatient-level accuracy (patient folds, repeat 1: each patient diagnosed once), with its exact "
+                "(Clopper-Pearson) 95% interval, beside the patient-level majority-class rate.\n\n"
+                + _md_table(["Scenario", "Model", "Patient-level accuracy % (exact 95% interval)",
+                             "Patient-level majority rate %"], exact))
+    return out
 
 
 def ablation_rows(r: Results) -> list[dict]:
