@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline import fingerprints, layout, paper, scenarios
+from pipeline import fingerprints, layout, roster, scenarios
 from pipeline import metrics as M
 from pipeline import stats as ST
 from pipeline.atomic import atomic_outputs, csv_text, json_text
@@ -202,7 +202,7 @@ FAMILIES = ("ablations", "baselines")   # Holm adjusts within each, separately
 
 def family(model: str) -> str:
     """The named family of an exploratory comparison: the proposed network's ablations, or the baselines."""
-    return "ablations" if model in paper.ABLATIONS else "baselines"
+    return "ablations" if model in roster.ABLATIONS else "baselines"
 
 
 def claims(comparisons: dict[str, dict], summaries: dict[str, dict], ref: str, protocol: str,

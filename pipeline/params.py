@@ -25,7 +25,7 @@ import yaml
 
 from pipeline.atomic import atomic_write_text
 from pipeline.errors import PipelineError
-from pipeline.roster import DEFAULT_MODELS, PROPOSED_MODEL
+from pipeline.roster import COMPUTE_REFERENCE, DEFAULT_MODELS, PROPOSED_MODEL
 
 PARAMS_FILE = Path("params.yaml")
 
@@ -188,7 +188,7 @@ class ProfileParams:
 class PrimaryParams:
     """The one comparison declared before the run (not adjusted for multiplicity; the rest are exploratory)."""
     reference: str = PROPOSED_MODEL
-    comparator: str = "dual_vgg"
+    comparator: str = COMPUTE_REFERENCE
     metric: Literal["balanced_accuracy", "accuracy", "macro_f1"] = "balanced_accuracy"
     protocol: Literal["patient", "image", "ucar"] = "patient"
     scenario: Literal["S1", "S2", "S3", "S4"] = "S1"
