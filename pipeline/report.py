@@ -332,8 +332,14 @@ def readme(params: Params, r: Results, comparison_md: str, paper_md: str, runs: 
              _md_table(["", ""], header_rows(params, r, runs, complexity)), "", "## Reading", ""]
     lines += [f"- {s}" for s in reading_lines]
     lines += ["", "## Models", "",
-              "Accuracy is the mean ± sd over folds of image-level test accuracy; balanced accuracy, macro-F1 and "
-              "AUC likewise (fractions). The sd and metrics.json's t intervals over folds treat the folds as independent, "
+              "Balanced accuracy (the headline: mean recall over the classes, which are imbalanced) and accuracy "
+              "are the mean ± sd over fold runs (every fold of every repeat) of image-level test figures; "
+              "macro-F1, AUC, Brier score and ECE likewise (fractions). \"Failed on\" names the folds where "
+              "a model predicted one class for at least 95% of the images or scored balanced accuracy at most "
+              "chance + 0.02. Epochs, optimizer steps per fold and training seconds are each model's budget; "
+              "the demo's per-model recipes were chosen on the demo cohort's folds (not nested), the paper "
+              "profile's fixed in advance (Uçar's for dual_vgg, one shared recipe for the rest). The sd and "
+              "metrics.json's t intervals over folds treat the folds as independent, "
               "which they are not (their training parts overlap): read them as naive. The 95% interval over "
               "patients resamples whole patients of the pooled test predictions and assumes neither. The "
               "majority-class rate is what always guessing the most frequent class scores. A model marked "
