@@ -1,13 +1,15 @@
 """Evaluate stage: per-fold metrics from every run's predictions, summarised across folds.
 
-Reads runs/<scenario>/<model>/<protocol>/fold-<k>/{predictions.csv,metrics.json} for every
-scenario in split.scenarios, model in train.models, protocol in split.protocols and fold in
-train.folds, and writes
+Reads runs/<scenario>/<model>/<protocol>/fold-<k>/{predictions.csv,metrics.json} (repeat-<r>/fold-<k>/
+for the repeats after the first) for every scenario in split.scenarios, model in train.models,
+protocol in split.protocols, repeat in 1..split.repeats and fold in train.folds, and writes
 
 - reports/metrics.json (a DVC metrics file), one block per scenario:
   {"<scenario>": {"meta": {...}, "<model>": {"<protocol>": {"accuracy": {"mean","sd","ci_low",
-  "ci_high","n"}, ...}}, "comparisons": {"<protocol>": {"<model>": ...}}}, "meta": {...}};
-- reports/per_fold.csv: one row per scenario, model, protocol and fold.
+  "ci_high","n"}, ..., "failed_folds", "class_rates", "calibration", "budget"}}, "comparisons":
+  {"<protocol>": {"<model>": ...}}, "primary": {...}}, "meta": {...}}; summaries and tests pool the
+  k*R fold runs;
+- reports/per_fold.csv: one row per scenario, model, protocol, repeat and fold.
 
 Metrics are recomputed from predictions.csv (the arg-max of the probabilities), so the numbers
 here never depend on what a run chose to write in its own metrics.json. Accuracies are fractions

@@ -70,7 +70,7 @@ def train_stages(params: Params) -> list[Stage]:
               f"profiled model (run `dvc repro profile@{model}` and commit the file for a better balance)",
               file=sys.stderr)
         macs[model] = max(known, default=1.0)
-    folds = len(params.train.folds)
+    folds = len(params.train.folds) * params.split.repeats   # every fold of every repeat
     return [Stage(layout.train_stage(scenario, model, protocol),
                   macs[model] * params.train.epochs_for(model) * folds)
             for scenario in params.split.scenarios
