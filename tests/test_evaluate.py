@@ -35,7 +35,7 @@ def project(tmp_path_factory):
 def test_writes_metrics_and_per_fold(project):
     metrics = json.loads((project / "reports/metrics.json").read_text())
     per_fold = pd.read_csv(project / "reports/per_fold.csv")
-    assert set(metrics) == {"S1", "meta"} and set(metrics["S1"]) == {*MODELS, "comparisons", "meta"}
+    assert set(metrics) == {"S1", "meta"} and set(metrics["S1"]) == {*MODELS, "comparisons", "meta", "primary"}
     assert metrics["meta"]["scenarios"] == ["S1"] and metrics["meta"]["folds"] == [1, 2, 3]
     assert metrics["S1"]["meta"]["class_names"] == ["normal", "myositis"]
     assert metrics["meta"]["protocols"] == list(PROTOCOLS) and metrics["meta"]["input_size"] == [1, 32, 32]
