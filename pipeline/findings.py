@@ -273,10 +273,10 @@ def _budgets(r: Results, scenario: str, labels: dict[str, str]) -> list[str]:
              if b.get("optimizer_steps_per_fold") is not None}
     if not epochs:
         return []
-    words = "; ".join(f"{labels[m]} {epochs[m]} epochs" + (f", {steps[m]:.0f} optimizer steps per fold"
+    spent = "; ".join(f"{labels[m]} {epochs[m]} epochs" + (f", {steps[m]:.0f} optimizer steps per fold"
                                                           if m in steps else "") for m in epochs)
     same = len({str(v) for v in epochs.values()}) == 1 and len({round(v) for v in steps.values()}) <= 1
-    s = (f"{scenario}, budgets ({words(protocol)}): {words}. "
+    s = (f"{scenario}, budgets ({words(protocol)}): {spent}. "
          + ("The budgets are equal." if same else "The budgets differ between models, so a difference in results "
                                                   "is partly a difference in training budget."))
     overridden = meta.get("recipes_overridden") or []

@@ -62,8 +62,6 @@ def fold_metrics(y_true: Sequence[int], prob: Any, class_names: Sequence[str]) -
     confusion matrix of one test set; predictions are the arg-max of `prob` (n, C)."""
     from sklearn.metrics import confusion_matrix, f1_score, roc_auc_score   # lazily: check reads the table only
 
-    from pipeline.stats import calibration   # lazily: stats imports this module
-
     y_true = np.asarray(y_true, dtype=np.int64)
     prob = np.asarray(prob, dtype=np.float64)
     n_classes = len(class_names)
@@ -120,6 +118,36 @@ def fold_metrics(y_true: Sequence[int], prob: Any, class_names: Sequence[str]) -
         # the share of the test images given the most often predicted class (1.0: a constant predictor)
         "top_predicted_share": _num(cm.sum(axis=0).max() / total),
     }
+
+
+def calibration(y_true: Sequence[int], prob: Any, n_bins: int = 10) -> dict:
+    """Brier score (binary: of the second class's probability; otherwise the multi-class form, the
+    mean over images of the summed squared error of every class's probability), expected calibration
+    error of the top-class confidence over `n_bins` equal-width bins, and the reliability curve."""
+    from sklearn.calibration import calibration_curve
+
+    y = np.asarray(y_true, dtype=np.int64)
+    p = np.asarray(prob, dtype=np.float64)
+    onehot = np.eye(p.shape[1])[y]
+    brier = float(((p - onehot) ** 2).sum(axis=1).mean())
+    if p.shape[1] == 2:
+        brier /= 2     # the binary form (scikit-learn's brier_score_loss of the positive class)
+    confidence = p.max(axis=1)
+    correct = (p.argmax(axis=1) == y).astype(np.float64)
+    # the bins of calibration_curve(strategy="uniform"), so ECE and the curve agree
+    bins = np.searchsorted(np.linspace(0.0, 1.0, n_bins + 1)[1:-1], confidence)
+    counts = np.bincount(bins, minlength=n_bins)
+    acc = np.bincount(bins, weights=correct, minlength=n_bins)
+    conf = np.bincount(bins, weights=confidence, minlength=n_bins)
+    used = counts > 0
+    ece = float((np.abs(acc[used] - conf[used]) / len(y)).sum())
+    if 0 < correct.sum() < len(correct):
+        frac, mean_conf = calibration_curve(correct, confidence, n_bins=n_bins, strategy="uniform")
+    else:   # calibration_curve needs both outcomes; a bin's accuracy is then its constant outcome
+        frac, mean_conf = acc[used] / counts[used], conf[used] / counts[used]
+    return {"brier": brier, "ece": ece, "ece_bins": f"{n_bins} equal-width bins of the top-class probability",
+            "reliability": {"mean_confidence": [float(x) for x in mean_conf],
+                            "accuracy": [float(x) for x in frac]}}
 
 
 def patient_level(pred_df: Any, class_names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:

@@ -19,7 +19,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from pipeline.metrics import DEGENERATE_MARGIN, DEGENERATE_ONE_CLASS_SHARE, _cluster_sums, _finite, _num, _resampled_means
+from pipeline.metrics import (DEGENERATE_MARGIN, DEGENERATE_ONE_CLASS_SHARE, _cluster_sums, _finite, _num,  # noqa: F401
+                              _resampled_means, calibration)   # calibration lives in metrics: fold_metrics needs it
 
 ALPHA = 0.05
 POWER = 0.80
@@ -139,36 +140,6 @@ def clopper_pearson(successes: int, n: int, confidence: float = 0.95) -> dict:
     ci = binomtest(int(successes), int(n)).proportion_ci(confidence_level=confidence, method="exact")
     return {"k": int(successes), "n": int(n), "proportion": successes / n, "ci_low": float(ci.low),
             "ci_high": float(ci.high)}
-
-
-def calibration(y_true: Sequence[int], prob: Any, n_bins: int = 10) -> dict:
-    """Brier score (binary: of the second class's probability; otherwise the multi-class form, the
-    mean over images of the summed squared error of every class's probability), expected calibration
-    error of the top-class confidence over `n_bins` equal-width bins, and the reliability curve."""
-    from sklearn.calibration import calibration_curve
-
-    y = np.asarray(y_true, dtype=np.int64)
-    p = np.asarray(prob, dtype=np.float64)
-    onehot = np.eye(p.shape[1])[y]
-    brier = float(((p - onehot) ** 2).sum(axis=1).mean())
-    if p.shape[1] == 2:
-        brier /= 2     # the binary form (scikit-learn's brier_score_loss of the positive class)
-    confidence = p.max(axis=1)
-    correct = (p.argmax(axis=1) == y).astype(np.float64)
-    # the bins of calibration_curve(strategy="uniform"), so ECE and the curve agree
-    bins = np.searchsorted(np.linspace(0.0, 1.0, n_bins + 1)[1:-1], confidence)
-    counts = np.bincount(bins, minlength=n_bins)
-    acc = np.bincount(bins, weights=correct, minlength=n_bins)
-    conf = np.bincount(bins, weights=confidence, minlength=n_bins)
-    used = counts > 0
-    ece = float((np.abs(acc[used] - conf[used]) / len(y)).sum())
-    if 0 < correct.sum() < len(correct):
-        frac, mean_conf = calibration_curve(correct, confidence, n_bins=n_bins, strategy="uniform")
-    else:   # calibration_curve needs both outcomes; a bin's accuracy is then its constant outcome
-        frac, mean_conf = acc[used] / counts[used], conf[used] / counts[used]
-    return {"brier": brier, "ece": ece, "ece_bins": f"{n_bins} equal-width bins of the top-class probability",
-            "reliability": {"mean_confidence": [float(x) for x in mean_conf],
-                            "accuracy": [float(x) for x in frac]}}
 
 
 def ratio_bootstrap(numerator: np.ndarray, denominator: np.ndarray, groups: Sequence[Any], n_resamples: int,

@@ -146,7 +146,7 @@ def test_no_verdict_is_paired_with_another_tests_interval(metrics):
     bootstrap's; the bootstrap's interval stands in sentences of its own, named for what it is."""
     labels = {m: m for m in MODELS}
     complexity = {m: {"params": 10, "paper_setting": {"macs": 100 * (i + 1)}} for i, m in enumerate(MODELS)}
-    lines = report.reading(metrics, complexity, labels)
+    lines = findings(Results(metrics), complexity, labels, patient_data=False)
     verdicts = [s for s in _sentences(lines) if "distinguishable" in s]
     assert len(verdicts) >= 3
     for s in verdicts:
