@@ -25,6 +25,7 @@ train.optim.batch_size, split between the ranks; rank 0 validates, checkpoints a
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import sys
 import time
@@ -37,7 +38,7 @@ import pandas as pd
 import torch
 
 import models
-from pipeline import checkpoint, cpu, distributed, fingerprints, layout, scenarios
+from pipeline import checkpoint, cpu, distributed, fingerprints, foldpool, layout, scenarios
 from pipeline.atomic import atomic_path, ensure_writable, torch_bytes, write_bytes_to
 from pipeline.batches import Augment, BatchStream, ImageBank, eval_batches
 from pipeline.cli import run_stage
@@ -120,8 +121,8 @@ class FoldRun:
     runner: torch.nn.Module          # the model, or its torch.compile'd form: what validation runs
     optim: OptimParams
     epochs: int
-    opt: torch.optim.Optimizer
-    sched: torch.optim.lr_scheduler.LambdaLR
+    opt: torch.optim.Optimizer | None           # None for a model fitted in closed form
+    sched: torch.optim.lr_scheduler.LambdaLR | None
     step: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     stream: BatchStream
     gen: torch.Generator
@@ -198,8 +199,8 @@ def set_up(params: Params, scenario: str, model_name: str, protocol: str, fold: 
     the network's initialisation draws from the seeded generator)."""
     tp = params.train
     device = world.device(select_device(tp.device))
-    if tp.threads:
-        torch.set_num_threads(tp.threads)
+    if tp.fold_threads:   # train.threads shared by the folds side by side: fixed by params alone
+        torch.set_num_threads(tp.fold_threads)
     seed_everything(params.seed, device)
     names = scenarios.class_names(scenario)
     data = fold_data(splits, scenario, protocol, fold)
@@ -216,7 +217,8 @@ def set_up(params: Params, scenario: str, model_name: str, protocol: str, fold: 
     _check_batches(stream, o.batch_size, world, model_name,
                    f"{layout.splits_path(scenario)}: protocol {protocol!r} fold {fold}", len(data.train_ids))
     trainer = world.wrap(model, device)   # under DistributedDataParallel among several ranks
-    opt, sched = make_optimizer(model, o, len(stream), epochs, device)
+    # a model fitted in closed form never steps: no optimiser (whose first use imports torch._dynamo, ~1.5 s)
+    opt, sched = (None, None) if hasattr(model, "fit") else make_optimizer(model, o, len(stream), epochs, device)
     criterion = make_criterion(data.train_labels, len(names), tp.class_weighting, tp.label_smoothing,
                                world.distributed, device)
     compiled = torch.compile if tp.compile and device.type == "cuda" else (lambda m: m)
@@ -428,6 +430,23 @@ def load_inputs(scenario: str) -> tuple[np.ndarray, pd.DataFrame, dict[str, str]
     return images, splits, {"cohort": cohort, "splits": fingerprints.file_sha256(path)[:fingerprints.SHORT]}
 
 
+def train_and_write(fold: int, *, params: Params, scenario: str, model_name: str, protocol: str,
+                    images: np.ndarray, splits: pd.DataFrame, data_digest: str, provenance: dict[str, Any],
+                    world: World) -> None:
+    """One job of the stage (pipeline/foldpool.py): train fold `fold` and write its run directory (rank 0)."""
+    result = train_fold(params, scenario, model_name, protocol, fold, images=images, splits=splits,
+                        data_digest=data_digest, world=world,
+                        ckpt_path=layout.checkpoint_path(scenario, model_name, protocol, fold))
+    if result is None:
+        return   # rank 0 writes the outputs
+    result["metrics"].update(provenance)
+    write_outputs(layout.run_dir(scenario, model_name, protocol, fold), result)
+    m = result["metrics"]
+    print(f"{scenario} {model_name} {protocol} fold {fold}: test accuracy {m['accuracy']:.4f} "
+          f"(best epoch {m['best_epoch']}/{m['epochs']}, {m['seconds']:.1f}s on {m['device_name']}"
+          f"{f', {world.size} processes' if world.distributed else ''})", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the stage for one scenario, model and protocol: every fold of train.folds, or those asked for;
     under torchrun, as one rank of a data-parallel training."""
@@ -449,25 +468,24 @@ def main(argv: list[str] | None = None) -> int:
                                       *(("--fold", k, params.train.folds, "train.folds") for k in args.fold or ())):
         if value not in allowed:
             raise DataError(f"{flag} {value!r} is not in {key} {list(allowed)}")
+    world = distributed.from_environment()   # torchrun's ranks; a single process otherwise
+    folds = args.fold or params.train.folds
+    # folds side by side in worker processes (pipeline/foldpool.py); under torchrun, one after another
+    workers = 1 if world.distributed else min(params.train.parallel_folds, len(folds))
+    if workers > 1:
+        torch.set_num_threads(1)   # nothing multi-threaded before the workers fork (see pipeline/foldpool.py)
     check_model(params, args.model, args.scenario)    # before any data is read
     for directory in (layout.stage_dir(args.scenario, args.model, args.protocol), layout.CHECKPOINTS):
         ensure_writable(directory)   # before the training, not after it
     images, splits, provenance = load_inputs(args.scenario)
     data_digest = fingerprints.file_sha256(layout.IMAGES)
-    world = distributed.from_environment()   # torchrun's ranks; a single process otherwise
-    with distributed.process_group(world, world.device(select_device(params.train.device))):
-        for fold in args.fold or params.train.folds:
-            result = train_fold(params, args.scenario, args.model, args.protocol, fold, images=images,
-                                splits=splits, data_digest=data_digest, world=world,
-                                ckpt_path=layout.checkpoint_path(args.scenario, args.model, args.protocol, fold))
-            if result is None:
-                continue   # rank 0 writes the outputs
-            result["metrics"].update(provenance)
-            write_outputs(layout.run_dir(args.scenario, args.model, args.protocol, fold), result)
-            m = result["metrics"]
-            print(f"{args.scenario} {args.model} {args.protocol} fold {fold}: test accuracy {m['accuracy']:.4f} "
-                  f"(best epoch {m['best_epoch']}/{m['epochs']}, {m['seconds']:.1f}s on {m['device_name']}"
-                  f"{f', {world.size} processes' if world.distributed else ''})")
+    device = world.device(select_device(params.train.device))
+    work = functools.partial(train_and_write, params=params, scenario=args.scenario, model_name=args.model,
+                             protocol=args.protocol, images=images, splits=splits, data_digest=data_digest,
+                             provenance={**provenance, "fold_workers": workers}, world=world)
+    with distributed.process_group(world, device):
+        foldpool.run(folds, work, workers, foldpool.start_method(device.type),
+                     describe=lambda k: f"{args.scenario}/{args.model}/{args.protocol}/fold-{k}")
     return 0
 
 
