@@ -7,9 +7,11 @@ Reads data/processed/images.npy (kept in memory, on the GPU when training there)
 data/splits/<scenario>.csv; for each fold, trains on the fold's train part, selects the epoch by the
 validation part (`train.select_by`, never by test), and writes
 runs/<scenario>/<model>/<protocol>/fold-<k>/: weights.pt (state_dict of the selected epoch),
-history.csv, predictions.csv on the test part and metrics.json. The folds run in one process
-because starting Python, torch and timm costs more than training a small fold; each fold is
-seeded afresh, so its result is the same as when it is trained alone.
+history.csv, predictions.csv on the test part and metrics.json. The folds run in one stage
+because starting Python, torch and timm costs more than training a small fold, train.parallel_folds
+of them side by side in worker processes (pipeline/foldpool.py), each on train.threads //
+parallel_folds threads; each fold is seeded afresh, so its result is the same as when it is trained
+alone on as many threads.
 
 A checkpoint is written at the end of every epoch outside DVC's outputs (pipeline/checkpoint.py):
 a killed run started again continues from the last complete epoch with the same result as an
