@@ -51,13 +51,18 @@ def stage_seconds(workdir: Path, model: str, protocol: str) -> float:
     return time.perf_counter() - t0
 
 
-def scratch(base: dict, threads: int, workers: int, parent: Path) -> Path:
-    """A directory with the checkout's processed data and folds, and params.yaml set to threads and workers."""
+def scratch(base: dict, threads: int, workers: int, epochs: int | None, parent: Path) -> Path:
+    """A directory with the checkout's processed data and folds, and params.yaml set to threads and workers
+    (and every model to `epochs`, when given)."""
     d = parent / f"t{threads}-w{workers}"
     (d / "data").mkdir(parents=True)
     for sub in ("processed", "splits"):
         shutil.copytree(ROOT / "data" / sub, d / "data" / sub)
     raw = {**base, "train": {**base["train"], "threads": threads, "parallel_folds": workers}}
+    if epochs:
+        raw["train"]["epochs"] = epochs
+        raw["train"]["overrides"] = {m: {**o, **({"epochs": epochs} if "epochs" in o else {})}
+                                     for m, o in (raw["train"].get("overrides") or {}).items()}
     (d / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     return d
 
@@ -93,17 +98,19 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2, help="train.threads: the stage's cores (default 2)")
     ap.add_argument("--workers", type=int, default=2, help="train.parallel_folds side by side (default 2)")
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--epochs", type=int, help="every model's epochs (default: params.yaml's; fewer on a busy machine)")
     ap.add_argument("--dvc-log", type=Path, help="the output of `dvc repro -v`, for its stage times")
     args = ap.parse_args()
     base = yaml.safe_load((ROOT / "params.yaml").read_text())
     folds = base["train"]["folds"]
     with tempfile.TemporaryDirectory(prefix="parallel-folds-") as tmp:
-        serial = scratch(base, args.threads, 1, Path(tmp))
-        side = scratch(base, args.threads, args.workers, Path(tmp))
+        serial = scratch(base, args.threads, 1, args.epochs, Path(tmp))
+        side = scratch(base, args.threads, args.workers, args.epochs, Path(tmp))
         print(f"CPU: {cpu_name()}, {os.cpu_count()} logical CPUs; load average before: "
               f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}")
         print(f"each figure: one `python -m pipeline.train --protocol {args.protocol}` stage, {len(folds)} folds, "
-              f"start-up included; median of {args.rounds} alternating rounds\n")
+              f"start-up included; median of {args.rounds} alternating rounds"
+              f"{f'; {args.epochs} epoch(s) per model' if args.epochs else ''}\n")
         print(f"| model | one after another, {args.threads} threads, s | {args.workers} side by side, "
               f"{args.threads // args.workers} thread(s) each, s | speed-up |")
         print("|---|---|---|---|")
