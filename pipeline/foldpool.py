@@ -129,7 +129,8 @@ def run(jobs: Sequence[J], work: Callable[[J], R], workers: int, method: str = "
 def _restore(previous: dict[int, Any], main_thread: bool) -> None:
     if main_thread:
         for s, handler in previous.items():
-            signal.signal(s, handler)
+            if handler is not None:   # None: a handler set outside Python, which signal() cannot put back
+                signal.signal(s, handler)
 
 
 def _stop(processes: list[Any]) -> None:
