@@ -168,3 +168,15 @@ def test_each_fold_gets_the_stage_threads_shared_by_the_workers():
     assert from_dict({"train": {"threads": 2, "parallel_folds": 2}}).train.fold_threads == 1
     assert from_dict({"train": {"threads": 5, "parallel_folds": 2}}).train.fold_threads == 2   # 4 of 5 used
     assert from_dict({"train": {"threads": 0}}).train.fold_threads == 0    # torch's default
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])   # spawn: what a CUDA stage uses
+def test_the_pool_returns_results_in_job_order_and_raises_a_jobs_own_error(method):
+    import math
+
+    from pipeline import foldpool
+
+    assert foldpool.run([9.0, 1.0, 4.0, 16.0, 25.0], math.sqrt, 2, method) == [3.0, 1.0, 2.0, 4.0, 5.0]
+    with pytest.raises(ValueError, match="math domain error"):
+        foldpool.run([4.0, -1.0, 9.0], math.sqrt, 2, method)
+    assert foldpool.start_method("cpu") == "fork" and foldpool.start_method("cuda") == "spawn"
