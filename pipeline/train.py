@@ -482,7 +482,6 @@ def main(argv: list[str] | None = None) -> int:
     images, splits, provenance = load_inputs(args.scenario)
     data_digest = fingerprints.file_sha256(layout.IMAGES)
     device = world.device(select_device(params.train.device))
-    code_digest()   # parsed once here (cached), not once in every worker
     work = functools.partial(train_and_write, params=params, scenario=args.scenario, model_name=args.model,
                              protocol=args.protocol, images=images, splits=splits, data_digest=data_digest,
                              provenance={**provenance, "fold_workers": workers}, world=world)
