@@ -129,8 +129,9 @@ def _forward_error(model: nn.Module, in_chans: int, size: int) -> str | None:
     return None
 
 
-def check_input(name: str, num_classes: int, in_chans: int, size: int, **kwargs) -> None:
-    """Build model `name` and pass a batch of two in_chans x size x size images through it.
+def check_input(name: str, num_classes: int, in_chans: int, size: int, **kwargs) -> nn.Module:
+    """Build model `name` and pass a batch of two in_chans x size x size images through it; the model built
+    (in eval mode), for a caller that needs one (the profile stage builds it once, not twice).
 
     An unknown name raises UnknownModelError; a model that cannot take the size (a ViT fixed at
     224, five max-pools on 16 pixels) raises ModelInputError naming the model, the size and the
@@ -139,7 +140,7 @@ def check_input(name: str, num_classes: int, in_chans: int, size: int, **kwargs)
     model = create_model(name, num_classes=num_classes, in_chans=in_chans, **kwargs).eval()
     error = _forward_error(model, in_chans, size)
     if error is None:
-        return
+        return model
     works = [s for s in CANDIDATE_SIZES if s != size and _forward_error(model, in_chans, s) is None]
     hint = (f"it does take {', '.join(str(s) for s in works[:5])} (set data.image_size to one of them)" if works
             else f"it took none of {list(CANDIDATE_SIZES)} either")

@@ -362,6 +362,10 @@ def build(params: Params, runs: Path = layout.RUNS, splits_dir: Path = layout.SP
         "pretrained": bool(any(meta.get("pretrained") for _, meta in all_meta)),
         "cohort": _consistent(all_meta, "cohort"),
         "cpu": _consistent(all_meta, "cpu"),
+        # torch threads per fold change the rounding, so they are one value; folds side by side (train.
+        # parallel_folds) do not change a fold's bits: the counts the runs were trained with, for the record
+        "threads": _consistent(all_meta, "threads"),
+        "fold_workers": sorted({meta["fold_workers"] for _, meta in all_meta if "fold_workers" in meta}),
         "select_by": _consistent(all_meta, "select_by"),
         "statistics": {
             "ci_low/ci_high": "t interval of the mean over folds; it treats the folds as independent, which they "

@@ -33,6 +33,7 @@ PROTOCOLS = ("patient", "image", "ucar")
 # the names of pipeline/sources.py's SOURCES, kept here so that loading params imports no data code
 # (tests/test_params.py keeps the two lists equal)
 SOURCE_NAMES = ("synthetic", "folder", "ucar")
+MAX_PARALLEL_FOLDS = 64   # train.parallel_folds: worker processes of one train stage
 
 
 class ParamsError(PipelineError):
@@ -139,6 +140,9 @@ class TrainParams:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     compile: bool = False               # torch.compile on CUDA
     threads: int = 0                    # CPU threads for torch; 0 = torch's default
+    # folds trained side by side in worker processes (pipeline/foldpool.py); they share train.threads,
+    # each fold getting threads // parallel_folds whatever else runs, so its bits never depend on its siblings
+    parallel_folds: int = 1
 
     def validate(self, key: str) -> None:
         _require(len(self.models) > 0, f"{key}.models", list(self.models), "a non-empty list of model names")
@@ -152,10 +156,23 @@ class TrainParams:
         _require(0 <= self.label_smoothing < 1, f"{key}.label_smoothing", self.label_smoothing, "a number in [0, 1)")
         _require(1 <= self.eval_batch_size <= 65536, f"{key}.eval_batch_size", self.eval_batch_size, "an integer in 1..65536")
         _require(self.threads >= 0, f"{key}.threads", self.threads, "an integer >= 0")
+        _require(1 <= self.parallel_folds <= MAX_PARALLEL_FOLDS, f"{key}.parallel_folds", self.parallel_folds,
+                 f"an integer in 1..{MAX_PARALLEL_FOLDS} (each worker holds its own copy of the images)")
+        if self.parallel_folds > 1:
+            # the workers share the stage's cores; each needs one thread of its own, fixed by params
+            _require(self.threads >= self.parallel_folds, f"{key}.parallel_folds", self.parallel_folds,
+                     f"at most train.threads ({self.threads}): the folds side by side share the stage's "
+                     f"train.threads cores, at least one each (set train.threads to the cores the stage may use, "
+                     f"or parallel_folds: 1)")
         self.optim.validate(f"{key}.optim")
         for name, o in self.overrides.items():
             _require(name in self.models, f"{key}.overrides.{name}", name, f"one of train.models {list(self.models)}")
             o.validate(f"{key}.overrides.{name}")
+
+    @property
+    def fold_threads(self) -> int:
+        """torch threads of each fold: train.threads shared by the folds side by side (0: torch's default)."""
+        return self.threads // self.parallel_folds
 
     def optim_for(self, model: str) -> OptimParams:
         """The optimiser settings for `model`: its override (which `from_dict` made at load by writing the

@@ -7,9 +7,12 @@ Reads data/processed/images.npy (kept in memory, on the GPU when training there)
 data/splits/<scenario>.csv; for each fold, trains on the fold's train part, selects the epoch by the
 validation part (`train.select_by`, never by test), and writes, for every repeat of split.repeats,
 runs/<scenario>/<model>/<protocol>/fold-<k>/ (repeat-<r>/fold-<k>/ after the first repeat, each repeat
-seeded by Params.repeat_seed): weights.pt (state_dict of the selected epoch), history.csv, predictions.csv on the test part and metrics.json. The folds run in one process
-because starting Python, torch and timm costs more than training a small fold; each fold is
-seeded afresh, so its result is the same as when it is trained alone.
+seeded by Params.repeat_seed): weights.pt (state_dict of the selected epoch), history.csv,
+predictions.csv on the test part and metrics.json. The folds of every repeat run in one stage
+because starting Python, torch and timm costs more than training a small fold, train.parallel_folds
+of them side by side in worker processes (pipeline/foldpool.py), each on train.threads //
+parallel_folds threads; each fold is seeded afresh, so its result is the same as when it is trained
+alone on as many threads.
 
 A checkpoint is written at the end of every epoch outside DVC's outputs (pipeline/checkpoint.py):
 a killed run started again continues from the last complete epoch with the same result as an
@@ -25,6 +28,7 @@ train.optim.batch_size, split between the ranks; rank 0 validates, checkpoints a
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import sys
 import time
@@ -37,7 +41,7 @@ import pandas as pd
 import torch
 
 import models
-from pipeline import checkpoint, cpu, distributed, fingerprints, layout, scenarios
+from pipeline import checkpoint, cpu, distributed, fingerprints, foldpool, layout, scenarios
 from pipeline.atomic import atomic_path, ensure_writable, torch_bytes, write_bytes_to
 from pipeline.batches import Augment, BatchStream, ImageBank, eval_batches
 from pipeline.cli import run_stage
@@ -123,8 +127,8 @@ class FoldRun:
     runner: torch.nn.Module          # the model, or its torch.compile'd form: what validation runs
     optim: OptimParams
     epochs: int
-    opt: torch.optim.Optimizer
-    sched: torch.optim.lr_scheduler.LambdaLR
+    opt: torch.optim.Optimizer | None           # None for a model fitted in closed form
+    sched: torch.optim.lr_scheduler.LambdaLR | None
     step: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     stream: BatchStream
     gen: torch.Generator
@@ -204,8 +208,8 @@ def set_up(params: Params, scenario: str, model_name: str, protocol: str, fold: 
     the network's initialisation draws from the seeded generator)."""
     tp = params.train
     device = world.device(select_device(tp.device))
-    if tp.threads:
-        torch.set_num_threads(tp.threads)
+    if tp.fold_threads:   # train.threads shared by the folds side by side: fixed by params alone
+        torch.set_num_threads(tp.fold_threads)
     seed = params.repeat_seed(repeat)   # each repeat trains with its own seed
     seed_everything(seed, device)
     names = scenarios.class_names(scenario)
@@ -223,7 +227,8 @@ def set_up(params: Params, scenario: str, model_name: str, protocol: str, fold: 
     _check_batches(stream, o.batch_size, world, model_name,
                    f"{layout.splits_path(scenario)}: protocol {protocol!r} fold {fold}", len(data.train_ids))
     trainer = world.wrap(model, device)   # under DistributedDataParallel among several ranks
-    opt, sched = make_optimizer(model, o, len(stream), epochs, device)
+    # a model fitted in closed form never steps: no optimiser (whose first use imports torch._dynamo, ~1.5 s)
+    opt, sched = (None, None) if hasattr(model, "fit") else make_optimizer(model, o, len(stream), epochs, device)
     criterion = make_criterion(data.train_labels, len(names), tp.class_weighting, tp.label_smoothing,
                                world.distributed, device)
     compiled = torch.compile if tp.compile and device.type == "cuda" else (lambda m: m)
@@ -438,6 +443,26 @@ def load_inputs(scenario: str) -> tuple[np.ndarray, pd.DataFrame, dict[str, str]
     return images, splits, {"cohort": cohort, "splits": fingerprints.file_sha256(path)[:fingerprints.SHORT]}
 
 
+def train_and_write(job: tuple[int, int], *, params: Params, scenario: str, model_name: str, protocol: str,
+                    images: np.ndarray, splits: pd.DataFrame, data_digest: str, provenance: dict[str, Any],
+                    world: World) -> None:
+    """One job of the stage (pipeline/foldpool.py): train `job` = (repeat, fold) and write its run
+    directory (rank 0)."""
+    repeat, fold = job
+    result = train_fold(params, scenario, model_name, protocol, fold, images=images, splits=splits,
+                        data_digest=data_digest, world=world, repeat=repeat,
+                        ckpt_path=layout.checkpoint_path(scenario, model_name, protocol, fold, repeat=repeat))
+    if result is None:
+        return   # rank 0 writes the outputs
+    result["metrics"].update(provenance)
+    write_outputs(layout.run_dir(scenario, model_name, protocol, fold, repeat=repeat), result)
+    m = result["metrics"]
+    print(f"{scenario} {model_name} {protocol} {layout.fold_label(fold, repeat, params.split.repeats)}: "
+          f"test accuracy {m['accuracy']:.4f} "
+          f"(best epoch {m['best_epoch']}/{m['epochs']}, {m['seconds']:.1f}s on {m['device_name']}"
+          f"{f', {world.size} processes' if world.distributed else ''})", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the stage for one scenario, model and protocol: every fold of train.folds, or those asked for;
     under torchrun, as one rank of a data-parallel training."""
@@ -459,28 +484,26 @@ def main(argv: list[str] | None = None) -> int:
                                       *(("--fold", k, params.train.folds, "train.folds") for k in args.fold or ())):
         if value not in allowed:
             raise DataError(f"{flag} {value!r} is not in {key} {list(allowed)}")
+    world = distributed.from_environment()   # torchrun's ranks; a single process otherwise
+    # every fold of every repeat (split.repeats): side by side in worker processes (pipeline/foldpool.py);
+    # under torchrun, one after another
+    jobs = [(r, k) for r in range(1, params.split.repeats + 1) for k in args.fold or params.train.folds]
+    workers = 1 if world.distributed else min(params.train.parallel_folds, len(jobs))
+    if workers > 1:
+        torch.set_num_threads(1)   # nothing multi-threaded before the workers fork (see pipeline/foldpool.py)
     check_model(params, args.model, args.scenario)    # before any data is read
     for directory in (layout.stage_dir(args.scenario, args.model, args.protocol), layout.CHECKPOINTS):
         ensure_writable(directory)   # before the training, not after it
     images, splits, provenance = load_inputs(args.scenario)
     data_digest = fingerprints.file_sha256(layout.IMAGES)
-    world = distributed.from_environment()   # torchrun's ranks; a single process otherwise
-    with distributed.process_group(world, world.device(select_device(params.train.device))):
-        # every fold of every repeat (split.repeats), in this one process
-        for repeat, fold in [(r, k) for r in range(1, params.split.repeats + 1) for k in args.fold or params.train.folds]:
-            result = train_fold(params, args.scenario, args.model, args.protocol, fold, images=images,
-                                splits=splits, data_digest=data_digest, world=world, repeat=repeat,
-                                ckpt_path=layout.checkpoint_path(args.scenario, args.model, args.protocol, fold,
-                                                                 repeat=repeat))
-            if result is None:
-                continue   # rank 0 writes the outputs
-            result["metrics"].update(provenance)
-            write_outputs(layout.run_dir(args.scenario, args.model, args.protocol, fold, repeat=repeat), result)
-            m = result["metrics"]
-            print(f"{args.scenario} {args.model} {args.protocol} "
-                  f"{layout.fold_label(fold, repeat, params.split.repeats)}: test accuracy {m['accuracy']:.4f} "
-                  f"(best epoch {m['best_epoch']}/{m['epochs']}, {m['seconds']:.1f}s on {m['device_name']}"
-                  f"{f', {world.size} processes' if world.distributed else ''})")
+    device = world.device(select_device(params.train.device))
+    work = functools.partial(train_and_write, params=params, scenario=args.scenario, model_name=args.model,
+                             protocol=args.protocol, images=images, splits=splits, data_digest=data_digest,
+                             provenance={**provenance, "fold_workers": workers}, world=world)
+    with distributed.process_group(world, device):
+        foldpool.run(jobs, work, workers, foldpool.start_method(device.type),
+                     describe=lambda job: f"{args.scenario}/{args.model}/{args.protocol}/"
+                                          f"{layout.fold_name(job[1], job[0])}")
     return 0
 
 

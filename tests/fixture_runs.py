@@ -134,7 +134,7 @@ def _write_run(d: Path, scenario: str, model: str, protocol: str, k: int, test: 
             "auc": acc, "n_train": int((n_cohort - n_test) * 0.8),
             "n_val": int((n_cohort - n_test) * 0.2), "n_test": n_test, "epochs": epochs,
             "best_epoch": epochs, "seconds": 2.0, "device": "cpu", "device_name": "fixture CPU",
-            "threads": 2, "input_size": [1, 32, 32], "batch_size": 32, "optimizer": "adamw",
+            "threads": 2, "fold_workers": 2, "input_size": [1, 32, 32], "batch_size": 32, "optimizer": "adamw",
             "lr": 0.002, "pretrained": False}
     (d / "metrics.json").write_text(json.dumps(meta, indent=2))
 

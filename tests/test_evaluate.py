@@ -39,6 +39,7 @@ def test_writes_metrics_and_per_fold(project):
     assert metrics["meta"]["scenarios"] == ["S1"] and metrics["meta"]["folds"] == [1, 2, 3]
     assert metrics["S1"]["meta"]["class_names"] == ["normal", "myositis"]
     assert metrics["meta"]["protocols"] == list(PROTOCOLS) and metrics["meta"]["input_size"] == [1, 32, 32]
+    assert (metrics["meta"]["threads"], metrics["meta"]["fold_workers"]) == (2, [2])   # as the runs say
     assert metrics["meta"]["pretrained"] is False
     for model in MODELS:
         for protocol in PROTOCOLS:
