@@ -25,6 +25,7 @@ train.optim.batch_size, split between the ranks; rank 0 validates, checkpoints a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import sys
 import time
@@ -149,7 +150,7 @@ def _fold_config(params: Params, scenario: str, model_name: str, protocol: str, 
     tp = params.train
     return {"model": model_name, "protocol": protocol, "fold": fold, "scenario": scenario, "seed": params.seed,
             "optim": to_dict(tp.optim_for(model_name)), "epochs": tp.epochs_for(model_name),
-            "pretrained": tp.pretrained_for(model_name), "select_by": tp.select_by,
+            "pretrained": tp.pretrained_for(model_name) and models.has_weights(model_name), "select_by": tp.select_by,
             "class_weighting": tp.class_weighting, "label_smoothing": tp.label_smoothing,
             "augment": tp.augment, "device": device.type, "world_size": world.size, "data": data_digest,
             "code": code_digest(),
@@ -203,7 +204,8 @@ def set_up(params: Params, scenario: str, model_name: str, protocol: str, fold: 
     seed_everything(params.seed, device)
     names = scenarios.class_names(scenario)
     data = fold_data(splits, scenario, protocol, fold)
-    o, epochs, pretrained = tp.optim_for(model_name), tp.epochs_for(model_name), tp.pretrained_for(model_name)
+    o, epochs = tp.optim_for(model_name), tp.epochs_for(model_name)
+    pretrained = tp.pretrained_for(model_name) and models.has_weights(model_name)   # see modelcheck
     bank = ImageBank(images, device)
     channels_last = device.type == "cuda"
     config = _fold_config(params, scenario, model_name, protocol, fold, data, device, world, data_digest)
@@ -457,9 +459,10 @@ def main(argv: list[str] | None = None) -> int:
     world = distributed.from_environment()   # torchrun's ranks; a single process otherwise
     with distributed.process_group(world, world.device(select_device(params.train.device))):
         for fold in args.fold or params.train.folds:
-            result = train_fold(params, args.scenario, args.model, args.protocol, fold, images=images,
-                                splits=splits, data_digest=data_digest, world=world,
-                                ckpt_path=layout.checkpoint_path(args.scenario, args.model, args.protocol, fold))
+            ckpt_path = layout.checkpoint_path(args.scenario, args.model, args.protocol, fold)
+            with checkpoint.fold_lock(ckpt_path) if world.main else contextlib.nullcontext():   # one trainer a fold
+                result = train_fold(params, args.scenario, args.model, args.protocol, fold, images=images,
+                                    splits=splits, data_digest=data_digest, world=world, ckpt_path=ckpt_path)
             if result is None:
                 continue   # rank 0 writes the outputs
             result["metrics"].update(provenance)
