@@ -20,7 +20,13 @@ def check_model(params: Params, model: str, scenario: str | None = None) -> nn.M
         built = models.check_input(model, len(class_names(scenario)), params.data.channels, params.data.image_size)
     except (models.UnknownModelError, models.ModelInputError) as e:
         raise DataError(f"train.models: {e}") from None
-    if params.train.pretrained_for(model):
+    if params.train.pretrained_for(model) and not models.has_weights(model):
+        own = getattr(params.train.overrides.get(model), "pretrained", None)
+        if own:   # asked for by name: refused; by train.pretrained for every model: skipped
+            raise DataError(f"train.overrides.{model}.pretrained: {model} has no pretrained weights; set it to "
+                            f"false (or remove it)")
+        print(f"note: train.pretrained is true, but {model} has no pretrained weights; it is trained from scratch")
+    elif params.train.pretrained_for(model):
         try:
             models.create_model(model, len(class_names(scenario)), params.data.channels, pretrained=True)
         except models.WeightsNotFoundError as e:

@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 import yaml
 
+from pipeline import yamlio
 from pipeline.atomic import atomic_write_text
 from pipeline.errors import PipelineError
 from pipeline.roster import COMPUTE_REFERENCE, DEFAULT_MODELS, PROPOSED_MODEL
@@ -34,6 +35,9 @@ PROTOCOLS = ("patient", "image", "ucar")
 # (tests/test_params.py keeps the two lists equal)
 SOURCE_NAMES = ("synthetic", "folder", "ucar")
 MAX_PARALLEL_FOLDS = 64   # train.parallel_folds: worker processes of one train stage
+DUPLICATE_POLICIES = ("refuse", "keep-one", "allow")   # pipeline/duplicates.py
+UCAR_PUBLISHED_FOLDS = 5        # the Uçar release ships FileList folds 1..5
+MAX_SEED = 2**31 - 1            # numpy and scikit-learn take seeds below 2**32; folds add small offsets to it
 
 
 class ParamsError(PipelineError):
@@ -47,7 +51,8 @@ class SyntheticParams:
     render_size: int = 224       # images are rendered at this size, then resized to data.image_size
 
     def validate(self, key: str) -> None:
-        _require(self.patients >= 4, f"{key}.patients", self.patients, "an integer >= 4 (one per diagnosis)")
+        _require(4 <= self.patients <= 100_000, f"{key}.patients", self.patients,
+                 "an integer in 4..100000 (one per diagnosis; at most 100000: the rendered cohort is held in memory)")
         _require(1 <= self.images_per_side <= 20, f"{key}.images_per_side", self.images_per_side, "an integer in 1..20")
         _require(32 <= self.render_size <= 1024, f"{key}.render_size", self.render_size, "an integer in 32..1024")
 
@@ -60,12 +65,16 @@ class DataParams:
     image_size: int = 36                # square side of the processed array, in pixels
     channels: Literal[1, 3] = 1         # 1: grayscale B-mode; 3: replicated/RGB, as ImageNet-style models expect
     max_pixels: int = 100_000_000       # refuse images whose padded square (max side ** 2) exceeds this: memory bound
+    duplicates: str = "refuse"          # images of one patient with the same pixels: refuse | keep-one | allow
     synthetic: SyntheticParams = field(default_factory=SyntheticParams)
 
     def validate(self, key: str) -> None:
         _require(self.source in SOURCE_NAMES, f"{key}.source", self.source, f"one of {list(SOURCE_NAMES)}")
         _require(16 <= self.image_size <= 1024, f"{key}.image_size", self.image_size, "an integer in 16..1024")
-        _require(self.max_pixels >= 1, f"{key}.max_pixels", self.max_pixels, "a positive integer")
+        _require(1 <= self.max_pixels <= 10**12, f"{key}.max_pixels", self.max_pixels,
+                 "an integer in 1..10**12 (a memory bound; PIL's own bomb guard stops far below 10**12)")
+        _require(self.duplicates in DUPLICATE_POLICIES, f"{key}.duplicates", self.duplicates,
+                 f"one of {list(DUPLICATE_POLICIES)}")
         self.synthetic.validate(f"{key}.synthetic")
 
 
@@ -110,8 +119,11 @@ class OptimParams:
         _require(0 < self.lr <= 10, f"{key}.lr", self.lr, "a number in (0, 10]")
         _require(0 <= self.weight_decay <= 1, f"{key}.weight_decay", self.weight_decay, "a number in [0, 1]")
         _require(0 <= self.momentum < 1, f"{key}.momentum", self.momentum, "a number in [0, 1)")
-        _require(self.warmup_epochs >= 0, f"{key}.warmup_epochs", self.warmup_epochs, "an integer >= 0")
-        _require(1 <= self.batch_size <= 4096, f"{key}.batch_size", self.batch_size, "an integer in 1..4096")
+        _require(0 <= self.warmup_epochs <= 10_000, f"{key}.warmup_epochs", self.warmup_epochs,
+                 "an integer in 0..10000")
+        # batch norm needs more than one value per channel in training: a batch of 1 fails in its first step
+        _require(2 <= self.batch_size <= 4096, f"{key}.batch_size", self.batch_size,
+                 "an integer in 2..4096 (batch norm needs at least 2 images per batch)")
 
 
 @dataclass(frozen=True)
@@ -155,7 +167,7 @@ class TrainParams:
         _require(1 <= self.epochs <= 10_000, f"{key}.epochs", self.epochs, "an integer in 1..10000")
         _require(0 <= self.label_smoothing < 1, f"{key}.label_smoothing", self.label_smoothing, "a number in [0, 1)")
         _require(1 <= self.eval_batch_size <= 65536, f"{key}.eval_batch_size", self.eval_batch_size, "an integer in 1..65536")
-        _require(self.threads >= 0, f"{key}.threads", self.threads, "an integer >= 0")
+        _require(0 <= self.threads <= 1024, f"{key}.threads", self.threads, "an integer in 0..1024")
         _require(1 <= self.parallel_folds <= MAX_PARALLEL_FOLDS, f"{key}.parallel_folds", self.parallel_folds,
                  f"an integer in 1..{MAX_PARALLEL_FOLDS} (each worker holds its own copy of the images)")
         if self.parallel_folds > 1:
@@ -168,6 +180,13 @@ class TrainParams:
         for name, o in self.overrides.items():
             _require(name in self.models, f"{key}.overrides.{name}", name, f"one of train.models {list(self.models)}")
             o.validate(f"{key}.overrides.{name}")
+        for name in self.models:   # the cross-key rule: a warm-up longer than training never reaches the set lr
+            o, epochs = self.optim_for(name), self.epochs_for(name)
+            if o.warmup_epochs > epochs:
+                where = f"{key}.overrides.{name}" if name in self.overrides else f"{key}.optim"
+                raise ParamsError(f"{where}.warmup_epochs: {o.warmup_epochs} is longer than {name}'s {epochs} "
+                                  f"training epoch(s), so its learning rate would never reach the set value; "
+                                  f"expected at most {epochs}")
 
     @property
     def fold_threads(self) -> int:
@@ -196,9 +215,10 @@ class ProfileParams:
     threads: int = 2              # torch CPU threads during latency measurement (recorded in the JSON)
 
     def validate(self, key: str) -> None:
-        _require(self.latency_runs >= 30, f"{key}.latency_runs", self.latency_runs, "an integer >= 30")
-        _require(self.warmup_runs >= 1, f"{key}.warmup_runs", self.warmup_runs, "an integer >= 1")
-        _require(self.threads >= 1, f"{key}.threads", self.threads, "an integer >= 1")
+        # upper bounds: each run is a timed forward pass; beyond these a stage runs for hours for no precision
+        _require(30 <= self.latency_runs <= 10_000, f"{key}.latency_runs", self.latency_runs, "an integer in 30..10000")
+        _require(1 <= self.warmup_runs <= 1000, f"{key}.warmup_runs", self.warmup_runs, "an integer in 1..1000")
+        _require(1 <= self.threads <= 1024, f"{key}.threads", self.threads, "an integer in 1..1024")
 
 
 @dataclass(frozen=True)
@@ -219,7 +239,8 @@ class EvaluateParams:
     primary: PrimaryParams | None = None   # None: no primary comparison declared, every comparison exploratory
 
     def validate(self, key: str) -> None:
-        _require(self.bootstrap >= 100, f"{key}.bootstrap", self.bootstrap, "an integer >= 100")
+        # at most 10^5: the resamples are held in memory (issue 24: 10^9 was still running after 60 s at 3.6 GB)
+        _require(100 <= self.bootstrap <= 100_000, f"{key}.bootstrap", self.bootstrap, "an integer in 100..100000")
 
 
 @dataclass(frozen=True)
@@ -266,13 +287,17 @@ class Params:
     runtime: RuntimeParams = field(default_factory=RuntimeParams)
 
     def validate(self, key: str = "") -> None:
-        _require(0 <= self.seed < 2**32, "seed", self.seed, "an integer in 0..2**32-1")
+        _require(0 <= self.seed <= MAX_SEED, "seed", self.seed,
+                 f"an integer in 0..{MAX_SEED} (numpy and scikit-learn take seeds below 2**32, and folds add offsets)")
         self.data.validate("data")
         self.split.validate("split")
         self.train.validate("train")
         self.profile.validate("profile")
         self.evaluate.validate("evaluate")
         self.check.validate("check")
+        if "ucar" in self.split.protocols and self.split.folds != UCAR_PUBLISHED_FOLDS:
+            raise ParamsError(f"split.folds: {self.split.folds} is not accepted with protocol 'ucar'; expected "
+                              f"{UCAR_PUBLISHED_FOLDS}, the number of folds the Uçar release publishes")
         bad = [k for k in self.train.folds if k > self.split.folds]
         if bad:
             raise ParamsError(f"train.folds: {bad} exceed split.folds={self.split.folds}; "
@@ -322,7 +347,7 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
         return _build(tp, value, key)
     if origin is Literal:
         choices = typing.get_args(tp)
-        if value not in choices or isinstance(value, bool) != any(isinstance(c, bool) for c in choices):
+        if not any(type(value) is type(c) and value == c for c in choices):   # 3.0 is not the integer 3
             raise ParamsError(f"{key}: {value!r} is not accepted; expected one of {list(choices)}")
         return value
     if origin is tuple:
@@ -396,7 +421,9 @@ def from_dict(raw: Any) -> Params:
     if isinstance(train, dict) and isinstance(train.get("overrides"), dict):
         base = train.get("optim") or {}
         if isinstance(base, dict):
-            merged = {m: deep_merge(base, o) if isinstance(o, dict) else o for m, o in train["overrides"].items()}
+            # an override with no keys (`resnet18:` alone) is the model trained on train.optim
+            merged = {m: deep_merge(base, {} if o is None else o) if isinstance(o, dict) or o is None else o
+                      for m, o in train["overrides"].items()}
             raw = {**raw, "train": {**train, "overrides": merged}}
     params = _build(Params, raw, "")
     params.validate()
@@ -408,14 +435,19 @@ def load(path: str | Path = PARAMS_FILE) -> Params:
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"{path}: no such params file; run stages from the project root, where params.yaml is")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ParamsError(f"{path}: not valid YAML: {e}") from None
+    raw = read_yaml(path)
     try:
         return from_dict(raw)
     except ParamsError as e:
         raise ParamsError(f"{path}: {e}") from None
+
+
+def read_yaml(path: str | Path) -> Any:
+    """A params or profile file read by the strict reader (pipeline/yamlio.py); its refusals as ParamsError."""
+    try:
+        return yamlio.load(path)
+    except yamlio.YamlError as e:
+        raise ParamsError(str(e)) from None
 
 
 def to_dict(params: Params) -> dict:
@@ -447,6 +479,8 @@ REPLACED_WHOLE = {("train", "overrides")}
 def _merge_in_place(base: Any, overlay: dict, path: tuple[str, ...] = ()) -> None:
     """Write `overlay`'s keys over the ruamel mapping `base`, recursively; its comments and order stay."""
     for k, v in overlay.items():
+        if (v is None or v == {}) and isinstance(base.get(k), dict):
+            continue    # a section whose keys are all commented out changes nothing; it never empties one
         if isinstance(v, dict) and isinstance(base.get(k), dict) and (*path, k) not in REPLACED_WHOLE:
             _merge_in_place(base[k], v, (*path, k))
         else:
@@ -481,10 +515,11 @@ def apply_profile(profile: str | Path, params_path: str | Path = PARAMS_FILE) ->
     rt = YAML()   # round trip: comments, order and quoting survive
     rt.preserve_quotes = True
     rt.width = 4096
+    overlay = read_yaml(profile) or {}
+    read_yaml(params_path)    # the strict reader first: no aliases, no key written twice, bounded size
     try:
         base = rt.load(params_path.read_text()) or {}
-        overlay = yaml.safe_load(profile.read_text()) or {}
-    except (OSError, yaml.YAMLError, ValueError) as e:
+    except (OSError, ValueError) as e:
         raise ParamsError(f"{profile} merged into {params_path}: cannot read ({e})") from None
     if not isinstance(overlay, dict):
         raise ParamsError(f"{profile}: expected a mapping of params keys, got {overlay!r}")
@@ -495,7 +530,10 @@ def apply_profile(profile: str | Path, params_path: str | Path = PARAMS_FILE) ->
         raise ParamsError(f"{profile} merged into {params_path}: {e}") from None
     out = io.StringIO()
     rt.dump(base, out)
-    header = f"# Profile {profile.name} applied by `python -m pipeline.params apply {profile}`.\n"
+    # the path is shown as repr when it holds a line break or other control character: a comment is one line
+    def shown(text: str) -> str:
+        return text if text.isprintable() else repr(text)
+    header = f"# Profile {shown(profile.name)} applied by `python -m pipeline.params apply {shown(str(profile))}`.\n"
     atomic_write_text(params_path, header + out.getvalue())
     return params
 

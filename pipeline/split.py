@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
 
-from pipeline import fingerprints, layout, scenarios, ucar_folds
+from pipeline import coverage, fingerprints, layout, scenarios, ucar_folds
 from pipeline.atomic import AtomicOutputs, atomic_outputs
 from pipeline.cli import run_stage
 from pipeline.errors import DataError
@@ -52,21 +52,9 @@ def scenario_images(manifest: pd.DataFrame, scenario: str) -> pd.DataFrame:
     return rows.reset_index(drop=True)
 
 
-def _check_class_patients(rows: pd.DataFrame, scenario: str, needed: int, what: str) -> None:
-    """Refuse a cohort with fewer patients of a class than the folds need."""
-    names = scenarios.class_names(scenario)
-    per_class = rows.groupby("label")["patient_id"].nunique()
-    for label, name in enumerate(names):
-        have = int(per_class.get(label, 0))
-        if have < needed:
-            raise DataError(
-                f"scenario {scenario}: class {name!r} has {have} patient(s), but {what} needs at least "
-                f"{needed}; lower split.folds or use a larger cohort (data.synthetic.patients)")
-
-
 def _patient_folds(rows: pd.DataFrame, folds: int, val_fraction: float, seed: int) -> list[pd.DataFrame]:
     """Patient-grouped folds: test by StratifiedGroupKFold, validation patients from the rest."""
-    _check_class_patients(rows, rows["scenario"].iat[0], folds, f"split.folds={folds} patient folds")
+    coverage.require(rows, rows["scenario"].iat[0], "patient", folds)
     outer = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
     out = []
     for k, (trainval_idx, test_idx) in enumerate(outer.split(rows, rows["label"], rows["patient_id"]), start=1):
@@ -76,12 +64,10 @@ def _patient_folds(rows: pd.DataFrame, folds: int, val_fraction: float, seed: in
         # one patient -> one row, stratified by the patient's label, so validation is patient-grouped
         patients = trainval.groupby("patient_id", sort=True)["label"].first()
         n_val = max(len(np.unique(patients.values)), int(round(val_fraction * len(patients))))
-        try:
+        # a class with a single training patient cannot also give one to validation
+        with coverage.carving(rows, rows["scenario"].iat[0], "patient", k, val_fraction):
             _, val_patients = train_test_split(patients.index.to_numpy(), test_size=n_val,
                                                stratify=patients.values, random_state=seed + k)
-        except ValueError as e:  # a class with a single training patient cannot also give one to validation
-            raise DataError(f"patient fold {k}: cannot carve a patient-grouped validation part ({e}); "
-                            f"lower split.folds or use a larger cohort") from None
         part[np.flatnonzero(rows["patient_id"].isin(set(val_patients)).to_numpy() & (part != "test"))] = "val"
         out.append(rows.assign(fold=k, part=part))
     return out
@@ -89,16 +75,15 @@ def _patient_folds(rows: pd.DataFrame, folds: int, val_fraction: float, seed: in
 
 def _image_folds(rows: pd.DataFrame, folds: int, val_fraction: float, seed: int) -> list[pd.DataFrame]:
     """Image-level stratified folds (the paper's protocol): patients ignored on purpose."""
-    if rows["label"].value_counts().min() < folds:
-        raise DataError(f"scenario {rows['scenario'].iat[0]}: a class has fewer images than "
-                        f"split.folds={folds}; lower split.folds")
+    coverage.require(rows, rows["scenario"].iat[0], "image", folds)
     outer = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     out = []
     for k, (trainval_idx, test_idx) in enumerate(outer.split(rows, rows["label"]), start=1):
         part = np.full(len(rows), "train", dtype=object)
         part[test_idx] = "test"
-        _, val_idx = train_test_split(trainval_idx, test_size=val_fraction,
-                                      stratify=rows["label"].to_numpy()[trainval_idx], random_state=seed + k)
+        with coverage.carving(rows, rows["scenario"].iat[0], "image", k, val_fraction):
+            _, val_idx = train_test_split(trainval_idx, test_size=val_fraction,
+                                          stratify=rows["label"].to_numpy()[trainval_idx], random_state=seed + k)
         part[val_idx] = "val"
         out.append(rows.assign(fold=k, part=part))
     return out
@@ -160,6 +145,8 @@ def make_splits(manifest: pd.DataFrame, params: Params) -> pd.DataFrame:
     frames = []
     for scenario in sp.scenarios:
         rows = scenario_images(manifest, scenario).assign(scenario=scenario)
+        for protocol in sp.protocols:   # every class of the scenario, for every protocol, before any fold
+            coverage.require(rows, scenario, protocol, sp.folds)
         for protocol in sp.protocols:
             for repeat in range(1, sp.repeats + 1):    # ucar: one published partition (params allow R = 1)
                 seed = params.repeat_seed(repeat)

@@ -28,6 +28,7 @@ train.optim.batch_size, split between the ranks; rank 0 validates, checkpoints a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import math
 import sys
@@ -159,7 +160,7 @@ def _fold_config(params: Params, scenario: str, model_name: str, protocol: str, 
     return {"model": model_name, "protocol": protocol, "fold": fold, "repeat": repeat, "scenario": scenario,
             "seed": params.repeat_seed(repeat),
             "optim": to_dict(tp.optim_for(model_name)), "epochs": tp.epochs_for(model_name),
-            "pretrained": tp.pretrained_for(model_name), "select_by": tp.select_by,
+            "pretrained": tp.pretrained_for(model_name) and models.has_weights(model_name), "select_by": tp.select_by,
             "class_weighting": tp.class_weighting, "label_smoothing": tp.label_smoothing,
             "augment": tp.augment, "device": device.type, "world_size": world.size, "data": data_digest,
             "code": code_digest(),
@@ -214,7 +215,8 @@ def set_up(params: Params, scenario: str, model_name: str, protocol: str, fold: 
     seed_everything(seed, device)
     names = scenarios.class_names(scenario)
     data = fold_data(splits, scenario, protocol, fold, repeat)
-    o, epochs, pretrained = tp.optim_for(model_name), tp.epochs_for(model_name), tp.pretrained_for(model_name)
+    o, epochs = tp.optim_for(model_name), tp.epochs_for(model_name)
+    pretrained = tp.pretrained_for(model_name) and models.has_weights(model_name)   # see modelcheck
     bank = ImageBank(images, device)
     channels_last = device.type == "cuda"
     config = _fold_config(params, scenario, model_name, protocol, fold, data, device, world, data_digest, repeat)
@@ -449,9 +451,10 @@ def train_and_write(job: tuple[int, int], *, params: Params, scenario: str, mode
     """One job of the stage (pipeline/foldpool.py): train `job` = (repeat, fold) and write its run
     directory (rank 0)."""
     repeat, fold = job
-    result = train_fold(params, scenario, model_name, protocol, fold, images=images, splits=splits,
-                        data_digest=data_digest, world=world, repeat=repeat,
-                        ckpt_path=layout.checkpoint_path(scenario, model_name, protocol, fold, repeat=repeat))
+    ckpt_path = layout.checkpoint_path(scenario, model_name, protocol, fold, repeat=repeat)
+    with checkpoint.fold_lock(ckpt_path) if world.main else contextlib.nullcontext():   # one trainer a fold
+        result = train_fold(params, scenario, model_name, protocol, fold, images=images, splits=splits,
+                            data_digest=data_digest, world=world, repeat=repeat, ckpt_path=ckpt_path)
     if result is None:
         return   # rank 0 writes the outputs
     result["metrics"].update(provenance)
