@@ -362,7 +362,11 @@ def predict_test_part(run: FoldRun, tp: TrainParams, ckpt_path: Path) -> dict[st
         "pretrained": run.pretrained, "world_size": run.world.size, "select_by": tp.select_by,
         **({"selection": run.selection} if run.selection else {}), "cpu": cpu.in_effect(),
         "normalization": ("the pretrained weights' per-channel mean and std" if isinstance(run.mean, torch.Tensor)
-                          else "the training part's pixel mean and std")})
+                          else "the training part's pixel mean and std"),
+        # the statistics themselves, as the batches used them (a number, or one per channel): what
+        # pipeline.predict and the deploy stage apply to new images
+        "input_mean": run.mean.flatten().tolist() if isinstance(run.mean, torch.Tensor) else run.mean,
+        "input_std": run.std.flatten().tolist() if isinstance(run.std, torch.Tensor) else run.std})
     return {"weights": run.best["state"], "history": pd.DataFrame(run.history, columns=layout.HISTORY_COLUMNS),
             "predictions": predictions, "metrics": metrics}
 
@@ -462,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
                                 ckpt_path=layout.checkpoint_path(args.scenario, args.model, args.protocol, fold))
             if result is None:
                 continue   # rank 0 writes the outputs
-            result["metrics"].update(provenance)
+            result["metrics"].update(provenance, data_source=params.data.source)
             write_outputs(layout.run_dir(args.scenario, args.model, args.protocol, fold), result)
             m = result["metrics"]
             print(f"{args.scenario} {args.model} {args.protocol} fold {fold}: test accuracy {m['accuracy']:.4f} "
