@@ -3,15 +3,15 @@
     python -m pipeline.deploy --scenario S1 --model stanet   -> reports/deploy/S1/stanet.json
 
 For every trained fold of every protocol (runs/<scenario>/<model>/<protocol>/fold-<k>, at the input
-size it was trained at; nothing is trained here):
+size it was trained at; nothing is trained here), or those of deploy.protocols and deploy.folds:
 - export to ONNX (pipeline/deployment.py, which says which exporter and why) and compare ONNX
   Runtime's probabilities with PyTorch's on the fold's test images: the largest absolute difference
   is recorded, and the stage fails (ExportError) above PARITY_TOLERANCE;
 - quantize to int8 (static, QDQ), calibrated on the fold's training part only (at most
-  CALIBRATION_IMAGES of its images, drawn with the seed), and record the test balanced accuracy of
+  deploy.calibration_images of its images, drawn with the seed), and record the test balanced accuracy of
   fp32 and int8 under ONNX Runtime, their difference in points and both file sizes; a fold losing
   more than LOSSY_POINTS is flagged (`lossy`), and the report says so.
-Latency is measured once per model, on fold 1 of the first protocol (the same network at every fold):
+Latency is measured once per model, on the first of those folds (the same network at every fold):
 batch 1 at the training input, PyTorch eager, ONNX Runtime fp32 and int8 side by side in one process,
 with profile.threads threads, profile.latency_runs runs after profile.warmup_runs; median and p90.
 
@@ -42,7 +42,6 @@ from pipeline.sysinfo import cpu_name
 
 PARITY_TOLERANCE = 1e-4      # largest |ONNX Runtime - PyTorch| probability accepted
 LOSSY_POINTS = 2.0           # int8 losing more balanced accuracy than this (points) is flagged
-CALIBRATION_IMAGES = 256     # at most this many training images calibrate the int8 ranges
 NOT_A_NETWORK = ("not exported: a feature extractor and a logistic regression fitted in closed form, not a "
                  "network; its cost is counted in its own terms by the profile stage")
 
@@ -54,7 +53,7 @@ def fold_ids(splits, protocol: str, fold: int) -> dict[str, np.ndarray]:
             for part in ("train", "test")}
 
 
-def calibration_ids(train_ids: np.ndarray, seed: int, limit: int = CALIBRATION_IMAGES) -> np.ndarray:
+def calibration_ids(train_ids: np.ndarray, seed: int, limit: int) -> np.ndarray:
     """The training images that calibrate int8: all of them, or `limit` drawn with the seed."""
     if len(train_ids) <= limit:
         return np.asarray(train_ids)
@@ -88,7 +87,7 @@ def deploy_fold(fold: deployment.Fold, images: np.ndarray, splits, params: Param
         raise ExportError(f"{fold.directory}: ONNX Runtime's probabilities differ from PyTorch's by up to {parity:.2e} "
                           f"on the fold's {len(x_test)} test images, more than the {PARITY_TOLERANCE:g} accepted; "
                           f"the export ({deployment.EXPORTER}) does not reproduce the network")
-    calib = calibration_ids(ids["train"], params.seed + fold.fold)
+    calib = calibration_ids(ids["train"], params.seed + fold.fold, params.deploy.calibration_images)
     int8 = deployment.quantize_int8(fp32, workdir / f"{fold.protocol}-{fold.fold}.int8.onnx",
                                     deployment.normalise(images[calib], fold))
     s8 = deployment.session(int8, threads)
@@ -139,8 +138,8 @@ def deploy_model(params: Params, scenario: str, model: str, runs: Path = layout.
     record = {"model": model, "scenario": scenario, "exporter": deployment.EXPORTER,
               "parity_tolerance": PARITY_TOLERANCE, "lossy_points": LOSSY_POINTS,
               "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__}}
-    stages = [layout.stage_dir(scenario, model, p, runs) for p in params.split.protocols]
-    folds = [f for d in stages for f in deployment.load_run(d, params.train.folds)]
+    stages = [layout.stage_dir(scenario, model, p, runs) for p in params.deploy.protocols or params.split.protocols]
+    folds = [f for d in stages for f in deployment.load_run(d, params.deploy.folds or params.train.folds)]
     if not folds[0].is_network:
         return {**record, "exported": False, "reason": NOT_A_NETWORK}
     if not layout.IMAGES.is_file():

@@ -57,6 +57,16 @@ def _panel_grid(fig, rows: int, cols: int):
     return fig.subplots(rows, cols, squeeze=False)
 
 
+def _log_x_panel(ax, scenario: str, xlabel: str, ylabel: str) -> None:
+    """One scenario's panel of a scatter against a log-scale x axis: labels, title, grid, margins."""
+    ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"scenario {scenario}", fontsize=10, fontweight="bold")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.margins(x=0.15, y=0.12)
+
+
 def accuracy_vs_macs(points: list[dict], path: str | Path, title: str,
                      majority: dict[tuple[str, str], float] | None = None) -> None:
     """Accuracy (mean ± sd over folds) against MACs at 3x224x224 on a log axis; marker area by params.
@@ -98,12 +108,7 @@ def accuracy_vs_macs(points: list[dict], path: str | Path, title: str,
             if sc == scenario and rate is not None:
                 ax.axhline(rate, color=colour(protocol), linestyle="--", linewidth=1, zorder=1,
                            label=f"majority-class rate, {protocol} folds ({rate:.1f}%)")
-        ax.set_xscale("log")
-        ax.set_xlabel("MACs at 3x224x224 (log scale)")
-        ax.set_ylabel("accuracy, % (mean ± sd over folds)")
-        ax.set_title(f"scenario {scenario}", fontsize=10, fontweight="bold")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.margins(x=0.15, y=0.12)
+        _log_x_panel(ax, scenario, "MACs at 3x224x224 (log scale)", "accuracy, % (mean ± sd over folds)")
     from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], marker=marker(pr), color="grey", linestyle="", markersize=8,
@@ -135,12 +140,8 @@ def latency_vs_balanced_accuracy(points: list[dict], path: str | Path, title: st
                        zorder=3)
             ax.annotate(f"{p['model']} ({p['protocol']}){' int8 LOSSY' if p['lossy'] else ''}",
                         (p["fp32_ms"], p["fp32_ba"]), textcoords="offset points", xytext=(6, 4), fontsize=7)
-        ax.set_xscale("log")
-        ax.set_xlabel("ONNX Runtime CPU latency, batch 1 at the training input, ms (median, log scale)")
-        ax.set_ylabel("test balanced accuracy, % (mean over folds)")
-        ax.set_title(f"scenario {scenario}", fontsize=10, fontweight="bold")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.margins(x=0.15, y=0.12)
+        _log_x_panel(ax, scenario, "ONNX Runtime CPU latency, batch 1 at the training input, ms (median, log scale)",
+                     "test balanced accuracy, % (mean over folds)")
     from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], marker="o", color="grey", markeredgecolor="black", linestyle="", label="fp32"),

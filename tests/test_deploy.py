@@ -45,6 +45,7 @@ def trained(tmp_path_factory) -> Path:
         raw["split"]["protocols"] = ["patient"]
         raw["data"]["source"] = "synthetic"
         raw["profile"] = {"threads": 1, "latency_runs": 30, "warmup_runs": 1}
+        raw["deploy"] = {"calibration_images": 20}
         (root / "params.yaml").write_text(yaml.safe_dump(raw))
         for model in ("stanet", "handcrafted"):
             assert train.main(["--scenario", "S1", "--model", model, "--protocol", "patient"]) == 0
@@ -128,7 +129,8 @@ def test_int8_is_calibrated_on_training_images_only(project, monkeypatch):
                         lambda fp32, out, calibration, **k: seen_inputs.append(calibration) or real_quantize(
                             fp32, out, calibration, **k))
     record = deploy.deploy_model(load(), "S1", "stanet")
-    assert len(seen_ids) == len(seen_inputs) == 2     # one calibration per fold
+    assert len(seen_ids) == len(seen_inputs) == 2     # one calibration per fold, of deploy.calibration_images
+    assert all(len(ids) == 20 for ids in seen_ids)
     for fold, ids, x in zip((1, 2), seen_ids, seen_inputs, strict=True):
         rows = splits[(splits["protocol"] == "patient") & (splits["fold"] == fold)]
         ids_of = lambda part: set(rows.loc[rows["part"] == part, "image_id"])  # noqa: E731
@@ -138,7 +140,7 @@ def test_int8_is_calibrated_on_training_images_only(project, monkeypatch):
         assert torch.equal(x, deployment.normalise(images[np.asarray(ids)], f))   # exactly those images
     assert record["exported"] and [f["fold"] for f in record["folds"]] == [1, 2]
     for f in record["folds"]:
-        assert f["calibration"]["part"] == "train" and f["calibration"]["images"] == f["calibration"]["of"]
+        assert f["calibration"]["part"] == "train" and f["calibration"]["images"] == 20 < f["calibration"]["of"]
         assert 0 <= f["parity_max_abs_diff"] <= deploy.PARITY_TOLERANCE
         assert 0 < f["int8_bytes"] < f["fp32_bytes"]
         assert f["lossy"] == (f["int8_drop_points"] > deploy.LOSSY_POINTS)

@@ -40,6 +40,9 @@ def test_repository_params_and_profiles_are_valid():
     ({"train": {"overrides": {"vgg99": {"lr": 0.1}}}}, "train.overrides.vgg99"),
     ({"train": {"overrides": {"dual_vgg": {"batch_size": 0}}}}, "train.overrides.dual_vgg.batch_size: 0"),
     ({"profile": {"latency_runs": 5}}, "profile.latency_runs: 5"),
+    ({"deploy": {"folds": [9]}}, "deploy.folds: [9] are not in train.folds"),
+    ({"deploy": {"protocols": ["ucar"]}}, "deploy.protocols: ['ucar'] are not in split.protocols"),
+    ({"deploy": {"calibration_images": 0}}, "deploy.calibration_images: 0"),
     ({"seed": -1}, "seed: -1"),
 ])
 def test_bad_params_are_refused_naming_the_key(raw, message):
