@@ -97,7 +97,7 @@ def section(records: dict[tuple[str, str], dict], complexity: dict[str, dict], l
             f"fails above {r['parity_tolerance']:g}); int8: ONNX Runtime static quantization (QDQ), calibrated on "
             f"the fold's training part only. Latency: one image (batch 1) at the training input, on "
             f"{r['latency']['cpu']} with {r['latency']['threads']} thread(s), PyTorch eager and ONNX Runtime "
-            f"measured side by side in one process on fold 1 of the first protocol; MACs at the same input "
+            f"measured side by side in one process on the first deployed fold; MACs at the same input "
             f"(profile stage). Per-fold figures: reports/deploy/. A model whose int8 version loses more than "
             f"{r['lossy_points']:g} points of balanced accuracy on a fold is named below the table.", "",
             markdown(records, complexity, labels), ""]
