@@ -1,7 +1,8 @@
 """Report stage: comparison tables, figures and reports/README.md from the evaluated runs.
 
 Reads reports/metrics.json and reports/per_fold.csv (evaluate), reports/complexity/<model>.json
-(profile) and the runs' history.csv, predictions.csv and metrics.json (train). Writes
+(profile), reports/deploy/<scenario>/<model>.json (deploy) and the runs' history.csv, predictions.csv
+and metrics.json (train). Writes
 reports/comparison.{csv,md}, reports/figures/*.png and reports/README.md. Every number in the
 text is read from those files; the only constants are the published figures in pipeline/paper.py.
 """

@@ -239,3 +239,24 @@ def test_predict_refusal_is_one_line_and_exit_code_2(project):
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [done.stderr.strip()] and "missing.png" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+# ---- the report's deployment table ------------------------------------------------------------------
+
+def test_report_table_names_a_lossy_model_and_why_handcrafted_is_absent(tmp_path):
+    from pipeline import deployreport
+    from tests.fixture_runs import write_fixture
+
+    write_fixture(tmp_path, models=("stanet", "resnet18"))
+    records = deployreport.load(["S1"], ["stanet", "resnet18"], tmp_path / "reports" / "deploy")
+    records[("S1", "handcrafted")] = {"exported": False, "reason": deploy.NOT_A_NETWORK}
+    text = "\n".join(deployreport.section(records, {}, {"resnet18": "ResNet-18"}))
+    assert "**int8 costs ResNet-18 accuracy** (S1, patient): up to 10.0 points" in text
+    assert "int8 costs STANet" not in text and "stanet" in text
+    assert deploy.NOT_A_NETWORK in text
+    row = deployreport.columns(records[("S1", "stanet")], "patient")
+    assert row["ort_int8_latency_batch1_ms"] == records[("S1", "stanet")]["latency"]["ort_int8"]["median_ms"]
+    assert row["int8_lossy"] is False and deployreport.columns(records[("S1", "resnet18")], "image")["int8_lossy"]
+    assert set(deployreport.columns(records[("S1", "handcrafted")], "patient").values()) == {None}
+    with pytest.raises(DataError, match=r"python -m pipeline.deploy --scenario S1 --model mobilenet"):
+        deployreport.load(["S1"], ["mobilenet"], tmp_path / "reports" / "deploy")
