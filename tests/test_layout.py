@@ -67,6 +67,11 @@ NOT_TRAINING = {"pipeline/paper.py", "pipeline/findings.py", "pipeline/report.py
 def test_training_does_not_depend_on_the_report_code():
     train = set(codedeps.closure("pipeline.train"))
     assert not train & NOT_TRAINING, sorted(train & NOT_TRAINING)
+    # nor on the deployment code: editing it reruns deploy and report, never a train stage
+    assert not train & {"pipeline/deploy.py", "pipeline/deployment.py", "pipeline/deployreport.py",
+                        "pipeline/predict.py"}, sorted(train)
+    train_stage = _stages()["train"]
+    assert not [d for d in train_stage["deps"] if "deploy" in d] and "deploy" not in train_stage["params"]
 
 
 def _import_graph() -> dict[str, set[str]]:
