@@ -30,8 +30,9 @@ from pipeline.atomic import atomic_write_text
 from pipeline.cli import run_stage
 from pipeline.errors import DataError
 from pipeline.imageio import FORMATS
+from pipeline.manifests import read_folder
 from pipeline.params import DataParams
-from pipeline.sources import load_images, read_folder
+from pipeline.sources import load_images
 
 SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")   # the files of FORMATS a folder is searched for
 
