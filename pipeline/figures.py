@@ -133,10 +133,10 @@ def latency_vs_balanced_accuracy(points: list[dict], path: str | Path, title: st
     colors = _model_colors(list(dict.fromkeys(p["model"] for p in points)))
     for ax, scenario in zip(axes, scenarios, strict=True):
         for p in (q for q in points if q["scenario"] == scenario):
-            c, marker = colors[p["model"]], PROTOCOL_MARKERS.get(p["protocol"], "o")
+            c, shape = colors[p["model"]], marker(p["protocol"])
             ax.plot([p["fp32_ms"], p["int8_ms"]], [p["fp32_ba"], p["int8_ba"]], color=c, linewidth=1, alpha=0.7)
-            ax.scatter(p["fp32_ms"], p["fp32_ba"], color=c, edgecolor="black", marker=marker, s=60, zorder=3)
-            ax.scatter(p["int8_ms"], p["int8_ba"], color="white", edgecolor=c, linewidths=2, marker=marker, s=60,
+            ax.scatter(p["fp32_ms"], p["fp32_ba"], color=c, edgecolor="black", marker=shape, s=60, zorder=3)
+            ax.scatter(p["int8_ms"], p["int8_ba"], color="white", edgecolor=c, linewidths=2, marker=shape, s=60,
                        zorder=3)
             ax.annotate(f"{p['model']} ({p['protocol']}){' int8 LOSSY' if p['lossy'] else ''}",
                         (p["fp32_ms"], p["fp32_ba"]), textcoords="offset points", xytext=(6, 4), fontsize=7)
@@ -146,7 +146,7 @@ def latency_vs_balanced_accuracy(points: list[dict], path: str | Path, title: st
 
     handles = [Line2D([], [], marker="o", color="grey", markeredgecolor="black", linestyle="", label="fp32"),
                Line2D([], [], marker="o", color="white", markeredgecolor="grey", linestyle="", label="int8 (QDQ)")]
-    handles += [Line2D([], [], marker=PROTOCOL_MARKERS.get(pr, "o"), color="grey", linestyle="",
+    handles += [Line2D([], [], marker=marker(pr), color="grey", linestyle="",
                        label=f"{pr} protocol") for pr in dict.fromkeys(p["protocol"] for p in points)]
     handles += [Line2D([], [], marker="o", color=colors[m], linestyle="",
                        label=f"{m}: {next(p['label'] for p in points if p['model'] == m)}") for m in colors]
