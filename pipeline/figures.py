@@ -8,7 +8,7 @@ display backend is involved.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -57,6 +57,16 @@ def _panel_grid(fig, rows: int, cols: int):
     return fig.subplots(rows, cols, squeeze=False)
 
 
+def _log_x_panel(ax, scenario: str, xlabel: str, ylabel: str) -> None:
+    """One scenario's panel of a scatter against a log-scale x axis: labels, title, grid, margins."""
+    ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"scenario {scenario}", fontsize=10, fontweight="bold")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.margins(x=0.15, y=0.12)
+
+
 def accuracy_vs_macs(points: list[dict], path: str | Path, title: str,
                      majority: dict[tuple[str, str], float] | None = None) -> None:
     """Accuracy (mean ± sd over folds) against MACs at 3x224x224 on a log axis; marker area by params.
@@ -98,12 +108,7 @@ def accuracy_vs_macs(points: list[dict], path: str | Path, title: str,
             if sc == scenario and rate is not None:
                 ax.axhline(rate, color=colour(protocol), linestyle="--", linewidth=1, zorder=1,
                            label=f"majority-class rate, {protocol} folds ({rate:.1f}%)")
-        ax.set_xscale("log")
-        ax.set_xlabel("MACs at 3x224x224 (log scale)")
-        ax.set_ylabel("accuracy, % (mean ± sd over folds)")
-        ax.set_title(f"scenario {scenario}", fontsize=10, fontweight="bold")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.margins(x=0.15, y=0.12)
+        _log_x_panel(ax, scenario, "MACs at 3x224x224 (log scale)", "accuracy, % (mean ± sd over folds)")
     from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], marker=marker(pr), color="grey", linestyle="", markersize=8,
@@ -113,6 +118,38 @@ def accuracy_vs_macs(points: list[dict], path: str | Path, title: str,
                        label=f"majority-class rate, {pr} folds") for pr in dict.fromkeys(pr for _, pr in majority or {})]
     handles += [Line2D([], [], marker="o", color=colors[m], linestyle="", markersize=7,
                        label=f"{m}: {next(p['label'] for p in points if p['model'] == m)}") for m in models]
+    axes[-1].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7, borderaxespad=0)
+    _title(fig, title)
+    _save(fig, path)
+
+
+def latency_vs_balanced_accuracy(points: list[dict], path: str | Path, title: str) -> None:
+    """ONNX Runtime batch-1 latency (log scale) against test balanced accuracy, fp32 (filled) and int8
+    (hollow) joined by a line, one panel per scenario; marker shape: protocol. Each point: scenario,
+    model, label, protocol, fp32_ms, int8_ms, fp32_ba, int8_ba (%), lossy (int8 loses > the threshold)."""
+    scenarios = list(dict.fromkeys(p["scenario"] for p in points)) or ["none"]
+    fig = _figure(7.0 * len(scenarios) + 4.0, 5.5)
+    axes = _panel_grid(fig, 1, len(scenarios))[0]
+    colors = _model_colors(list(dict.fromkeys(p["model"] for p in points)))
+    for ax, scenario in zip(axes, scenarios, strict=True):
+        for p in (q for q in points if q["scenario"] == scenario):
+            c, shape = colors[p["model"]], marker(p["protocol"])
+            ax.plot([p["fp32_ms"], p["int8_ms"]], [p["fp32_ba"], p["int8_ba"]], color=c, linewidth=1, alpha=0.7)
+            ax.scatter(p["fp32_ms"], p["fp32_ba"], color=c, edgecolor="black", marker=shape, s=60, zorder=3)
+            ax.scatter(p["int8_ms"], p["int8_ba"], color="white", edgecolor=c, linewidths=2, marker=shape, s=60,
+                       zorder=3)
+            ax.annotate(f"{p['model']} ({p['protocol']}){' int8 LOSSY' if p['lossy'] else ''}",
+                        (p["fp32_ms"], p["fp32_ba"]), textcoords="offset points", xytext=(6, 4), fontsize=7)
+        _log_x_panel(ax, scenario, "ONNX Runtime CPU latency, batch 1 at the training input, ms (median, log scale)",
+                     "test balanced accuracy, % (mean over folds)")
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], marker="o", color="grey", markeredgecolor="black", linestyle="", label="fp32"),
+               Line2D([], [], marker="o", color="white", markeredgecolor="grey", linestyle="", label="int8 (QDQ)")]
+    handles += [Line2D([], [], marker=marker(pr), color="grey", linestyle="",
+                       label=f"{pr} protocol") for pr in dict.fromkeys(p["protocol"] for p in points)]
+    handles += [Line2D([], [], marker="o", color=colors[m], linestyle="",
+                       label=f"{m}: {next(p['label'] for p in points if p['model'] == m)}") for m in colors]
     axes[-1].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7, borderaxespad=0)
     _title(fig, title)
     _save(fig, path)
@@ -342,6 +379,7 @@ class ReportInputs:
     runs: dict                          # (scenario, model, protocol, fold) -> {"meta", "history", "predictions"}
     labels: dict[str, str]              # model -> display name
     context: str                        # data source, scenarios, protocols and input size, for titles
+    deploy: dict = field(default_factory=dict)   # (scenario, model) -> reports/deploy/<scenario>/<model>.json
 
     @property
     def meta(self) -> dict:
@@ -414,6 +452,16 @@ def _draw_roc_curves(x: ReportInputs, path: Path) -> None:
                f"ROC curves, test predictions pooled over folds {folds}\n{x.context}")
 
 
+def _draw_latency_vs_balanced_accuracy(x: ReportInputs, path: Path) -> None:
+    points = [{"scenario": s, "model": m, "label": x.labels.get(m, m), "protocol": protocol,
+               "fp32_ms": r["latency"]["ort_fp32"]["median_ms"], "int8_ms": r["latency"]["ort_int8"]["median_ms"],
+               "fp32_ba": 100 * b["fp32_balanced_accuracy_mean"], "int8_ba": 100 * b["int8_balanced_accuracy_mean"],
+               "lossy": bool(b["lossy_folds"])}
+              for (s, m), r in x.deploy.items() if r["exported"] for protocol, b in r["by_protocol"].items()]
+    latency_vs_balanced_accuracy(points, path,
+                                 f"Deployed: ONNX Runtime batch-1 latency vs balanced accuracy, fp32 and int8\n{x.context}")
+
+
 @dataclass(frozen=True)
 class FigureSpec:
     """One figure: its file under reports/figures/, its caption, the stage that draws it and how."""
@@ -442,6 +490,10 @@ FIGURES: tuple[FigureSpec, ...] = (
                "(rows) and protocol (columns).", "report", _draw_roc_curves),
     FigureSpec("training_curves.png", "Validation accuracy and training loss by epoch, mean over folds, one row per "
                "scenario and protocol; a marker per epoch.", "report", _draw_training_curves),
+    FigureSpec("latency_vs_balanced_accuracy.png", "As deployed: ONNX Runtime CPU latency of one image at the "
+               "training input (log scale) against test balanced accuracy, fp32 (filled) and int8 (hollow) joined "
+               "by a line, one panel per scenario; marker shape: protocol; handcrafted is not exported.", "report",
+               _draw_latency_vs_balanced_accuracy),
     FigureSpec("cohort_examples.png", "One example image per diagnosis (rows) and muscle (columns), at the input "
                "size the models see.", "prepare", _draw_cohort),
 )

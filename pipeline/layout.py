@@ -31,6 +31,8 @@ COMPLEXITY_DIR = REPORTS / "complexity"
 FIGURES_DIR = REPORTS / "figures"
 METRICS = REPORTS / "metrics.json"
 PER_FOLD = REPORTS / "per_fold.csv"
+# deploy: one record per scenario and model (ONNX parity, int8 accuracy, ONNX Runtime latency)
+DEPLOY_DIR = REPORTS / "deploy"
 
 
 def splits_path(scenario: str, directory: str | Path = SPLITS_DIR) -> Path:
@@ -83,6 +85,16 @@ def complexity_path(model: str, directory: str | Path = COMPLEXITY_DIR) -> Path:
 def profile_command(model: str) -> str:
     """The command that (re)makes one model's complexity record."""
     return f"python -m pipeline.profile --model {model}"
+
+
+def deploy_path(scenario: str, model: str, directory: str | Path = DEPLOY_DIR) -> Path:
+    """reports/deploy/<scenario>/<model>.json, written by the deploy stage."""
+    return Path(directory) / scenario / f"{model}.json"
+
+
+def deploy_command(scenario: str, model: str) -> str:
+    """The command that (re)makes one deploy record; dvc.yaml's deploy stage runs the same."""
+    return f"python -m pipeline.deploy --scenario {scenario} --model {model}"
 
 
 def prob_columns(class_names: Sequence[str]) -> list[str]:

@@ -233,6 +233,21 @@ class PrimaryParams:
 
 
 @dataclass(frozen=True)
+class DeployParams:
+    """The deploy stage: which trained folds it exports, checks and quantizes, and the int8 calibration."""
+    protocols: tuple[str, ...] = ()   # a subset of split.protocols; empty: all of them
+    folds: tuple[int, ...] = ()       # a subset of train.folds; empty: all of them (latency: the first listed)
+    calibration_images: int = 64      # at most this many of a fold's training images calibrate int8
+
+    def validate(self, key: str) -> None:
+        _require(len(set(self.protocols)) == len(self.protocols), f"{key}.protocols", list(self.protocols),
+                 "a list without repeats")
+        _require(len(set(self.folds)) == len(self.folds), f"{key}.folds", list(self.folds), "a list without repeats")
+        _require(1 <= self.calibration_images <= 100_000, f"{key}.calibration_images", self.calibration_images,
+                 "an integer in 1..100000")
+
+
+@dataclass(frozen=True)
 class EvaluateParams:
     reference_model: str = PROPOSED_MODEL   # the model every other one is compared against
     bootstrap: int = 2000             # resamples for the paired bootstrap
@@ -282,6 +297,7 @@ class Params:
     split: SplitParams = field(default_factory=SplitParams)
     train: TrainParams = field(default_factory=TrainParams)
     profile: ProfileParams = field(default_factory=ProfileParams)
+    deploy: DeployParams = field(default_factory=DeployParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     check: CheckParams = field(default_factory=CheckParams)
     runtime: RuntimeParams = field(default_factory=RuntimeParams)
@@ -293,6 +309,7 @@ class Params:
         self.split.validate("split")
         self.train.validate("train")
         self.profile.validate("profile")
+        self.deploy.validate("deploy")
         self.evaluate.validate("evaluate")
         self.check.validate("check")
         if "ucar" in self.split.protocols and self.split.folds != UCAR_PUBLISHED_FOLDS:
@@ -302,6 +319,11 @@ class Params:
         if bad:
             raise ParamsError(f"train.folds: {bad} exceed split.folds={self.split.folds}; "
                               f"accepted: fold numbers in 1..{self.split.folds}")
+        for name, chosen, of, where in (("protocols", self.deploy.protocols, self.split.protocols, "split.protocols"),
+                                        ("folds", self.deploy.folds, self.train.folds, "train.folds")):
+            if set(chosen) - set(of):
+                raise ParamsError(f"deploy.{name}: {sorted(set(chosen) - set(of))} are not in {where} {list(of)}; "
+                                  f"accepted: a subset of {where}, or [] for all of them")
         if self.evaluate.reference_model not in self.train.models:
             raise ParamsError(f"evaluate.reference_model: {self.evaluate.reference_model!r} is not in "
                               f"train.models {list(self.train.models)}")

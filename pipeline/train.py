@@ -379,7 +379,11 @@ def predict_test_part(run: FoldRun, tp: TrainParams, ckpt_path: Path) -> dict[st
         "pretrained": run.pretrained, "world_size": run.world.size, "select_by": tp.select_by,
         **({"selection": run.selection} if run.selection else {}), "cpu": cpu.in_effect(),
         "normalization": ("the pretrained weights' per-channel mean and std" if isinstance(run.mean, torch.Tensor)
-                          else "the training part's pixel mean and std")})
+                          else "the training part's pixel mean and std"),
+        # the statistics themselves, as the batches used them (a number, or one per channel): what
+        # pipeline.predict and the deploy stage apply to new images
+        "input_mean": run.mean.flatten().tolist() if isinstance(run.mean, torch.Tensor) else run.mean,
+        "input_std": run.std.flatten().tolist() if isinstance(run.std, torch.Tensor) else run.std})
     return {"weights": run.best["state"], "history": pd.DataFrame(run.history, columns=layout.HISTORY_COLUMNS),
             "predictions": predictions, "metrics": metrics}
 
@@ -502,7 +506,7 @@ def main(argv: list[str] | None = None) -> int:
     device = world.device(select_device(params.train.device))
     work = functools.partial(train_and_write, params=params, scenario=args.scenario, model_name=args.model,
                              protocol=args.protocol, images=images, splits=splits, data_digest=data_digest,
-                             provenance={**provenance, "fold_workers": workers}, world=world)
+                             provenance={**provenance, "fold_workers": workers, "data_source": params.data.source}, world=world)
     with distributed.process_group(world, device):
         foldpool.run(jobs, work, workers, foldpool.start_method(device.type),
                      describe=lambda job: f"{args.scenario}/{args.model}/{args.protocol}/"

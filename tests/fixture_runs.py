@@ -103,6 +103,7 @@ def write_fixture(root: str | Path, models=("stanet", "dual_vgg", "resnet18"), p
                                protocol, k, test, names, len(cohort), epochs, rng, constant=model in constant_models,
                                repeat=repeat)
     _write_complexity(root, models, scenarios)
+    _write_deploy(root, models, scenarios, protocols)
     return root
 
 
@@ -157,3 +158,24 @@ def _write_complexity(root: Path, models, scenarios) -> None:
         out = root / "reports" / "complexity" / f"{model}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(c, indent=2))
+
+
+def _write_deploy(root: Path, models, scenarios, protocols) -> None:
+    """reports/deploy/<scenario>/<model>.json as the deploy stage writes it (made-up figures)."""
+    for scenario in scenarios:
+        for model in models:
+            n_params, macs = FAKE_COMPLEXITY.get(model, (1_000_000, 100_000_000))
+            lat = lambda ms: {"median_ms": ms, "p90_ms": 1.2 * ms, "runs": 30, "warmup": 3}  # noqa: E731
+            by = {p: {"folds": 3, "parity_max_abs_diff": 2e-7, "fp32_bytes": 4 * n_params, "int8_bytes": n_params,
+                      "fp32_balanced_accuracy_mean": 0.8, "int8_balanced_accuracy_mean": 0.79 if model != "resnet18"
+                      else 0.7, "int8_drop_points_max": 1.0 if model != "resnet18" else 10.0,
+                      "lossy_folds": [] if model != "resnet18" else [2]} for p in protocols}
+            record = {"model": model, "scenario": scenario, "exported": True, "exporter": "fixture exporter",
+                      "parity_tolerance": 1e-4, "lossy_points": 2.0, "versions": {"torch": "x", "onnxruntime": "x"},
+                      "input": [1, 32, 32], "folds": [], "by_protocol": by,
+                      "latency": {"batch": 1, "input": [1, 32, 32], "threads": 2, "cpu": "fixture CPU",
+                                  "torch_eager": lat(macs / 1e9 + 0.5), "ort_fp32": lat(macs / 2e9 + 0.2),
+                                  "ort_int8": lat(macs / 4e9 + 0.1)}}
+            out = root / "reports" / "deploy" / scenario / f"{model}.json"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(record, indent=2))

@@ -72,6 +72,13 @@ def test_repro_writes_every_report(project):
     assert len(figures) >= 5, figures
     readme = (work / "reports/README.md").read_text()
     assert "synthetic" in readme.lower() and "S1" in readme
+    # the deployment figures: STANet's ONNX Runtime int8 batch-1 latency measured, table and figure in the report
+    record = json.loads((work / "reports/deploy/S1/stanet.json").read_text())
+    assert record["exported"] and record["latency"]["ort_int8"]["median_ms"] > 0
+    assert "## Deployment: ONNX Runtime" in readme and "latency_vs_balanced_accuracy.png" in figures
+    with open(work / "reports/comparison.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert all(float(r["ort_int8_latency_batch1_ms"]) > 0 for r in rows if r["protocol"] == "patient")
 
 
 @pytest.mark.slow
