@@ -4,19 +4,20 @@
 # matter, as another machine would give them (other rounding, another training trajectory), then
 #   python -m pipeline.check --update --calibration <run 1's metrics.json> --calibration <run 2's>
 #
-#   1. another thread count (THREADS, default 1; the demo pins 2);
+#   1. another thread count per fold (THREADS, default 2, with the folds one after another; the demo
+#      runs 2 folds side by side on 1 thread each);
 #   2. the CPU code paths of an x86-64 machine without AVX2 (PyTorch's default kernels, oneDNN, MKL
 #      and numpy at AVX, OpenBLAS's Sandy Bridge kernels): what runtime.cpu_isa: avx2 cannot pin on
 #      such a machine, or on a runner that sets these variables itself. Measured on the demo: it
 #      moved dual_vgg_bn's patient-protocol accuracy by 6.5 points where the thread count moved it 1.
 #
-#   bash scripts/calibrate_baseline.sh [THREADS]
+#   bash scripts/calibrate_baseline.sh [THREADS]   # THREADS: torch threads of each fold in the calibration run
 #
 # Run it after `dvc repro`, from the project root, and commit reports/baseline.json. Each copy reuses
 # data/ and the DVC cache, so only the train stages and those after them run again: on the 2-core
 # demo machine about 17 and 19 minutes.
 set -euo pipefail
-threads=${1:-1}
+threads=${1:-2}
 root=$(pwd)
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
@@ -27,7 +28,7 @@ copy() {   # a scratch copy of the project without the environment and checkpoin
 }
 
 copy threads
-printf 'train:\n  threads: %s\n' "$threads" > "$scratch/threads/calibration-threads.yaml"
+printf 'train:\n  threads: %s\n  parallel_folds: 1\n' "$threads" > "$scratch/threads/calibration-threads.yaml"
 (cd "$scratch/threads" && python -m pipeline.params apply calibration-threads.yaml > /dev/null && dvc repro --quiet)
 
 copy avx
