@@ -25,7 +25,7 @@ import yaml
 
 from pipeline.atomic import atomic_write_text
 from pipeline.errors import PipelineError
-from pipeline.roster import DEFAULT_MODELS, PROPOSED_MODEL
+from pipeline.roster import DEFAULT_MODELS, PROPOSED_MODEL, STAND_INS
 
 PARAMS_FILE = Path("params.yaml")
 
@@ -149,7 +149,12 @@ class TrainParams:
         _require(self.threads >= 0, f"{key}.threads", self.threads, "an integer >= 0")
         self.optim.validate(f"{key}.optim")
         for name, o in self.overrides.items():
-            _require(name in self.models, f"{key}.overrides.{name}", name, f"one of train.models {list(self.models)}")
+            if name not in self.models:
+                # a recipe for a model the user took out of train.models (shrinking a profile) is ignored;
+                # a name that is no model at all (a typo) is refused
+                _require(_is_model_name(name), f"{key}.overrides.{name}", name,
+                         f"one of train.models {list(self.models)}, or another registered model (ignored)")
+                _note(f"{key}.overrides.{name}: ignored, {name!r} is not in train.models {list(self.models)}")
             o.validate(f"{key}.overrides.{name}")
 
     def optim_for(self, model: str) -> OptimParams:
@@ -246,6 +251,22 @@ class Params:
         if self.evaluate.reference_model not in self.train.models:
             raise ParamsError(f"evaluate.reference_model: {self.evaluate.reference_model!r} is not in "
                               f"train.models {list(self.train.models)}")
+
+
+def _is_model_name(name: str) -> bool:
+    """Whether `name` is a model the benchmark can build: the project's roster or a timm model name
+    (timm is imported only here, for an override outside train.models; models/ itself is not imported,
+    so that every stage's code deps stay what they are)."""
+    if name in DEFAULT_MODELS or name in STAND_INS:
+        return True
+    import timm
+
+    return timm.is_model(name)
+
+
+def _note(message: str) -> None:
+    """A note on stderr: something in params.yaml is accepted but has no effect."""
+    print(f"note: {message}", file=sys.stderr)
 
 
 def _require(ok: bool, key: str, value: Any, accepted: str) -> None:
