@@ -23,7 +23,8 @@ DRY=${GPU_CHECK_DRY_RUN:-0}
 if [ "${1:-}" = "--cpu-dry-run" ]; then DRY=1; shift; fi
 OUT_DIR=$(mkdir -p "${1:?usage: gpu_check.sh [--cpu-dry-run] OUTDIR}" && cd "$1" && pwd)
 REPO=$(cd "$(dirname "$0")/.." && pwd)
-BUDGET=${GPU_CHECK_BUDGET_S:-420}   # stop starting new training runs after this many seconds
+# stop starting new training runs after this many seconds (a lent GPU's lease; a loaded CPU's dry run)
+BUDGET=${GPU_CHECK_BUDGET_S:-$([ "$DRY" = 1 ] && echo 1800 || echo 420)}
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 MPLBACKEND=Agg
 if compgen -G "$REPO/.whl/*.whl" >/dev/null && ! python3 -c "import thop" 2>/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
