@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from test_paper_profile import child_cpu_seconds
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -33,10 +35,10 @@ def test_gpu_check_dry_run_runs_offline_to_the_end_and_times_dual_vgg(tmp_path):
            "HF_HOME": str(hf_home), "HF_HUB_CACHE": str(hf_home / "hub"), "HF_HUB_OFFLINE": "1",
            "OMP_NUM_THREADS": "1", "PYTHONPATH": ""}
     out = tmp_path / "out"
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), child_cpu_seconds()
     proc = subprocess.run(["bash", str(clone / "benchmarks/gpu_check.sh"), "--cpu-dry-run", str(out)],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1500)
-    print(f"gpu_check.sh --cpu-dry-run: {time.perf_counter() - start:.0f} s")
+    print(f"gpu_check.sh --cpu-dry-run: {time.perf_counter() - start:.0f} s wall, {child_cpu_seconds() - cpu:.0f} s CPU")
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-6000:]
     assert "== done in" in log and "CPU dry run" in log
