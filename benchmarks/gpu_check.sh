@@ -125,7 +125,7 @@ print("skipped or failed: " + (", ".join(f"{r['stage']} {r['model']} fold {r['fo
 PY
 if [ "$DRY" = 1 ]; then
   echo "skipped by the dry run: nvidia-smi and CUDA; 224x224 input; $(python3 -c "
-from pipeline.paper import DEFAULT_MODELS
+from pipeline.roster import DEFAULT_MODELS
 print(', '.join(m for m in DEFAULT_MODELS if m not in '$MODELS'.split()) or 'no models')") (only $MODELS were run); folds other than $FOLDS"
 fi
 echo "== done in $(elapsed)s"
