@@ -28,7 +28,8 @@ def test_gpu_check_dry_run_runs_offline_to_the_end_and_times_dual_vgg(tmp_path):
     clone.mkdir()
     for name in ("pipeline", "models", "benchmarks", "profiles"):
         shutil.copytree(ROOT / name, clone / name, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "params.yaml", clone / "params.yaml")
+    for name in ("params.yaml", "dvc.yaml"):   # train hashes the code deps dvc.yaml declares
+        shutil.copy(ROOT / name, clone / name)
     hf_home = tmp_path / "empty-hf-cache"
     hf_home.mkdir()
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
