@@ -78,7 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3, help="repeats of the cross-validation (split.repeats)")
     ap.add_argument("--dvc-overhead-s", type=float, default=1.0)
     ap.add_argument("--json")
+    ap.add_argument("--note", action="append", default=[], metavar="KEY=TEXT",
+                    help="a note kept in the JSON's notes (e.g. how a model was run), repeatable")
     args = ap.parse_args(argv)
+    notes = dict(item.split("=", 1) for item in args.note)
     if args.throughput:
         import yaml
 
@@ -103,6 +106,10 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("give timings.csv (from benchmarks/gpu_check.sh) or --throughput")
     result = project(pd.read_csv(args.timings), args.folds, args.protocols, args.dvc_overhead_s, args.scenarios,
                      args.repeats)
+    if notes:
+        result["notes"] = notes
+        for key, text in notes.items():
+            print(f"note, {key}: {text}")
     for model, s in result["per_model_fold_seconds"].items():
         print(f"{model:24s} {s:8.1f} s per fold  x {result['runs_per_model']} = {s * result['runs_per_model']:8.1f} s")
     print(f"other stages {result['other_stages_seconds']} s; dvc bookkeeping {args.dvc_overhead_s} s x {result['stages']} stages")

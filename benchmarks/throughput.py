@@ -31,6 +31,7 @@ import torch  # noqa: E402
 
 import models  # noqa: E402
 from pipeline.batches import Augment, BatchStream, ImageBank  # noqa: E402
+from pipeline.accel import for_device  # noqa: E402
 from pipeline.params import OptimParams, load  # noqa: E402
 from pipeline.recipe import make_optimizer, make_step, seed_everything  # noqa: E402
 
@@ -55,7 +56,8 @@ def bench_model(name: str, device: torch.device, input_size: tuple[int, int, int
                 optim: OptimParams, steps: int, warmup: int, rounds: int, bank_images: int, compile_: bool) -> dict:
     """Ceiling and pipeline throughput of one model; returns the figures."""
     seed_everything(0, device)
-    channels_last = device.type == "cuda"
+    acc = for_device(device, compile_)   # the train stage's CUDA-path settings (pipeline/accel.py)
+    channels_last = acc.channels_last
     model = models.create_model(name, num_classes=classes, in_chans=input_size[0]).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -97,7 +99,7 @@ def bench_model(name: str, device: torch.device, input_size: tuple[int, int, int
         b.append(timed(pipeline_step, steps, batch, device))
     ceiling, pipe = statistics.median(a), statistics.median(b)
     return {"model": name, "device": device.type, "batch_size": batch, "input": list(input_size),
-            "compiled": compile_, "ceiling_img_s": round(ceiling, 1), "pipeline_img_s": round(pipe, 1),
+            "compiled": compile_, "accel": acc.describe(), "ceiling_img_s": round(ceiling, 1), "pipeline_img_s": round(pipe, 1),
             "ratio": round(pipe / ceiling, 3), "rounds": rounds, "steps_per_round": steps,
             "ceiling_rounds": [round(v, 1) for v in a], "pipeline_rounds": [round(v, 1) for v in b]}
 

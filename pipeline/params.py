@@ -26,7 +26,7 @@ import yaml
 from pipeline import yamlio
 from pipeline.atomic import atomic_write_text
 from pipeline.errors import PipelineError
-from pipeline.roster import COMPUTE_REFERENCE, DEFAULT_MODELS, PROPOSED_MODEL
+from pipeline.roster import COMPUTE_REFERENCE, DEFAULT_MODELS, PROPOSED_MODEL, STAND_INS
 
 PARAMS_FILE = Path("params.yaml")
 
@@ -178,7 +178,12 @@ class TrainParams:
                      f"or parallel_folds: 1)")
         self.optim.validate(f"{key}.optim")
         for name, o in self.overrides.items():
-            _require(name in self.models, f"{key}.overrides.{name}", name, f"one of train.models {list(self.models)}")
+            if name not in self.models:
+                # a recipe for a model the user took out of train.models (shrinking a profile) is ignored;
+                # a name that is no model at all (a typo) is refused
+                _require(_is_model_name(name), f"{key}.overrides.{name}", name,
+                         f"one of train.models {list(self.models)}, or another registered model (ignored)")
+                _note(f"{key}.overrides.{name}: ignored, {name!r} is not in train.models {list(self.models)}")
             o.validate(f"{key}.overrides.{name}")
         for name in self.models:   # the cross-key rule: a warm-up longer than training never reaches the set lr
             o, epochs = self.optim_for(name), self.epochs_for(name)
@@ -347,6 +352,22 @@ class Params:
         import numpy as np
 
         return int(np.random.SeedSequence([self.seed, repeat]).generate_state(1)[0])
+
+
+def _is_model_name(name: str) -> bool:
+    """Whether `name` is a model the benchmark can build: the project's roster or a timm model name
+    (timm is imported only here, for an override outside train.models; models/ itself is not imported,
+    so that every stage's code deps stay what they are)."""
+    if name in DEFAULT_MODELS or name in STAND_INS:
+        return True
+    import timm
+
+    return timm.is_model(name)
+
+
+def _note(message: str) -> None:
+    """A note on stderr: something in params.yaml is accepted but has no effect."""
+    print(f"note: {message}", file=sys.stderr)
 
 
 def _require(ok: bool, key: str, value: Any, accepted: str) -> None:

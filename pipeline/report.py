@@ -407,7 +407,8 @@ def main(argv: list[str] | None = None) -> int:
     comparison_md = comparison_markdown(rows)
     ablations = ablation_rows(r)
     ablation_md = ablation_markdown(ablations, labels) if ablations else ""
-    paper_md = paper_markdown(paper.beside_this_run(r, complexity, source.caveat))
+    # the profile's name says what the data were (a stand-in's says so: tests/test_paper_profile.py's ucar fixture)
+    paper_md = f"This run: {params.profile_name}.\n\n" + paper_markdown(paper.beside_this_run(r, complexity, source.caveat))
     context = context_line(params, r)
     with atomic_outputs() as out:      # every output replaced together, or none
         out.path(reports / "comparison.csv").write_text(

@@ -42,7 +42,7 @@ import pandas as pd
 import torch
 
 import models
-from pipeline import checkpoint, cpu, distributed, fingerprints, foldpool, layout, scenarios
+from pipeline import accel, checkpoint, cpu, distributed, fingerprints, foldpool, layout, scenarios
 from pipeline.atomic import atomic_path, ensure_writable, torch_bytes, write_bytes_to
 from pipeline.batches import Augment, BatchStream, ImageBank, eval_batches
 from pipeline.cli import run_stage
@@ -167,7 +167,8 @@ def _fold_config(params: Params, scenario: str, model_name: str, protocol: str, 
             # the thread count and CPU code paths change the rounding, so the trajectory: not reusable
             "threads": torch.get_num_threads(), "cpu": cpu.in_effect(),
             "split": checkpoint.fingerprint({"ids": [data.train_ids.tolist(), data.val_ids.tolist(),
-                                                     data.test["image_id"].tolist()]})}
+                                                     data.test["image_id"].tolist()]}),
+            **({"accel": acc.describe()} if (acc := accel.for_device(device, tp.compile)).forced else {})}
 
 
 def _build_model(model_name: str, n_classes: int, in_chans: int, pretrained: bool, device: torch.device,
@@ -218,7 +219,8 @@ def set_up(params: Params, scenario: str, model_name: str, protocol: str, fold: 
     o, epochs = tp.optim_for(model_name), tp.epochs_for(model_name)
     pretrained = tp.pretrained_for(model_name) and models.has_weights(model_name)   # see modelcheck
     bank = ImageBank(images, device)
-    channels_last = device.type == "cuda"
+    acc = accel.for_device(device, tp.compile)   # the CUDA path's settings (pipeline/accel.py)
+    channels_last = acc.channels_last
     config = _fold_config(params, scenario, model_name, protocol, fold, data, device, world, data_digest, repeat)
     model = _build_model(model_name, len(names), bank.input_size[0], pretrained, device, channels_last)
     gen = torch.Generator(device=device)
@@ -233,7 +235,7 @@ def set_up(params: Params, scenario: str, model_name: str, protocol: str, fold: 
     opt, sched = (None, None) if hasattr(model, "fit") else make_optimizer(model, o, len(stream), epochs, device)
     criterion = make_criterion(data.train_labels, len(names), tp.class_weighting, tp.label_smoothing,
                                world.distributed, device)
-    compiled = torch.compile if tp.compile and device.type == "cuda" else (lambda m: m)
+    compiled = torch.compile if acc.compile else (lambda m: m)
     runner = compiled(model)   # validation runs the model itself: DDP's forward may call a collective
     trainer = compiled(trainer) if world.distributed else runner
     if hasattr(model, "fit"):
@@ -378,6 +380,7 @@ def predict_test_part(run: FoldRun, tp: TrainParams, ckpt_path: Path) -> dict[st
         "input_size": list(run.bank.input_size), "batch_size": o.batch_size, "optimizer": o.optimizer, "lr": o.lr,
         "pretrained": run.pretrained, "world_size": run.world.size, "select_by": tp.select_by,
         **({"selection": run.selection} if run.selection else {}), "cpu": cpu.in_effect(),
+        "accel": accel.for_device(run.device, tp.compile).describe(),
         "normalization": ("the pretrained weights' per-channel mean and std" if isinstance(run.mean, torch.Tensor)
                           else "the training part's pixel mean and std"),
         # the statistics themselves, as the batches used them (a number, or one per channel): what

@@ -1,6 +1,7 @@
 """params.yaml validation: typed objects, unknown keys and bad values refused by name."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -73,6 +74,37 @@ def test_bad_params_are_refused_naming_the_key(raw, message):
     with pytest.raises(ParamsError) as e:
         from_dict(raw)
     assert message in str(e.value)
+
+
+def test_override_for_a_model_outside_train_models_is_ignored_with_a_note(capsys):
+    """Shrinking the paper profile as a user does: dual_vgg and efficientnet_b0 taken out of train.models,
+    their overrides left in place: accepted, each named in a note, and without effect."""
+    p = from_dict({"train": {"models": ["stanet", "handcrafted"],
+                             "overrides": {"dual_vgg": {"lr": 2e-5, "pretrained": True},
+                                           "efficientnet_b0": {"precise_bn": True}, "stanet": {"lr": 0.01}}}})
+    err = capsys.readouterr().err
+    assert "train.overrides.dual_vgg: ignored" in err and "train.overrides.efficientnet_b0: ignored" in err
+    assert "stanet: ignored" not in err
+    assert p.train.optim_for("stanet").lr == 0.01
+    assert p.train.optim_for("handcrafted") == p.train.optim
+
+
+def test_override_for_a_name_that_is_no_model_is_refused_even_outside_train_models():
+    with pytest.raises(ParamsError, match=r"train.overrides.dual_vggg: 'dual_vggg' is not accepted; expected one "
+                                          r"of train.models \['stanet'\], or another registered model"):
+        from_dict({"train": {"models": ["stanet"], "overrides": {"dual_vggg": {"lr": 0.1}}}})
+
+
+def test_paper_profile_shrunk_as_a_user_would_applies(tmp_path, capsys):
+    """profiles/paper.yaml applied, then a profile that only shortens train.models: its overrides stay."""
+    target = tmp_path / "params.yaml"
+    shutil.copy(ROOT / "params.yaml", target)
+    apply_profile(ROOT / "profiles" / "paper.yaml", target)
+    shrink = tmp_path / "shrink.yaml"
+    shrink.write_text("train:\n  models: [stanet, handcrafted]\n")
+    params = apply_profile(shrink, target)
+    assert params.train.models == ("stanet", "handcrafted") and "dual_vgg" in params.train.overrides
+    assert "train.overrides.dual_vgg: ignored" in capsys.readouterr().err
 
 
 def test_override_is_merged_over_the_default_optimiser():
