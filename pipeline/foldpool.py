@@ -37,6 +37,7 @@ import traceback
 from collections import deque
 from typing import Any, Callable, Sequence, TypeVar
 
+from pipeline import lifecycle
 from pipeline.errors import TrainingError
 
 J = TypeVar("J")
@@ -158,7 +159,17 @@ def _die_with(parent: int) -> None:
 
 def _worker(work: Callable[[J], R], conn: Any, parent: int, handlers: dict[int, Any]) -> None:
     """A worker process: jobs come through `conn` until None; each one's result, or the exception it
-    raised, goes back the same way. A failed job ends the worker."""
+    raised, goes back the same way. A failed job ends the worker. A worker told to stop (the stage
+    stopping its workers, Ctrl-C) leaves quietly: `finally` blocks run (a fold's lock is released),
+    and the stage, not the worker, says why it stopped."""
+    try:
+        _serve(work, conn, parent, handlers)
+    except (KeyboardInterrupt, lifecycle.Stopped) as e:
+        sys.stdout.flush()
+        os._exit(128 + getattr(e, "signum", signal.SIGINT))
+
+
+def _serve(work: Callable[[J], R], conn: Any, parent: int, handlers: dict[int, Any]) -> None:
     _die_with(parent)
     for s, handler in handlers.items():   # the stage's own handlers, not the pool's stop request
         if callable(handler) or handler in (signal.SIG_DFL, signal.SIG_IGN):
@@ -174,6 +185,8 @@ def _worker(work: Callable[[J], R], conn: Any, parent: int, handlers: dict[int, 
             return
         try:
             answer = ("ok", work(job))
+        except (KeyboardInterrupt, lifecycle.Stopped):
+            raise   # told to stop: not a failure of the job
         except BaseException as e:  # noqa: BLE001 - every failure goes back to the stage, which re-raises it
             if not isinstance(e, PipelineError):
                 traceback.print_exc()   # a bug: its traceback, from where it happened
