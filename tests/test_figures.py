@@ -36,6 +36,21 @@ def _git(root, *args):
     return subprocess.run(["git", *args], cwd=root, env=env, capture_output=True, text=True, check=True).stdout
 
 
+def drawing(root, steps) -> dict:
+    """Run `steps` from `root`, keeping every figure they save: {suptitle: Figure}, in drawing order."""
+    drawn = {}
+    save = figures._save
+    old = os.getcwd()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(figures, "_save", lambda fig, path: (drawn.__setitem__(fig.get_suptitle(), fig), save(fig, path)))
+        os.chdir(root)
+        try:
+            steps()
+        finally:
+            os.chdir(old)
+    return drawn
+
+
 @pytest.fixture(scope="module", params=list(PROFILES))
 def project(request, tmp_path_factory):
     """A fixture project (a git checkout with a dvc.lock), evaluated and reported from its root; the
@@ -46,23 +61,16 @@ def project(request, tmp_path_factory):
     _git(root, "init", "-q")
     _git(root, "add", "-A")
     _git(root, "commit", "-qm", "fixture")
-    drawn = {}
-    save = figures._save
-    old = os.getcwd()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(figures, "_save", lambda fig, path: (drawn.__setitem__(fig.get_suptitle(), fig), save(fig, path)))
-        os.chdir(root)
-        try:
-            assert evaluate.main([]) == 0
-            assert report.main([]) == 0
-            manifest = pd.read_csv(root / "data/processed/manifest.csv")
-            images = np.random.default_rng(0).integers(0, 255, (len(manifest), 1, 32, 32), dtype=np.uint8)
-            figures.cohort_examples(images, manifest, "synthetic cohort", root / "cohort.png")
-        finally:
-            os.chdir(old)
-    by_file = {}
-    for spec, fig in zip([*figures.figures_of("report"), *figures.figures_of("prepare")], drawn.values(), strict=True):
-        by_file[spec.file] = fig
+    def steps():
+        assert evaluate.main([]) == 0
+        assert report.main([]) == 0
+        manifest = pd.read_csv(root / "data/processed/manifest.csv")
+        images = np.random.default_rng(0).integers(0, 255, (len(manifest), 1, 32, 32), dtype=np.uint8)
+        figures.cohort_examples(images, manifest, "synthetic cohort", root / "cohort.png")
+
+    drawn = drawing(root, steps)
+    by_file = dict(zip([f.file for f in (*figures.figures_of("report"), *figures.figures_of("prepare"))],
+                       drawn.values(), strict=True))
     return request.param, root, by_file
 
 
@@ -291,16 +299,7 @@ def tiny_repro(tmp_path_factory):
     work = tmp_path_factory.mktemp("tiny-repro")
     env = scratch_project(work, ["profiles/tiny.yaml"])
     run([sys.executable, "-m", "dvc", "repro"], work, env)
-    drawn = {}
-    save = figures._save
-    old = os.getcwd()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(figures, "_save", lambda fig, path: (drawn.__setitem__(fig.get_suptitle(), fig), save(fig, path)))
-        os.chdir(work)
-        try:
-            assert report.main([]) == 0
-        finally:
-            os.chdir(old)
+    drawn = drawing(work, lambda: report.main([]))
     return dict(zip([f.file for f in figures.figures_of("report")], drawn.values(), strict=True))
 
 
