@@ -1,14 +1,14 @@
 """Project the wall time of the whole paper profile from the stage timings of a partial run, or,
 before any run, from training throughputs.
 
-    python benchmarks/project_paper_time.py timings.csv [--scenarios 4 --folds 5 --protocols 2 --json out.json]
+    python benchmarks/project_paper_time.py timings.csv [--scenarios 4 --folds 5 --protocols 2 --repeats 3 --json out.json]
     python benchmarks/project_paper_time.py --throughput stanet=7979,resnet18=7042,... --profile profiles/paper.yaml
 
 timings.csv is written by benchmarks/gpu_check.sh (stage, model, protocol, fold, seconds, status).
 Each model's training time per fold is the mean of its measured folds (process start-up, data
 loading, every epoch, validation and test prediction included; conservative, since the pipeline
 trains a stage's folds in one process); the whole profile trains every model on `scenarios` x
-`protocols` x `folds` folds, in `scenarios` x `protocols` train stages per model. prepare, split,
+`protocols` x `folds` x `repeats` folds, in `scenarios` x `protocols` train stages per model. prepare, split,
 profile, evaluate and report run once, as measured. DVC's own bookkeeping between stages is added
 as `--dvc-overhead-s` per stage.
 """
@@ -21,13 +21,14 @@ import sys
 import pandas as pd
 
 
-def project(timings: pd.DataFrame, folds: int, protocols: int, dvc_overhead_s: float, scenarios: int = 1) -> dict:
-    """Per-model fold times and the projected total, in seconds."""
+def project(timings: pd.DataFrame, folds: int, protocols: int, dvc_overhead_s: float, scenarios: int = 1,
+            repeats: int = 1) -> dict:
+    """Per-model fold times and the projected total, in seconds (every fold of every repeat)."""
     ok = timings[timings["status"].astype(str) == "0"].copy()
     ok["seconds"] = ok["seconds"].astype(float)
     train = ok[ok["stage"] == "train"]
     per_model = train.groupby("model")["seconds"].agg(["mean", "count"]).round(2)
-    runs = scenarios * protocols * folds
+    runs = scenarios * protocols * folds * repeats
     once = ok[ok["stage"] != "train"]["seconds"].sum()
     n_stages = scenarios * protocols * len(per_model) + len(ok[ok["stage"] != "train"])
     total = float(per_model["mean"].sum() * runs + once + dvc_overhead_s * n_stages)
@@ -58,8 +59,10 @@ def from_throughput(params, images_per_s: dict[str, float], eval_cost: float = 1
         epochs = tp.epochs_for(model)
         per_fold = sum(n * (train_share * epochs + eval_cost * ((1 - 1 / sp.folds) * sp.val_fraction * epochs
                                                                  + 1 / sp.folds)) for n in images.values())
-        out[model] = per_fold * len(tp.folds) * len(sp.protocols) / rate
-    return {"images_per_scenario": images, "seconds_per_model": {m: round(v, 1) for m, v in out.items()},
+        # every repeat of split.repeats trains every fold again (the ucar protocol allows one repeat only)
+        out[model] = per_fold * len(tp.folds) * len(sp.protocols) * sp.repeats / rate
+    return {"images_per_scenario": images, "repeats": sp.repeats,
+            "seconds_per_model": {m: round(v, 1) for m, v in out.items()},
             "projected_total_seconds": round(sum(out.values()), 1),
             "projected_total_minutes": round(sum(out.values()) / 60, 1)}
 
@@ -72,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scenarios", type=int, default=4)
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--protocols", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3, help="repeats of the cross-validation (split.repeats)")
     ap.add_argument("--dvc-overhead-s", type=float, default=1.0)
     ap.add_argument("--json")
     args = ap.parse_args(argv)
@@ -88,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         result = from_throughput(params, rates)
         for model, s in result["seconds_per_model"].items():
             print(f"{model:24s} {s:8.1f} s")
-        print(f"images per scenario {result['images_per_scenario']}; projected training of {args.profile}: "
+        print(f"images per scenario {result['images_per_scenario']}; {result['repeats']} repeat(s); projected training of "
+              f"{args.profile}: "
               f"{result['projected_total_seconds']} s ({result['projected_total_minutes']} min), a lower bound")
         if args.json:
             with open(args.json, "w") as f:
@@ -96,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.timings:
         ap.error("give timings.csv (from benchmarks/gpu_check.sh) or --throughput")
-    result = project(pd.read_csv(args.timings), args.folds, args.protocols, args.dvc_overhead_s, args.scenarios)
+    result = project(pd.read_csv(args.timings), args.folds, args.protocols, args.dvc_overhead_s, args.scenarios,
+                     args.repeats)
     for model, s in result["per_model_fold_seconds"].items():
         print(f"{model:24s} {s:8.1f} s per fold  x {result['runs_per_model']} = {s * result['runs_per_model']:8.1f} s")
     print(f"other stages {result['other_stages_seconds']} s; dvc bookkeeping {args.dvc_overhead_s} s x {result['stages']} stages")

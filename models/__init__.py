@@ -8,7 +8,7 @@ import importlib
 import pkgutil
 
 from models.registry import (ModelInputError, UnknownModelError, WeightsNotFoundError, check_input, create_model,
-                             display_name, init_head, input_normalization, list_models, pretrained_weights,
+                             display_name, has_weights, init_head, input_normalization, list_models, pretrained_weights,
                              register_model)
 from models.attention import SoftThreshold
 
@@ -18,5 +18,5 @@ for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = ["create_model", "check_input", "list_models", "display_name", "register_model", "pretrained_weights",
-           "init_head", "input_normalization", "WeightsNotFoundError", "UnknownModelError", "ModelInputError",
+           "has_weights", "init_head", "input_normalization", "WeightsNotFoundError", "UnknownModelError", "ModelInputError",
            "SoftThreshold"]

@@ -88,6 +88,17 @@ def _vgg_features(arch: str, in_chans: int, pretrained: bool) -> nn.Sequential:
 def _create_dual_vgg(num_classes: int, in_chans: int, pretrained: bool = False, batch_norm: bool = False,
                      **kwargs) -> DualVGG:
     suffix = "_bn" if batch_norm else ""
+    if pretrained:   # both branches' weights looked for before either is loaded: one message names both
+        missing = []
+        for arch in ("vgg16" + suffix, "vgg19" + suffix):
+            try:
+                pretrained_weights(arch)
+            except WeightsNotFoundError as e:
+                missing.append(str(e))
+        if missing:
+            raise WeightsNotFoundError(f"dual_vgg{suffix} needs the ImageNet weights of both branches, "
+                                       f"vgg16{suffix} and vgg19{suffix}; {len(missing)} of them missing: "
+                                       + " | ".join(missing))
     model = DualVGG(_vgg_features("vgg16" + suffix, in_chans, pretrained),
                     _vgg_features("vgg19" + suffix, in_chans, pretrained), num_classes, **kwargs)
     if pretrained:   # the normalisation the branches' ImageNet weights expect (registry.input_normalization)

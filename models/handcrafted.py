@@ -143,7 +143,7 @@ class Handcrafted(nn.Module):
         return out
 
 
-@register_model("Hand-crafted features + logistic regression")
+@register_model("Hand-crafted features + logistic regression", weights=False)
 def handcrafted(num_classes: int, in_chans: int, pretrained: bool = False, **kwargs) -> Handcrafted:
     """Grey-level and texture statistics with a logistic regression, fitted by scikit-learn (no epochs)."""
     if pretrained:

@@ -17,6 +17,7 @@ from torch import nn
 
 _model_entrypoints: dict[str, Callable[..., nn.Module]] = {}
 _display_names: dict[str, str] = {}
+_without_weights: set[str] = set()   # registered models that have no pretrained weights
 
 
 class WeightsNotFoundError(FileNotFoundError):
@@ -35,14 +36,17 @@ class ModelInputError(ValueError):
 CANDIDATE_SIZES = (32, 48, 64, 96, 128, 160, 192, 224, 256, 320, 384)
 
 
-def register_model(display_name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Decorator: register a factory `fn(num_classes, in_chans, pretrained=False, **kwargs)` under its name."""
+def register_model(display_name: str, weights: bool = True) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator: register a factory `fn(num_classes, in_chans, pretrained=False, **kwargs)` under its name;
+    `weights=False` for a model that has no pretrained weights (`has_weights`)."""
     def register(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         name = fn.__name__
         if name in _model_entrypoints:
             raise ValueError(f"model {name!r} is registered twice")
         _model_entrypoints[name] = fn
         _display_names[name] = display_name
+        if not weights:
+            _without_weights.add(name)
         return fn
     return register
 
@@ -64,6 +68,16 @@ def _check_name(name: str) -> None:
     hint = f"close matches: {close}" if close else "no close match"
     raise UnknownModelError(f"unknown model {name!r} ({hint}); accepted: one of {list_models()} "
                             f"or a timm model name (timm.list_models())")
+
+
+def has_weights(name: str) -> bool:
+    """Whether model `name` has pretrained ImageNet weights to start from (a timm model: timm knows a hub id)."""
+    if name in _model_entrypoints:
+        return name not in _without_weights
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(name) if timm.is_model(name) else None
+    return bool(cfg is not None and cfg.hf_hub_id)
 
 
 def display_name(name: str) -> str:
@@ -129,8 +143,9 @@ def _forward_error(model: nn.Module, in_chans: int, size: int) -> str | None:
     return None
 
 
-def check_input(name: str, num_classes: int, in_chans: int, size: int, **kwargs) -> None:
-    """Build model `name` and pass a batch of two in_chans x size x size images through it.
+def check_input(name: str, num_classes: int, in_chans: int, size: int, **kwargs) -> nn.Module:
+    """Build model `name` and pass a batch of two in_chans x size x size images through it; the model built
+    (in eval mode), for a caller that needs one (the profile stage builds it once, not twice).
 
     An unknown name raises UnknownModelError; a model that cannot take the size (a ViT fixed at
     224, five max-pools on 16 pixels) raises ModelInputError naming the model, the size and the
@@ -139,7 +154,7 @@ def check_input(name: str, num_classes: int, in_chans: int, size: int, **kwargs)
     model = create_model(name, num_classes=num_classes, in_chans=in_chans, **kwargs).eval()
     error = _forward_error(model, in_chans, size)
     if error is None:
-        return
+        return model
     works = [s for s in CANDIDATE_SIZES if s != size and _forward_error(model, in_chans, s) is None]
     hint = (f"it does take {', '.join(str(s) for s in works[:5])} (set data.image_size to one of them)" if works
             else f"it took none of {list(CANDIDATE_SIZES)} either")

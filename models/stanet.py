@@ -142,26 +142,26 @@ def _create_stanet(num_classes: int, in_chans: int, pretrained: bool = False, **
     return STANet(num_classes=num_classes, in_chans=in_chans, **kwargs)
 
 
-@register_model("STANet (proposed)")
+@register_model("STANet (proposed)", weights=False)
 def stanet(num_classes: int, in_chans: int, pretrained: bool = False, **kwargs) -> STANet:
     """The proposed network: CConv downsampling alternating with DSC units, soft-threshold attention in stages 3-4."""
     return _create_stanet(num_classes, in_chans, pretrained, **kwargs)
 
 
-@register_model("STANet without attention (ablation)")
+@register_model("STANet without attention (ablation)", weights=False)
 def stanet_noatt(num_classes: int, in_chans: int, pretrained: bool = False, **kwargs) -> STANet:
     """STANet with the soft-threshold attention removed (residual units kept)."""
     return _create_stanet(num_classes, in_chans, pretrained, **{"attention": (False,) * 4, **kwargs})
 
 
-@register_model("STANet, DSC blocks only (ablation)")
+@register_model("STANet, DSC blocks only (ablation)", weights=False)
 def stanet_dsc(num_classes: int, in_chans: int, pretrained: bool = False, **kwargs) -> STANet:
     """STANet with every block depthwise separable (stem kept), widened to STANet's MACs."""
     cfg = dict(down="dsc", mix="dsc", stem_width=16, widths=(56, 112, 224, 336))
     return _create_stanet(num_classes, in_chans, pretrained, **{**cfg, **kwargs})
 
 
-@register_model("STANet, conventional blocks only (ablation)")
+@register_model("STANet, conventional blocks only (ablation)", weights=False)
 def stanet_conv(num_classes: int, in_chans: int, pretrained: bool = False, **kwargs) -> STANet:
     """STANet with every block a conventional 3x3 convolution, narrowed to STANet's MACs."""
     cfg = dict(down="cconv", mix="cconv", stem_width=16, widths=(16, 32, 72, 160))

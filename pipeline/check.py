@@ -51,7 +51,7 @@ METRICS = {m.key: m for m in SUMMARY_METRICS}
 SETTINGS = ("data_source", "scenarios", "protocols", "folds", "input_size", "epochs")
 BASELINE_VERSION = 3   # 3: per-figure noise and the degenerate flag
 REMEDY = "re-create it with `python -m pipeline.check --update` and commit it"
-FAILING = {"REGRESSION", "MISSING", "CHANGED", "STOPPED LEARNING"}
+FAILING = {"REGRESSION", "MISSING", "CHANGED", "STOPPED LEARNING", "NOT FINITE"}
 
 
 # ---- results in baseline form --------------------------------------------------------------------
@@ -83,14 +83,21 @@ def results(metrics_path: Path) -> tuple[dict, dict]:
         for model in r.models:
             for protocol in r.protocols:
                 if r.summary(scenario, model, protocol):
+                    values = {m: r.stat(scenario, model, protocol, m) for m in METRICS}
+                    for m, v in values.items():   # NaN passes (it fails the comparison); text is no figure
+                        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+                            raise DataError(f"{metrics_path}: {scenario}.{model}.{protocol}.{m}.mean is {v!r}; "
+                                            f"expected a number; re-make it with `python -m pipeline.evaluate`")
                     out.setdefault(scenario, {}).setdefault(model, {})[protocol] = {
-                        "degenerate": not r.learned(scenario, model, protocol),
-                        "values": {m: r.stat(scenario, model, protocol, m) for m in METRICS}}
+                        "degenerate": not r.learned(scenario, model, protocol), "values": values}
     return r.meta, out
 
 
 def current_results(metrics_path: Path, complexity_dir: Path, exact: tuple[str, ...]) -> dict:
     """The current results in baseline form: settings, per figure its value, and exact complexity fields."""
+    if not complexity_dir.is_dir():
+        raise DataError(f"--complexity {complexity_dir}: not a directory; expected the directory of <model>.json "
+                        f"complexity files (made by the profile stage, default {layout.COMPLEXITY_DIR})")
     meta, figures = results(metrics_path)
     out: dict[str, Any] = {"version": BASELINE_VERSION, "settings": {k: meta.get(k) for k in SETTINGS},
                            "cpu": meta.get("cpu"), "metrics": figures, "complexity": {}}
@@ -154,15 +161,27 @@ def load_baseline(path: Path) -> dict:
     for key in ("settings", "metrics", "complexity"):
         if not isinstance(baseline.get(key), dict):
             raise DataError(f"{path}: {key!r} is {baseline.get(key)!r}, expected a JSON object; {REMEDY}")
+    entries = 0
     for scenario, by_model in baseline["metrics"].items():
-        for model, by_protocol in (by_model or {}).items():
-            for protocol, entry in (by_protocol or {}).items():
+        if not isinstance(by_model, dict):
+            raise DataError(f"{path}: metrics.{scenario} is {by_model!r}; expected an object of models; {REMEDY}")
+        for model, by_protocol in by_model.items():
+            if not isinstance(by_protocol, dict):
+                raise DataError(f"{path}: metrics.{scenario}.{model} is {by_protocol!r}; expected an object of "
+                                f"protocols; {REMEDY}")
+            for protocol, entry in by_protocol.items():
                 where = f"{path}: metrics.{scenario}.{model}.{protocol}"
                 if not isinstance(entry, dict) or not isinstance(entry.get("values"), dict):
                     raise DataError(f"{where} is {entry!r}; expected an object with degenerate, values and "
                                     f"noise; {REMEDY}")
                 _check_numbers(entry["values"], f"{where}.values", allow_none=True)
                 _check_numbers(entry.get("noise") or {}, f"{where}.noise", allow_none=False)
+                if not isinstance(entry.get("degenerate"), bool):
+                    raise DataError(f"{where}.degenerate is {entry.get('degenerate')!r}; expected true or false "
+                                    f"(whether the model learned); {REMEDY}")
+                entries += 1
+    if not entries:   # everything would read as "new" and pass: a check that checks nothing
+        raise DataError(f"{path}: holds no metrics (no scenario, model and protocol to compare); {REMEDY}")
     _check_numbers(baseline["complexity"], f"{path}: complexity", allow_none=False)
     return baseline
 
@@ -246,11 +265,14 @@ def _compare_entry(key: tuple[str, str, str], b: dict | None, c: dict | None, ch
         noise = (b.get("noise") or {}).get(metric)
         tol = tolerance(metric, noise, check)
         if bv is None:
-            status = "new" if cv is not None else "ok"
+            status = "ok" if cv is None else "new" if math.isfinite(cv) else "NOT FINITE"
         elif cv is None:
             status = "MISSING"
+        elif not math.isfinite(cv):   # NaN compares false with everything: it would read as "ok"
+            status = "NOT FINITE"
         else:
-            status = "REGRESSION" if bv - cv > tol + 1e-9 else ("better" if cv > bv else "ok")
+            drop = (bv - cv) if METRICS[metric].higher_is_better else (cv - bv)   # Brier, ECE: lower is better
+            status = "REGRESSION" if drop > tol + 1e-9 else ("better" if drop < 0 else "ok")
         rows.append(_row(key, metric, bv, cv, status, noise, tol))
     return rows
 

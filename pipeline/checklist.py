@@ -79,20 +79,21 @@ def dvc_lock_digest(path: str | Path = "dvc.lock", exclude: str = "report") -> s
     return f"sha256 {hashlib.sha256(text.encode()).hexdigest()[:16]} (dvc.lock, {len(stages)} stages before `{exclude}`)"
 
 
-def flow_table(r: Results, runs: dict, folds: list[int]) -> pd.DataFrame:
+def flow_table(r: Results, runs: dict, folds: list[int], repeats: int = 1) -> pd.DataFrame:
     """Patients and images per class in each fold's test part, and the training and validation part
-    sizes, per scenario and protocol (read from the first model's runs: every model shares the folds)."""
+    sizes, per scenario, protocol, repeat and fold (read from the first model's runs, keyed (scenario,
+    model, protocol, repeat, fold): every model shares the folds)."""
     model = r.models[0]
     rows = []
     for s in r.scenarios:
         names = r.class_names(s)
         for p in r.protocols:
-            for k in folds:
-                run = runs.get((s, model, p, k))
+            for rep, k in [(rep, k) for rep in range(1, repeats + 1) for k in folds]:
+                run = runs.get((s, model, p, rep, k))
                 if run is None:
                     continue
                 pred = run["predictions"]
-                row = {"scenario": s, "protocol": p, "fold": k, "repeat": 1,
+                row = {"scenario": s, "protocol": p, "repeat": rep, "fold": k,
                        "n_train": run["meta"].get("n_train"), "n_val": run["meta"].get("n_val")}
                 for c, name in enumerate(names):
                     of = pred[pred["label"] == c]
@@ -115,6 +116,8 @@ def section(params, r: Results, runs: dict, source_words: str, patient_data: boo
     meta = r.meta
     tp = params.train
     folds = list(meta["folds"])
+    repeats = params.split.repeats
+    repeat_words = f"{repeats} repeat{'s' if repeats > 1 else ''}"
     cohort = ""
     if manifest is not None and len(manifest):
         per = manifest.drop_duplicates("patient_id")["diagnosis"].value_counts()
@@ -125,6 +128,7 @@ def section(params, r: Results, runs: dict, source_words: str, patient_data: boo
                      key=lambda t: str(t[0]))
     recipe_words = "; ".join(f"{m}: {o} lr {lr}, batch {b}, {e} epochs" for m, o, lr, b, e in recipes)
     size = "x".join(str(v) for v in meta.get("input_size") or [])
+    most_epochs = max(r["meta"].get("epochs") or 0 for r in runs.values()) if runs else "n/a"
     n_patients = manifest["patient_id"].nunique() if manifest is not None else "n/a"
     stats = meta.get("statistics") or {}
     reference = ("labels are the generator's: each synthetic patient is generated from its diagnosis, so the "
@@ -139,8 +143,9 @@ def section(params, r: Results, runs: dict, source_words: str, patient_data: boo
         ("Reference standard", "CLAIM 2024 ground truth; TRIPOD+AI outcome", reference),
         ("Inclusion and flow", "CLAIM 2024 data partitions, flow of participants; TRIPOD+AI participants",
          f"every image of the cohort's patients enters each scenario whose classes include the patient's diagnosis; "
-         f"{params.split.folds}-fold cross-validation per protocol, {len(folds)} fold(s) trained, 1 repeat; "
-         f"patients and images per class of every fold in the table below and in [split_summary.md](split_summary.md) "
+         f"{params.split.folds}-fold cross-validation per protocol, {len(folds)} fold(s) trained, "
+         f"{repeat_words} (each with folds drawn again); patients and images per class of every fold and repeat "
+         f"in the table below and in [split_summary.md](split_summary.md) "
          f"(measured patient overlap between training and test per protocol)"),
         ("Preprocessing and augmentation", "CLAIM 2024 data preprocessing; TRIPOD+AI data preparation",
          f"images resized to {size} ({params.data.channels} channel(s)), uint8; training-time augmentation "
@@ -156,8 +161,9 @@ def section(params, r: Results, runs: dict, source_words: str, patient_data: boo
          "balanced accuracy (headline), accuracy, macro-F1, AUC, per-class sensitivity and specificity, each per fold "
          "and as mean over folds; " + "; ".join(f"{k}: {v}" for k, v in stats.items())),
         ("Robustness: repeats and seeds", "CLAIM 2024 robustness; TRIPOD+AI model evaluation",
-         f"one seed ({params.seed}) drives the cohort, the folds and every model's initialisation; 1 repeat of "
-         f"{params.split.folds}-fold cross-validation; fold-to-fold spread in the per-fold figure"),
+         f"one seed ({params.seed}) drives the cohort, the folds and every model's initialisation (repeat r > 1 "
+         f"draws its folds from a seed derived from it); {repeat_words} of {params.split.folds}-fold "
+         f"cross-validation; fold-to-fold spread in the per-fold figure"),
         ("Decision threshold and output", "TRIPOD+AI model output and threshold",
          "the model outputs class probabilities (softmax); the predicted class is the argmax (no threshold tuned); "
          "the ROC figure marks that operating point"),
@@ -168,9 +174,8 @@ def section(params, r: Results, runs: dict, source_words: str, patient_data: boo
          f"errors by diagnosis subtype, muscle and side, and the most-missed patients: [Failure analysis]"
          f"({failures_anchor})"),
         ("Limitations that follow from the params", "CLAIM 2024 limitations; TRIPOD+AI limitations",
-         f"input {size} (the paper used 224x224); {n_patients} patients; {params.split.folds} folds and 1 repeat "
-         f"(few degrees of freedom: small differences go undetected); at most {max(r['meta'].get('epochs') or 0 for r in runs.values()) if runs else 'n/a'} "
-         f"epochs per model"),
+         f"input {size} (the paper used 224x224); {n_patients} patients; {params.split.folds} folds and {repeat_words} "
+         f"(few degrees of freedom: small differences go undetected); at most {most_epochs} epochs per model"),
         ("Code and data provenance", "CLAIM 2024 code and data availability; TRIPOD+AI open science",
          f"git commit {provenance.commit}; {provenance.dvc_lock}; cohort fingerprint {provenance.cohort}; split "
          f"fingerprints {', '.join(f'{s} {h}' for s, h in provenance.splits.items()) or 'n/a'}; packages "
@@ -180,7 +185,7 @@ def section(params, r: Results, runs: dict, source_words: str, patient_data: boo
              "Item topics, not the checklists' item numbers, are named.", "",
              "| Item | Checklists | This run |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {c.replace('|', '/')} |" for a, b, c in items]
-    flow = flow_table(r, runs, folds)
+    flow = flow_table(r, runs, folds, repeats)
     if not flow.empty:
         lines += ["", "Flow per partition: each fold's test part as patients / images per class; n_train and n_val "
                   "are the training and validation images.", "", _md(flow)]

@@ -9,12 +9,15 @@ version of the step), and is used only when the fingerprint matches. What it hol
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import pickle
 import threading
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -101,6 +104,32 @@ def load(path: Path, expected_fingerprint: str) -> dict[str, Any] | None:
         print(f"note: {path} was made with other settings or data; training this fold from the start")
         return None
     return state
+
+
+@contextlib.contextmanager
+def fold_lock(path: Path) -> Iterator[None]:
+    """Hold `<checkpoint>.lock` beside the checkpoint `path` for the body: one process trains a fold at a time.
+
+    Two `dvc repro` (or a stage left running by a killed one, and its rerun) would otherwise train
+    the same fold side by side and write one checkpoint in turns. The lock is an flock, so the
+    kernel releases it when its holder exits, however it ends (SIGKILL included); the file stays.
+    A fold already locked is a TrainingError naming the holder's process id.
+    """
+    lock = path.with_name(path.name + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise TrainingError(f"{path.parent}: this fold is being trained by another process (pid {holder}, holding "
+                                f"{lock}); wait for it to finish, or stop it, then run again") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)   # releases the lock
 
 
 def cpu_copy(obj: Any) -> Any:

@@ -5,6 +5,7 @@ import sys
 import traceback
 from typing import Callable
 
+from pipeline import lifecycle
 from pipeline.errors import PipelineError
 
 
@@ -14,11 +15,16 @@ def run_stage(main: Callable[[list[str] | None], int | None], unexpected_exit: i
     Other exceptions are bugs: their traceback is printed, and the exit code is Python's 1, or
     `unexpected_exit` where 1 means something else (the regression check).
     """
+    lifecycle.install()
     try:
         code = main(None)
     except PipelineError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except (KeyboardInterrupt, lifecycle.Stopped) as e:   # told to stop: no traceback
+        line, status = lifecycle.stopped_message(e)
+        print(f"{line}", file=sys.stderr)
+        sys.exit(status)
     except Exception:
         if unexpected_exit is None:
             raise

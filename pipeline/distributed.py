@@ -18,11 +18,20 @@ from __future__ import annotations
 
 import os
 from contextlib import contextmanager
+from datetime import timedelta
 from dataclasses import dataclass
 from typing import Any, Iterator
 
 import torch
 import torch.distributed as dist
+
+from pipeline.errors import TrainingError
+
+# what torchrun sets in every process it starts; a world of more than one needs all of them
+LAUNCH_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+# how long a rank waits for its peers to join (and at each collective) before giving up, in seconds;
+# MYOBENCH_JOIN_TIMEOUT_S overrides it (a big model's first step on a slow node may need more)
+JOIN_TIMEOUT_S = 300
 
 
 @dataclass(frozen=True)
@@ -82,9 +91,38 @@ class World:
 def from_environment() -> World:
     """The world torchrun describes in RANK, WORLD_SIZE and LOCAL_RANK; a single process without them."""
     env = os.environ
-    if "WORLD_SIZE" not in env:
+    present = [v for v in LAUNCH_VARIABLES if v in env]
+    if not present:
         return World()
-    return World(rank=int(env["RANK"]), size=int(env["WORLD_SIZE"]), local_rank=int(env.get("LOCAL_RANK", 0)))
+    values = {}
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        text = env.get(name, "0" if name != "WORLD_SIZE" else "1")
+        if not text.strip().isdigit():
+            raise TrainingError(f"environment variable {name}={text!r} is not accepted; expected a whole number "
+                                f"(torchrun sets it)")
+        values[name] = int(text)
+    size = values["WORLD_SIZE"]
+    missing = [v for v in LAUNCH_VARIABLES if v not in env]
+    if size > 1 and missing:
+        raise TrainingError(f"the environment describes a data-parallel run ({', '.join(f'{v}={env[v]}' for v in present)}) "
+                            f"but lacks {', '.join(missing)}; start it with torchrun, which sets {', '.join(LAUNCH_VARIABLES)}, "
+                            f"or unset {', '.join(present)} for a plain single-process run")
+    if size < 1 or not 0 <= values["RANK"] < size:
+        raise TrainingError(f"RANK={values['RANK']} with WORLD_SIZE={size} is not accepted; expected "
+                            f"WORLD_SIZE >= 1 and RANK in 0..WORLD_SIZE-1")
+    return World(rank=values["RANK"], size=size, local_rank=values["LOCAL_RANK"])
+
+
+def join_timeout() -> timedelta:
+    """How long to wait for the peers (MYOBENCH_JOIN_TIMEOUT_S, else JOIN_TIMEOUT_S)."""
+    text = os.environ.get("MYOBENCH_JOIN_TIMEOUT_S", str(JOIN_TIMEOUT_S))
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds <= 86_400:
+        raise TrainingError(f"MYOBENCH_JOIN_TIMEOUT_S={text!r} is not accepted; expected seconds in (0, 86400]")
+    return timedelta(seconds=seconds)
 
 
 @contextmanager
@@ -97,7 +135,15 @@ def process_group(world: World, device: torch.device) -> Iterator[None]:
         return
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    timeout = join_timeout()
+    try:
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", timeout=timeout)
+    except (RuntimeError, ValueError, OSError) as e:   # DistStoreError is a RuntimeError
+        raise TrainingError(f"rank {world.rank} of {world.size} could not join its peers at "
+                            f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')} within "
+                            f"{timeout.total_seconds():g} s ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                            f"start every rank with torchrun, or unset {', '.join(LAUNCH_VARIABLES)} for a plain "
+                            f"single-process run") from None
     yield
     # rank 0 may still be writing the last fold's outputs: nobody leaves before it is done
     dist.barrier(device_ids=[device.index] if device.type == "cuda" else None)

@@ -13,3 +13,7 @@ class DataError(PipelineError):
 
 class TrainingError(PipelineError):
     """Training cannot go on: a non-finite loss, out of memory, a corrupt checkpoint."""
+
+
+class ExportError(PipelineError):
+    """A trained network whose ONNX export does not reproduce it (parity beyond the tolerance)."""

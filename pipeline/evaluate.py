@@ -1,13 +1,15 @@
 """Evaluate stage: per-fold metrics from every run's predictions, summarised across folds.
 
-Reads runs/<scenario>/<model>/<protocol>/fold-<k>/{predictions.csv,metrics.json} for every
-scenario in split.scenarios, model in train.models, protocol in split.protocols and fold in
-train.folds, and writes
+Reads runs/<scenario>/<model>/<protocol>/fold-<k>/{predictions.csv,metrics.json} (repeat-<r>/fold-<k>/
+for the repeats after the first) for every scenario in split.scenarios, model in train.models,
+protocol in split.protocols, repeat in 1..split.repeats and fold in train.folds, and writes
 
 - reports/metrics.json (a DVC metrics file), one block per scenario:
   {"<scenario>": {"meta": {...}, "<model>": {"<protocol>": {"accuracy": {"mean","sd","ci_low",
-  "ci_high","n"}, ...}}, "comparisons": {"<protocol>": {"<model>": ...}}}, "meta": {...}};
-- reports/per_fold.csv: one row per scenario, model, protocol and fold.
+  "ci_high","n"}, ..., "failed_folds", "class_rates", "calibration", "budget"}}, "comparisons":
+  {"<protocol>": {"<model>": ...}}, "primary": {...}}, "meta": {...}}; summaries and tests pool the
+  k*R fold runs;
+- reports/per_fold.csv: one row per scenario, model, protocol, repeat and fold.
 
 Metrics are recomputed from predictions.csv (the arg-max of the probabilities), so the numbers
 here never depend on what a run chose to write in its own metrics.json. Accuracies are fractions
@@ -24,9 +26,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline import fingerprints, layout
+from pipeline import fingerprints, layout, roster, scenarios
 from pipeline import metrics as M
-from pipeline import scenarios
+from pipeline import stats as ST
 from pipeline.atomic import atomic_outputs, csv_text, json_text
 from pipeline.errors import DataError
 from pipeline.params import Params, load
@@ -34,19 +36,22 @@ from pipeline.readers import read_json, read_table
 
 SUMMARY_METRICS = tuple(m.key for m in M.SUMMARY_METRICS)
 COMPARED_METRICS = tuple(m.key for m in M.SUMMARY_METRICS if m.paired_test)
-PER_FOLD_COLUMNS = ["scenario", "model", "protocol", "fold", *SUMMARY_METRICS, "patient_accuracy", "majority_rate",
-                    "top_predicted_share", "n_test", "n_train", "n_patients"]
+PER_FOLD_COLUMNS = ["scenario", "model", "protocol", "repeat", "fold", *SUMMARY_METRICS, "patient_accuracy",
+                    "majority_rate", "top_predicted_share", "failed", "n_test", "n_train", "n_patients", "epochs",
+                    "optimizer_steps", "seconds"]
 DECIMALS = 6
 UNIT = (0.0, 1.0)   # every summarised metric is a fraction; its interval is clipped to this range
 
 
-def load_run(runs: Path, scenario: str, model: str, protocol: str, fold: int) -> tuple[pd.DataFrame, dict]:
+def load_run(runs: Path, scenario: str, model: str, protocol: str, fold: int,
+             repeat: int = 1) -> tuple[pd.DataFrame, dict]:
     """Read and check one run's predictions.csv and metrics.json; DataError names the file at fault."""
-    d = layout.run_dir(scenario, model, protocol, fold, runs)
+    d = layout.run_dir(scenario, model, protocol, fold, runs, repeat=repeat)
     make = f"make it with `{layout.train_command(scenario, model, protocol)}` (or `dvc repro`)"
     pred_path, meta_path = d / layout.PREDICTIONS, d / layout.RUN_METRICS
     meta = read_json(meta_path, make)
-    for key, want in (("scenario", scenario), ("model", model), ("protocol", protocol), ("fold", fold)):
+    for key, want in (("scenario", scenario), ("model", model), ("protocol", protocol), ("fold", fold),
+                      ("repeat", repeat)):
         if key in meta and meta[key] != want:
             raise DataError(f"{meta_path}: {key} is {meta[key]!r} but this evaluation expects {want!r} "
                             f"(a stale run?); {make}")
@@ -75,7 +80,7 @@ def load_run(runs: Path, scenario: str, model: str, protocol: str, fold: int) ->
 
 
 def fold_row(scenario: str, model: str, protocol: str, fold: int, pred: pd.DataFrame, meta: dict,
-             class_names: list[str]) -> tuple[dict, dict]:
+             class_names: list[str], repeat: int = 1) -> tuple[dict, dict]:
     """Per-fold metrics (the per_fold.csv row) and the full fold_metrics dict of one run."""
     cols = layout.prob_columns(class_names)
     fm = M.fold_metrics(pred["label"].to_numpy(), pred[cols].to_numpy(), class_names)
@@ -84,11 +89,14 @@ def fold_row(scenario: str, model: str, protocol: str, fold: int, pred: pd.DataF
         # a patient's images are all in this fold's test part only under the patient protocol
         y_p, prob_p = M.patient_level(pred, class_names)
         patient_accuracy = float((prob_p.argmax(axis=1) == y_p).mean())
-    row = {"scenario": scenario, "model": model, "protocol": protocol, "fold": fold,
+    failed = ST.failed_folds([fm["balanced_accuracy"]], [fm["top_predicted_share"]], [str(fold)], len(class_names))
+    row = {"scenario": scenario, "model": model, "protocol": protocol, "repeat": repeat, "fold": fold,
            **{k: fm[k] for k in SUMMARY_METRICS}, "patient_accuracy": patient_accuracy,
            "majority_rate": fm["majority_rate"], "top_predicted_share": fm["top_predicted_share"],
-           "n_test": fm["n"], "n_train": int(meta["n_train"]),
-           "n_patients": int(pred["patient_id"].nunique())}
+           "failed": bool(failed), "n_test": fm["n"], "n_train": int(meta["n_train"]),
+           "n_patients": int(pred["patient_id"].nunique()),
+           # the training budget this run spent (absent from runs written before it was recorded)
+           "epochs": meta.get("epochs"), "optimizer_steps": meta.get("optimizer_steps"), "seconds": meta.get("seconds")}
     return row, fm
 
 
@@ -101,11 +109,31 @@ def summarize_runs(rows: list[dict], fms: list[dict], preds: list[pd.DataFrame],
     out["degenerate"] = bool(reasons)
     out["degenerate_reasons"] = reasons
     out["top_predicted_share"] = [r["top_predicted_share"] for r in rows]
+    repeats = max(r["repeat"] for r in rows)
+    # judged fold by fold: a model that fails on one fold is "failed on fold k" wherever it is shown
+    out["failed_folds"] = ST.failed_folds([r["balanced_accuracy"] for r in rows], out["top_predicted_share"],
+                                          [layout.fold_label(r["fold"], r["repeat"], repeats) for r in rows],
+                                          len(class_names))
     correct = np.concatenate([_correct(p, class_names) for p in preds])
     patients = np.concatenate([p["patient_id"].to_numpy(dtype=str) for p in preds])
     out["accuracy_patient_bootstrap"] = M.cluster_bootstrap_ci(correct, patients, n_resamples, seed)
+    y_all = np.concatenate([p["label"].to_numpy() for p in preds])
+    prob_all = np.concatenate([p[layout.prob_columns(class_names)].to_numpy(dtype=np.float64) for p in preds])
+    # pooled over every fold (and repeat) of the test images; intervals resample whole patients
+    out["class_rates"] = ST.class_rates(y_all, prob_all.argmax(axis=1), class_names, patients, n_resamples, seed)
+    out["calibration"] = ST.calibration(y_all, prob_all)
+    out["budget"] = {"epochs": _one([r["epochs"] for r in rows]),
+                     "optimizer_steps_per_fold": _mean([r["optimizer_steps"] for r in rows]),
+                     "training_seconds": _sum([r["seconds"] for r in rows])}
     if protocol == "patient":
         out["patient_accuracy"] = M.mean_sd_ci([r["patient_accuracy"] for r in rows], bounds=UNIT)
+        levels = [M.patient_level(p, class_names) for r, p in zip(rows, preds, strict=True) if r["repeat"] == 1]
+        y_p = np.concatenate([y for y, _ in levels])
+        right = int(sum(int((prob.argmax(axis=1) == y).sum()) for y, prob in levels))
+        # one pass over the patients (repeat 1): each patient once, so the exact interval's n is right
+        out["patient_accuracy_exact"] = {**ST.clopper_pearson(right, len(y_p)),
+                                         "majority_rate": float(np.bincount(y_p).max() / len(y_p)),
+                                         "over": "the patients of repeat 1, each diagnosed once"}
     out["per_class"] = {
         name: {q: M.mean_sd_ci([fm["per_class"][name][q] for fm in fms], bounds=UNIT)
                for q in ("sensitivity", "specificity")}
@@ -119,22 +147,41 @@ def summarize_runs(rows: list[dict], fms: list[dict], preds: list[pd.DataFrame],
     return out
 
 
+def _one(values: list) -> Any:
+    """The value shared by every fold, or the sorted distinct values when they differ (None: unrecorded)."""
+    seen = sorted({v for v in values if v is not None})
+    return None if not seen else seen[0] if len(seen) == 1 else seen
+
+
+def _mean(values: list) -> float | None:
+    present = [v for v in values if v is not None]
+    return float(np.mean(present)) if present else None
+
+
+def _sum(values: list) -> float | None:
+    present = [v for v in values if v is not None]
+    return float(np.sum(present)) if present else None
+
+
 def compare(ref_rows: list[dict], other_rows: list[dict], ref_preds: list[pd.DataFrame],
             other_preds: list[pd.DataFrame], class_names: list[str], n_resamples: int, seed: int,
             where: str) -> dict:
-    """Reference minus other over the same folds: corrected resampled t-test per metric, and a
-    paired bootstrap of accuracy over the pooled test images."""
+    """Reference minus other over the same folds of every repeat: the corrected repeated k-fold t-test
+    per metric (its interval, p-value and minimum detectable difference), and a paired bootstrap of
+    accuracy over the pooled test images (these trained models' test estimate, a different question)."""
     out: dict[str, Any] = {}
     n_train = float(np.mean([r["n_train"] for r in ref_rows]))
     n_test = float(np.mean([r["n_test"] for r in ref_rows]))
+    repeats = max(r["repeat"] for r in ref_rows)
     for metric in COMPARED_METRICS:
         diffs = [a[metric] - b[metric] for a, b in zip(ref_rows, other_rows, strict=True)
                  if a[metric] is not None and b[metric] is not None]
-        out[metric] = M.corrected_resampled_ttest(diffs, n_train, n_test)
+        out[metric] = ST.repeated_kfold_ttest(diffs, n_train, n_test, repeats=repeats)
+    out["n_train"], out["n_test"] = n_train, n_test
     correct_a, correct_b, patients = [], [], []
     for row, a, b in zip(ref_rows, ref_preds, other_preds, strict=True):
         if set(a["image_id"]) != set(b["image_id"]):
-            raise DataError(f"{where}: fold {row['fold']}'s test images differ between the two models' "
+            raise DataError(f"{where}: {layout.fold_name(row['fold'], row['repeat'])}'s test images differ between the two models' "
                             f"predictions.csv (stale runs?); re-run both with the same data/splits/")
         b = b.set_index("image_id").loc[a["image_id"]].reset_index()
         correct_a.append(_correct(a, class_names))
@@ -152,10 +199,21 @@ def _correct(pred: pd.DataFrame, class_names: list[str]) -> np.ndarray:
     return pred[layout.prob_columns(class_names)].to_numpy().argmax(axis=1) == pred["label"].to_numpy()
 
 
-def claims(comparisons: dict[str, dict], summaries: dict[str, dict], ref: str, protocol: str) -> None:
-    """Decide, in place, which of the reference model's comparisons under one protocol may support a
-    claim, and Holm-adjust their p-values within that family (per metric).
+FAMILIES = ("ablations", "baselines")   # Holm adjusts within each, separately
 
+
+def family(model: str) -> str:
+    """The named family of an exploratory comparison: the proposed network's ablations, or the baselines."""
+    return "ablations" if model in roster.ABLATIONS else "baselines"
+
+
+def claims(comparisons: dict[str, dict], summaries: dict[str, dict], ref: str, protocol: str,
+           primary: tuple[str, str] | None = None) -> None:
+    """Decide, in place, which of the reference model's comparisons under one protocol may support a
+    claim, and Holm-adjust their p-values within each named family (ablations, baselines), per metric.
+
+    `primary` (comparator, metric), when this protocol and scenario hold the declared primary
+    comparison: that one test is not adjusted (p_holm = p_value, family "primary") and is in no family.
     A comparison with a degenerate model (or a degenerate reference) supports no claim: beating a
     constant predictor says nothing. Its unadjusted p-value is kept, and `p_holm` is None.
     """
@@ -164,13 +222,21 @@ def claims(comparisons: dict[str, dict], summaries: dict[str, dict], ref: str, p
         c["claim"] = not bad
         c["no_claim_reason"] = (f"{' and '.join(bad)} did not learn under the {protocol} protocol (degenerate)"
                                 if bad else None)
-    family = [m for m, c in comparisons.items() if c["claim"]]
+        c["family"] = family(model)
     for metric in COMPARED_METRICS:
-        adjusted = M.holm([comparisons[m][metric]["p_value"] for m in family])
-        for m in comparisons:
-            comparisons[m][metric]["p_holm"] = adjusted[family.index(m)] if m in family else None
-        for m in family:
-            comparisons[m][metric]["holm_family"] = len([x for x in adjusted if x is not None])
+        is_primary = {m: primary == (m, metric) for m in comparisons}
+        for name in FAMILIES:
+            members = [m for m, c in comparisons.items() if c["claim"] and c["family"] == name and not is_primary[m]]
+            adjusted = M.holm([comparisons[m][metric]["p_value"] for m in members])
+            for m, p in zip(members, adjusted):
+                comparisons[m][metric].update(p_holm=p, family=name,
+                                              holm_family=len([x for x in adjusted if x is not None]))
+        for m, c in comparisons.items():
+            if is_primary[m]:
+                c[metric].update(p_holm=c[metric]["p_value"] if c["claim"] else None, family="primary",
+                                 holm_family=1)
+            elif "p_holm" not in c[metric]:
+                c[metric].update(p_holm=None, family=c["family"], holm_family=None)
 
 
 def _consistent(runs_meta: list[tuple[str, dict]], key: str) -> Any:
@@ -196,20 +262,21 @@ def build_scenario(params: Params, scenario: str, runs: Path, runs_meta: dict[st
     fms: dict[tuple[str, str], list[dict]] = {}
     preds: dict[tuple[str, str], list[pd.DataFrame]] = {}
     validation: dict[str, dict[str, list]] = {}
+    repeats = range(1, params.split.repeats + 1)
     for model in models:
         for protocol in protocols:
-            for fold in folds:
-                pred, meta = load_run(runs, scenario, model, protocol, fold)
+            for repeat, fold in [(r, k) for r in repeats for k in folds]:   # k*R runs, repeat by repeat
+                pred, meta = load_run(runs, scenario, model, protocol, fold, repeat)
                 if model == models[0]:      # the validation part is the fold's, the same for every model
                     validation.setdefault(protocol, {"images": [], "patients": []})
                     validation[protocol]["images"].append(meta.get("n_val"))
                     validation[protocol]["patients"].append(meta.get("n_val_patients"))
-                row, fm = fold_row(scenario, model, protocol, fold, pred, meta, class_names)
+                row, fm = fold_row(scenario, model, protocol, fold, pred, meta, class_names, repeat)
                 rows.setdefault((model, protocol), []).append(row)
                 fms.setdefault((model, protocol), []).append(fm)
                 preds.setdefault((model, protocol), []).append(pred)
                 runs_meta[model].append(
-                    (str(layout.run_dir(scenario, model, protocol, fold, runs) / layout.RUN_METRICS), meta))
+                    (str(layout.run_dir(scenario, model, protocol, fold, runs, repeat) / layout.RUN_METRICS), meta))
 
     mine = [x for m in models for x in runs_meta[m] if x[1].get("scenario", scenario) == scenario]
     trained_on = _consistent(mine, "splits")
@@ -231,19 +298,41 @@ def build_scenario(params: Params, scenario: str, runs: Path, runs_meta: dict[st
     result["meta"]["validation"] = validation   # per fold: the images and patients epochs were selected on
 
     ref = params.evaluate.reference_model
+    pp = params.evaluate.primary
     comparisons: dict[str, Any] = {}
+
+    def pair(a: str, b: str, protocol: str) -> dict:
+        where = f"{layout.stage_dir(scenario, a, protocol, runs)} vs {layout.stage_dir(scenario, b, protocol, runs)}"
+        return compare(rows[(a, protocol)], rows[(b, protocol)], preds[(a, protocol)], preds[(b, protocol)],
+                       class_names, params.evaluate.bootstrap, params.seed, where)
+
     for protocol in protocols:
         for model in models:
-            if model == ref:
-                continue
-            where = (f"{layout.stage_dir(scenario, ref, protocol, runs)} vs "
-                     f"{layout.stage_dir(scenario, model, protocol, runs)}")
-            comparisons.setdefault(protocol, {})[model] = compare(
-                rows[(ref, protocol)], rows[(model, protocol)], preds[(ref, protocol)], preds[(model, protocol)],
-                class_names, params.evaluate.bootstrap, params.seed, where)
-        claims(comparisons.get(protocol, {}), result, ref, protocol)
+            if model != ref:
+                comparisons.setdefault(protocol, {})[model] = pair(ref, model, protocol)
+        here = pp is not None and pp.reference == ref and (pp.scenario, pp.protocol) == (scenario, protocol)
+        claims(comparisons.get(protocol, {}), result, ref, protocol, (pp.comparator, pp.metric) if here else None)
     result["comparisons"] = comparisons
+    if pp is not None and pp.scenario == scenario:
+        result["primary"] = primary_block(params, pair(pp.reference, pp.comparator, pp.protocol),
+                                          rows[(pp.reference, pp.protocol)], result)
     return result, [r for rs in rows.values() for r in rs]
+
+
+def primary_block(params: Params, comparison: dict, ref_rows: list[dict], result: dict) -> dict:
+    """The declared primary comparison: its test (not adjusted), and what this design can detect."""
+    pp = params.evaluate.primary
+    test = comparison[pp.metric]
+    n_patients = (result[pp.reference][pp.protocol].get("accuracy_patient_bootstrap") or {}).get("n_patients")
+    bad = [m for m in (pp.reference, pp.comparator) if result[m][pp.protocol].get("degenerate")]
+    return {"reference": pp.reference, "comparator": pp.comparator, "metric": pp.metric, "protocol": pp.protocol,
+            "scenario": pp.scenario, "sign": f"{pp.reference} minus {pp.comparator}",
+            "folds": len(params.train.folds), "repeats": params.split.repeats, "n_patients": n_patients,
+            "test": test, "bootstrap_accuracy": comparison["bootstrap_accuracy"],
+            "design": ST.design(test, pp.target, len(params.train.folds), comparison["n_train"],
+                                comparison["n_test"], n_patients or 0),
+            "degenerate": bad,
+            "failed_folds": {m: result[m][pp.protocol]["failed_folds"] for m in (pp.reference, pp.comparator)}}
 
 
 def build(params: Params, runs: Path = layout.RUNS, splits_dir: Path = layout.SPLITS_DIR) -> tuple[dict, pd.DataFrame]:
@@ -262,24 +351,44 @@ def build(params: Params, runs: Path = layout.RUNS, splits_dir: Path = layout.SP
         "data_source": params.data.source,
         "protocols": list(params.split.protocols),
         "folds": list(params.train.folds),
+        "repeats": params.split.repeats,
+        "profile_name": params.profile_name,
         "models": list(models),
         "reference_model": ref,
         "comparison": f"{ref} minus each other model, same folds",
         "input_size": _consistent(all_meta, "input_size"),
         "epochs": {m: _consistent(runs_meta[m], "epochs") for m in models},
+        "recipes_overridden": sorted(params.train.overrides or {}),
         "pretrained": bool(any(meta.get("pretrained") for _, meta in all_meta)),
         "cohort": _consistent(all_meta, "cohort"),
         "cpu": _consistent(all_meta, "cpu"),
+        # torch threads per fold change the rounding, so they are one value; folds side by side (train.
+        # parallel_folds) do not change a fold's bits: the counts the runs were trained with, for the record
+        "threads": _consistent(all_meta, "threads"),
+        "fold_workers": sorted({meta["fold_workers"] for _, meta in all_meta if "fold_workers" in meta}),
         "select_by": _consistent(all_meta, "select_by"),
         "statistics": {
             "ci_low/ci_high": "t interval of the mean over folds; it treats the folds as independent, which they "
                               "are not (their training parts overlap), so it is too narrow: naive",
             "accuracy_patient_bootstrap": "percentile interval of the accuracy pooled over every fold's test "
                                           "images, resampling whole patients",
-            "comparisons": "reference minus each other model over the same folds: Nadeau-Bengio corrected "
-                           "resampled t-test per metric (p_value) and its Holm adjustment within each scenario, "
-                           "protocol and metric over the comparisons that may support a claim (p_holm); a paired "
-                           "bootstrap of accuracy resampling whole patients (bootstrap_accuracy)",
+            "comparisons": "reference minus each other model over the same folds of every repeat: corrected "
+                           "repeated k-fold t-test (Bouckaert & Frank 2004; variance x (1/(k*R) + n_test/n_train), "
+                           "k*R - 1 df) per metric (p_value, ci_low/ci_high, mdd: the difference it detects with "
+                           "80% power) and its Holm adjustment within each named family (ablations, baselines), "
+                           "scenario, protocol and metric over the comparisons that may support a claim (p_holm); "
+                           "the declared primary comparison (evaluate.primary) is not adjusted; a paired bootstrap "
+                           "of accuracy resampling whole patients (bootstrap_accuracy): the uncertainty of these "
+                           "trained models' test estimate, not of the method",
+            "class_rates": "per class, one against the rest, pooled over every fold and repeat: sensitivity, "
+                           "specificity, PPV, NPV with percentile intervals resampling whole patients",
+            "calibration": "Brier score, expected calibration error over 10 equal-width bins of the top-class "
+                           "probability, and the reliability curve (scikit-learn calibration_curve)",
+            "patient_accuracy_exact": "Clopper-Pearson interval of patient-level accuracy (repeat 1, each patient "
+                                      "once) beside the patient-level majority rate",
+            "failed_folds": f"folds on which a model predicts one class for at least "
+                            f"{M.DEGENERATE_ONE_CLASS_SHARE:.0%} of the images or scores balanced accuracy at most "
+                            f"chance + {M.DEGENERATE_MARGIN}",
             "degenerate": f"mean balanced accuracy at most chance + {M.DEGENERATE_MARGIN}, or a fold predicting "
                           f"one class for at least {M.DEGENERATE_ONE_CLASS_SHARE:.0%} of its test images; no "
                           f"claim is made against a degenerate model",
@@ -324,7 +433,8 @@ def main(argv: list[str] | None = None) -> int:
         outputs.path(metrics_path).write_text(json_text(result), encoding="utf-8")
     n_runs = len(per_fold)
     print(f"evaluate: {n_runs} runs ({len(params.split.scenarios)} scenarios x {len(params.train.models)} models x "
-          f"{len(params.split.protocols)} protocols x {len(params.train.folds)} folds) -> {metrics_path}, "
+          f"{len(params.split.protocols)} protocols x {len(params.train.folds)} folds x {params.split.repeats} "
+          f"repeats) -> {metrics_path}, "
           f"{per_fold_path}")
     return 0
 

@@ -1,9 +1,10 @@
 """Failure analysis: where the models go wrong, from the runs' per-image test predictions joined to
 the cohort manifest (diagnosis, muscle, side of every image).
 
-Every test image of every fold is counted once per model (the folds' test parts partition the
-scenario's images). A patient counts as missed by a model when more than half of the patient's test
-images are misclassified. Models that did not learn (degenerate) are left out of the patient
+Every test image is counted once per model and repeat (within a repeat the folds' test parts
+partition the scenario's images; each repeat of the cross-validation tests every image again). A
+patient counts as missed by a model when more than half of the patient's test images are
+misclassified. Models that did not learn (degenerate) are left out of the patient
 ranking, since a constant predictor "misses" every patient of one class.
 """
 from __future__ import annotations
@@ -18,18 +19,20 @@ from pipeline.scenarios import DIAGNOSES, MUSCLES
 GROUPS = ("diagnosis", "muscle", "side")
 
 
-def image_errors(predictions: dict[tuple[str, str, str, int], pd.DataFrame], manifest: pd.DataFrame,
+def image_errors(predictions: dict[tuple[str, str, str, int, int], pd.DataFrame], manifest: pd.DataFrame,
                  manifest_path: str = "manifest.csv") -> pd.DataFrame:
-    """One row per (scenario, model, protocol, fold, test image): patient, diagnosis, muscle, side and
-    `wrong` (predicted != label). predictions[(scenario, model, protocol, fold)] is a predictions.csv."""
+    """One row per (scenario, model, protocol, repeat, fold, test image): patient, diagnosis, muscle,
+    side and `wrong` (predicted != label). predictions[(scenario, model, protocol, repeat, fold)] is a
+    predictions.csv."""
     if not predictions:
-        return pd.DataFrame(columns=["scenario", "model", "protocol", "fold", "image_id", "patient_id", *GROUPS,
-                                     "wrong"])
+        return pd.DataFrame(columns=["scenario", "model", "protocol", "repeat", "fold", "image_id", "patient_id",
+                                     *GROUPS, "wrong"])
     cols = ["image_id", *(c for c in GROUPS if c in manifest.columns)]
     info = manifest[cols].assign(image_id=manifest["image_id"].astype(int))
     frames = []
-    for (scenario, model, protocol, fold), p in predictions.items():
-        frames.append(pd.DataFrame({"scenario": scenario, "model": model, "protocol": protocol, "fold": fold,
+    for (scenario, model, protocol, repeat, fold), p in predictions.items():
+        frames.append(pd.DataFrame({"scenario": scenario, "model": model, "protocol": protocol, "repeat": repeat,
+                                    "fold": fold,
                                     "image_id": p["image_id"].astype(int).to_numpy(),
                                     "patient_id": p["patient_id"].astype(str).to_numpy(),
                                     "wrong": (p["predicted"] != p["label"]).to_numpy()}))
@@ -108,8 +111,11 @@ def markdown(errors: pd.DataFrame, panels: list[tuple[str, str]], models: list[s
     by muscle and side, and the most-missed patients."""
     if errors.empty:
         return "No test predictions to analyse."
+    repeats = int(errors["repeat"].nunique())
     lines = ["Share of test images misclassified (%, with the number of test images in brackets), pooled over "
-             "folds; rows are models. Diagnosis is the manifest's (N, IBM, PM, DM), so within a scenario's "
+             + ("folds; " if repeats == 1 else f"the folds of {repeats} repeats (every repeat tests each image "
+                                               f"again, so an image counts once per repeat); ")
+             + "rows are models. Diagnosis is the manifest's (N, IBM, PM, DM), so within a scenario's "
              "myositis class the subtypes are told apart: which myositis is missed. A patient is *missed* by a "
              "model when over half of the patient's test images are misclassified; models that did not learn "
              "are left out of that count.", ""]

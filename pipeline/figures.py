@@ -15,7 +15,10 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from pipeline import stats
 from pipeline.atomic import AtomicOutputs
+from pipeline.layout import fold_label
+from pipeline.protocols import marker
 from pipeline.results import Results
 
 PROPOSED_COLOR = "#d62728"
@@ -25,29 +28,20 @@ FOLD_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h")
 DPI = 110
 NCOL = 4                    # columns of a figure legend set below the panels
 PAGE_WIDTH = 10.0           # inches: every figure is at most this wide, so it reads at page width
-FAILED_SHARE, FAILED_MARGIN = 0.95, 0.02    # a failed fold: >=95% one class, or balanced accuracy <= chance + 0.02
 INTERVAL_WORDS = ("95% corrected repeated k-fold t interval over folds (Nadeau-Bengio / Bouckaert-Frank: "
                   "mean ± t(J-1) · sqrt((1/J + n_test/n_train) · s²), J = folds × repeats)")
 
 
-def corrected_interval(values: Sequence[float], n_test: float, n_train: float, level: float = 0.95) -> float | None:
-    """Half-width of the corrected repeated k-fold t interval of the mean of J fold values
-    (Nadeau and Bengio 2003; Bouckaert and Frank 2004): t_{J-1} * sqrt((1/J + n_test/n_train) * s^2).
-    None with fewer than two values. The one place figures compute an interval."""
-    from scipy.stats import t
-
-    v = np.asarray([x for x in values if x is not None and not np.isnan(x)], dtype=float)
-    if len(v) < 2 or not n_train:
+def corrected_interval(values: Sequence[float], n_test: float, n_train: float, repeats: int = 1) -> float | None:
+    """Half-width of the 95% interval of the mean of the k*R fold values from pipeline/stats.py's
+    corrected repeated k-fold t-test (the one implementation); 0 when every fold gave the same value,
+    None with fewer than two values or no training part."""
+    if not n_train or not n_test:
         return None
-    return float(t.ppf(0.5 + level / 2, len(v) - 1) * np.sqrt((1 / len(v) + n_test / n_train) * v.var(ddof=1)))
-
-
-def fold_failed(row: dict, n_classes: int) -> bool:
-    """A fold that failed: it predicted one class for >= 95% of its test images, or its balanced
-    accuracy is at most chance + 0.02 (the statistics issue's per-fold rule)."""
-    share, bal = row.get("top_predicted_share"), row.get("balanced_accuracy")
-    return bool((share is not None and share >= FAILED_SHARE)
-                or (bal is not None and bal <= 1 / n_classes + FAILED_MARGIN))
+    t = stats.repeated_kfold_ttest(values, n_train, n_test, repeats=repeats)
+    if t["ci_low"] is None:
+        return 0.0 if t["sd"] == 0.0 else None
+    return (t["ci_high"] - t["ci_low"]) / 2
 
 
 def _figure(width: float, height: float):
@@ -207,6 +201,17 @@ def _fold_stats(x: "ReportInputs", s: str, m: str, p: str) -> tuple[list[dict], 
     return rows, n_test, n_train
 
 
+def _log_x_panel(ax, title: str, xlabel: str, ylabel: str) -> None:
+    """A scatter panel against a log-scale x axis: labels, bold title, grid (the headline and the
+    deployment figure)."""
+    ax.set_xscale("log")
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.set_ylabel(ylabel, fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.set_title(title, fontsize=9, fontweight="bold")
+    ax.grid(True, which="major", alpha=0.3)
+
+
 def accuracy_vs_macs(x: "ReportInputs", path: str | Path) -> Any:
     """Balanced accuracy (mean over folds, corrected t interval) against MACs at 3x224x224, log axis:
     one panel per protocol (columns) and scenario (rows). The proposed model is a large red star with
@@ -232,7 +237,7 @@ def accuracy_vs_macs(x: "ReportInputs", path: str | Path) -> Any:
                 vals = [r["balanced_accuracy"] for r in rows if r.get("balanced_accuracy") is not None]
                 if macs is None or not vals:
                     continue
-                half = corrected_interval(vals, n_test, n_train)
+                half = corrected_interval(vals, n_test, n_train, x.repeats)
                 st = roles.style(m)
                 hollow = (s, m, p) in x.results.degenerate
                 ax.errorbar(macs, 100 * np.mean(vals), yerr=0 if half is None else 100 * half, fmt="none",
@@ -240,7 +245,7 @@ def accuracy_vs_macs(x: "ReportInputs", path: str | Path) -> Any:
                 ax.scatter(macs, 100 * np.mean(vals), s=st["size"], marker=st["marker"],
                            color="white" if hollow else st["color"], edgecolor=st["color"] if hollow else "black",
                            linewidths=1.6 if hollow else 0.6, alpha=st["alpha"], zorder=st["zorder"])
-                failed = sum(fold_failed(r, len(x.results.class_names(s))) for r in rows)
+                failed = sum(bool(r.get("failed")) for r in rows)     # per_fold.csv: stats.failed_folds' rule
                 pts.append((m, macs, 100 * float(np.mean(vals)), st, hollow, failed, len(rows)))
                 spans += [100 * (np.mean(vals) - (half or 0)), 100 * (np.mean(vals) + (half or 0))]
             front = pareto_front([(mx, y) for m, mx, y, _, hollow, _, _ in pts if not hollow])
@@ -248,12 +253,7 @@ def accuracy_vs_macs(x: "ReportInputs", path: str | Path) -> Any:
                 ax.step([f[0] for f in front], [f[1] for f in front], where="post", color="black", linewidth=0.8,
                         alpha=0.6, zorder=2)
             line_text = _chance_line(ax, chance, f"chance = always the majority class: {chance:.0f}%")
-            ax.set_xscale("log")
-            ax.set_xlabel("MACs at 3x224x224 (log scale)", fontsize=8)
-            ax.set_ylabel("balanced accuracy, %", fontsize=8)
-            ax.tick_params(labelsize=7)
-            ax.set_title(f"{s}, {p} protocol", fontsize=9, fontweight="bold")
-            ax.grid(True, which="major", alpha=0.3)
+            _log_x_panel(ax, f"{s}, {p} protocol", "MACs at 3x224x224 (log scale)", "balanced accuracy, %")
             lo, hi = min(spans), max(spans)
             ax.set_ylim(max(lo - 0.15 * (hi - lo) - 6, 0), min(hi + 0.3 * (hi - lo) + 6, 100))
             xs = [q[1] for q in pts]
@@ -305,6 +305,57 @@ def accuracy_vs_macs(x: "ReportInputs", path: str | Path) -> Any:
     return fig
 
 
+def latency_vs_balanced_accuracy(x: "ReportInputs", path: str | Path) -> Any:
+    """As deployed (reports/deploy/): ONNX Runtime batch-1 CPU latency (log scale) against test balanced
+    accuracy, fp32 filled and int8 hollow joined by a line, one panel per scenario; marker shape: the
+    protocol (pipeline/protocols.py); colours as in the other figures; labels placed where they overlap
+    nothing, legend below the panels."""
+    title = f"Deployed: ONNX Runtime batch-1 latency vs balanced accuracy, fp32 and int8\n{x.context}"
+    from matplotlib.lines import Line2D
+
+    points = [{"scenario": s, "model": m, "protocol": protocol,
+               "fp32_ms": r["latency"]["ort_fp32"]["median_ms"], "int8_ms": r["latency"]["ort_int8"]["median_ms"],
+               "fp32_ba": 100 * b["fp32_balanced_accuracy_mean"], "int8_ba": 100 * b["int8_balanced_accuracy_mean"],
+               "lossy": bool(b["lossy_folds"])}
+              for (s, m), r in x.deploy.items() if r["exported"] for protocol, b in r["by_protocol"].items()]
+    scenarios = list(dict.fromkeys(p["scenario"] for p in points)) or list(x.meta["scenarios"])
+    fig = _figure(PAGE_WIDTH, 4.0 * len(scenarios) + 1.4)
+    axes = _panel_grid(fig, len(scenarios), 1)[:, 0]
+    size = 60
+    for ax, s in zip(axes, scenarios, strict=True):
+        for p in (q for q in points if q["scenario"] == s):
+            st, shape = x.roles.style(p["model"]), marker(p["protocol"])
+            ax.plot([p["fp32_ms"], p["int8_ms"]], [p["fp32_ba"], p["int8_ba"]], color=st["color"], linewidth=1,
+                    alpha=0.7, zorder=2)
+            ax.scatter(p["fp32_ms"], p["fp32_ba"], color=st["color"], edgecolor="black", marker=shape, s=size,
+                       zorder=3)
+            ax.scatter(p["int8_ms"], p["int8_ba"], color="white", edgecolor=st["color"], linewidths=2,
+                       marker=shape, s=size, zorder=3)
+        _log_x_panel(ax, f"scenario {s}", "ONNX Runtime CPU latency, batch 1 at the training input, ms (median, log)",
+                     "test balanced accuracy, % (mean over folds)")
+        ax.margins(x=0.25, y=0.25)
+        if not any(q["scenario"] == s for q in points):
+            ax.text(0.5, 0.5, "no exported model", transform=ax.transAxes, ha="center", va="center", fontsize=8)
+    handles = [Line2D([], [], marker="o", color="grey", markeredgecolor="black", linestyle="", label="fp32"),
+               Line2D([], [], marker="o", color="white", markeredgecolor="grey", linestyle="", label="int8 (QDQ)")]
+    handles += [Line2D([], [], marker=marker(pr), color="grey", linestyle="", label=f"{pr} protocol")
+                for pr in dict.fromkeys(p["protocol"] for p in points)]
+    handles += [Line2D([], [], marker="o", color=x.roles.style(m)["color"], linestyle="",
+                       label=_wrap(f"{m}: {x.labels.get(m, m)}", 34))
+                for m in dict.fromkeys(p["model"] for p in points)]
+    fig.legend(handles=handles, loc="outside lower center", ncol=NCOL, fontsize=7, frameon=False)
+    _title(fig, title)
+    _freeze(fig)
+    for ax, s in zip(axes, scenarios, strict=True):
+        mine = [q for q in points if q["scenario"] == s]
+        avoid = [_marker_box(ax, q[f"{kind}_ms"], q[f"{kind}_ba"], size) for q in mine for kind in ("fp32", "int8")]
+        place_labels(ax, [(q["fp32_ms"], q["fp32_ba"], f"{q['model']} ({q['protocol']})"
+                           + (", int8 LOSSY" if q["lossy"] else ""), {"fontsize": 7, "zorder": 8}) for q in mine],
+                     avoid)
+    _save(fig, path)
+    return fig
+
+
 def _panel_grid(fig, rows: int, cols: int):
     return fig.subplots(rows, cols, squeeze=False)
 
@@ -313,7 +364,7 @@ def confusion_matrices(x: "ReportInputs", path: str | Path, per_row: int = 3) ->
     """Row-normalised confusion matrices (share of the true class, %), summed over folds: one block
     per scenario and protocol, at most `per_row` models a row so the numbers read at page width.
     The counts are in metrics.json (confusion_matrix) and the failure-analysis tables."""
-    title = (f"Confusion matrices, image level, summed over folds {x.meta['folds']}, "
+    title = (f"Confusion matrices, image level, summed over {x.folds_words}, "
              f"normalised by true class\n{x.context}")
     keys = x.results.panels
     models = list(x.meta["models"])
@@ -363,7 +414,7 @@ def per_fold(x: "ReportInputs", path: str | Path) -> Any:
 
     keys = x.results.panels
     models = list(x.meta["models"])
-    folds = list(x.meta["folds"])
+    folds = x.run_keys                       # (repeat, fold) in the order of metrics.json's majority rates
     cmap = colormaps["Dark2"]
     color = {k: cmap(i % 8) for i, k in enumerate(folds)}
     fig = _figure(PAGE_WIDTH, 3.6 * len(keys) + 1.0)
@@ -371,16 +422,17 @@ def per_fold(x: "ReportInputs", path: str | Path) -> Any:
     for i, (s, p) in enumerate(keys):
         n_classes = len(x.results.class_names(s))
         majority = x.results.majority_rates(s, p)
+        rows = {(r["model"], r.get("repeat", 1), r["fold"]): r for r in x.fold_rows
+                if r["scenario"] == s and r["protocol"] == p}
         for j, metric in enumerate(("accuracy", "balanced_accuracy")):
             ax = axes[i][j]
             for fi, k in enumerate(folds):
                 ys, failed = [], []
                 for xi, m in enumerate(models):
-                    row = next((r for r in x.fold_rows if (r["scenario"], r["model"], r["protocol"], r["fold"])
-                                == (s, m, p, k)), None)
+                    row = rows.get((m, *k))
                     v = None if row is None else row.get(metric)
                     ys.append(np.nan if v is None else 100 * v)
-                    if row is not None and fold_failed(row, n_classes):
+                    if row is not None and row.get("failed"):   # per_fold.csv: stats.failed_folds' rule
                         failed.append((xi, 100 * v if v is not None else np.nan))
                 offset = (fi - (len(folds) - 1) / 2) * 0.12
                 xs = np.arange(len(models)) + offset
@@ -407,7 +459,7 @@ def per_fold(x: "ReportInputs", path: str | Path) -> Any:
         rates = ", ".join(f"{s} {p} {100 * r:.1f}%" for s, p in keys
                           if fi < len(rs := x.results.majority_rates(s, p)) and (r := rs[fi]) is not None)
         handles.append(Line2D([], [], color=color[k], marker=FOLD_MARKERS[fi % len(FOLD_MARKERS)], linewidth=0.7,
-                              label=f"fold {k}" + (f"\n  majority-class rate (dashed):\n  {_wrap(rates, 34)}"
+                              label=fold_label(k[1], k[0], x.repeats) + (f"\n  majority-class rate (dashed):\n  {_wrap(rates, 34)}"
                                                    if rates else "")))
     handles += [Line2D([], [], color="black", linestyle="--", label="chance (balanced accuracy)"),
                 Line2D([], [], marker="o", markerfacecolor="none", markeredgecolor="red", linestyle="", markersize=9,
@@ -430,7 +482,7 @@ def _band_legend(fig, x: "ReportInputs") -> None:
 def training_curves(x: "ReportInputs", path: str | Path) -> Any:
     """Validation balanced accuracy and training loss by epoch: the mean over folds as a line, the
     range over folds (min to max) as a band; one row per scenario and protocol, legend outside."""
-    title = (f"Training curves: mean over folds {x.meta['folds']} (line) and their range "
+    title = (f"Training curves: mean over {x.folds_words} (line) and their range "
              f"(band)\n{x.context}")
     import pandas as pd
     from matplotlib.ticker import MaxNLocator
@@ -441,7 +493,7 @@ def training_curves(x: "ReportInputs", path: str | Path) -> Any:
     for i, (s, p) in enumerate(keys):
         for m in x.meta["models"]:
             st = x.roles.style(m)
-            h = pd.concat([x.runs[(s, m, p, k)]["history"] for k in x.meta["folds"]])
+            h = pd.concat([run["history"] for run in x.fold_runs(s, m, p)])
             acc = "val_balanced_accuracy" if "val_balanced_accuracy" in h and h["val_balanced_accuracy"].notna().any() \
                 else "val_accuracy"
             for ax, col, scale in ((axes[i][0], acc, 100), (axes[i][1], "train_loss", 1)):
@@ -467,7 +519,7 @@ def _pooled(x: "ReportInputs", s: str, m: str, p: str) -> tuple[np.ndarray, np.n
     """Labels, predicted classes and class probabilities of every fold's test images."""
     from pipeline.layout import prob_columns
 
-    ds = [x.runs[(s, m, p, k)]["predictions"] for k in x.meta["folds"]]
+    ds = [run["predictions"] for run in x.fold_runs(s, m, p)]
     cols = prob_columns(x.results.class_names(s))
     return (np.concatenate([d["label"].to_numpy() for d in ds]).astype(int),
             np.concatenate([d["predicted"].to_numpy() for d in ds]).astype(int),
@@ -499,7 +551,7 @@ def roc_curves(x: "ReportInputs", path: str | Path) -> Any:
     (columns), legends below the panels: pooled AUC and the fold-mean AUC of the tables side by side.
     The dot on each curve is the operating point of the reported accuracy (argmax of the probabilities).
     Two classes: the positive (second) class; more: micro-averaged one-vs-rest."""
-    title = (f"ROC curves, test predictions pooled over folds {x.meta['folds']}; dot: the argmax "
+    title = (f"ROC curves, test predictions pooled over {x.folds_words}; dot: the argmax "
              f"operating point of the reported accuracy\n{x.context}")
     from sklearn.metrics import roc_auc_score, roc_curve
     from sklearn.preprocessing import label_binarize
@@ -542,7 +594,7 @@ def reliability(x: "ReportInputs", path: str | Path, bins: int = 10) -> Any:
     equal-width bins): observed frequency against mean predicted probability, one panel per scenario
     and protocol. Two classes: the positive class's probability; more: the top class's probability
     against whether it was right (top-label calibration)."""
-    title = (f"Reliability diagram, test predictions pooled over folds {x.meta['folds']}, {bins} "
+    title = (f"Reliability diagram, test predictions pooled over {x.folds_words}, {bins} "
              f"equal-width bins\n{x.context}")
     from sklearn.calibration import calibration_curve
 
@@ -664,16 +716,36 @@ class ReportInputs:
     results: Results                    # reports/metrics.json
     per_fold: Any                       # pandas.DataFrame, reports/per_fold.csv
     complexity: dict[str, dict]         # reports/complexity/<model>.json
-    runs: dict                          # (scenario, model, protocol, fold) -> {"meta", "history", "predictions"}
+    runs: dict                          # (scenario, model, protocol, repeat, fold) -> {"meta", "history", "predictions"}
     labels: dict[str, str]              # model -> display name
     context: str                        # data source, scenarios, protocols and input size, for titles
     roles: Roles = Roles(())            # which model is the proposed one and which are its ablations
     # (scenario, protocol, "diagnosis" | "muscle") -> pipeline/failures.py's error_rates table
     failure_rates: dict = field(default_factory=dict)
+    deploy: dict = field(default_factory=dict)   # (scenario, model) -> reports/deploy/<scenario>/<model>.json
 
     @property
     def meta(self) -> dict:
         return self.results.meta
+
+    @property
+    def repeats(self) -> int:
+        """split.repeats of the run (metrics.json)."""
+        return int(self.meta.get("repeats") or 1)
+
+    @property
+    def run_keys(self) -> list[tuple[int, int]]:
+        """(repeat, fold) of every fold run, repeat by repeat (the order of metrics.json's per-fold lists)."""
+        return [(r, k) for r in range(1, self.repeats + 1) for k in self.meta["folds"]]
+
+    @property
+    def folds_words(self) -> str:
+        """'folds [1, 2, 3]', or with several repeats 'folds [1, 2, 3] of 2 repeats'."""
+        return f"folds {self.meta['folds']}" + (f" of {self.repeats} repeats" if self.repeats > 1 else "")
+
+    def fold_runs(self, scenario: str, model: str, protocol: str) -> list[dict]:
+        """The fold runs of every repeat of one scenario, model and protocol."""
+        return [self.runs[(scenario, model, protocol, r, k)] for r, k in self.run_keys]
 
     @functools.cached_property
     def fold_rows(self) -> list[dict]:
@@ -733,6 +805,10 @@ FIGURES: tuple[FigureSpec, ...] = (
     FigureSpec("failures.png", "Share of test images misclassified (%), pooled over folds, by diagnosis (within a "
                "scenario's myositis class, IBM, PM and DM apart) and by muscle; one heatmap row per model. Tables with "
                "sides and the most-missed patients are under Failure analysis.", "report", failures),
+    FigureSpec("latency_vs_balanced_accuracy.png", "As deployed: ONNX Runtime CPU latency of one image at the "
+               "training input (log scale) against test balanced accuracy, fp32 (filled) and int8 (hollow) joined "
+               "by a line, one panel per scenario; marker shape: protocol; handcrafted is not exported.", "report",
+               latency_vs_balanced_accuracy),
     FigureSpec("training_curves.png", "Validation balanced accuracy and training loss by epoch: the line is the mean "
                "over folds, the band the range from the lowest to the highest fold; one row per scenario and "
                "protocol.", "report", training_curves),

@@ -6,8 +6,14 @@ Written for a clinician-researcher: what each protocol allows one to conclude, i
 
 - a model that did not learn (metrics.json `degenerate`) is named so, and left out of "best model"
   statements, head-to-head claims and the leakage-gap mean;
-- head-to-head statements use Holm-adjusted p-values (`p_holm`, within each scenario and
-  protocol) and say so; intervals come from the bootstrap over patients;
+- it opens with the primary comparison declared in evaluate.primary: the estimate, the corrected
+  repeated k-fold t-test's own interval and p-value, the difference the design detects with 80%
+  power, and the repeats or patients that would detect the paper's 5.9 points;
+- every other comparison is exploratory; a verdict ("distinguishable") is given with its own test's
+  interval and Holm-adjusted p-value (within the ablations or baselines family); the patient-bootstrap
+  interval is given in a sentence of its own, for what it is (these trained models' test estimate);
+- "best" only of a tested difference; otherwise "highest mean (not tested)";
+- balanced accuracy is the headline; a model that failed on a fold is said to, wherever it is named;
 - the majority-class rate (what a constant guess scores) is stated beside every accuracy;
 - a figure that matches the paper by construction (the MACs ratio) is said to;
 - the size of the validation parts, and whether epochs were chosen on them, is stated.
@@ -46,7 +52,9 @@ def _setting(r: Results, scenario: str, protocol: str) -> str:
     meta = r.meta
     ref = meta.get("reference_model") or meta["models"][0]
     n_patients = (r.summary(scenario, ref, protocol).get("accuracy_patient_bootstrap") or {}).get("n_patients")
-    return f"{words(protocol)}, {n_patients} patients, {len(meta['folds'])} folds"
+    repeats = meta.get("repeats", 1)
+    return (f"{words(protocol)}, {n_patients} patients, {len(meta['folds'])} folds"
+            + (f" x {repeats} repeats" if repeats > 1 else ""))
 
 
 def _context(r: Results, scenario: str) -> list[str]:
@@ -55,7 +63,9 @@ def _context(r: Results, scenario: str) -> list[str]:
     out = []
     majority = block.get("majority_rate") or {}
     if majority:
-        parts = [f"{_pct(float(np.mean(v)))} under {words(p)}" for p, v in majority.items() if v]
+        parts = [f"{_pct(float(np.mean(v)))} under {words(p)}"
+                 + (f" (per fold run from {_pct(min(v))} to {_pct(max(v))})" if len(set(v)) > 1 else "")
+                 for p, v in majority.items() if v]
         out.append(f"{scenario} ({scenarios.DESCRIPTIONS[scenario]}): always guessing the most frequent class "
                    f"would score {' and '.join(parts)} (the majority-class rate, drawn as a dashed line in the "
                    f"accuracy figures); an accuracy near it means little.")
@@ -86,35 +96,133 @@ def _did_not_learn(r: Results, scenario: str, labels: dict[str, str]) -> list[st
             reason = r.summary(scenario, model, bad[0]).get("degenerate_reasons") or []
             found.append(f"{labels[model]} under {' and '.join(words(p) for p in bad)}"
                          + (f" ({reason[0]})" if reason else ""))
+    failed = [f"{labels[m]} under {words(p)} failed on "
+              + ", ".join(f["fold"] for f in r.summary(scenario, m, p).get("failed_folds") or [])
+              for m in meta["models"] for p in meta["protocols"]
+              if r.learned(scenario, m, p) and r.summary(scenario, m, p).get("failed_folds")]
+    found_failed = ([f"{scenario}: learned on average but failed on some folds (one class for at least 95% of "
+                     f"a fold's images, or balanced accuracy at chance + 0.02 or below): " + "; ".join(failed) + "."]
+                    if failed else [])
     if not found:
-        return [f"{scenario}: every model learned (none is degenerate under any protocol)."]
+        return [f"{scenario}: every model learned (none is degenerate under any protocol).", *found_failed]
     return [f"{scenario}: did not learn, marked degenerate, and no claim is made for or against them: "
-            + "; ".join(found) + "."]
+            + "; ".join(found) + ".", *found_failed]
+
+
+METRIC_WORDS = {"balanced_accuracy": "balanced accuracy", "accuracy": "accuracy", "macro_f1": "macro-F1"}
+HEADLINE = "balanced_accuracy"   # the headline metric of the reading (the classes are imbalanced)
+SIGN = ("Sign convention: every difference below is the first-named model minus the other, in percentage "
+        "points; a positive difference favours the first-named model.")
+
+
+def _points(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:+.1f}"
+
+
+def _failed(r: Results, scenario: str, model: str, protocol: str) -> str:
+    """' (failed on fold 3)' for a model that failed on some folds, '' otherwise."""
+    failed = r.summary(scenario, model, protocol).get("failed_folds") or []
+    return f" (failed on {', '.join(f['fold'] for f in failed)})" if failed else ""
+
+
+def _test_words(t: dict, adjusted: bool) -> str:
+    """The corrected t-test's own interval and p-value, in one clause."""
+    p = t.get("p_holm") if adjusted else t.get("p_value")
+    if t.get("ci_low") is None:
+        return t.get("p_undefined") or "p undefined"
+    which = f"Holm-adjusted within the {t.get('family')} family, {_p(p)}" if adjusted else _p(p)
+    return (f"corrected t-test 95% interval {_points(t['ci_low'])} to {_points(t['ci_high'])}"
+            f"{' (unadjusted)' if adjusted else ''}, {which}")
+
+
+def _primary(r: Results, labels: dict[str, str]) -> list[str]:
+    """The declared primary comparison: estimate, the test's interval and p, what the design detects."""
+    pr = next(((s, r.raw[s]["primary"]) for s in r.meta["scenarios"]
+               if (r.raw.get(s) or {}).get("primary")), None)
+    if pr is None:
+        return ["No primary comparison was declared (evaluate.primary): every comparison below is exploratory."]
+    scenario, b = pr
+    t, d = b["test"], b["design"]
+    ref, other = labels.get(b["reference"], b["reference"]), labels.get(b["comparator"], b["comparator"])
+    metric = METRIC_WORDS.get(b["metric"], b["metric"])
+    setting = (f"{words(b['protocol'])}, {scenario}, {b['n_patients']} patients, "
+               f"{b['folds']} folds x {b['repeats']} repeat{'s' if b['repeats'] > 1 else ''}")
+    out = [f"Primary comparison (declared before the run in evaluate.primary, not adjusted for multiplicity): "
+           f"{ref} minus {other} in {metric}, {setting}. " + SIGN]
+    if b.get("degenerate"):
+        out.append(f"{' and '.join(b['degenerate'])} did not learn here (degenerate): the primary comparison "
+                   f"supports no claim.")
+    failed = {m: f for m, f in (b.get("failed_folds") or {}).items() if f}
+    verdict = ""
+    if t.get("p_value") is not None and not b.get("degenerate"):
+        verdict = (" The difference is distinguishable from zero at the 5% level" if t["p_value"] < ALPHA
+                   else " The difference is not distinguishable from zero at the 5% level")
+        verdict += (" (" + "; ".join(f"{labels.get(m, m)} failed on {', '.join(x['fold'] for x in f)}"
+                                     for m, f in failed.items()) + ")") if failed else ""
+        verdict += "."
+    out.append(f"Estimate {_points(t.get('mean_difference'))} points; {_test_words(t, adjusted=False)} "
+               f"(Bouckaert-Frank corrected repeated k-fold t-test, {t.get('df')} degrees of freedom).{verdict}")
+    if d.get("mdd") is not None:
+        s = (f"Power: from the observed spread of the {t['n_differences']} fold differences (sd "
+             f"{100 * t['sd']:.1f} points), this design detects a difference of {100 * d['mdd']:.1f} points with "
+             f"80% power; its power for the paper's {100 * d['target']:.1f} points is {100 * d['power_at_target']:.0f}%. ")
+        if d.get("repeats_needed"):
+            s += f"Detecting {100 * d['target']:.1f} points with 80% power would take {d['repeats_needed']} repeats of these folds"
+        else:
+            s += (f"No number of repeats of these folds would detect {100 * d['target']:.1f} points with 80% power "
+                  f"(the n_test/n_train part of the variance does not shrink with repeats)")
+        s += (f". Roughly {d['patients_needed']} patients would, at these folds and repeats (assuming the variance "
+              f"of the fold differences falls as 1/patients).")
+        out.append(s)
+    else:
+        out.append("Power: not computable (the fold differences have no spread, or too few folds).")
+    boot = b.get("bootstrap_accuracy") or {}
+    if boot.get("ci_low") is not None:
+        out.append(f"Separately, not a test of the method: over these trained models' pooled test images, "
+                   f"resampling whole patients, the accuracy difference {ref} minus {other} is "
+                   f"{_points(boot['mean_difference'])} points with a 95% bootstrap interval of "
+                   f"{_points(boot['ci_low'])} to {_points(boot['ci_high'])}; this is the uncertainty of these "
+                   f"trained models' test estimate, not of the method.")
+    out.append("Every other comparison below is exploratory.")
+    return out
 
 
 def _best(r: Results, scenario: str, labels: dict[str, str]) -> list[str]:
+    """The highest mean balanced accuracy per protocol; "best" only when the reference's tested
+    differences with every other model that learned are distinguishable and in its favour."""
     meta = r.meta
+    ref = meta.get("reference_model")
     out = []
     for protocol in meta["protocols"]:
-        acc = {m: r.stat(scenario, m, protocol, "accuracy") for m in meta["models"]
-               if r.learned(scenario, m, protocol) and r.stat(scenario, m, protocol, "accuracy")
+        bal = {m: r.stat(scenario, m, protocol, HEADLINE) for m in meta["models"]
+               if r.learned(scenario, m, protocol) and r.stat(scenario, m, protocol, HEADLINE)
                is not None}
-        if not acc:
+        if not bal:
             out.append(f"{scenario}, {words(protocol)}: no model learned.")
             continue
-        best = max(acc, key=acc.get)
-        ci = r.summary(scenario, best, protocol).get("accuracy_patient_bootstrap") or {}
-        interval = (f"; 95% interval over patients {_pct(ci.get('ci_low'))} to {_pct(ci.get('ci_high'))}"
-                    if ci.get("ci_low") is not None else "")
-        sd = r.stat(scenario, best, protocol, "accuracy", "sd")
-        out.append(f"{scenario}, {protocol} protocol: the best model that learned was {labels[best]}, "
-                   f"{100 * acc[best]:.1f}%" + (f" ± {100 * sd:.1f}" if sd is not None else "")
-                   + f" accuracy over {len(meta['folds'])} folds{interval}.")
+        top = max(bal, key=bal.get)
+        sd = r.stat(scenario, top, protocol, HEADLINE, "sd")
+        n = r.stat(scenario, top, protocol, HEADLINE, "n")
+        figure = (f"{100 * bal[top]:.1f}" + (f" ± {100 * sd:.1f}" if sd is not None else "")
+                  + f" balanced accuracy (%) over {n} fold runs{_failed(r, scenario, top, protocol)}")
+        mine = r.comparisons(scenario, protocol)
+        others = [m for m in bal if m != top]
+        tested = top == ref and others and all(
+            (mine.get(m) or {}).get("claim") and ((mine[m].get(HEADLINE) or {}).get("p_holm") or 1) < ALPHA
+            and (mine[m][HEADLINE].get("mean_difference") or 0) > 0 for m in others)
+        if tested:
+            out.append(f"{scenario}, {protocol} protocol: {labels[top]} is the best model that learned, {figure}: "
+                       f"its balanced accuracy is higher than every other model's by a distinguishable margin "
+                       f"(corrected t-test, Holm-adjusted within each family).")
+        else:
+            out.append(f"{scenario}, {protocol} protocol: highest mean (not tested against every other model): "
+                       f"{labels[top]}, {figure}.")
     return out
 
 
 def _head_to_head(r: Results, scenario: str, labels: dict[str, str]) -> list[str]:
-    """The reference model against every model that learned, one sentence per protocol."""
+    """The reference model against every model that learned, in balanced accuracy: one sentence per
+    comparison, each showing its own test's interval and p-value; the bootstrap in its own sentence."""
     meta = r.meta
     ref = meta.get("reference_model")
     out = []
@@ -123,39 +231,62 @@ def _head_to_head(r: Results, scenario: str, labels: dict[str, str]) -> list[str
         claimable = {m: c for m, c in mine.items() if c.get("claim")}
         if not claimable:
             continue
-        better, worse, same = [], [], []
+        head = f"Exploratory, under {_setting(r, scenario, protocol)} ({scenario}), balanced accuracy"
         for model, c in claimable.items():
-            t = c.get("accuracy") or {}
+            t = c.get(HEADLINE) or {}
             if t.get("mean_difference") is None:
-                same.append(f"{labels[model]} (no difference computed)")
                 continue
-            boot = c.get("bootstrap_accuracy") or {}
-            test = f"Holm-adjusted {_p(t['p_holm'])}" if t.get("p_holm") is not None else \
-                (t.get("p_undefined") or "p undefined")
-            interval = (f"; 95% interval over patients {100 * boot['ci_low']:+.1f} to {100 * boot['ci_high']:+.1f}"
-                        if boot.get("ci_low") is not None else "")
-            words = f"{labels[model]} ({100 * t['mean_difference']:+.1f} points, {test}{interval})"
+            if t.get("family") == "primary":
+                continue   # stated above, as the primary comparison
             if t.get("p_holm") is not None and t["p_holm"] < ALPHA:
-                (better if t["mean_difference"] > 0 else worse).append(words)
+                verdict = "distinguishable"
             else:
-                same.append(words)
-        head = f"Under {_setting(r, scenario, protocol)} ({scenario}): {labels[ref]} "
-        parts = []
-        if better:
-            parts.append("is more accurate than " + "; ".join(better))
-        if worse:
-            parts.append("is less accurate than " + "; ".join(worse))
-        if same:
-            parts.append("is not distinguishable from " + "; ".join(same))
-        out.append(head + ", and ".join(parts) + ".")
+                verdict = "not distinguishable"
+            flags = _failed(r, scenario, ref, protocol) + _failed(r, scenario, model, protocol)
+            power = "" if t.get("mdd") is None else f"; it detects {100 * t['mdd']:.1f} points with 80% power"
+            out.append(f"{head}: {labels[ref]} minus {labels[model]}{flags} is {_points(t['mean_difference'])} "
+                       f"points, {verdict} ({_test_words(t, adjusted=True)}{power}).")
+        boots = [f"{labels[m]} {_points(c['bootstrap_accuracy']['ci_low'])} to "
+                 f"{_points(c['bootstrap_accuracy']['ci_high'])}"
+                 for m, c in claimable.items() if (c.get("bootstrap_accuracy") or {}).get("ci_low") is not None]
+        if boots:
+            out.append(f"Beside these, not tests of the method: 95% patient-bootstrap intervals of the accuracy "
+                       f"difference {labels[ref]} minus each model over the pooled test images under "
+                       f"{words(protocol)} ({scenario}), the uncertainty of these trained "
+                       f"models' test estimate: " + "; ".join(boots) + ".")
     if out:
-        k = len(meta["folds"])
-        out.append(f"{scenario}: p-values are from the corrected resampled t-test over the {k} folds, Holm-adjusted "
-                   f"over {labels[ref]}'s comparisons with the models that learned, within each protocol "
-                   f"(unadjusted values are in metrics.json)."
-                   + (f" With {k} folds these tests have little power: a real difference can go undetected."
-                      if k < 5 else ""))
+        k, r = len(meta["folds"]), meta.get("repeats", 1)
+        out.append(f"{scenario}: the exploratory p-values are from the corrected repeated k-fold t-test over {k} folds x "
+                   f"{r} repeat{'s' if r > 1 else ''}, Holm-adjusted within each named family (ablations of "
+                   f"{labels[ref]}; baselines) over the comparisons with models that learned, within each protocol "
+                   f"(unadjusted values are in metrics.json).")
     return out
+
+
+def _budgets(r: Results, scenario: str, labels: dict[str, str]) -> list[str]:
+    """Each model's training budget, and whether budgets differ."""
+    meta = r.meta
+    protocol = meta["protocols"][0]
+    budgets = {m: r.summary(scenario, m, protocol).get("budget") or {} for m in meta["models"]}
+    epochs = {m: b.get("epochs") for m, b in budgets.items() if b.get("epochs") is not None}
+    steps = {m: b.get("optimizer_steps_per_fold") for m, b in budgets.items()
+             if b.get("optimizer_steps_per_fold") is not None}
+    if not epochs:
+        return []
+    spent = "; ".join(f"{labels[m]} {epochs[m]} epochs" + (f", {steps[m]:.0f} optimizer steps per fold"
+                                                          if m in steps else "") for m in epochs)
+    same = len({str(v) for v in epochs.values()}) == 1 and len({round(v) for v in steps.values()}) <= 1
+    s = (f"{scenario}, budgets ({words(protocol)}): {spent}. "
+         + ("The budgets are equal." if same else "The budgets differ between models, so a difference in results "
+                                                  "is partly a difference in training budget."))
+    overridden = meta.get("recipes_overridden") or []
+    if overridden and meta.get("profile_name") == "cpu-demo":
+        s += (f" The demo's per-model recipes ({', '.join(overridden)}) were chosen while looking at this demo "
+              f"cohort's fold results (not nested), which favours them.")
+    elif meta.get("profile_name") == "paper":
+        s += (" The paper profile's recipes were fixed in advance: Uçar's recipe for dual_vgg, one shared recipe "
+              "for the rest.")
+    return [s]
 
 
 def _leakage_gap(r: Results, scenario: str, labels: dict[str, str]) -> list[str]:
@@ -201,11 +332,11 @@ def _compute(r: Results, complexity: dict[str, dict], labels: dict[str, str]) ->
 def findings(r: Results, complexity: dict[str, dict], labels: dict[str, str], patient_data: bool) -> list[str]:
     """The reading, per scenario and then overall; every statement follows from metrics.json
     (`patient_data`: whether the data source holds patients' images, pipeline/sources.py)."""
-    out = []
+    out = _primary(r, labels)
     for scenario in r.meta["scenarios"]:
         out += [*_context(r, scenario), *_did_not_learn(r, scenario, labels),
                 *_best(r, scenario, labels), *_head_to_head(r, scenario, labels),
-                *_leakage_gap(r, scenario, labels)]
+                *_budgets(r, scenario, labels), *_leakage_gap(r, scenario, labels)]
     out += _compute(r, complexity, labels)
     if not patient_data:
         out.append("These results come from the synthetic cohort: they test the pipeline and rank the models on "

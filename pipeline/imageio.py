@@ -22,7 +22,9 @@ anatomy. Pixel formats are brought to 8 bits:
 - 8-bit grayscale ("L") is used as is; 1-bit ("1") becomes 0/255.
 - 16-bit grayscale ("I;16", "I;16B", ...) is scaled by its dtype range, v * 255 / 65535,
   rounded (not by the image's own min/max, which would change the brightness, the echo
-  intensity clinicians read, from image to image). 32-bit integer images ("I", as some TIFFs
+  intensity clinicians read, from image to image). An image whose values all stay below 4096
+  (12-bit data stored in 16 bits) comes out nearly black: a warning names it.
+- Multi-page files (a TIFF stack) are refused: which page is the image is not to be guessed. 32-bit integer images ("I", as some TIFFs
   decode) are taken as 16-bit: values are clipped to 0..65535 and scaled the same way.
 - Palette ("P"), RGB, CMYK and YCbCr images are converted to RGB; RGBA / LA / palette
   transparency is composited over black, because a transparent pixel shows no echo.
@@ -45,6 +47,8 @@ import hashlib
 import io
 import os
 import stat
+import sys
+import threading
 import warnings
 from pathlib import Path
 
@@ -137,6 +141,10 @@ def read_image(path: str | Path, *, max_pixels: int, channels: int, where: str =
             image = Image.open(io.BytesIO(data), formats=FORMATS)
             width, height = image.size  # from the header: nothing decoded yet
             _check_size(width, height, max_pixels, at)
+            frames = getattr(image, "n_frames", 1)
+            if frames > 1:   # a multi-page TIFF (a cine loop, a stack): which page is the image is not ours to guess
+                raise DataError(f"{at}: holds {frames} pages (frames); expected a single image: save the page to "
+                                f"use as its own file")
             image.load()
             # a JPEG's orientation tag is part of how it is seen; in place: no copy of the pixels
             ImageOps.exif_transpose(image, in_place=True)
@@ -180,6 +188,9 @@ def _to_uint8(image: Image.Image, channels: int, at: str) -> np.ndarray:
         # a half), in place in 32-bit integers: 4 bytes a pixel, not 64-bit floats and copies
         values = np.array(image, dtype=np.int32)
         np.clip(values, 0, 65535, out=values)
+        peak = int(values.max()) if values.size else 0
+        if 0 < peak < LOW_DEPTH_PEAK:
+            _warn_low_depth(at, peak)
         values += 128
         values //= 257
         gray = values.astype(np.uint8)
@@ -209,6 +220,25 @@ def _to_uint8(image: Image.Image, channels: int, at: str) -> np.ndarray:
     if rgb is None:
         return np.repeat(np.asarray(gray, dtype=np.uint8)[..., None], 3, axis=2)
     return np.asarray(rgb, dtype=np.uint8)
+
+
+LOW_DEPTH_PEAK = 1 << 12   # a 16-bit image whose values all stay below 4096 holds 12-bit (or shallower) data
+LOW_DEPTH_SHOWN = 5        # images named one by one; the rest are counted once
+_low_depth = {"count": 0}
+_low_depth_lock = threading.Lock()
+
+
+def _warn_low_depth(at: str, peak: int) -> None:
+    """Say (on stderr) that a 16-bit image holds 12 bits or fewer: scaled by the 16-bit range it comes out dark."""
+    with _low_depth_lock:
+        _low_depth["count"] += 1
+        n = _low_depth["count"]
+    if n <= LOW_DEPTH_SHOWN:
+        print(f"warning: {at}: a 16-bit image whose brightest value is {peak} (12 bits or fewer): scaled by the "
+              f"16-bit range (v * 255 / 65535) it comes out nearly black (at most {round(peak * 255 / 65535)} of "
+              f"255); if the data are 12-bit, save them scaled to 8 or 16 bits", file=sys.stderr)
+    elif n == LOW_DEPTH_SHOWN + 1:
+        print("warning: more 16-bit images hold 12 bits or fewer (not listed one by one)", file=sys.stderr)
 
 
 def fit_square(image: np.ndarray, size: int) -> np.ndarray:

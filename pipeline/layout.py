@@ -31,6 +31,8 @@ COMPLEXITY_DIR = REPORTS / "complexity"
 FIGURES_DIR = REPORTS / "figures"
 METRICS = REPORTS / "metrics.json"
 PER_FOLD = REPORTS / "per_fold.csv"
+# deploy: one record per scenario and model (ONNX parity, int8 accuracy, ONNX Runtime latency)
+DEPLOY_DIR = REPORTS / "deploy"
 
 
 def splits_path(scenario: str, directory: str | Path = SPLITS_DIR) -> Path:
@@ -43,14 +45,26 @@ def stage_dir(scenario: str, model: str, protocol: str, runs: str | Path = RUNS)
     return Path(runs) / scenario / model / protocol
 
 
-def run_dir(scenario: str, model: str, protocol: str, fold: int, runs: str | Path = RUNS) -> Path:
-    """The directory one fold's training run writes: runs/<scenario>/<model>/<protocol>/fold-<k>."""
-    return stage_dir(scenario, model, protocol, runs) / f"fold-{fold}"
+def fold_name(fold: int, repeat: int = 1) -> str:
+    """A fold run's name under its stage directory: fold-<k> in repeat 1 (the only one when
+    split.repeats is 1), repeat-<r>/fold-<k> in the repeats after it."""
+    return f"fold-{fold}" if repeat == 1 else f"repeat-{repeat}/fold-{fold}"
 
 
-def checkpoint_path(scenario: str, model: str, protocol: str, fold: int, root: str | Path = CHECKPOINTS) -> Path:
+def fold_label(fold: int, repeat: int = 1, repeats: int = 1) -> str:
+    """Words for one fold run: 'fold 2', or 'repeat 1 fold 2' when there are several repeats."""
+    return f"fold {fold}" if repeats == 1 else f"repeat {repeat} fold {fold}"
+
+
+def run_dir(scenario: str, model: str, protocol: str, fold: int, runs: str | Path = RUNS, repeat: int = 1) -> Path:
+    """The directory one fold's training run writes: runs/<scenario>/<model>/<protocol>/<fold_name>."""
+    return stage_dir(scenario, model, protocol, runs) / fold_name(fold, repeat)
+
+
+def checkpoint_path(scenario: str, model: str, protocol: str, fold: int, root: str | Path = CHECKPOINTS,
+                    repeat: int = 1) -> Path:
     """Where the checkpoint of one fold's training run lives (see pipeline/checkpoint.py)."""
-    return Path(root) / scenario / model / protocol / f"fold-{fold}" / "last.pt"
+    return Path(root) / scenario / model / protocol / fold_name(fold, repeat) / "last.pt"
 
 
 def train_command(scenario: str, model: str, protocol: str) -> str:
@@ -71,6 +85,16 @@ def complexity_path(model: str, directory: str | Path = COMPLEXITY_DIR) -> Path:
 def profile_command(model: str) -> str:
     """The command that (re)makes one model's complexity record."""
     return f"python -m pipeline.profile --model {model}"
+
+
+def deploy_path(scenario: str, model: str, directory: str | Path = DEPLOY_DIR) -> Path:
+    """reports/deploy/<scenario>/<model>.json, written by the deploy stage."""
+    return Path(directory) / scenario / f"{model}.json"
+
+
+def deploy_command(scenario: str, model: str) -> str:
+    """The command that (re)makes one deploy record; dvc.yaml's deploy stage runs the same."""
+    return f"python -m pipeline.deploy --scenario {scenario} --model {model}"
 
 
 def prob_columns(class_names: Sequence[str]) -> list[str]:

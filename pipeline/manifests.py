@@ -6,9 +6,10 @@ Both readers (`read_folder`, `read_ucar`) return one row per image with `path` (
 to name in messages). They check everything that can be checked without decoding images, so a
 bad manifest fails fast and names its row: every image path must name a regular file inside
 data.root (links are followed, but not out of it; a named pipe, device, socket or directory is
-refused before it is opened). After decoding, `check_distinct_files` refuses two rows whose
-files have the same bytes (sha256), for different patients (a leak between folds) or the same
-one (a copy is not a second acquisition).
+refused before it is opened). After decoding, rows whose images have the same decoded pixels are
+refused or resolved by pipeline/duplicates.py (`data.duplicates`). Patient ids and column names
+are normalised by pipeline/identity.py (Unicode NFC, zero-width characters and surrounding spaces
+removed); spellings that collide only after it, and two columns of one name, are refused.
 
 Row numbers: for a CSV, messages give the 1-based line of the file as an editor shows it (the
 header is line 1, so the first data row is line 2); for the .xlsx, the spreadsheet row number
@@ -48,7 +49,7 @@ from typing import Iterable, Iterator
 
 import pandas as pd
 
-from pipeline import imageio
+from pipeline import identity, imageio
 from pipeline.errors import DataError
 from pipeline.scenarios import MUSCLES
 
@@ -215,7 +216,7 @@ def read_csv_rows(path: Path, required: tuple[str, ...]) -> tuple[list[str], lis
 
     def header_with(delimiter: str) -> list[str]:
         fields = next(_csv_records(path, [first], delimiter, first_line=number), (0, 0, []))[2]
-        return [lower_words(h) for h in fields]
+        return [lower_words(identity.normalise(h)) for h in fields]
 
     header: list[str] = []
     delimiter = guess
@@ -230,6 +231,7 @@ def read_csv_rows(path: Path, required: tuple[str, ...]) -> tuple[list[str], lis
         raise DataError(f"{path}: missing column(s) {', '.join(missing)}; the header row has "
                         f"[{_listing(map(shown, header), sep=', ', limit=HEADER_ITEMS)}]; expected columns {', '.join(required)} "
                         f"separated by ',', ';' or tabs")
+    identity.unique_header(header, f"{path} line {number} (the header)")
     rows: list[tuple[int, dict[str, str]]] = []
     seen_header = False
     # newline="": the csv module sees every line ending (\r\n, \n, a lone \r) and counts lines as LINE_BREAK does
@@ -304,6 +306,12 @@ def check_records(records: pd.DataFrame, origin: str) -> pd.DataFrame:
     """Refuse an empty list, a path listed twice and a patient given two diagnoses."""
     if records.empty:
         raise DataError(f"{origin}: no images listed (only a header or empty rows); expected one row per image")
+    ids = identity.check_spellings(zip(records.patient_id, records.location), "patient ids")
+    records = records.assign(patient_id=records.patient_id.map(ids))
+    empty = records[records.patient_id == ""]
+    if not empty.empty:
+        raise DataError(f"{empty.location.iloc[0]}: patient_id {ascii(next(k for k, v in ids.items() if not v))} "
+                        f"is empty once zero-width characters and spaces are removed; every image needs its patient")
     dup = records[records.duplicated("path", keep=False)]
     if not dup.empty:
         first = dup.iloc[0]
@@ -318,32 +326,6 @@ def check_records(records: pd.DataFrame, origin: str) -> pd.DataFrame:
             raise DataError(f"{origin}: patient {shown(patient_id)} has more than one diagnosis ({places}); "
                             f"a patient has one diagnosis")
     return records.reset_index(drop=True)
-
-
-def check_distinct_files(records: pd.DataFrame) -> pd.DataFrame:
-    """Refuse two rows whose files have the same bytes (column sha256), whoever the patients are.
-
-    For two patients, one image would sit in the training and the test part of a patient-level
-    fold: a leak. For one patient, a copy is not a second acquisition: it counts the image
-    twice, and image-level folds would test on an image they trained on.
-    """
-    repeated = records[records.duplicated("sha256", keep=False)]
-    if repeated.empty:
-        return records
-    digest = repeated.sha256.iloc[0]
-    same = repeated[repeated.sha256 == digest]
-    places = _listing(f"{r.location} ({shown(r.path)}, patient {shown(r.patient_id)})" for r in same.itertuples())
-    patients = same.patient_id.unique()
-    if len(patients) > 1:
-        why = (f"patients {_listing(map(shown, patients), sep=', ')} share an image, which would put it in "
-               f"training and test of a patient-level fold")
-    else:
-        why = (f"a copy is not a second acquisition of patient {shown(patients[0])}: it would count twice, and "
-               f"image-level folds would test on an image they trained on")
-    more = repeated.sha256.nunique() - 1
-    raise DataError(f"the same image file (sha256 {digest[:12]}...) is listed {len(same)} times: {places}; {why}; "
-                    f"list each image once and remove the copies"
-                    + (f" ({more} other file(s) are listed more than once too)" if more else ""))
 
 
 def _open_book(path: Path, data_only: bool):
@@ -436,7 +418,7 @@ def read_ucar(root: Path) -> pd.DataFrame:
     with _sheet_rows(path) as rows:
         _, first = next(rows, (1, []))
         header = [c.value for c in first]
-        names = [lower_words(h) if h is not None else "" for h in header]
+        names = [lower_words(identity.normalise(h)) if h is not None else "" for h in header]
         wanted = {"patient_id": ("Patient Identifier", lambda n: n == "patient identifier"),
                   "muscle": ("Muscle...", lambda n: n.startswith("muscle")),
                   "diagnosis": ("Diagnosis...", lambda n: n.startswith("diagnosis")),
@@ -444,6 +426,10 @@ def read_ucar(root: Path) -> pd.DataFrame:
         index = {}
         for key, (label, match) in wanted.items():
             hits = [i for i, n in enumerate(names) if match(n)]
+            if len(hits) > 1:
+                raise DataError(f"{path} row 1: {len(hits)} columns match {label!r} "
+                                f"({_listing((shown(header[i]) for i in hits), sep=', ')}); rename or remove all but "
+                                f"one, so no column is silently ignored")
             if not hits:
                 raise DataError(f"{path} row 1: no column {label!r}; the headers found are "
                                 f"[{_listing((shown(h) for h in header if h is not None), sep=', ', limit=HEADER_ITEMS)}]; expected the "

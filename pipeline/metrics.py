@@ -31,17 +31,22 @@ class Metric:
     key: str            # the key in fold_metrics(), metrics.json and per_fold.csv
     label: str          # words for tables
     percent: bool       # shown (and checked against check.max_accuracy_drop) in percentage points
-    paired_test: bool   # compared between models fold by fold (corrected resampled t-test)
+    paired_test: bool   # compared between models fold by fold (corrected repeated k-fold t-test)
+    higher_is_better: bool = True   # False: a rise is the regression (Brier score, calibration error)
 
 
 # The one list of summary metrics: evaluate summarises these, check compares them, report shows them.
-# To add one, compute it in fold_metrics() and add it here.
+# To add one, compute it in fold_metrics() and add it here. Balanced accuracy leads: the headline metric
+# of tables and the reading (the classes are imbalanced, so plain accuracy rewards the larger class).
 SUMMARY_METRICS: tuple[Metric, ...] = (
-    Metric("accuracy", "Accuracy %", percent=True, paired_test=True),
     Metric("balanced_accuracy", "Balanced accuracy", percent=False, paired_test=True),
+    Metric("accuracy", "Accuracy %", percent=True, paired_test=True),
     Metric("macro_f1", "Macro-F1", percent=False, paired_test=True),
     Metric("auc", "AUC", percent=False, paired_test=False),
+    Metric("brier", "Brier score", percent=False, paired_test=False, higher_is_better=False),
+    Metric("ece", "ECE", percent=False, paired_test=False, higher_is_better=False),
 )
+METRICS = SUMMARY_METRICS
 
 
 def _num(x: Any) -> float | None:
@@ -101,6 +106,7 @@ def fold_metrics(y_true: Sequence[int], prob: Any, class_names: Sequence[str]) -
         "macro_f1": _num(f1_score(y_true, y_pred, labels=sorted(set(y_true.tolist())), average="macro",
                                   zero_division=0)),
         "auc": _num(auc),
+        **{k: _num(v) for k, v in calibration(y_true, prob).items() if k in ("brier", "ece")},
         "per_class": {
             name: {"sensitivity": _num(sensitivity[c]), "specificity": _num(specificity[c]),
                    "auc": _num(per_class_auc[c]), "support": int(positives[c])}
@@ -112,6 +118,36 @@ def fold_metrics(y_true: Sequence[int], prob: Any, class_names: Sequence[str]) -
         # the share of the test images given the most often predicted class (1.0: a constant predictor)
         "top_predicted_share": _num(cm.sum(axis=0).max() / total),
     }
+
+
+def calibration(y_true: Sequence[int], prob: Any, n_bins: int = 10) -> dict:
+    """Brier score (binary: of the second class's probability; otherwise the multi-class form, the
+    mean over images of the summed squared error of every class's probability), expected calibration
+    error of the top-class confidence over `n_bins` equal-width bins, and the reliability curve."""
+    from sklearn.calibration import calibration_curve
+
+    y = np.asarray(y_true, dtype=np.int64)
+    p = np.asarray(prob, dtype=np.float64)
+    onehot = np.eye(p.shape[1])[y]
+    brier = float(((p - onehot) ** 2).sum(axis=1).mean())
+    if p.shape[1] == 2:
+        brier /= 2     # the binary form (scikit-learn's brier_score_loss of the positive class)
+    confidence = p.max(axis=1)
+    correct = (p.argmax(axis=1) == y).astype(np.float64)
+    # the bins of calibration_curve(strategy="uniform"), so ECE and the curve agree
+    bins = np.searchsorted(np.linspace(0.0, 1.0, n_bins + 1)[1:-1], confidence)
+    counts = np.bincount(bins, minlength=n_bins)
+    acc = np.bincount(bins, weights=correct, minlength=n_bins)
+    conf = np.bincount(bins, weights=confidence, minlength=n_bins)
+    used = counts > 0
+    ece = float((np.abs(acc[used] - conf[used]) / len(y)).sum())
+    if 0 < correct.sum() < len(correct):
+        frac, mean_conf = calibration_curve(correct, confidence, n_bins=n_bins, strategy="uniform")
+    else:   # calibration_curve needs both outcomes; a bin's accuracy is then its constant outcome
+        frac, mean_conf = acc[used] / counts[used], conf[used] / counts[used]
+    return {"brier": brier, "ece": ece, "ece_bins": f"{n_bins} equal-width bins of the top-class probability",
+            "reliability": {"mean_confidence": [float(x) for x in mean_conf],
+                            "accuracy": [float(x) for x in frac]}}
 
 
 def patient_level(pred_df: Any, class_names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -188,39 +224,6 @@ def holm(p_values: Sequence[float | None]) -> list[float | None]:
         running = max(running, min(1.0, (m - rank) * p))
         out[i] = running
     return out
-
-
-def corrected_resampled_ttest(differences: Sequence[float], n_train: float, n_test: float) -> dict:
-    """Nadeau & Bengio (2003) corrected resampled t-test of paired per-fold differences.
-
-    The folds' training sets overlap, so the plain paired t-test underestimates the variance;
-    the correction replaces 1/k by 1/k + n_test/n_train. Two-sided p-value and 95% interval of
-    the mean difference, k-1 degrees of freedom. When every fold gives the same difference the
-    variance is zero and t is undefined (0/0 or x/0): p is None, with the reason, never 0 or 1.
-    """
-    from scipy import stats
-
-    d = _finite(differences)
-    k = len(d)
-    if k < 2:
-        return {"mean_difference": _num(d.mean()) if k else None, "sd": None, "se": None, "t": None,
-                "df": max(k - 1, 0), "p_value": None, "ci_low": None, "ci_high": None, "n_folds": k,
-                "p_undefined": f"{k} fold(s): a paired t-test needs at least 2"}
-    if n_train <= 0 or n_test <= 0:
-        raise ValueError(f"n_train={n_train} and n_test={n_test} must be positive")
-    mean = float(d.mean())
-    var = float(d.var(ddof=1))
-    if np.ptp(d) == 0.0:
-        return {"mean_difference": mean, "sd": 0.0, "se": 0.0, "t": None, "df": k - 1, "p_value": None,
-                "ci_low": None, "ci_high": None, "n_folds": k,
-                "p_undefined": f"every fold gave the same difference ({mean:+.4f}): with zero variance the t "
-                               f"statistic is undefined, which is no evidence either way"}
-    se = math.sqrt((1.0 / k + n_test / n_train) * var)
-    t = mean / se
-    p = float(2 * stats.t.sf(abs(t), k - 1))
-    half = float(stats.t.ppf(0.975, k - 1)) * se
-    return {"mean_difference": mean, "sd": math.sqrt(var), "se": se, "t": _num(t), "df": k - 1,
-            "p_value": p, "ci_low": mean - half, "ci_high": mean + half, "n_folds": k}
 
 
 def _cluster_sums(values: np.ndarray, groups: Sequence[Any] | None) -> tuple[np.ndarray, np.ndarray]:

@@ -3,22 +3,32 @@ does it take the configured input? A sentence naming the model, the size and wha
 instead of a ValueError, an AssertionError or a RuntimeError minutes into a run."""
 from __future__ import annotations
 
+from torch import nn
+
 import models
 from pipeline.errors import DataError
 from pipeline.params import Params
 from pipeline.scenarios import class_names
 
 
-def check_model(params: Params, model: str, scenario: str | None = None) -> None:
+def check_model(params: Params, model: str, scenario: str | None = None) -> nn.Module:
     """Refuse (DataError) an unknown model, one that cannot take data.channels x data.image_size^2, or
-    one asked to start from ImageNet weights that are not to be had (within seconds, offline)."""
+    one asked to start from ImageNet weights that are not to be had (within seconds, offline). Returns
+    the model it built (from scratch, data.channels in, the scenario's classes out)."""
     scenario = scenario or params.split.scenarios[0]
     try:
-        models.check_input(model, len(class_names(scenario)), params.data.channels, params.data.image_size)
+        built = models.check_input(model, len(class_names(scenario)), params.data.channels, params.data.image_size)
     except (models.UnknownModelError, models.ModelInputError) as e:
         raise DataError(f"train.models: {e}") from None
-    if params.train.pretrained_for(model):
+    if params.train.pretrained_for(model) and not models.has_weights(model):
+        own = getattr(params.train.overrides.get(model), "pretrained", None)
+        if own:   # asked for by name: refused; by train.pretrained for every model: skipped
+            raise DataError(f"train.overrides.{model}.pretrained: {model} has no pretrained weights; set it to "
+                            f"false (or remove it)")
+        print(f"note: train.pretrained is true, but {model} has no pretrained weights; it is trained from scratch")
+    elif params.train.pretrained_for(model):
         try:
             models.create_model(model, len(class_names(scenario)), params.data.channels, pretrained=True)
         except models.WeightsNotFoundError as e:
             raise DataError(f"train.overrides.{model}.pretrained: {e}") from None
+    return built

@@ -23,9 +23,10 @@ from typing import Any, Literal
 
 import yaml
 
+from pipeline import yamlio
 from pipeline.atomic import atomic_write_text
 from pipeline.errors import PipelineError
-from pipeline.roster import DEFAULT_MODELS, PROPOSED_MODEL
+from pipeline.roster import COMPUTE_REFERENCE, DEFAULT_MODELS, PROPOSED_MODEL
 
 PARAMS_FILE = Path("params.yaml")
 
@@ -33,6 +34,10 @@ PROTOCOLS = ("patient", "image", "ucar")
 # the names of pipeline/sources.py's SOURCES, kept here so that loading params imports no data code
 # (tests/test_params.py keeps the two lists equal)
 SOURCE_NAMES = ("synthetic", "folder", "ucar")
+MAX_PARALLEL_FOLDS = 64   # train.parallel_folds: worker processes of one train stage
+DUPLICATE_POLICIES = ("refuse", "keep-one", "allow")   # pipeline/duplicates.py
+UCAR_PUBLISHED_FOLDS = 5        # the Uçar release ships FileList folds 1..5
+MAX_SEED = 2**31 - 1            # numpy and scikit-learn take seeds below 2**32; folds add small offsets to it
 
 
 class ParamsError(PipelineError):
@@ -46,7 +51,8 @@ class SyntheticParams:
     render_size: int = 224       # images are rendered at this size, then resized to data.image_size
 
     def validate(self, key: str) -> None:
-        _require(self.patients >= 4, f"{key}.patients", self.patients, "an integer >= 4 (one per diagnosis)")
+        _require(4 <= self.patients <= 100_000, f"{key}.patients", self.patients,
+                 "an integer in 4..100000 (one per diagnosis; at most 100000: the rendered cohort is held in memory)")
         _require(1 <= self.images_per_side <= 20, f"{key}.images_per_side", self.images_per_side, "an integer in 1..20")
         _require(32 <= self.render_size <= 1024, f"{key}.render_size", self.render_size, "an integer in 32..1024")
 
@@ -59,12 +65,16 @@ class DataParams:
     image_size: int = 36                # square side of the processed array, in pixels
     channels: Literal[1, 3] = 1         # 1: grayscale B-mode; 3: replicated/RGB, as ImageNet-style models expect
     max_pixels: int = 100_000_000       # refuse images whose padded square (max side ** 2) exceeds this: memory bound
+    duplicates: str = "refuse"          # images of one patient with the same pixels: refuse | keep-one | allow
     synthetic: SyntheticParams = field(default_factory=SyntheticParams)
 
     def validate(self, key: str) -> None:
         _require(self.source in SOURCE_NAMES, f"{key}.source", self.source, f"one of {list(SOURCE_NAMES)}")
         _require(16 <= self.image_size <= 1024, f"{key}.image_size", self.image_size, "an integer in 16..1024")
-        _require(self.max_pixels >= 1, f"{key}.max_pixels", self.max_pixels, "a positive integer")
+        _require(1 <= self.max_pixels <= 10**12, f"{key}.max_pixels", self.max_pixels,
+                 "an integer in 1..10**12 (a memory bound; PIL's own bomb guard stops far below 10**12)")
+        _require(self.duplicates in DUPLICATE_POLICIES, f"{key}.duplicates", self.duplicates,
+                 f"one of {list(DUPLICATE_POLICIES)}")
         self.synthetic.validate(f"{key}.synthetic")
 
 
@@ -74,6 +84,7 @@ class SplitParams:
     protocols: tuple[Literal["patient", "image", "ucar"], ...] = ("patient", "image")
     folds: int = 5
     val_fraction: float = 0.2   # share of each fold's training part held out for model selection
+    repeats: int = 1            # R: k-fold cross-validation repeated R times, each with folds drawn again
 
     def validate(self, key: str) -> None:
         _require(len(self.scenarios) > 0, f"{key}.scenarios", list(self.scenarios),
@@ -81,6 +92,10 @@ class SplitParams:
         _require(len(set(self.scenarios)) == len(self.scenarios), f"{key}.scenarios", list(self.scenarios),
                  "a list without repeats")
         _require(2 <= self.folds <= 20, f"{key}.folds", self.folds, "an integer in 2..20")
+        _require(1 <= self.repeats <= 20, f"{key}.repeats", self.repeats, "an integer in 1..20")
+        _require(self.repeats == 1 or "ucar" not in self.protocols, f"{key}.repeats", self.repeats,
+                 "1 with the 'ucar' protocol: the release publishes one partition, which cannot be drawn again "
+                 "(use the patient or image protocol for repeated cross-validation)")
         _require(0.05 <= self.val_fraction <= 0.5, f"{key}.val_fraction", self.val_fraction, "a number in 0.05..0.5")
         _require(len(self.protocols) > 0, f"{key}.protocols", list(self.protocols), f"a non-empty list of {list(PROTOCOLS)}")
         _require(len(set(self.protocols)) == len(self.protocols), f"{key}.protocols", list(self.protocols), "a list without repeats")
@@ -104,8 +119,11 @@ class OptimParams:
         _require(0 < self.lr <= 10, f"{key}.lr", self.lr, "a number in (0, 10]")
         _require(0 <= self.weight_decay <= 1, f"{key}.weight_decay", self.weight_decay, "a number in [0, 1]")
         _require(0 <= self.momentum < 1, f"{key}.momentum", self.momentum, "a number in [0, 1)")
-        _require(self.warmup_epochs >= 0, f"{key}.warmup_epochs", self.warmup_epochs, "an integer >= 0")
-        _require(1 <= self.batch_size <= 4096, f"{key}.batch_size", self.batch_size, "an integer in 1..4096")
+        _require(0 <= self.warmup_epochs <= 10_000, f"{key}.warmup_epochs", self.warmup_epochs,
+                 "an integer in 0..10000")
+        # batch norm needs more than one value per channel in training: a batch of 1 fails in its first step
+        _require(2 <= self.batch_size <= 4096, f"{key}.batch_size", self.batch_size,
+                 "an integer in 2..4096 (batch norm needs at least 2 images per batch)")
 
 
 @dataclass(frozen=True)
@@ -134,6 +152,9 @@ class TrainParams:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     compile: bool = False               # torch.compile on CUDA
     threads: int = 0                    # CPU threads for torch; 0 = torch's default
+    # folds trained side by side in worker processes (pipeline/foldpool.py); they share train.threads,
+    # each fold getting threads // parallel_folds whatever else runs, so its bits never depend on its siblings
+    parallel_folds: int = 1
 
     def validate(self, key: str) -> None:
         _require(len(self.models) > 0, f"{key}.models", list(self.models), "a non-empty list of model names")
@@ -146,11 +167,31 @@ class TrainParams:
         _require(1 <= self.epochs <= 10_000, f"{key}.epochs", self.epochs, "an integer in 1..10000")
         _require(0 <= self.label_smoothing < 1, f"{key}.label_smoothing", self.label_smoothing, "a number in [0, 1)")
         _require(1 <= self.eval_batch_size <= 65536, f"{key}.eval_batch_size", self.eval_batch_size, "an integer in 1..65536")
-        _require(self.threads >= 0, f"{key}.threads", self.threads, "an integer >= 0")
+        _require(0 <= self.threads <= 1024, f"{key}.threads", self.threads, "an integer in 0..1024")
+        _require(1 <= self.parallel_folds <= MAX_PARALLEL_FOLDS, f"{key}.parallel_folds", self.parallel_folds,
+                 f"an integer in 1..{MAX_PARALLEL_FOLDS} (each worker holds its own copy of the images)")
+        if self.parallel_folds > 1:
+            # the workers share the stage's cores; each needs one thread of its own, fixed by params
+            _require(self.threads >= self.parallel_folds, f"{key}.parallel_folds", self.parallel_folds,
+                     f"at most train.threads ({self.threads}): the folds side by side share the stage's "
+                     f"train.threads cores, at least one each (set train.threads to the cores the stage may use, "
+                     f"or parallel_folds: 1)")
         self.optim.validate(f"{key}.optim")
         for name, o in self.overrides.items():
             _require(name in self.models, f"{key}.overrides.{name}", name, f"one of train.models {list(self.models)}")
             o.validate(f"{key}.overrides.{name}")
+        for name in self.models:   # the cross-key rule: a warm-up longer than training never reaches the set lr
+            o, epochs = self.optim_for(name), self.epochs_for(name)
+            if o.warmup_epochs > epochs:
+                where = f"{key}.overrides.{name}" if name in self.overrides else f"{key}.optim"
+                raise ParamsError(f"{where}.warmup_epochs: {o.warmup_epochs} is longer than {name}'s {epochs} "
+                                  f"training epoch(s), so its learning rate would never reach the set value; "
+                                  f"expected at most {epochs}")
+
+    @property
+    def fold_threads(self) -> int:
+        """torch threads of each fold: train.threads shared by the folds side by side (0: torch's default)."""
+        return self.threads // self.parallel_folds
 
     def optim_for(self, model: str) -> OptimParams:
         """The optimiser settings for `model`: its override (which `from_dict` made at load by writing the
@@ -174,18 +215,47 @@ class ProfileParams:
     threads: int = 2              # torch CPU threads during latency measurement (recorded in the JSON)
 
     def validate(self, key: str) -> None:
-        _require(self.latency_runs >= 30, f"{key}.latency_runs", self.latency_runs, "an integer >= 30")
-        _require(self.warmup_runs >= 1, f"{key}.warmup_runs", self.warmup_runs, "an integer >= 1")
-        _require(self.threads >= 1, f"{key}.threads", self.threads, "an integer >= 1")
+        # upper bounds: each run is a timed forward pass; beyond these a stage runs for hours for no precision
+        _require(30 <= self.latency_runs <= 10_000, f"{key}.latency_runs", self.latency_runs, "an integer in 30..10000")
+        _require(1 <= self.warmup_runs <= 1000, f"{key}.warmup_runs", self.warmup_runs, "an integer in 1..1000")
+        _require(1 <= self.threads <= 1024, f"{key}.threads", self.threads, "an integer in 1..1024")
+
+
+@dataclass(frozen=True)
+class PrimaryParams:
+    """The one comparison declared before the run (not adjusted for multiplicity; the rest are exploratory)."""
+    reference: str = PROPOSED_MODEL
+    comparator: str = COMPUTE_REFERENCE
+    metric: Literal["balanced_accuracy", "accuracy", "macro_f1"] = "balanced_accuracy"
+    protocol: Literal["patient", "image", "ucar"] = "patient"
+    scenario: Literal["S1", "S2", "S3", "S4"] = "S1"
+    target: float = 0.059       # the difference it should detect: the paper's 5.9-point gain over the dual VGG
+
+
+@dataclass(frozen=True)
+class DeployParams:
+    """The deploy stage: which trained folds it exports, checks and quantizes, and the int8 calibration."""
+    protocols: tuple[str, ...] = ()   # a subset of split.protocols; empty: all of them
+    folds: tuple[int, ...] = ()       # a subset of train.folds; empty: all of them (latency: the first listed)
+    calibration_images: int = 64      # at most this many of a fold's training images calibrate int8
+
+    def validate(self, key: str) -> None:
+        _require(len(set(self.protocols)) == len(self.protocols), f"{key}.protocols", list(self.protocols),
+                 "a list without repeats")
+        _require(len(set(self.folds)) == len(self.folds), f"{key}.folds", list(self.folds), "a list without repeats")
+        _require(1 <= self.calibration_images <= 100_000, f"{key}.calibration_images", self.calibration_images,
+                 "an integer in 1..100000")
 
 
 @dataclass(frozen=True)
 class EvaluateParams:
     reference_model: str = PROPOSED_MODEL   # the model every other one is compared against
     bootstrap: int = 2000             # resamples for the paired bootstrap
+    primary: PrimaryParams | None = None   # None: no primary comparison declared, every comparison exploratory
 
     def validate(self, key: str) -> None:
-        _require(self.bootstrap >= 100, f"{key}.bootstrap", self.bootstrap, "an integer >= 100")
+        # at most 10^5: the resamples are held in memory (issue 24: 10^9 was still running after 60 s at 3.6 GB)
+        _require(100 <= self.bootstrap <= 100_000, f"{key}.bootstrap", self.bootstrap, "an integer in 100..100000")
 
 
 @dataclass(frozen=True)
@@ -227,25 +297,56 @@ class Params:
     split: SplitParams = field(default_factory=SplitParams)
     train: TrainParams = field(default_factory=TrainParams)
     profile: ProfileParams = field(default_factory=ProfileParams)
+    deploy: DeployParams = field(default_factory=DeployParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     check: CheckParams = field(default_factory=CheckParams)
     runtime: RuntimeParams = field(default_factory=RuntimeParams)
 
     def validate(self, key: str = "") -> None:
-        _require(0 <= self.seed < 2**32, "seed", self.seed, "an integer in 0..2**32-1")
+        _require(0 <= self.seed <= MAX_SEED, "seed", self.seed,
+                 f"an integer in 0..{MAX_SEED} (numpy and scikit-learn take seeds below 2**32, and folds add offsets)")
         self.data.validate("data")
         self.split.validate("split")
         self.train.validate("train")
         self.profile.validate("profile")
+        self.deploy.validate("deploy")
         self.evaluate.validate("evaluate")
         self.check.validate("check")
+        if "ucar" in self.split.protocols and self.split.folds != UCAR_PUBLISHED_FOLDS:
+            raise ParamsError(f"split.folds: {self.split.folds} is not accepted with protocol 'ucar'; expected "
+                              f"{UCAR_PUBLISHED_FOLDS}, the number of folds the Uçar release publishes")
         bad = [k for k in self.train.folds if k > self.split.folds]
         if bad:
             raise ParamsError(f"train.folds: {bad} exceed split.folds={self.split.folds}; "
                               f"accepted: fold numbers in 1..{self.split.folds}")
+        for name, chosen, of, where in (("protocols", self.deploy.protocols, self.split.protocols, "split.protocols"),
+                                        ("folds", self.deploy.folds, self.train.folds, "train.folds")):
+            if set(chosen) - set(of):
+                raise ParamsError(f"deploy.{name}: {sorted(set(chosen) - set(of))} are not in {where} {list(of)}; "
+                                  f"accepted: a subset of {where}, or [] for all of them")
         if self.evaluate.reference_model not in self.train.models:
             raise ParamsError(f"evaluate.reference_model: {self.evaluate.reference_model!r} is not in "
                               f"train.models {list(self.train.models)}")
+        primary = self.evaluate.primary
+        if primary is not None:
+            for name, value, allowed in (("reference", primary.reference, self.train.models),
+                                         ("comparator", primary.comparator, self.train.models),
+                                         ("protocol", primary.protocol, self.split.protocols),
+                                         ("scenario", primary.scenario, self.split.scenarios)):
+                _require(value in allowed, f"evaluate.primary.{name}", value, f"one of {list(allowed)}")
+            _require(primary.comparator != primary.reference, "evaluate.primary.comparator", primary.comparator,
+                     f"a model other than the reference {primary.reference!r}")
+            _require(0 < primary.target < 1, "evaluate.primary.target", primary.target,
+                     "a difference in 0..1 (a fraction: 0.059 is 5.9 points)")
+
+    def repeat_seed(self, repeat: int) -> int:
+        """The seed of repeat `repeat` (1-based) of the cross-validation, derived from `seed`: repeat 1
+        uses `seed` itself, so a run with one repeat draws what it drew before repeats existed."""
+        if repeat == 1:
+            return self.seed
+        import numpy as np
+
+        return int(np.random.SeedSequence([self.seed, repeat]).generate_state(1)[0])
 
 
 def _require(ok: bool, key: str, value: Any, accepted: str) -> None:
@@ -268,7 +369,7 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
         return _build(tp, value, key)
     if origin is Literal:
         choices = typing.get_args(tp)
-        if value not in choices or isinstance(value, bool) != any(isinstance(c, bool) for c in choices):
+        if not any(type(value) is type(c) and value == c for c in choices):   # 3.0 is not the integer 3
             raise ParamsError(f"{key}: {value!r} is not accepted; expected one of {list(choices)}")
         return value
     if origin is tuple:
@@ -342,7 +443,9 @@ def from_dict(raw: Any) -> Params:
     if isinstance(train, dict) and isinstance(train.get("overrides"), dict):
         base = train.get("optim") or {}
         if isinstance(base, dict):
-            merged = {m: deep_merge(base, o) if isinstance(o, dict) else o for m, o in train["overrides"].items()}
+            # an override with no keys (`resnet18:` alone) is the model trained on train.optim
+            merged = {m: deep_merge(base, {} if o is None else o) if isinstance(o, dict) or o is None else o
+                      for m, o in train["overrides"].items()}
             raw = {**raw, "train": {**train, "overrides": merged}}
     params = _build(Params, raw, "")
     params.validate()
@@ -354,14 +457,19 @@ def load(path: str | Path = PARAMS_FILE) -> Params:
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"{path}: no such params file; run stages from the project root, where params.yaml is")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ParamsError(f"{path}: not valid YAML: {e}") from None
+    raw = read_yaml(path)
     try:
         return from_dict(raw)
     except ParamsError as e:
         raise ParamsError(f"{path}: {e}") from None
+
+
+def read_yaml(path: str | Path) -> Any:
+    """A params or profile file read by the strict reader (pipeline/yamlio.py); its refusals as ParamsError."""
+    try:
+        return yamlio.load(path)
+    except yamlio.YamlError as e:
+        raise ParamsError(str(e)) from None
 
 
 def to_dict(params: Params) -> dict:
@@ -393,6 +501,8 @@ REPLACED_WHOLE = {("train", "overrides")}
 def _merge_in_place(base: Any, overlay: dict, path: tuple[str, ...] = ()) -> None:
     """Write `overlay`'s keys over the ruamel mapping `base`, recursively; its comments and order stay."""
     for k, v in overlay.items():
+        if (v is None or v == {}) and isinstance(base.get(k), dict):
+            continue    # a section whose keys are all commented out changes nothing; it never empties one
         if isinstance(v, dict) and isinstance(base.get(k), dict) and (*path, k) not in REPLACED_WHOLE:
             _merge_in_place(base[k], v, (*path, k))
         else:
@@ -427,10 +537,11 @@ def apply_profile(profile: str | Path, params_path: str | Path = PARAMS_FILE) ->
     rt = YAML()   # round trip: comments, order and quoting survive
     rt.preserve_quotes = True
     rt.width = 4096
+    overlay = read_yaml(profile) or {}
+    read_yaml(params_path)    # the strict reader first: no aliases, no key written twice, bounded size
     try:
         base = rt.load(params_path.read_text()) or {}
-        overlay = yaml.safe_load(profile.read_text()) or {}
-    except (OSError, yaml.YAMLError, ValueError) as e:
+    except (OSError, ValueError) as e:
         raise ParamsError(f"{profile} merged into {params_path}: cannot read ({e})") from None
     if not isinstance(overlay, dict):
         raise ParamsError(f"{profile}: expected a mapping of params keys, got {overlay!r}")
@@ -441,7 +552,10 @@ def apply_profile(profile: str | Path, params_path: str | Path = PARAMS_FILE) ->
         raise ParamsError(f"{profile} merged into {params_path}: {e}") from None
     out = io.StringIO()
     rt.dump(base, out)
-    header = f"# Profile {profile.name} applied by `python -m pipeline.params apply {profile}`.\n"
+    # the path is shown as repr when it holds a line break or other control character: a comment is one line
+    def shown(text: str) -> str:
+        return text if text.isprintable() else repr(text)
+    header = f"# Profile {shown(profile.name)} applied by `python -m pipeline.params apply {shown(str(profile))}`.\n"
     atomic_write_text(params_path, header + out.getvalue())
     return params
 

@@ -180,15 +180,18 @@ def weights_bytes(model: nn.Module) -> int:
     return buffer.tell()
 
 
-def profile_model(name: str, params: params_module.Params) -> dict:
-    """Every figure of reports/complexity/<name>.json for model `name` under `params`."""
+def profile_model(name: str, params: params_module.Params, train_model: nn.Module | None = None) -> dict:
+    """Every figure of reports/complexity/<name>.json for model `name` under `params`; `train_model`, when
+    given, is the model as trained (data.channels in), already built (by check_model), not built again."""
     num_classes = len(class_names(params.split.scenarios[0]))
     train_input = (params.data.channels, params.data.image_size, params.data.image_size)
     torch.manual_seed(params.seed)
     torch.set_num_threads(params.profile.threads)
     paper_model = models.create_model(name, num_classes=num_classes, in_chans=PAPER_INPUT[0])
-    train_model = (paper_model if train_input[0] == PAPER_INPUT[0]
-                   else models.create_model(name, num_classes=num_classes, in_chans=train_input[0]))
+    if train_input[0] == PAPER_INPUT[0]:
+        train_model = paper_model
+    elif train_model is None:
+        train_model = models.create_model(name, num_classes=num_classes, in_chans=train_input[0])
     paper, training = measure(paper_model, PAPER_INPUT), measure(train_model, train_input)
     runs, warmup = params.profile.latency_runs, params.profile.warmup_runs
     latency = {
@@ -220,9 +223,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out-dir", default=str(OUT_DIR), help=f"where <model>.json goes (default: {OUT_DIR})")
     args = ap.parse_args(argv)
     params = params_module.load(args.params)
-    check_model(params, args.model)
     start = time.perf_counter()
-    report = profile_model(args.model, params)
+    torch.manual_seed(params.seed)   # the checked model is profiled: seeded as every other one
+    checked = check_model(params, args.model)   # the first scenario's classes, data.channels in
+    report = profile_model(args.model, params, train_model=checked)
     target = layout.complexity_path(args.model, args.out_dir)
     atomic_write_json(target, report)
     print(f"{target}: params {report['params']:,}, {report['paper_setting']['macs'] / 1e6:,.1f} MMACs at 3x224x224, "

@@ -1,8 +1,9 @@
 """Report stage: comparison tables, figures and reports/README.md from the evaluated runs.
 
 Reads reports/metrics.json and reports/per_fold.csv (evaluate), reports/complexity/<model>.json
-(profile), the runs' history.csv, predictions.csv and metrics.json (train) and the cohort's
-data/processed/manifest.csv (prepare: diagnosis, muscle and side for the failure analysis). Writes
+(profile), reports/deploy/<scenario>/<model>.json (deploy), the runs' history.csv, predictions.csv
+and metrics.json (train) and the cohort's data/processed/manifest.csv (prepare: diagnosis, muscle and
+side for the failure analysis). Writes
 reports/comparison.{csv,md}, reports/figures/*.png and reports/README.md. Every number in the
 text is read from those files; the only constants are the published figures in pipeline/paper.py.
 """
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline import checklist, failures, figures, layout, paper, results, roster, scenarios
+from pipeline import checklist, deployreport, failures, figures, layout, paper, results, roster, scenarios
 from pipeline.atomic import atomic_outputs, csv_text
 from pipeline.errors import DataError
 from pipeline.findings import findings
@@ -34,12 +35,19 @@ from pipeline.sysinfo import cpu_name
 
 REFERENCE_COMPUTE = roster.COMPUTE_REFERENCE   # the paper states computation as a share of this network's
 FIGURES = tuple(f.file for f in figures.figures_of("report"))
+CLASS_NAMES = tuple(dict.fromkeys(c for s in scenarios.SCENARIOS for c in scenarios.class_names(s)))
+CLASS_RATES = ("sensitivity", "specificity", "ppv", "npv")
 COMPARISON_COLUMNS = [
     "data_source", "scenario", "model", "protocol", "display_name", "params", "macs_3x224x224", "flops_3x224x224",
     f"macs_pct_of_{REFERENCE_COMPUTE}", "cpu_latency_batch1_ms",
     *(f"{m.key}_{s}" for m in SUMMARY_METRICS for s in ("mean", "sd")),
     "patient_accuracy_mean", "patient_accuracy_sd", "accuracy_patient_ci_low", "accuracy_patient_ci_high",
-    "majority_rate_mean", "degenerate", "n_folds"]
+    "patient_accuracy_exact", "patient_accuracy_exact_ci_low", "patient_accuracy_exact_ci_high",
+    "patient_majority_rate", "majority_rate_mean", "majority_rate_min", "majority_rate_max", "degenerate",
+    "failed_folds", "n_folds", "epochs", "optimizer_steps_per_fold", "training_seconds",
+    # per class (every class of S1-S4; empty where a scenario lacks it): pooled estimate, patient-bootstrap interval
+    *(f"{q}_{c}{s}" for c in CLASS_NAMES for q in CLASS_RATES for s in ("", "_ci_low", "_ci_high")),
+    *deployreport.COLUMNS]
 
 
 # ---- inputs ---------------------------------------------------------------------------------
@@ -66,14 +74,16 @@ def display_name(model: str, complexity: dict[str, dict]) -> str:
     return complexity.get(model, {}).get("display_name") or model
 
 
-def load_runs(params: Params, runs: Path) -> dict[tuple[str, str, str, int], dict]:
-    """Each run's metrics.json, history.csv and predictions.csv, keyed by (scenario, model, protocol, fold)."""
+def load_runs(params: Params, runs: Path) -> dict[tuple[str, str, str, int, int], dict]:
+    """Each run's metrics.json, history.csv and predictions.csv, keyed by (scenario, model, protocol,
+    repeat, fold): every fold of every repeat (split.repeats)."""
     out = {}
-    for scenario, model, protocol, fold in itertools.product(params.split.scenarios, params.train.models,
-                                                             params.split.protocols, params.train.folds):
-        d = layout.run_dir(scenario, model, protocol, fold, runs)
+    for scenario, model, protocol, repeat, fold in itertools.product(
+            params.split.scenarios, params.train.models, params.split.protocols,
+            range(1, params.split.repeats + 1), params.train.folds):
+        d = layout.run_dir(scenario, model, protocol, fold, runs, repeat=repeat)
         make = f"make it with `{layout.train_command(scenario, model, protocol)}` (or `dvc repro`)"
-        out[(scenario, model, protocol, fold)] = {
+        out[(scenario, model, protocol, repeat, fold)] = {
             "meta": read_json(d / layout.RUN_METRICS, make),
             "history": read_table(d / layout.HISTORY, make, required=layout.HISTORY_COLUMNS),
             "predictions": read_table(d / layout.PREDICTIONS, make, required=layout.PREDICTION_COLUMNS)}
@@ -82,7 +92,8 @@ def load_runs(params: Params, runs: Path) -> dict[tuple[str, str, str, int], dic
 
 # ---- tables ---------------------------------------------------------------------------------
 
-def comparison_rows(r: Results, complexity: dict[str, dict]) -> list[dict]:
+def comparison_rows(r: Results, complexity: dict[str, dict], deploy: dict[tuple[str, str], dict] | None = None
+                    ) -> list[dict]:
     """One row per scenario, model and protocol: complexity at 3x224x224, CPU latency and accuracy metrics."""
     reference = roster.in_run(REFERENCE_COMPUTE, r.models) or REFERENCE_COMPUTE
     ref_macs = (complexity.get(reference) or {}).get("paper_setting", {}).get("macs")
@@ -93,6 +104,8 @@ def comparison_rows(r: Results, complexity: dict[str, dict]) -> list[dict]:
         stat = functools.partial(r.stat, scenario, model, protocol)
         summary = r.summary(scenario, model, protocol)
         boot = summary.get("accuracy_patient_bootstrap") or {}
+        exact, budget = summary.get("patient_accuracy_exact") or {}, summary.get("budget") or {}
+        rates = summary.get("class_rates") or {}
         majority = [x for x in r.majority_rates(scenario, protocol) if x is not None]
         rows.append({
             "data_source": SOURCES[r.meta["data_source"]].label if r.meta.get("data_source") in SOURCES
@@ -107,9 +120,20 @@ def comparison_rows(r: Results, complexity: dict[str, dict]) -> list[dict]:
             "patient_accuracy_mean": stat("patient_accuracy"),
             "patient_accuracy_sd": stat("patient_accuracy", "sd"),
             "accuracy_patient_ci_low": boot.get("ci_low"), "accuracy_patient_ci_high": boot.get("ci_high"),
+            "patient_accuracy_exact": exact.get("proportion"), "patient_accuracy_exact_ci_low": exact.get("ci_low"),
+            "patient_accuracy_exact_ci_high": exact.get("ci_high"), "patient_majority_rate": exact.get("majority_rate"),
             "majority_rate_mean": float(np.mean(majority)) if majority else None,
+            "majority_rate_min": min(majority) if majority else None,
+            "majority_rate_max": max(majority) if majority else None,
             "degenerate": bool(summary.get("degenerate")),
+            "failed_folds": "; ".join(f["fold"] for f in summary.get("failed_folds") or []),
             "n_folds": summary.get("n_folds"),
+            "epochs": budget.get("epochs"), "optimizer_steps_per_fold": budget.get("optimizer_steps_per_fold"),
+            "training_seconds": budget.get("training_seconds"),
+            **{f"{q}_{c}{s}": (rates.get(c) or {}).get(q, {}).get(field)
+               for c in CLASS_NAMES for q in CLASS_RATES
+               for s, field in (("", "estimate"), ("_ci_low", "ci_low"), ("_ci_high", "ci_high"))},
+            **deployreport.columns((deploy or {}).get((scenario, model)), protocol),
         })
     return rows
 
@@ -136,27 +160,58 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def _ci(est: float | None, low: float | None, high: float | None) -> str:
+    return "n/a" if est is None else f"{100 * est:.1f}" + ("" if low is None else f" ({100 * low:.1f}-{100 * high:.1f})")
+
+
 def comparison_markdown(rows: list[dict]) -> str:
-    """The models table as Markdown: every metric of SUMMARY_METRICS as mean ± sd over folds (percent
-    metrics in %, the others as fractions), accuracy's 95% interval from resampling patients; a model
-    that did not learn is marked so."""
-    header = ["Scenario", "Model", "Key", "Protocol", "Learned?", "Params", "MACs @3x224x224", "FLOPs @3x224x224",
-              f"MACs % of {REFERENCE_COMPUTE}", "CPU latency, batch 1 (ms)",
+    """The models table as Markdown: every metric of SUMMARY_METRICS (balanced accuracy first, the
+    headline) as mean ± sd over fold runs (percent metrics in %, the others as fractions), accuracy's 95%
+    interval from resampling patients, the folds a model failed on and its training budget; a model that
+    did not learn is marked so. Then the clinical table (per class, pooled over fold runs, with
+    patient-bootstrap intervals) and patient-level accuracy with its exact interval."""
+    header = ["Scenario", "Model", "Key", "Protocol", "Learned?", "Failed on",
               *(f"{m.label} (mean ± sd)" for m in SUMMARY_METRICS),
-              "Accuracy 95% interval over patients", "Majority-class rate %", "Patient-level accuracy %"]
+              "Accuracy 95% interval over patients", "Majority-class rate %", "Patient-level accuracy %",
+              "Epochs", "Optimizer steps per fold", "Training s (all folds)", "Params", "MACs @3x224x224",
+              "FLOPs @3x224x224", f"MACs % of {REFERENCE_COMPUTE}", "CPU latency, batch 1 (ms)"]
     pct = f"macs_pct_of_{REFERENCE_COMPUTE}"
+    num = lambda x, f: "n/a" if x is None else format(x, f)  # noqa: E731
+    majority = lambda r: ("n/a" if r["majority_rate_mean"] is None else f"{100 * r['majority_rate_mean']:.1f}"  # noqa: E731
+                          + ("" if r["majority_rate_min"] == r["majority_rate_max"]
+                             else f" (folds {100 * r['majority_rate_min']:.1f}-{100 * r['majority_rate_max']:.1f})"))
     body = [[r["scenario"], r["display_name"], f"`{r['model']}`", r["protocol"],
              "**no (degenerate)**" if r["degenerate"] else "yes",
-             _si(r["params"]), _si(r["macs_3x224x224"]), _si(r["flops_3x224x224"]),
-             "n/a" if r[pct] is None else f"{r[pct]:.2f}",
-             "n/a" if r["cpu_latency_batch1_ms"] is None else f"{r['cpu_latency_batch1_ms']:.1f}",
+             f"**{r['failed_folds']}**" if r["failed_folds"] else "—",
              *(_pm(r[f"{m.key}_mean"], r[f"{m.key}_sd"], *((100, 1) if m.percent else (1, 3))) for m in SUMMARY_METRICS),
              "n/a" if r["accuracy_patient_ci_low"] is None
              else f"{100 * r['accuracy_patient_ci_low']:.1f}-{100 * r['accuracy_patient_ci_high']:.1f}",
-             "n/a" if r["majority_rate_mean"] is None else f"{100 * r['majority_rate_mean']:.1f}",
-             _pm(r["patient_accuracy_mean"], r["patient_accuracy_sd"]) if r["protocol"] == "patient" else "—"]
+             majority(r),
+             _pm(r["patient_accuracy_mean"], r["patient_accuracy_sd"]) if r["protocol"] == "patient" else "—",
+             num(r["epochs"], ""), num(r["optimizer_steps_per_fold"], ".0f"), num(r["training_seconds"], ".1f"),
+             _si(r["params"]), _si(r["macs_3x224x224"]), _si(r["flops_3x224x224"]),
+             "n/a" if r[pct] is None else f"{r[pct]:.2f}",
+             "n/a" if r["cpu_latency_batch1_ms"] is None else f"{r['cpu_latency_batch1_ms']:.1f}"]
             for r in rows]
-    return _md_table(header, body)
+    clinical_header = ["Scenario", "Model", "Protocol", "Class", "Sensitivity %", "Specificity %", "PPV %", "NPV %"]
+    clinical = []
+    for r in rows:
+        for c in scenarios.class_names(r["scenario"]):
+            clinical.append([r["scenario"], r["display_name"], r["protocol"], c,
+                             *(_ci(r[f"{q}_{c}"], r[f"{q}_{c}_ci_low"], r[f"{q}_{c}_ci_high"]) for q in CLASS_RATES)])
+    exact = [[r["scenario"], r["display_name"], _ci(r["patient_accuracy_exact"], r["patient_accuracy_exact_ci_low"],
+                                                    r["patient_accuracy_exact_ci_high"]),
+              num(None if r["patient_majority_rate"] is None else 100 * r["patient_majority_rate"], ".1f")]
+             for r in rows if r["patient_accuracy_exact"] is not None]
+    out = _md_table(header, body) + ("\n\nPer class, one against the rest, pooled over every fold run; in brackets "
+                                     "the 95% interval resampling whole patients.\n\n"
+                                     + _md_table(clinical_header, clinical))
+    if exact:
+        out += ("\n\nPatient-level accuracy (patient folds, repeat 1: each patient diagnosed once), with its exact "
+                "(Clopper-Pearson) 95% interval, beside the patient-level majority-class rate.\n\n"
+                + _md_table(["Scenario", "Model", "Patient-level accuracy % (exact 95% interval)",
+                             "Patient-level majority rate %"], exact))
+    return out
 
 
 def ablation_rows(r: Results) -> list[dict]:
@@ -286,7 +341,7 @@ def source_words(params: Params) -> str:
 
 def readme(params: Params, r: Results, comparison_md: str, paper_md: str, runs: dict,
            reading_lines: list[str], complexity: dict[str, dict], ablation_md: str = "",
-           checklist_md: str = "", failures_md: str = "") -> str:
+           checklist_md: str = "", failures_md: str = "", deploy_lines: list[str] = ()) -> str:
     """reports/README.md: what was run, on what, the tables, the figures, the failure analysis, the
     reporting checklist and a reading."""
     source = SOURCES[params.data.source]
@@ -299,8 +354,14 @@ def readme(params: Params, r: Results, comparison_md: str, paper_md: str, runs: 
              _md_table(["", ""], header_rows(params, r, runs, complexity)), "", "## Reading", ""]
     lines += [f"- {s}" for s in reading_lines]
     lines += ["", "## Models", "",
-              "Accuracy is the mean ± sd over folds of image-level test accuracy; balanced accuracy, macro-F1 and "
-              "AUC likewise (fractions). The sd and metrics.json's t intervals over folds treat the folds as independent, "
+              "Balanced accuracy (the headline: mean recall over the classes, which are imbalanced) and accuracy "
+              "are the mean ± sd over fold runs (every fold of every repeat) of image-level test figures; "
+              "macro-F1, AUC, Brier score and ECE likewise (fractions). \"Failed on\" names the folds where "
+              "a model predicted one class for at least 95% of the images or scored balanced accuracy at most "
+              "chance + 0.02. Epochs, optimizer steps per fold and training seconds are each model's budget; "
+              "the demo's per-model recipes were chosen on the demo cohort's folds (not nested), the paper "
+              "profile's fixed in advance (Uçar's for dual_vgg, one shared recipe for the rest). The sd and "
+              "metrics.json's t intervals over folds treat the folds as independent, "
               "which they are not (their training parts overlap): read them as naive. The 95% interval over "
               "patients resamples whole patients of the pooled test predictions and assumes neither. The "
               "majority-class rate is what always guessing the most frequent class scores. A model marked "
@@ -314,6 +375,7 @@ def readme(params: Params, r: Results, comparison_md: str, paper_md: str, runs: 
                  "MACs; a positive lead means the design choice helped. Tests as in the reading: corrected "
                  "resampled t-test, Holm-adjusted over the reference model's comparisons within each scenario "
                  "and protocol.", "", ablation_md, ""] if ablation_md else []),
+              *deploy_lines,
               "## The paper beside this run", "",
               "Published figures (pipeline/paper.py) next to this run's figure for the same quantity.", "",
               paper_md, "", "## Figures", ""]
@@ -372,7 +434,8 @@ def main(argv: list[str] | None = None) -> int:
         {s: r.scenario_meta(s).get("splits") or "not recorded" for s in r.scenarios}, package_versions())
 
     source = SOURCES[params.data.source]
-    rows = comparison_rows(r, complexity)
+    deploy = deployreport.load(meta["scenarios"], meta["models"], reports / layout.DEPLOY_DIR.name)
+    rows = comparison_rows(r, complexity, deploy)
     comparison_md = comparison_markdown(rows)
     ablations = ablation_rows(r)
     ablation_md = ablation_markdown(ablations, labels) if ablations else ""
@@ -389,12 +452,12 @@ def main(argv: list[str] | None = None) -> int:
         figures.draw("report", figures.ReportInputs(
             r, per_fold, complexity, runs, labels, context,
             figures.Roles(tuple(r.models), roster.PROPOSED_MODEL, tuple(roster.ABLATIONS)),
-            failures.rates_by_panel(errors)), reports / layout.FIGURES_DIR.name, out)
+            failures.rates_by_panel(errors), deploy), reports / layout.FIGURES_DIR.name, out)
         out.path(reports / "README.md").write_text(
             readme(params, r, comparison_md, paper_md, runs, findings(r, complexity, labels, source.patient_data),
                    complexity, ablation_md,
                    checklist.section(params, r, runs, source_words(params), source.patient_data, provenance,
-                                     manifest), failures_md), encoding="utf-8")
+                                     manifest), failures_md, deployreport.section(deploy, complexity, labels)), encoding="utf-8")
     print(f"report: {reports / 'comparison.csv'}, {reports / 'comparison.md'}, {reports / 'README.md'}, "
           f"{len(FIGURES)} figures in {reports / 'figures'}")
     return 0

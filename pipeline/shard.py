@@ -49,12 +49,29 @@ def macs_per_image(model: str, params: Params) -> float | None:
     path = layout.complexity_path(model)
     if not path.is_file():
         return None
-    record = read_json(path, f"run `dvc repro profile@{model}` and commit {path}")
+    remedy = f"run `dvc repro profile@{model}` and commit {path}"
+    record = read_json(path, remedy)
     side = params.data.image_size
-    training = record.get("training_setting") or {}
-    if training.get("input") == [params.data.channels, side, side]:
-        return float(training["macs"])
-    return float(record["paper_setting"]["macs"]) * side * side / (PAPER_SIDE * PAPER_SIDE)
+    training = record.get("training_setting") if isinstance(record, dict) else None
+    if isinstance(training, dict) and training.get("input") == [params.data.channels, side, side]:
+        return _macs(training, f"{path}: training_setting.macs", remedy)
+    paper = record.get("paper_setting") if isinstance(record, dict) else None
+    if not isinstance(paper, dict):
+        raise ShardError(f"{path}: no paper_setting object with macs (the record is {_shown(record)}); {remedy}")
+    return _macs(paper, f"{path}: paper_setting.macs", remedy) * side * side / (PAPER_SIDE * PAPER_SIDE)
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:80] + "..."
+
+
+def _macs(setting: dict, where: str, remedy: str) -> float:
+    """A record's MACs: a finite positive number, else ShardError naming the field."""
+    value = setting.get("macs")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+        raise ShardError(f"{where} is {_shown(value)}; expected a positive number of multiply-accumulates; {remedy}")
+    return float(value)
 
 
 def train_stages(params: Params) -> list[Stage]:
@@ -70,7 +87,7 @@ def train_stages(params: Params) -> list[Stage]:
               f"profiled model (run `dvc repro profile@{model}` and commit the file for a better balance)",
               file=sys.stderr)
         macs[model] = max(known, default=1.0)
-    folds = len(params.train.folds)
+    folds = len(params.train.folds) * params.split.repeats   # every fold of every repeat
     return [Stage(layout.train_stage(scenario, model, protocol),
                   macs[model] * params.train.epochs_for(model) * folds)
             for scenario in params.split.scenarios

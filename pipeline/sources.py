@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 import pandas as pd
 
-from pipeline import imageio
-from pipeline.manifests import check_distinct_files, read_folder, read_ucar
+from pipeline import duplicates, imageio
+from pipeline.manifests import read_folder, read_ucar
 
 if TYPE_CHECKING:
     from pipeline.params import DataParams, Params
@@ -49,19 +49,24 @@ def resize_all(count: int, data: DataParams, pixels_of: Callable[[int], tuple[np
     return images, kept
 
 
-def load_images(records: pd.DataFrame, root: Path, data: DataParams) -> tuple[np.ndarray, list[str]]:
-    """Decode and resize every image of `records` (paths relative to `root`); also their sha256."""
-    def decode(i: int) -> tuple[np.ndarray, str]:
+def load_images(records: pd.DataFrame, root: Path, data: DataParams) -> tuple[np.ndarray, list[tuple[str, str]]]:
+    """Decode and resize every image of `records` (paths relative to `root`); also the sha256 of each file's
+    bytes and of its decoded pixels (pipeline/duplicates.py)."""
+    def decode(i: int) -> tuple[np.ndarray, tuple[str, str]]:
         row = records.iloc[i]
-        return imageio.read_image(root / row.path, max_pixels=data.max_pixels, channels=data.channels,
-                                  where=row.location)
+        pixels, digest = imageio.read_image(root / row.path, max_pixels=data.max_pixels, channels=data.channels,
+                                            where=row.location)
+        return pixels, (digest, duplicates.pixel_digest(pixels))
 
     return resize_all(len(records), data, decode)
 
 
 def _load_files(records: pd.DataFrame, root: Path, data: DataParams) -> tuple[np.ndarray, pd.DataFrame]:
-    images, sha256 = load_images(records, root, data)
-    return images, check_distinct_files(records.assign(sha256=sha256))
+    images, digests = load_images(records, root, data)
+    records = records.assign(sha256=[d[0] for d in digests], pixels=[d[1] for d in digests])
+    keep = duplicates.resolve(records, data.duplicates)
+    images = images if len(keep) == len(images) else images[keep]   # no copy of the cohort when nothing is dropped
+    return images, records.iloc[keep].drop(columns="pixels").reset_index(drop=True)
 
 
 def load_synthetic(params: Params) -> tuple[np.ndarray, pd.DataFrame]:

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
 
-from pipeline import fingerprints, layout, scenarios, ucar_folds
+from pipeline import coverage, fingerprints, layout, scenarios, ucar_folds
 from pipeline.atomic import AtomicOutputs, atomic_outputs
 from pipeline.cli import run_stage
 from pipeline.errors import DataError
@@ -37,7 +37,8 @@ from pipeline.readers import read_table
 
 MANIFEST, SUMMARY = layout.MANIFEST, layout.SPLIT_SUMMARY
 # `cohort`: the fingerprint of the manifest the folds were made from (pipeline/fingerprints.py)
-COLUMNS = ["image_id", "patient_id", "label", "scenario", "protocol", "fold", "part", "cohort"]
+# `repeat`: 1..split.repeats, each repeat's folds drawn with its own seed (Params.repeat_seed)
+COLUMNS = ["image_id", "patient_id", "label", "scenario", "protocol", "repeat", "fold", "part", "cohort"]
 
 
 def scenario_images(manifest: pd.DataFrame, scenario: str) -> pd.DataFrame:
@@ -51,21 +52,9 @@ def scenario_images(manifest: pd.DataFrame, scenario: str) -> pd.DataFrame:
     return rows.reset_index(drop=True)
 
 
-def _check_class_patients(rows: pd.DataFrame, scenario: str, needed: int, what: str) -> None:
-    """Refuse a cohort with fewer patients of a class than the folds need."""
-    names = scenarios.class_names(scenario)
-    per_class = rows.groupby("label")["patient_id"].nunique()
-    for label, name in enumerate(names):
-        have = int(per_class.get(label, 0))
-        if have < needed:
-            raise DataError(
-                f"scenario {scenario}: class {name!r} has {have} patient(s), but {what} needs at least "
-                f"{needed}; lower split.folds or use a larger cohort (data.synthetic.patients)")
-
-
 def _patient_folds(rows: pd.DataFrame, folds: int, val_fraction: float, seed: int) -> list[pd.DataFrame]:
     """Patient-grouped folds: test by StratifiedGroupKFold, validation patients from the rest."""
-    _check_class_patients(rows, rows["scenario"].iat[0], folds, f"split.folds={folds} patient folds")
+    coverage.require(rows, rows["scenario"].iat[0], "patient", folds)
     outer = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
     out = []
     for k, (trainval_idx, test_idx) in enumerate(outer.split(rows, rows["label"], rows["patient_id"]), start=1):
@@ -75,12 +64,10 @@ def _patient_folds(rows: pd.DataFrame, folds: int, val_fraction: float, seed: in
         # one patient -> one row, stratified by the patient's label, so validation is patient-grouped
         patients = trainval.groupby("patient_id", sort=True)["label"].first()
         n_val = max(len(np.unique(patients.values)), int(round(val_fraction * len(patients))))
-        try:
+        # a class with a single training patient cannot also give one to validation
+        with coverage.carving(rows, rows["scenario"].iat[0], "patient", k, val_fraction):
             _, val_patients = train_test_split(patients.index.to_numpy(), test_size=n_val,
                                                stratify=patients.values, random_state=seed + k)
-        except ValueError as e:  # a class with a single training patient cannot also give one to validation
-            raise DataError(f"patient fold {k}: cannot carve a patient-grouped validation part ({e}); "
-                            f"lower split.folds or use a larger cohort") from None
         part[np.flatnonzero(rows["patient_id"].isin(set(val_patients)).to_numpy() & (part != "test"))] = "val"
         out.append(rows.assign(fold=k, part=part))
     return out
@@ -88,16 +75,15 @@ def _patient_folds(rows: pd.DataFrame, folds: int, val_fraction: float, seed: in
 
 def _image_folds(rows: pd.DataFrame, folds: int, val_fraction: float, seed: int) -> list[pd.DataFrame]:
     """Image-level stratified folds (the paper's protocol): patients ignored on purpose."""
-    if rows["label"].value_counts().min() < folds:
-        raise DataError(f"scenario {rows['scenario'].iat[0]}: a class has fewer images than "
-                        f"split.folds={folds}; lower split.folds")
+    coverage.require(rows, rows["scenario"].iat[0], "image", folds)
     outer = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     out = []
     for k, (trainval_idx, test_idx) in enumerate(outer.split(rows, rows["label"]), start=1):
         part = np.full(len(rows), "train", dtype=object)
         part[test_idx] = "test"
-        _, val_idx = train_test_split(trainval_idx, test_size=val_fraction,
-                                      stratify=rows["label"].to_numpy()[trainval_idx], random_state=seed + k)
+        with coverage.carving(rows, rows["scenario"].iat[0], "image", k, val_fraction):
+            _, val_idx = train_test_split(trainval_idx, test_size=val_fraction,
+                                          stratify=rows["label"].to_numpy()[trainval_idx], random_state=seed + k)
         part[val_idx] = "val"
         out.append(rows.assign(fold=k, part=part))
     return out
@@ -122,21 +108,22 @@ def _ucar_folds(rows: pd.DataFrame, root: Path, folds: int) -> list[pd.DataFrame
 
 
 def assert_invariants(splits: pd.DataFrame, protocol: str) -> None:
-    """Every image is tested exactly once per scenario and protocol; patient folds never share a patient."""
-    for scenario, by_scenario in splits.groupby("scenario", sort=False):
-        sub = by_scenario[by_scenario["protocol"] == protocol]
+    """In every repeat, every image is tested exactly once per scenario and protocol, and patient folds
+    never share a patient."""
+    for (scenario, repeat), by_repeat in splits.groupby(["scenario", "repeat"], sort=False):
+        sub = by_repeat[by_repeat["protocol"] == protocol]
         tested = sub[sub["part"] == "test"].groupby("image_id").size()
         all_ids = sub["image_id"].unique()
         if len(tested) != len(all_ids) or (tested != 1).any():
-            raise AssertionError(f"scenario {scenario}, protocol {protocol}: each image must be in the test part of "
-                                 f"exactly one fold")
+            raise AssertionError(f"scenario {scenario}, protocol {protocol}, repeat {repeat}: each image must be in "
+                                 f"the test part of exactly one fold")
         if protocol == "patient":
             for fold, f in sub.groupby("fold"):
                 owners = f.groupby("patient_id")["part"].nunique()
                 if (owners > 1).any():
                     bad = owners[owners > 1].index[0]
-                    raise AssertionError(f"scenario {scenario}, patient protocol fold {fold}: patient {bad} is in "
-                                         f"more than one part")
+                    raise AssertionError(f"scenario {scenario}, patient protocol, repeat {repeat}, fold {fold}: "
+                                         f"patient {bad} is in more than one part")
 
 
 def leakage(fold: pd.DataFrame, manifest: pd.DataFrame) -> dict[str, float]:
@@ -158,19 +145,23 @@ def make_splits(manifest: pd.DataFrame, params: Params) -> pd.DataFrame:
     frames = []
     for scenario in sp.scenarios:
         rows = scenario_images(manifest, scenario).assign(scenario=scenario)
+        for protocol in sp.protocols:   # every class of the scenario, for every protocol, before any fold
+            coverage.require(rows, scenario, protocol, sp.folds)
         for protocol in sp.protocols:
-            if protocol == "patient":
-                folds = _patient_folds(rows, sp.folds, sp.val_fraction, params.seed)
-            elif protocol == "image":
-                folds = _image_folds(rows, sp.folds, sp.val_fraction, params.seed)
-            else:
-                folds = _ucar_folds(rows, Path(params.data.root), sp.folds)
-            frames.extend(f.assign(protocol=protocol) for f in folds)
+            for repeat in range(1, sp.repeats + 1):    # ucar: one published partition (params allow R = 1)
+                seed = params.repeat_seed(repeat)
+                if protocol == "patient":
+                    folds = _patient_folds(rows, sp.folds, sp.val_fraction, seed)
+                elif protocol == "image":
+                    folds = _image_folds(rows, sp.folds, sp.val_fraction, seed)
+                else:
+                    folds = _ucar_folds(rows, Path(params.data.root), sp.folds)
+                frames.extend(f.assign(protocol=protocol, repeat=repeat) for f in folds)
     splits = pd.concat(frames, ignore_index=True).assign(cohort=fingerprints.cohort(manifest))[COLUMNS]
     for protocol in sp.protocols:
         assert_invariants(splits, protocol)
     order = {s: i for i, s in enumerate(sp.scenarios)}
-    return (splits.sort_values(["scenario", "protocol", "fold", "image_id"], kind="stable",
+    return (splits.sort_values(["scenario", "protocol", "repeat", "fold", "image_id"], kind="stable",
                                key=lambda c: c.map(order) if c.name == "scenario" else c)
             .reset_index(drop=True))
 
@@ -183,18 +174,19 @@ def summarize(splits: pd.DataFrame, manifest: pd.DataFrame, params: Params) -> s
         names = scenarios.class_names(scenario)
         sub = splits[splits["scenario"] == scenario]
         counts = (sub.assign(cls=sub["label"].map(dict(enumerate(names))))
-                  .pivot_table(index=["protocol", "fold", "part"], columns="cls", values="image_id",
+                  .pivot_table(index=["protocol", "repeat", "fold", "part"], columns="cls", values="image_id",
                                aggfunc="count", fill_value=0)
                   .reindex(columns=list(names), fill_value=0))
-        counts["patients"] = sub.groupby(["protocol", "fold", "part"])["patient_id"].nunique()
+        counts["patients"] = sub.groupby(["protocol", "repeat", "fold", "part"])["patient_id"].nunique()
         lines += [f"## Scenario {scenario}: {scenarios.DESCRIPTIONS[scenario]}", "",
                   "### Images per class (and patients) in each part", "",
                   counts.reset_index().to_markdown(index=False), "",
                   "### Leakage: share of test images with an image of the same patient in training", "",
-                  "| protocol | fold | same patient | same patient, same muscle side |", "|---|---|---|---|"]
-        for (protocol, fold), f in sub.groupby(["protocol", "fold"]):
+                  "| protocol | repeat | fold | same patient | same patient, same muscle side |", "|---|---|---|---|---|"]
+        for (protocol, repeat, fold), f in sub.groupby(["protocol", "repeat", "fold"]):
             leak = leakage(f, manifest)
-            lines.append(f"| {protocol} | {fold} | {leak['same_patient']:.1%} | {leak['same_muscle_side']:.1%} |")
+            lines.append(f"| {protocol} | {repeat} | {fold} | {leak['same_patient']:.1%} | "
+                         f"{leak['same_muscle_side']:.1%} |")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 

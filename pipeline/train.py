@@ -5,11 +5,14 @@
 
 Reads data/processed/images.npy (kept in memory, on the GPU when training there) and
 data/splits/<scenario>.csv; for each fold, trains on the fold's train part, selects the epoch by the
-validation part (`train.select_by`, never by test), and writes
-runs/<scenario>/<model>/<protocol>/fold-<k>/: weights.pt (state_dict of the selected epoch),
-history.csv, predictions.csv on the test part and metrics.json. The folds run in one process
-because starting Python, torch and timm costs more than training a small fold; each fold is
-seeded afresh, so its result is the same as when it is trained alone.
+validation part (`train.select_by`, never by test), and writes, for every repeat of split.repeats,
+runs/<scenario>/<model>/<protocol>/fold-<k>/ (repeat-<r>/fold-<k>/ after the first repeat, each repeat
+seeded by Params.repeat_seed): weights.pt (state_dict of the selected epoch), history.csv,
+predictions.csv on the test part and metrics.json. The folds of every repeat run in one stage
+because starting Python, torch and timm costs more than training a small fold, train.parallel_folds
+of them side by side in worker processes (pipeline/foldpool.py), each on train.threads //
+parallel_folds threads; each fold is seeded afresh, so its result is the same as when it is trained
+alone on as many threads.
 
 A checkpoint is written at the end of every epoch outside DVC's outputs (pipeline/checkpoint.py):
 a killed run started again continues from the last complete epoch with the same result as an
@@ -25,6 +28,8 @@ train.optim.batch_size, split between the ranks; rank 0 validates, checkpoints a
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import math
 import sys
 import time
@@ -37,7 +42,7 @@ import pandas as pd
 import torch
 
 import models
-from pipeline import checkpoint, cpu, distributed, fingerprints, layout, scenarios
+from pipeline import checkpoint, cpu, distributed, fingerprints, foldpool, layout, scenarios
 from pipeline.atomic import atomic_path, ensure_writable, torch_bytes, write_bytes_to
 from pipeline.batches import Augment, BatchStream, ImageBank, eval_batches
 from pipeline.cli import run_stage
@@ -76,13 +81,16 @@ class FoldData:
     patients: dict[str, int]   # patients per part
 
 
-def fold_data(splits: pd.DataFrame, scenario: str, protocol: str, fold: int) -> FoldData:
-    """Select one fold of one protocol from a scenario's splits file, refusing a fold that is not there."""
-    rows = splits[(splits["protocol"] == protocol) & (splits["fold"] == fold) & (splits["scenario"] == scenario)]
+def fold_data(splits: pd.DataFrame, scenario: str, protocol: str, fold: int, repeat: int = 1) -> FoldData:
+    """Select one fold of one repeat of one protocol from a scenario's splits file, refusing a fold that
+    is not there."""
+    rows = splits[(splits["protocol"] == protocol) & (splits["fold"] == fold) & (splits["scenario"] == scenario)
+                  & (splits["repeat"] == repeat)]
     if rows.empty:
-        have = sorted(set(zip(splits["scenario"], splits["protocol"], splits["fold"])))
-        raise DataError(f"{layout.splits_path(scenario)}: no rows for scenario {scenario}, protocol {protocol!r}, fold {fold}; "
-                        f"present: {have[:12]}; rerun `dvc repro split`")
+        have = sorted(set(zip(splits["scenario"], splits["protocol"], splits["repeat"], splits["fold"])))
+        raise DataError(f"{layout.splits_path(scenario)}: no rows for scenario {scenario}, protocol {protocol!r}, "
+                        f"repeat {repeat}, fold {fold}; present (scenario, protocol, repeat, fold): {have[:12]}; "
+                        f"rerun `dvc repro split`")
     parts = {p: rows[rows["part"] == p].sort_values("image_id") for p in ("train", "val", "test")}
     for p, r in parts.items():
         if r.empty:
@@ -120,8 +128,8 @@ class FoldRun:
     runner: torch.nn.Module          # the model, or its torch.compile'd form: what validation runs
     optim: OptimParams
     epochs: int
-    opt: torch.optim.Optimizer
-    sched: torch.optim.lr_scheduler.LambdaLR
+    opt: torch.optim.Optimizer | None           # None for a model fitted in closed form
+    sched: torch.optim.lr_scheduler.LambdaLR | None
     step: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     stream: BatchStream
     gen: torch.Generator
@@ -136,20 +144,23 @@ class FoldRun:
     finished: bool = False
     selection: list[dict[str, float]] | None = None    # models fitted in closed form: the settings tried
     world: World = World()           # the ranks training this fold together; one by default
+    repeat: int = 1                  # which repeat of the cross-validation this fold belongs to
+    seed: int = 0                    # the repeat's seed (Params.repeat_seed)
 
     @property
     def name(self) -> str:
-        """scenario/model/protocol/fold-k, for messages."""
-        return f"{self.scenario}/{self.model_name}/{self.protocol}/fold-{self.fold}"
+        """scenario/model/protocol/fold-k (or .../repeat-r/fold-k), for messages."""
+        return f"{self.scenario}/{self.model_name}/{self.protocol}/{layout.fold_name(self.fold, self.repeat)}"
 
 
 def _fold_config(params: Params, scenario: str, model_name: str, protocol: str, fold: int, data: FoldData,
-                 device: torch.device, world: World, data_digest: str) -> dict[str, Any]:
+                 device: torch.device, world: World, data_digest: str, repeat: int = 1) -> dict[str, Any]:
     """Everything that decides a fold's training: what its checkpoint's fingerprint is made of."""
     tp = params.train
-    return {"model": model_name, "protocol": protocol, "fold": fold, "scenario": scenario, "seed": params.seed,
+    return {"model": model_name, "protocol": protocol, "fold": fold, "repeat": repeat, "scenario": scenario,
+            "seed": params.repeat_seed(repeat),
             "optim": to_dict(tp.optim_for(model_name)), "epochs": tp.epochs_for(model_name),
-            "pretrained": tp.pretrained_for(model_name), "select_by": tp.select_by,
+            "pretrained": tp.pretrained_for(model_name) and models.has_weights(model_name), "select_by": tp.select_by,
             "class_weighting": tp.class_weighting, "label_smoothing": tp.label_smoothing,
             "augment": tp.augment, "device": device.type, "world_size": world.size, "data": data_digest,
             "code": code_digest(),
@@ -193,30 +204,33 @@ def _check_batches(stream: BatchStream, batch_size: int, world: World, model_nam
 
 
 def set_up(params: Params, scenario: str, model_name: str, protocol: str, fold: int, *, images: np.ndarray,
-           splits: pd.DataFrame, data_digest: str, world: World = World()) -> FoldRun:
+           splits: pd.DataFrame, data_digest: str, world: World = World(), repeat: int = 1) -> FoldRun:
     """Seed, select the fold, build the network, the batch stream and the optimiser (in this order:
     the network's initialisation draws from the seeded generator)."""
     tp = params.train
     device = world.device(select_device(tp.device))
-    if tp.threads:
-        torch.set_num_threads(tp.threads)
-    seed_everything(params.seed, device)
+    if tp.fold_threads:   # train.threads shared by the folds side by side: fixed by params alone
+        torch.set_num_threads(tp.fold_threads)
+    seed = params.repeat_seed(repeat)   # each repeat trains with its own seed
+    seed_everything(seed, device)
     names = scenarios.class_names(scenario)
-    data = fold_data(splits, scenario, protocol, fold)
-    o, epochs, pretrained = tp.optim_for(model_name), tp.epochs_for(model_name), tp.pretrained_for(model_name)
+    data = fold_data(splits, scenario, protocol, fold, repeat)
+    o, epochs = tp.optim_for(model_name), tp.epochs_for(model_name)
+    pretrained = tp.pretrained_for(model_name) and models.has_weights(model_name)   # see modelcheck
     bank = ImageBank(images, device)
     channels_last = device.type == "cuda"
-    config = _fold_config(params, scenario, model_name, protocol, fold, data, device, world, data_digest)
+    config = _fold_config(params, scenario, model_name, protocol, fold, data, device, world, data_digest, repeat)
     model = _build_model(model_name, len(names), bank.input_size[0], pretrained, device, channels_last)
     gen = torch.Generator(device=device)
-    gen.manual_seed(params.seed * 1_000_003 + fold)
+    gen.manual_seed(seed * 1_000_003 + fold)
     mean, std = _normalization(model, bank, data.train_ids, pretrained, device)
     stream = BatchStream(bank, data.train_ids, data.train_labels, o.batch_size, gen, mean, std,
                          Augment() if tp.augment else None, channels_last, world)
     _check_batches(stream, o.batch_size, world, model_name,
                    f"{layout.splits_path(scenario)}: protocol {protocol!r} fold {fold}", len(data.train_ids))
     trainer = world.wrap(model, device)   # under DistributedDataParallel among several ranks
-    opt, sched = make_optimizer(model, o, len(stream), epochs, device)
+    # a model fitted in closed form never steps: no optimiser (whose first use imports torch._dynamo, ~1.5 s)
+    opt, sched = (None, None) if hasattr(model, "fit") else make_optimizer(model, o, len(stream), epochs, device)
     criterion = make_criterion(data.train_labels, len(names), tp.class_weighting, tp.label_smoothing,
                                world.distributed, device)
     compiled = torch.compile if tp.compile and device.type == "cuda" else (lambda m: m)
@@ -227,7 +241,7 @@ def set_up(params: Params, scenario: str, model_name: str, protocol: str, fold: 
     return FoldRun(model_name=model_name, protocol=protocol, fold=fold, scenario=scenario, class_names=names,
                    device=device, data=data, bank=bank, model=model, runner=runner, optim=o, epochs=epochs,
                    opt=opt, sched=sched, step=make_step(trainer, opt, sched, criterion, device, world.size),
-                   stream=stream, world=world,
+                   stream=stream, world=world, repeat=repeat, seed=seed,
                    gen=gen, mean=mean, std=std, pretrained=pretrained, channels_last=channels_last,
                    fingerprint=checkpoint.fingerprint(config), history=[],
                    best={"epoch": 0, "val_accuracy": -1.0, "val_balanced_accuracy": -1.0, "val_loss": math.inf,
@@ -351,35 +365,42 @@ def predict_test_part(run: FoldRun, tp: TrainParams, ckpt_path: Path) -> dict[st
     o = run.optim
     metrics = fold_metrics(predictions["label"].to_numpy(), prob_np, run.class_names)
     metrics.update({
-        "model": run.model_name, "protocol": run.protocol, "fold": run.fold, "scenario": run.scenario,
+        "model": run.model_name, "protocol": run.protocol, "fold": run.fold, "repeat": run.repeat,
+        "scenario": run.scenario,
         "class_names": list(run.class_names), "n_train": int(len(data.train_ids)), "n_val": int(len(data.val_ids)),
         "n_test": int(len(data.test)), "n_train_patients": data.patients["train"],
         "n_val_patients": data.patients["val"], "n_test_patients": data.patients["test"], "epochs": run.epochs,
         "best_epoch": int(run.best["epoch"]),
+        # the budget: optimizer steps taken (none for a model fitted in closed form)
+        "optimizer_steps": 0 if run.selection else len(run.stream) * len(run.history),
         "seconds": round(sum(h["seconds"] for h in run.history), 3), "device": run.device.type,
         "device_name": device_name(run.device), "threads": torch.get_num_threads(),
         "input_size": list(run.bank.input_size), "batch_size": o.batch_size, "optimizer": o.optimizer, "lr": o.lr,
         "pretrained": run.pretrained, "world_size": run.world.size, "select_by": tp.select_by,
         **({"selection": run.selection} if run.selection else {}), "cpu": cpu.in_effect(),
         "normalization": ("the pretrained weights' per-channel mean and std" if isinstance(run.mean, torch.Tensor)
-                          else "the training part's pixel mean and std")})
+                          else "the training part's pixel mean and std"),
+        # the statistics themselves, as the batches used them (a number, or one per channel): what
+        # pipeline.predict and the deploy stage apply to new images
+        "input_mean": run.mean.flatten().tolist() if isinstance(run.mean, torch.Tensor) else run.mean,
+        "input_std": run.std.flatten().tolist() if isinstance(run.std, torch.Tensor) else run.std})
     return {"weights": run.best["state"], "history": pd.DataFrame(run.history, columns=layout.HISTORY_COLUMNS),
             "predictions": predictions, "metrics": metrics}
 
 
 def train_fold(params: Params, scenario: str, model_name: str, protocol: str, fold: int, *,
                images: np.ndarray, splits: pd.DataFrame, ckpt_path: Path, data_digest: str,
-               log: Callable[[str], None] = print, world: World = World()) -> dict[str, Any] | None:
+               log: Callable[[str], None] = print, world: World = World(), repeat: int = 1) -> dict[str, Any] | None:
     """Train one fold (resuming from `ckpt_path` when it matches) and return everything to write;
     None on a rank other than 0, which writes nothing."""
     run = set_up(params, scenario, model_name, protocol, fold, images=images, splits=splits,
-                 data_digest=data_digest, world=world)
+                 data_digest=data_digest, world=world, repeat=repeat)
     log = log if world.main else (lambda line: None)
     # rank 0 reads the checkpoint and every rank resumes from it, even where checkpoints/ is not shared
     resume(run, world.share(checkpoint.load(ckpt_path, run.fingerprint) if world.main else None), log)
     if hasattr(run.model, "fit"):
         if world.main:   # a closed-form fit has nothing to share between ranks
-            fit_fold(run, params.train, ckpt_path, params.seed, log)
+            fit_fold(run, params.train, ckpt_path, run.seed, log)
     else:
         train_epochs(run, params.train, ckpt_path, log)
     return predict_test_part(run, params.train, ckpt_path) if world.main else None
@@ -417,7 +438,7 @@ def load_inputs(scenario: str) -> tuple[np.ndarray, pd.DataFrame, dict[str, str]
                         f"they are written together: run `dvc repro prepare` again")
     path = layout.splits_path(scenario)
     splits = read_table(path, "run `dvc repro split` first", required=["image_id", "patient_id", "label",
-                                                                      "scenario", "protocol", "fold", "part",
+                                                                      "scenario", "protocol", "repeat", "fold", "part",
                                                                       "cohort"])
     cohort = fingerprints.cohort(manifest)
     made_from = sorted(set(splits["cohort"]))
@@ -426,6 +447,27 @@ def load_inputs(scenario: str) -> tuple[np.ndarray, pd.DataFrame, dict[str, str]
                         f"now holds cohort {cohort} (the data changed after the folds were made); run "
                         f"`dvc repro split` (python -m pipeline.split) again, then train")
     return images, splits, {"cohort": cohort, "splits": fingerprints.file_sha256(path)[:fingerprints.SHORT]}
+
+
+def train_and_write(job: tuple[int, int], *, params: Params, scenario: str, model_name: str, protocol: str,
+                    images: np.ndarray, splits: pd.DataFrame, data_digest: str, provenance: dict[str, Any],
+                    world: World) -> None:
+    """One job of the stage (pipeline/foldpool.py): train `job` = (repeat, fold) and write its run
+    directory (rank 0)."""
+    repeat, fold = job
+    ckpt_path = layout.checkpoint_path(scenario, model_name, protocol, fold, repeat=repeat)
+    with checkpoint.fold_lock(ckpt_path) if world.main else contextlib.nullcontext():   # one trainer a fold
+        result = train_fold(params, scenario, model_name, protocol, fold, images=images, splits=splits,
+                            data_digest=data_digest, world=world, repeat=repeat, ckpt_path=ckpt_path)
+    if result is None:
+        return   # rank 0 writes the outputs
+    result["metrics"].update(provenance)
+    write_outputs(layout.run_dir(scenario, model_name, protocol, fold, repeat=repeat), result)
+    m = result["metrics"]
+    print(f"{scenario} {model_name} {protocol} {layout.fold_label(fold, repeat, params.split.repeats)}: "
+          f"test accuracy {m['accuracy']:.4f} "
+          f"(best epoch {m['best_epoch']}/{m['epochs']}, {m['seconds']:.1f}s on {m['device_name']}"
+          f"{f', {world.size} processes' if world.distributed else ''})", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -449,25 +491,26 @@ def main(argv: list[str] | None = None) -> int:
                                       *(("--fold", k, params.train.folds, "train.folds") for k in args.fold or ())):
         if value not in allowed:
             raise DataError(f"{flag} {value!r} is not in {key} {list(allowed)}")
+    world = distributed.from_environment()   # torchrun's ranks; a single process otherwise
+    # every fold of every repeat (split.repeats): side by side in worker processes (pipeline/foldpool.py);
+    # under torchrun, one after another
+    jobs = [(r, k) for r in range(1, params.split.repeats + 1) for k in args.fold or params.train.folds]
+    workers = 1 if world.distributed else min(params.train.parallel_folds, len(jobs))
+    if workers > 1:
+        torch.set_num_threads(1)   # nothing multi-threaded before the workers fork (see pipeline/foldpool.py)
     check_model(params, args.model, args.scenario)    # before any data is read
     for directory in (layout.stage_dir(args.scenario, args.model, args.protocol), layout.CHECKPOINTS):
         ensure_writable(directory)   # before the training, not after it
     images, splits, provenance = load_inputs(args.scenario)
     data_digest = fingerprints.file_sha256(layout.IMAGES)
-    world = distributed.from_environment()   # torchrun's ranks; a single process otherwise
-    with distributed.process_group(world, world.device(select_device(params.train.device))):
-        for fold in args.fold or params.train.folds:
-            result = train_fold(params, args.scenario, args.model, args.protocol, fold, images=images,
-                                splits=splits, data_digest=data_digest, world=world,
-                                ckpt_path=layout.checkpoint_path(args.scenario, args.model, args.protocol, fold))
-            if result is None:
-                continue   # rank 0 writes the outputs
-            result["metrics"].update(provenance)
-            write_outputs(layout.run_dir(args.scenario, args.model, args.protocol, fold), result)
-            m = result["metrics"]
-            print(f"{args.scenario} {args.model} {args.protocol} fold {fold}: test accuracy {m['accuracy']:.4f} "
-                  f"(best epoch {m['best_epoch']}/{m['epochs']}, {m['seconds']:.1f}s on {m['device_name']}"
-                  f"{f', {world.size} processes' if world.distributed else ''})")
+    device = world.device(select_device(params.train.device))
+    work = functools.partial(train_and_write, params=params, scenario=args.scenario, model_name=args.model,
+                             protocol=args.protocol, images=images, splits=splits, data_digest=data_digest,
+                             provenance={**provenance, "fold_workers": workers, "data_source": params.data.source}, world=world)
+    with distributed.process_group(world, device):
+        foldpool.run(jobs, work, workers, foldpool.start_method(device.type),
+                     describe=lambda job: f"{args.scenario}/{args.model}/{args.protocol}/"
+                                          f"{layout.fold_name(job[1], job[0])}")
     return 0
 
 

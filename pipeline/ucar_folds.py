@@ -11,11 +11,11 @@ import pandas as pd
 
 from pipeline.errors import DataError
 from pipeline.manifests import file_problem, shown, lower_words, read_csv_rows
-from pipeline.params import Params, ParamsError
+from pipeline.params import UCAR_PUBLISHED_FOLDS, Params, ParamsError
 
 SOURCE = "ucar"   # the one data.source whose release ships folds of its own
 UCAR_FOLD_PARTS = {"train": "train", "training": "train", "validation": "val", "val": "val", "test": "test"}
-UCAR_FOLDS = 5
+UCAR_FOLDS = UCAR_PUBLISHED_FOLDS   # params refuses other split.folds with protocol ucar
 
 
 def check_protocol(params: Params) -> None:

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from pipeline.layout import fold_name
 from pipeline.scenarios import class_names as scenario_classes
 from pipeline.scenarios import MUSCLES, label_map
 
@@ -42,16 +43,18 @@ DIAGNOSIS_CYCLE = ("N", "IBM", "PM", "N", "DM", "IBM")   # S1: one third normal,
 
 
 def fixture_params(models=("stanet", "dual_vgg", "resnet18"), protocols=("patient", "image"), folds=3,
-                   scenarios=("S1",), epochs=4, seed=0, data_source="synthetic") -> dict:
+                   scenarios=("S1",), epochs=4, seed=0, data_source="synthetic", repeats=1) -> dict:
     """A small, valid params mapping for the fixture runs."""
     return {
         "seed": seed,
         "profile_name": "fixture",
         "data": {"source": data_source, "image_size": 32, "channels": 1,
                  "synthetic": {"patients": 12, "images_per_side": 2, "render_size": 64}},
-        "split": {"scenarios": list(scenarios), "protocols": list(protocols), "folds": folds},
+        "split": {"scenarios": list(scenarios), "protocols": list(protocols), "folds": folds, "repeats": repeats},
         "train": {"models": list(models), "folds": list(range(1, folds + 1)), "epochs": epochs},
-        "evaluate": {"reference_model": "stanet", "bootstrap": 200},
+        "evaluate": {"reference_model": "stanet", "bootstrap": 200,
+                     **({"primary": {"reference": "stanet", "comparator": "dual_vgg", "protocol": protocols[0],
+                                     "scenario": scenarios[0]}} if {"stanet", "dual_vgg"} <= set(models) else {})},
         "check": {"baseline": "reports/baseline.json", "max_accuracy_drop": 2.0, "max_metric_drop": 0.03,
                   "exact": ["params", "macs", "flops"]},
     }
@@ -101,29 +104,31 @@ def _probabilities(labels: np.ndarray, n_classes: int, skill: float, rng: np.ran
 
 def write_fixture(root: str | Path, models=("stanet", "dual_vgg", "resnet18"), protocols=("patient", "image"),
                   folds=3, scenarios=("S1",), epochs=4, seed=0, data_source="synthetic", n_patients=24,
-                  images_per_patient=6, constant_models=()) -> Path:
+                  images_per_patient=6, constant_models=(), repeats=1) -> Path:
     """Write params.yaml, runs/ and reports/complexity/ under `root`; return `root`. Models in
     `constant_models` predict the last class for every image (they learned nothing)."""
     root = Path(root)
-    params = fixture_params(models, protocols, folds, scenarios, epochs, seed, data_source)
+    params = fixture_params(models, protocols, folds, scenarios, epochs, seed, data_source, repeats)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     rng = np.random.default_rng(seed)
     for scenario in scenarios:
         names = list(scenario_classes(scenario))
         cohort = _cohort(n_patients, images_per_patient, scenario)
         for model in models:
-            for protocol in protocols:
+            for protocol, repeat in [(p, r) for p in protocols for r in range(1, repeats + 1)]:
                 for k, test in enumerate(_test_parts(cohort, protocol, folds), start=1):
-                    _write_run(root / "runs" / scenario / model / protocol / f"fold-{k}", scenario, model, protocol,
-                               k, test, names, len(cohort), epochs, rng, constant=model in constant_models)
+                    _write_run(root / "runs" / scenario / model / protocol / fold_name(k, repeat), scenario, model,
+                               protocol, k, test, names, len(cohort), epochs, rng, constant=model in constant_models,
+                               repeat=repeat)
     _write_complexity(root, models, scenarios)
     (root / "data" / "processed").mkdir(parents=True, exist_ok=True)
     manifest(n_patients, images_per_patient).to_csv(root / "data" / "processed" / "manifest.csv", index=False)
+    _write_deploy(root, models, scenarios, protocols)
     return root
 
 
 def _write_run(d: Path, scenario: str, model: str, protocol: str, k: int, test: pd.DataFrame, names: list[str],
-               n_cohort: int, epochs: int, rng: np.random.Generator, constant: bool = False) -> None:
+               n_cohort: int, epochs: int, rng: np.random.Generator, constant: bool = False, repeat: int = 1) -> None:
     d.mkdir(parents=True, exist_ok=True)
     skill = min(0.98, SKILL.get(model, 0.7) + LEAKAGE_BONUS[protocol])
     prob = _probabilities(test["label"].to_numpy(), len(names), skill, rng)
@@ -144,12 +149,13 @@ def _write_run(d: Path, scenario: str, model: str, protocol: str, k: int, test: 
     history.to_csv(d / "history.csv", index=False)
     n_test = len(test)
     acc = float((pred["predicted"] == pred["label"]).mean())
-    meta = {"model": model, "protocol": protocol, "fold": k, "scenario": scenario,
+    meta = {"model": model, "protocol": protocol, "fold": k, "repeat": repeat, "scenario": scenario,
+            "optimizer_steps": epochs * 10,
             "class_names": names, "accuracy": acc, "balanced_accuracy": acc, "macro_f1": acc,
             "auc": acc, "n_train": int((n_cohort - n_test) * 0.8),
             "n_val": int((n_cohort - n_test) * 0.2), "n_test": n_test, "epochs": epochs,
             "best_epoch": epochs, "seconds": 2.0, "device": "cpu", "device_name": "fixture CPU",
-            "threads": 2, "input_size": [1, 32, 32], "batch_size": 32, "optimizer": "adamw",
+            "threads": 2, "fold_workers": 2, "input_size": [1, 32, 32], "batch_size": 32, "optimizer": "adamw",
             "lr": 0.002, "pretrained": False, "cohort": "f1x7c0h0r7", "splits": f"{scenario.lower()}5p1175"}
     (d / "metrics.json").write_text(json.dumps(meta, indent=2))
 
@@ -172,3 +178,24 @@ def _write_complexity(root: Path, models, scenarios) -> None:
         out = root / "reports" / "complexity" / f"{model}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(c, indent=2))
+
+
+def _write_deploy(root: Path, models, scenarios, protocols) -> None:
+    """reports/deploy/<scenario>/<model>.json as the deploy stage writes it (made-up figures)."""
+    for scenario in scenarios:
+        for model in models:
+            n_params, macs = FAKE_COMPLEXITY.get(model, (1_000_000, 100_000_000))
+            lat = lambda ms: {"median_ms": ms, "p90_ms": 1.2 * ms, "runs": 30, "warmup": 3}  # noqa: E731
+            by = {p: {"folds": 3, "parity_max_abs_diff": 2e-7, "fp32_bytes": 4 * n_params, "int8_bytes": n_params,
+                      "fp32_balanced_accuracy_mean": 0.8, "int8_balanced_accuracy_mean": 0.79 if model != "resnet18"
+                      else 0.7, "int8_drop_points_max": 1.0 if model != "resnet18" else 10.0,
+                      "lossy_folds": [] if model != "resnet18" else [2]} for p in protocols}
+            record = {"model": model, "scenario": scenario, "exported": True, "exporter": "fixture exporter",
+                      "parity_tolerance": 1e-4, "lossy_points": 2.0, "versions": {"torch": "x", "onnxruntime": "x"},
+                      "input": [1, 32, 32], "folds": [], "by_protocol": by,
+                      "latency": {"batch": 1, "input": [1, 32, 32], "threads": 2, "cpu": "fixture CPU",
+                                  "torch_eager": lat(macs / 1e9 + 0.5), "ort_fp32": lat(macs / 2e9 + 0.2),
+                                  "ort_int8": lat(macs / 4e9 + 0.1)}}
+            out = root / "reports" / "deploy" / scenario / f"{model}.json"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(record, indent=2))

@@ -63,7 +63,8 @@ def test_baseline_records_settings(project):
     entry = baseline["metrics"]["S1"]["stanet"]["patient"]
     assert entry["values"]["accuracy"] == metrics["S1"]["stanet"]["patient"]["accuracy"]["mean"]
     assert entry["degenerate"] is False and baseline["metrics"]["S1"]["dual_vgg"]["image"]["degenerate"] is True
-    assert entry["noise"] == {"accuracy": 0.0, "balanced_accuracy": 0.0, "macro_f1": 0.0, "auc": 0.0}
+    assert entry["noise"] == {"accuracy": 0.0, "balanced_accuracy": 0.0, "macro_f1": 0.0, "auc": 0.0, "brier": 0.0,
+                              "ece": 0.0}
     assert set(baseline["complexity"]["stanet"]) == {"params", "macs", "macs_training", "flops", "flops_training"}
 
 
@@ -97,6 +98,19 @@ def test_macro_f1_drop_fails(project, work):
         m["S1"]["resnet18"]["patient"]["macro_f1"]["mean"] -= 0.05
     edit_metrics(work, lower)
     assert run_check(project, work) == 1
+
+
+@pytest.mark.parametrize("metric, change, fails", [("balanced_accuracy", -0.05, True), ("balanced_accuracy", +0.05, False),
+                                                   ("brier", +0.05, True), ("ece", +0.05, True), ("brier", -0.05, False)])
+def test_headline_and_calibration_metrics_are_guarded(project, work, capsys, metric, change, fails):
+    """Balanced accuracy (the headline) falling fails; Brier score and ECE are lower-is-better: a rise fails."""
+    def alter(m):
+        m["S1"]["resnet18"]["patient"][metric]["mean"] += change
+    edit_metrics(work, alter)
+    assert run_check(project, work) == (1 if fails else 0)
+    line = next(line for line in capsys.readouterr().out.splitlines() if f"resnet18 | patient | {metric} " in line
+                or ("resnet18" in line and "patient" in line and f" {metric} " in line))
+    assert ("REGRESSION" in line) == fails
 
 
 def test_noise_in_a_degenerate_model_is_not_a_regression(project, work, capsys):

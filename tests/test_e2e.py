@@ -65,12 +65,20 @@ def test_repro_writes_every_report(project):
                 "reports/complexity/stanet.json", "reports/complexity/resnet18.json",
                 "reports/metrics.json", "reports/per_fold.csv", "reports/comparison.csv", "reports/comparison.md",
                 "reports/README.md", "runs/S1/stanet/patient/fold-1/predictions.csv",
-                "runs/S4/resnet18/image/fold-2/metrics.json"):
+                "runs/S4/resnet18/image/fold-2/metrics.json", "runs/S1/stanet/patient/repeat-2/fold-1/predictions.csv",
+                "runs/S4/resnet18/image/repeat-2/fold-2/metrics.json"):
         assert (work / rel).is_file(), rel
     figures = sorted(p.name for p in (work / "reports/figures").glob("*.png"))
     assert len(figures) >= 5, figures
     readme = (work / "reports/README.md").read_text()
     assert "synthetic" in readme.lower() and "S1" in readme
+    # the deployment figures: STANet's ONNX Runtime int8 batch-1 latency measured, table and figure in the report
+    record = json.loads((work / "reports/deploy/S1/stanet.json").read_text())
+    assert record["exported"] and record["latency"]["ort_int8"]["median_ms"] > 0
+    assert "## Deployment: ONNX Runtime" in readme and "latency_vs_balanced_accuracy.png" in figures
+    with open(work / "reports/comparison.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert all(float(r["ort_int8_latency_batch1_ms"]) > 0 for r in rows if r["protocol"] == "patient")
 
 
 @pytest.mark.slow
@@ -83,7 +91,8 @@ def test_one_repro_runs_every_scenario_and_fills_the_published_table(project):
     for scenario in scenarios:
         for model in ("stanet", "resnet18"):
             for protocol in ("patient", "image"):
-                assert metrics[scenario][model][protocol]["n_folds"] == 2, (scenario, model, protocol)
+                # 2 folds x 2 repeats (profiles/tiny.yaml: split.repeats 2)
+                assert metrics[scenario][model][protocol]["n_folds"] == 4, (scenario, model, protocol)
                 run = json.loads((work / f"runs/{scenario}/{model}/{protocol}/fold-1/metrics.json").read_text())
                 assert run["scenario"] == scenario
     assert metrics["S4"]["meta"]["class_names"] == ["normal", "IBM", "PM", "DM"]
@@ -92,6 +101,43 @@ def test_one_repro_runs_every_scenario_and_fills_the_published_table(project):
     assert sorted({r["scenario"] for r in rows}) == scenarios
     ucar = [line for line in (work / "reports/README.md").read_text().splitlines() if line.startswith("| [Uçar 2022]")]
     assert len(ucar) == 4 and not [line for line in ucar if "not run" in line], ucar
+
+
+@pytest.mark.slow
+def test_two_repeats_each_test_every_image_once_and_keep_patients_apart(project):
+    """split.repeats 2: each repeat draws its own folds (with its own seed); in each, every image is tested
+    exactly once, and no patient is in two parts of a patient fold; each repeat's runs train with the
+    repeat's seed; evaluate pools the k*R differences (k*R - 1 degrees of freedom)."""
+    import pandas as pd
+
+    work, env, _ = project
+    for scenario in ("S1", "S2", "S3", "S4"):
+        splits = pd.read_csv(work / f"data/splits/{scenario}.csv")
+        assert sorted(splits["repeat"].unique()) == [1, 2]
+        for (protocol, repeat), sub in splits.groupby(["protocol", "repeat"]):
+            tested = sub[sub["part"] == "test"]["image_id"]
+            assert tested.is_unique and set(tested) == set(sub["image_id"]), (scenario, protocol, repeat)
+            if protocol == "patient":
+                parts = sub.groupby(["fold", "patient_id"])["part"].nunique()
+                assert (parts == 1).all(), (scenario, repeat)
+        test_of = {r: s[(s["part"] == "test") & (s["protocol"] == "patient")].set_index("image_id")["fold"]
+                   for r, s in splits.groupby("repeat")}
+        assert not test_of[1].sort_index().equals(test_of[2].sort_index())    # folds drawn again
+    one = json.loads((work / "runs/S1/stanet/patient/fold-1/metrics.json").read_text())
+    two = json.loads((work / "runs/S1/stanet/patient/repeat-2/fold-1/metrics.json").read_text())
+    assert (one["repeat"], two["repeat"]) == (1, 2)
+    metrics = json.loads((work / "reports/metrics.json").read_text())
+    assert metrics["meta"]["repeats"] == 2
+    t = metrics["S1"]["comparisons"]["patient"]["resnet18"]["balanced_accuracy"]
+    assert t["n_differences"] == 4 and t["df"] == 3 and t["n_repeats"] == 2
+    primary = metrics["S1"]["primary"]
+    assert primary["repeats"] == 2 and primary["design"]["target"] == 0.059
+    readme = (work / "reports/README.md").read_text()
+    reading = readme.split("## Reading", 1)[1]
+    first = next(line for line in reading.splitlines() if line.startswith("- "))
+    assert first.startswith("- Primary comparison") and "resnet18" in first
+    assert "this design detects a difference of" in reading
+    assert "balanced accuracy" in reading
 
 
 @pytest.mark.slow

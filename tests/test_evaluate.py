@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from pipeline import evaluate
+from pipeline import metrics as M
 from pipeline.errors import DataError
 from tests.fixture_runs import write_fixture
 
@@ -34,10 +35,11 @@ def project(tmp_path_factory):
 def test_writes_metrics_and_per_fold(project):
     metrics = json.loads((project / "reports/metrics.json").read_text())
     per_fold = pd.read_csv(project / "reports/per_fold.csv")
-    assert set(metrics) == {"S1", "meta"} and set(metrics["S1"]) == {*MODELS, "comparisons", "meta"}
+    assert set(metrics) == {"S1", "meta"} and set(metrics["S1"]) == {*MODELS, "comparisons", "meta", "primary"}
     assert metrics["meta"]["scenarios"] == ["S1"] and metrics["meta"]["folds"] == [1, 2, 3]
     assert metrics["S1"]["meta"]["class_names"] == ["normal", "myositis"]
     assert metrics["meta"]["protocols"] == list(PROTOCOLS) and metrics["meta"]["input_size"] == [1, 32, 32]
+    assert (metrics["meta"]["threads"], metrics["meta"]["fold_workers"]) == (2, [2])   # as the runs say
     assert metrics["meta"]["pretrained"] is False
     for model in MODELS:
         for protocol in PROTOCOLS:
@@ -47,9 +49,9 @@ def test_writes_metrics_and_per_fold(project):
                 assert s[name]["ci_low"] <= s[name]["mean"] <= s[name]["ci_high"]
             assert set(s["per_class"]) == {"normal", "myositis"}
             assert ("patient_accuracy" in s) == (protocol == "patient")
-    assert list(per_fold.columns[:12]) == ["scenario", "model", "protocol", "fold", "accuracy", "balanced_accuracy",
-                                           "macro_f1", "auc", "patient_accuracy", "majority_rate",
-                                           "top_predicted_share", "n_test"]
+    assert list(per_fold.columns[:14]) == ["scenario", "model", "protocol", "repeat", "fold", "balanced_accuracy",
+                                           "accuracy", "macro_f1", "auc", "brier", "ece", "patient_accuracy",
+                                           "majority_rate", "top_predicted_share"]
     assert len(per_fold) == len(MODELS) * len(PROTOCOLS) * 3
     assert per_fold.loc[per_fold.protocol == "image", "patient_accuracy"].isna().all()
     assert per_fold.loc[per_fold.protocol == "patient", "patient_accuracy"].notna().all()
@@ -165,3 +167,43 @@ def test_every_scenario_has_its_block_and_s4_reads_as_four_classes(tmp_path):
         assert summary[name]["mean"] is not None
     assert metrics["S3"]["meta"]["class_names"] == ["IBM", "PM_DM"]
     assert set(metrics["S2"]["stanet"]["image"]["per_class"]) == {"normal", "IBM"}
+
+
+def test_two_repeats_pool_k_times_r_differences_and_declare_the_primary(tmp_path):
+    """split.repeats 2: every fold of every repeat is read; the corrected test has k*R - 1 df; the primary
+    comparison is not adjusted; ablations and baselines are Holm-adjusted as separate families."""
+    models = ("stanet", "stanet_noatt", "stanet_dsc", "dual_vgg", "resnet18", "mobilenetv3_small_100")
+    (tmp_path / "rep").mkdir()
+    root = write_fixture(tmp_path / "rep", models=models, protocols=("patient", "image"), folds=3, repeats=2)
+    args = ["--params", str(root / "params.yaml"), "--runs", str(root / "runs"), "--out-dir", str(root / "reports")]
+    assert evaluate.main(args) == 0
+    metrics = json.loads((root / "reports/metrics.json").read_text())
+    per_fold = pd.read_csv(root / "reports/per_fold.csv")
+    assert len(per_fold) == len(models) * 2 * 3 * 2 and sorted(per_fold["repeat"].unique()) == [1, 2]
+    assert metrics["S1"]["stanet"]["patient"]["n_folds"] == 6
+    comps = metrics["S1"]["comparisons"]["patient"]
+    t = comps["resnet18"]["balanced_accuracy"]
+    assert (t["n_differences"], t["df"], t["n_repeats"]) == (6, 5, 2)
+    # the primary (stanet vs dual_vgg, balanced accuracy, patient): unadjusted, outside the families
+    assert comps["dual_vgg"]["balanced_accuracy"]["family"] == "primary"
+    assert comps["dual_vgg"]["balanced_accuracy"]["p_holm"] == comps["dual_vgg"]["balanced_accuracy"]["p_value"]
+    # the same pair on another metric or protocol is exploratory, in the baselines family
+    assert comps["dual_vgg"]["accuracy"]["family"] == "baselines"
+    assert metrics["S1"]["comparisons"]["image"]["dual_vgg"]["balanced_accuracy"]["family"] == "baselines"
+    assert comps["stanet_noatt"]["balanced_accuracy"]["family"] == "ablations"
+    assert comps["stanet_noatt"]["balanced_accuracy"]["holm_family"] == 2          # the two ablations
+    assert comps["resnet18"]["balanced_accuracy"]["holm_family"] == 2             # resnet18, mobilenet
+    p = [comps[m]["balanced_accuracy"]["p_value"] for m in ("stanet_noatt", "stanet_dsc")]
+    assert comps["stanet_noatt"]["balanced_accuracy"]["p_holm"] == pytest.approx(
+        M.holm(p)[0], abs=1e-6)
+    primary = metrics["S1"]["primary"]
+    assert primary["repeats"] == 2 and primary["test"]["df"] == 5 and primary["sign"] == "stanet minus dual_vgg"
+    assert primary["design"]["mdd"] == pytest.approx(primary["test"]["mdd"], abs=1e-6)
+    s = metrics["S1"]["stanet"]["patient"]
+    for q in ("sensitivity", "specificity", "ppv", "npv"):
+        r = s["class_rates"]["myositis"][q]
+        assert r["ci_low"] <= r["estimate"] <= r["ci_high"]
+    assert 0 <= s["calibration"]["brier"] <= 1 and 0 <= s["calibration"]["ece"] <= 1
+    exact = s["patient_accuracy_exact"]
+    assert exact["ci_low"] <= exact["proportion"] <= exact["ci_high"] and exact["n"] == 24
+    assert s["budget"] == {"epochs": 4, "optimizer_steps_per_fold": 40.0, "training_seconds": 12.0}

@@ -15,13 +15,13 @@ import pandas as pd
 import pytest
 import yaml
 
-from pipeline import checklist, evaluate, figures, report
+from pipeline import checklist, evaluate, figures, layout, report
 from tests.fixture_runs import DEMO_MODELS, write_fixture
 
 PROFILES = {
-    # the tiny profile (profiles/tiny.yaml): S1-S4, stanet and resnet18, patient and image, 2 folds
+    # the tiny profile (profiles/tiny.yaml): S1-S4, stanet and resnet18, patient and image, 2 folds, 2 repeats
     "tiny": {"models": ("stanet", "resnet18"), "scenarios": ("S1", "S2", "S3", "S4"), "folds": 2,
-             "n_patients": 24, "images_per_patient": 14},
+             "n_patients": 24, "images_per_patient": 14, "repeats": 2},
     # the CPU demo (params.yaml): its nine models, S1, patient and image, 3 folds
     "demo": {"models": DEMO_MODELS, "scenarios": ("S1",), "folds": 3, "n_patients": 20, "images_per_patient": 28},
 }
@@ -213,11 +213,28 @@ def test_pareto_front():
     assert figures.pareto_front([(1, 50), (2, 70), (3, 60), (4, 80), (5, 80)]) == [(1, 50), (2, 70), (4, 80)]
 
 
-def test_failed_folds():
-    assert figures.fold_failed({"top_predicted_share": 0.96, "balanced_accuracy": 0.7}, 2)
-    assert figures.fold_failed({"top_predicted_share": 0.6, "balanced_accuracy": 0.52}, 2)
-    assert not figures.fold_failed({"top_predicted_share": 0.6, "balanced_accuracy": 0.53}, 2)
-    assert not figures.fold_failed({"top_predicted_share": 0.6, "balanced_accuracy": 0.3}, 4)
+def test_failed_folds_are_ringed_as_per_fold_csv_says(project):
+    """The per-fold figure rings exactly the fold runs per_fold.csv marks failed (stats.failed_folds'
+    rule, applied by evaluate), once in the accuracy and once in the balanced-accuracy panel."""
+    from matplotlib.collections import PathCollection
+
+    _, root, figs = project
+    per_fold = pd.read_csv(root / "reports/per_fold.csv")
+    rings = [c for ax in figs["per_fold_accuracy.png"].axes for c in ax.collections
+             if isinstance(c, PathCollection) and len(c.get_sizes()) and c.get_sizes()[0] == 110]
+    assert len(rings) == 2 * int(per_fold["failed"].sum())
+
+
+def test_corrected_interval_is_stats_test():
+    """One implementation: the figure's bar is the half-width of stats.repeated_kfold_ttest's interval,
+    with R repeats counted in its degrees of freedom (k*R - 1); zero spread gives a zero-width bar."""
+    from pipeline import stats
+
+    v = [0.61, 0.72, 0.55, 0.68, 0.70, 0.59]
+    t = stats.repeated_kfold_ttest(v, 100, 50, repeats=2)
+    assert figures.corrected_interval(v, 50, 100, repeats=2) == pytest.approx((t["ci_high"] - t["ci_low"]) / 2)
+    assert figures.corrected_interval([0.7, 0.7, 0.7], 50, 100) == 0.0
+    assert figures.corrected_interval([0.7], 50, 100) is None
 
 
 # ---- the report as text ---------------------------------------------------------------------
@@ -253,11 +270,15 @@ def test_checklist_is_filled_from_the_run(project):
     assert f"torch {report.package_versions()['torch']}" in section
     assert "labels are the generator's" in section and "argmax" in section
     assert "[split_summary.md](split_summary.md)" in section
-    # flow: fold 1's test part of S1 under patient folds, patients / images per class, from the runs
-    pred = pd.read_csv(root / "runs/S1/stanet/patient/fold-1/predictions.csv")
-    normal = pred[pred.label == 0]
-    flow = next(line for line in section.splitlines() if line.startswith("| S1 | patient | 1 |"))
-    assert f"| {normal.patient_id.nunique()} / {len(normal)} |" in flow
+    # flow: each repeat's folds of S1 under patient folds, patients / images per class, from the runs
+    repeats = metrics["meta"]["repeats"]
+    assert f"{repeats} repeat{'s' if repeats > 1 else ''} of" in section
+    for r in range(1, repeats + 1):
+        for k in metrics["meta"]["folds"]:
+            pred = pd.read_csv(layout.run_dir("S1", "stanet", "patient", k, root / "runs", repeat=r) / layout.PREDICTIONS)
+            normal = pred[pred.label == 0]
+            flow = next(line for line in section.splitlines() if line.startswith(f"| S1 | patient | {r} | {k} |"))
+            assert f"| {normal.patient_id.nunique()} / {len(normal)} |" in flow
     authors = section.split("For the authors", 1)[1]
     for words in ("Ethics approval", "intended use", "reference standard was established"):
         assert words in authors
@@ -268,7 +289,10 @@ def test_failure_analysis_by_subtype_site_and_patient(project):
     text = _readme(root)
     section = text.split("## Failure analysis", 1)[1].split("\n## ", 1)[0]
     manifest = pd.read_csv(root / "data/processed/manifest.csv")
-    pred = pd.concat([pd.read_csv(root / f"runs/S1/stanet/patient/fold-{k}/predictions.csv")
+    # every fold of every repeat (repeat-<r>/fold-<k> after the first), as the section pools them
+    pred = pd.concat([pd.read_csv(layout.run_dir("S1", "stanet", "patient", k, root / "runs", repeat=r)
+                                  / layout.PREDICTIONS)
+                      for r in range(1, PROFILES[name].get("repeats", 1) + 1)
                       for k in range(1, PROFILES[name]["folds"] + 1)]).merge(manifest, on="image_id")
     pred["wrong"] = pred.predicted != pred.label
     block = section.split("### S1", 1)[1].split("### ", 1)[0]

@@ -56,10 +56,21 @@ every case the earlier outputs must be byte-for-byte unchanged. A few refused ca
 | 45| muscles 'Vastus   lateralis', ' Deltoid ', 'fcr'    | accepted: 'Vastus lateralis', D, FCR                   |
 | 46| muscle with a control character (BEL)               | refused: control character                             |
 | 47| muscle of 101 characters                            | refused: 101 characters long                           |
-| 48| the same file under two patients                    | refused: both rows, sha256 prefix, a leak              |
+| 48| the same file under two patients                    | refused: both rows, same pixels, a leak               |
 | 49| the same file twice for one patient                 | refused: both rows, not a second acquisition           |
 | 50| one path listed 2000 times                          | refused: 5 places shown, '... and 1995 more'           |
 | 51| manifest header of 5000 unknown columns             | refused: 20 shown, '... and 4980 more'                 |
+| 52| patient 'Pé01' in Unicode NFC and in NFD            | refused: both spellings named (issue 24, item 4)       |
+| 53| patient 'P1' and 'P1' + a zero-width space          | refused: both spellings named (item 4)                 |
+| 54| every id of P1 written 'P\u200b1'                   | accepted: normalised to 'P1' (item 4)                  |
+| 55| two columns named patient_id                        | refused: columns 2 and 4, both 'patient_id' (item 5)   |
+| 56| columns 'patient_id' and 'Patient_ID\u200b'         | refused: one name after normalising (item 5)           |
+| 57| same pixels, another PNG compression, other patient | refused: same pixels under different patients (item 6) |
+| 58| two byte-identical pairs                            | refused: both groups listed in one message (item 6)    |
+| 59| same pixels twice for a patient, keep-one           | accepted: the copy dropped, 8 images (item 6)          |
+| 60| same pixels twice for a patient, allow              | accepted: both kept, 9 images (item 6)                 |
+| 61| two-page TIFF                                       | refused: holds 2 pages (item 10)                       |
+| 62| 12-bit data in a 16-bit PNG                         | accepted, dark as documented (item 10; warned)         |
 """
 from __future__ import annotations
 
@@ -292,6 +303,40 @@ def same_path_many_times(root: Path) -> None:
     write_manifest(root / RAW / "manifest.csv", GOOD_ROWS + [("n1_d.png", "P1", "N", "D", "R")] * 1999)
 
 
+def two_spellings(first: str, second: str) -> Callable[[Path], None]:
+    """P1's two images listed under `first` and `second` (spellings of one id)."""
+    return with_column(1, [first, second])
+
+
+def header_of(header: tuple[str, ...]) -> Callable[[Path], None]:
+    return lambda root: write_manifest(root / RAW / "manifest.csv", [r + ("x",) for r in GOOD_ROWS], header=header)
+
+
+def recompressed(patient: str, **params) -> Callable[[Path], None]:
+    """data/raw/copy.png: n1_d.png's pixels saved with another compression level (other bytes), listed for `patient`."""
+    def mutate(root: Path) -> None:
+        with Image.open(root / RAW / "n1_d.png") as im:
+            im.save(root / RAW / "copy.png", compress_level=0)
+        assert (root / RAW / "copy.png").read_bytes() != (root / RAW / "n1_d.png").read_bytes()
+        rows_with(("copy.png", patient, "N" if patient == "P1" else "DM", "", ""))(root)
+        if params:
+            write_params(root, source="folder", image_size=16, **params)
+    return mutate
+
+
+def two_copied_pairs(root: Path) -> None:
+    shutil.copy(root / RAW / "n1_d.png", root / RAW / "copy1.png")
+    shutil.copy(root / RAW / "dm4_d.png", root / RAW / "copy4.png")
+    write_manifest(root / RAW / "manifest.csv",
+                   GOOD_ROWS + [("copy1.png", "P1", "N", "", ""), ("copy4.png", "P4", "DM", "", "")])
+
+
+def two_pages() -> bytes:
+    buffer = io.BytesIO()
+    noise(20, 20).save(buffer, format="TIFF", save_all=True, append_images=[noise(20, 20)])
+    return buffer.getvalue()
+
+
 PNG = image_bytes(noise(40, 40), "PNG")
 JPEG = image_bytes(noise(40, 40, "RGB"), "JPEG")
 CASES = [
@@ -393,6 +438,30 @@ CASES = [
     Case("5000 columns", lambda root: write_manifest(root / RAW / "manifest.csv", [("x",) * 5000],
                                                      header=tuple(f"column {i}" for i in range(5000))),
          refused=("manifest.csv: missing column(s) path, patient_id, diagnosis", "'column 19', ... and 4980 more")),
+    Case("NFC and NFD ids", two_spellings("P\u00e901", "Pe\u030101"),
+         refused=("'P\\xe901' (", "'Pe\\u030101' (", "manifest.csv line 2", "manifest.csv line 3",
+                  "the same once normalised")),
+    Case("zero-width space in an id", two_spellings("P1", "P1\u200b"),
+         refused=("'P1' (", "'P1\\u200b' (", "the same once normalised")),
+    Case("zero-width id alone", two_spellings("P\u200b1", "P\u200b1"),
+         check=lambda images, m: m.patient_id.tolist()[:2] == ["P1", "P1"] or pytest.fail(m.patient_id.tolist())),
+    Case("two patient_id columns", header_of(("path", "patient_id", "diagnosis", "patient_id", "side", "muscle")),
+         refused=("manifest.csv line 1", "columns 2 and 4 are both named 'patient_id'")),
+    Case("patient_id and Patient_ID + zero-width", header_of(("path", "patient_id", "diagnosis", "muscle", "side",
+                                                              "Patient_ID\u200b")),
+         refused=("columns 2 and 6 are both named 'patient_id'",)),
+    Case("same pixels, other bytes, other patient", recompressed("P4"),
+         refused=("same pixels under different patients", "'n1_d.png'", "'copy.png'", "patient 'P4'",
+                  "training and test")),
+    Case("two byte-identical pairs", two_copied_pairs,
+         refused=("'copy1.png'", "'n1_d.png'", "'copy4.png'", "'dm4_d.png'", "2 group(s) of images repeated within one patient")),
+    Case("same pixels in a patient, keep-one", recompressed("P1", duplicates="keep-one"),
+         check=lambda images, m: (len(m) == 8 and "copy.png" not in m.path.tolist()) or pytest.fail(m.path.tolist())),
+    Case("same pixels in a patient, allow", recompressed("P1", duplicates="allow"),
+         check=lambda images, m: len(m) == 9 or pytest.fail(m.path.tolist())),
+    Case("two-page TIFF", add_image("stack.tif", two_pages()), refused=("stack.tif", "holds 2 pages")),
+    Case("12-bit data in 16 bits", add_image("deep12.png", Image.fromarray(np.full((20, 20), 4000, np.uint16))),
+         check=last_centre(16)),
 ]
 # the stage as users run it, for a few refused cases (each a subprocess: a few seconds)
 IN_SUBPROCESS = ["named pipe", "NUL in a path", "200 KB field", "wide strip", ".xlsx formula without a saved value",

@@ -13,8 +13,8 @@ import yaml
 from pipeline import codedeps, figures, layout
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGE_MODULES = {"pipeline.prepare", "pipeline.split", "pipeline.train", "pipeline.profile", "pipeline.evaluate",
-                 "pipeline.report"}
+STAGE_MODULES = {"pipeline.prepare", "pipeline.split", "pipeline.train", "pipeline.profile", "pipeline.deploy",
+                 "pipeline.evaluate", "pipeline.report"}
 
 
 def _stages() -> dict:
@@ -67,6 +67,11 @@ NOT_TRAINING = {"pipeline/paper.py", "pipeline/findings.py", "pipeline/report.py
 def test_training_does_not_depend_on_the_report_code():
     train = set(codedeps.closure("pipeline.train"))
     assert not train & NOT_TRAINING, sorted(train & NOT_TRAINING)
+    # nor on the deployment code: editing it reruns deploy and report, never a train stage
+    assert not train & {"pipeline/deploy.py", "pipeline/deployment.py", "pipeline/deployreport.py",
+                        "pipeline/predict.py"}, sorted(train)
+    train_stage = _stages()["train"]
+    assert not [d for d in train_stage["deps"] if "deploy" in d] and "deploy" not in train_stage["params"]
 
 
 def _import_graph() -> dict[str, set[str]]:
@@ -167,6 +172,11 @@ def test_layout_paths_match_dvc_yaml():
     profile = _body(stages["profile"])
     assert profile["cmd"].replace("${item}", "M") == layout.profile_command("M")
     assert _entries(profile["outs"])[0].replace("${item}", "M") == str(layout.complexity_path("M"))
+    deploy = stages["deploy"]
+    assert item(deploy["cmd"]) == layout.deploy_command("S", "M")
+    assert Path(item(_entries(deploy["outs"])[0])) == layout.deploy_path("S", "M")
+    assert item("runs/${item.scenario}/${item.model}") in map(item, _entries(deploy["deps"]))
+    assert str(layout.DEPLOY_DIR) in _entries(stages["report"]["deps"])
 
 
 def test_only_models_params_and_the_roster_name_the_papers_models():

@@ -122,32 +122,6 @@ def test_mean_sd_ci_by_hand():
     assert M.mean_sd_ci([])["mean"] is None
 
 
-def test_corrected_resampled_ttest_by_hand():
-    d = [0.02, 0.04, 0.06]
-    r = M.corrected_resampled_ttest(d, n_train=80, n_test=20)
-    se = math.sqrt((1 / 3 + 20 / 80) * 0.02 ** 2)     # Nadeau & Bengio: (1/k + n_test/n_train) * s^2
-    t = 0.04 / se
-    # Student t with 2 df has CDF 1/2 + t / (2 sqrt(2 + t^2)), so the two-sided p is 1 - t / sqrt(2 + t^2)
-    p = 1 - t / math.sqrt(2 + t * t)
-    assert r["mean_difference"] == pytest.approx(0.04)
-    assert r["t"] == pytest.approx(t)
-    assert r["df"] == 2
-    assert r["p_value"] == pytest.approx(p, rel=1e-9)
-    assert r["p_value"] == pytest.approx(0.120117, abs=1e-6)
-    # the correction widens the interval: the uncorrected t would be larger
-    assert abs(r["t"]) < 0.04 / (0.02 / math.sqrt(3))
-
-
-def test_zero_variance_differences_give_no_p_value_with_the_reason():
-    """Every fold giving the same difference is no evidence: p is undefined, never 0 (nor 1)."""
-    for d in ([0.1, 0.1, 0.1], [0.0, 0.0, 0.0], [-0.25, -0.25]):
-        r = M.corrected_resampled_ttest(d, 10, 5)
-        assert r["p_value"] is None and r["t"] is None, d
-        assert "zero variance" in r["p_undefined"] and r["mean_difference"] == pytest.approx(d[0])
-    one = M.corrected_resampled_ttest([0.1], 10, 5)
-    assert one["p_value"] is None and one["n_folds"] == 1 and "at least 2" in one["p_undefined"]
-
-
 def test_holm_matches_the_step_down_procedure_by_hand():
     # Holm 1979: sorted p (0.01, 0.02, 0.03, 0.2) x (4, 3, 2, 1) = (0.04, 0.06, 0.06, 0.2), kept monotone
     assert M.holm([0.03, 0.2, 0.01, 0.02]) == pytest.approx([0.06, 0.2, 0.04, 0.06])

@@ -19,6 +19,19 @@ def test_repository_params_and_profiles_are_valid():
     paper = from_dict(yaml.safe_load((ROOT / "profiles/paper.yaml").read_text()) | {})
     assert paper.train.optim_for("dual_vgg").lr == pytest.approx(2e-5)   # Uçar's setting
     assert paper.train.pretrained_for("dual_vgg") and paper.train.optim_for("dual_vgg").batch_size == 32
+    # one primary comparison declared before the run; repeats: the demo 1, the paper profile at least 3
+    assert (base.evaluate.primary.reference, base.evaluate.primary.comparator) == ("stanet", "dual_vgg_bn")
+    assert (base.evaluate.primary.metric, base.evaluate.primary.protocol) == ("balanced_accuracy", "patient")
+    assert base.split.repeats == 1 and paper.split.repeats >= 3
+    assert (paper.evaluate.primary.reference, paper.evaluate.primary.comparator) == ("stanet", "dual_vgg")
+
+
+def test_repeat_seeds_derive_from_the_seed():
+    p = from_dict({"seed": 7, "split": {"repeats": 3}})
+    seeds = [p.repeat_seed(r) for r in (1, 2, 3)]
+    assert seeds[0] == 7 and len(set(seeds)) == 3           # repeat 1 keeps the seed: R = 1 runs are unchanged
+    assert seeds == [from_dict({"seed": 7}).repeat_seed(r) for r in (1, 2, 3)]
+    assert from_dict({"seed": 8}).repeat_seed(2) != seeds[1]
 
 
 @pytest.mark.parametrize("raw, message", [
@@ -40,7 +53,21 @@ def test_repository_params_and_profiles_are_valid():
     ({"train": {"overrides": {"vgg99": {"lr": 0.1}}}}, "train.overrides.vgg99"),
     ({"train": {"overrides": {"dual_vgg": {"batch_size": 0}}}}, "train.overrides.dual_vgg.batch_size: 0"),
     ({"profile": {"latency_runs": 5}}, "profile.latency_runs: 5"),
+    ({"deploy": {"folds": [9]}}, "deploy.folds: [9] are not in train.folds"),
+    ({"deploy": {"protocols": ["ucar"]}}, "deploy.protocols: ['ucar'] are not in split.protocols"),
+    ({"deploy": {"calibration_images": 0}}, "deploy.calibration_images: 0"),
     ({"seed": -1}, "seed: -1"),
+    ({"split": {"repeats": 0}}, "split.repeats: 0"),
+    ({"data": {"source": "ucar"}, "split": {"protocols": ["ucar"], "repeats": 2}},
+     "split.repeats: 2 is not accepted; expected 1 with the 'ucar' protocol: the release publishes one partition"),
+    ({"evaluate": {"primary": {"comparator": "vgg99"}}},
+     "evaluate.primary.comparator: 'vgg99' is not accepted; expected one of"),
+    ({"evaluate": {"primary": {"reference": "resnet_x"}}}, "evaluate.primary.reference: 'resnet_x'"),
+    ({"evaluate": {"primary": {"metric": "auc"}}}, "evaluate.primary.metric: 'auc' is not accepted"),
+    ({"evaluate": {"primary": {"protocol": "ucar"}}}, "evaluate.primary.protocol: 'ucar' is not accepted"),
+    ({"evaluate": {"primary": {"scenario": "S2"}}}, "evaluate.primary.scenario: 'S2' is not accepted"),
+    ({"evaluate": {"primary": {"comparator": "stanet"}}}, "evaluate.primary.comparator: 'stanet'"),
+    ({"evaluate": {"primary": {"compartor": "dual_vgg"}}}, "unknown key evaluate.primary.compartor"),
 ])
 def test_bad_params_are_refused_naming_the_key(raw, message):
     with pytest.raises(ParamsError) as e:

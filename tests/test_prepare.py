@@ -279,7 +279,7 @@ def test_stage_prints_the_error_and_exits_2(data_project, capsys, monkeypatch):
 
 def test_a_good_rerun_replaces_the_outputs(data_project):
     before = snapshot(data_project)
-    # a mirror image of n1_d.png (an identical copy would be refused: check_distinct_files)
+    # a mirror image of n1_d.png (an identical copy would be refused: pipeline/duplicates.py)
     Image.open(data_project / "data/raw/n1_d.png").transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(
         data_project / "data/raw/extra.png")
     _rewrite(GOOD_ROWS + [("extra.png", "P1", "normal", "", "")])(data_project)

@@ -119,13 +119,45 @@ def test_readme_header_tables_figures_and_reading(project, metrics):
     for name in report.FIGURES:
         assert f"](figures/{name})" in text
     for protocol in PROTOCOLS:
-        best = max(MODELS, key=lambda m: metrics["S1"][m][protocol]["accuracy"]["mean"])
+        best = max(MODELS, key=lambda m: metrics["S1"][m][protocol]["balanced_accuracy"]["mean"])
         label = json.loads((project / f"reports/complexity/{best}.json").read_text())["display_name"]
-        assert f"S1, {protocol} protocol: the best model that learned was {label}" in text
+        # no difference of these is distinguishable: "best" is not said
+        assert f"S1, {protocol} protocol: highest mean (not tested against every other model): {label}" in text
+    assert "best model" not in text
+    # the reading opens with the primary comparison and its minimum detectable difference
+    reading = text.split("## What this run shows")[1] if "## What this run shows" in text else text
+    first = [line for line in reading.splitlines() if line.startswith("- ")][0]
+    assert first.startswith("- Primary comparison (declared before the run in evaluate.primary")
+    assert "this design detects a difference of" in text and "with 80% power" in text
     gaps = [metrics["S1"][m]["image"]["accuracy"]["mean"] - metrics["S1"][m]["patient"]["accuracy"]["mean"]
             for m in MODELS]
     assert f"folds gave {100 * np.mean(gaps):+.1f} points of accuracy on average" in text
     assert "Holm-adjusted" in text and "majority-class rate" in text
+
+
+def _sentences(lines: list[str]) -> list[str]:
+    import re
+
+    return [s for line in lines for s in re.split(r"(?<=[.;])\s+(?=[A-Z])", line)]
+
+
+def test_no_verdict_is_paired_with_another_tests_interval(metrics):
+    """A sentence that gives a verdict shows that test's own interval and p-value, and never the patient
+    bootstrap's; the bootstrap's interval stands in sentences of its own, named for what it is."""
+    labels = {m: m for m in MODELS}
+    complexity = {m: {"params": 10, "paper_setting": {"macs": 100 * (i + 1)}} for i, m in enumerate(MODELS)}
+    lines = findings(Results(metrics), complexity, labels, patient_data=False)
+    verdicts = [s for s in _sentences(lines) if "distinguishable" in s]
+    assert len(verdicts) >= 3
+    for s in verdicts:
+        assert "bootstrap" not in s and "over patients" not in s and "resampling" not in s, s
+    for line in lines:
+        if "distinguishable" in line and "Primary" not in line:
+            assert "corrected t-test 95% interval" in line and "p = " in line or "p < " in line, line
+    boot = [line for line in lines if "bootstrap" in line]
+    assert boot and all("distinguishable" not in line and "not of the method" in line or
+                        "not tests of the method" in line for line in boot)
+    assert sum("Sign convention" in line for line in lines) == 1
 
 
 def test_reading_follows_the_numbers(metrics):
@@ -214,7 +246,7 @@ def test_four_scenarios_fill_the_published_table(tmp_path):
     ucar_rows = [line for line in text.splitlines() if line.startswith("| [Uçar 2022]")]
     assert len(ucar_rows) == 4 and not any("not run" in line for line in ucar_rows)
     for scenario in ("S1", "S2", "S3", "S4"):
-        assert f"{scenario}, patient protocol: the best model that learned was" in text
+        assert f"{scenario}, patient protocol: highest mean (not tested against every other model):" in text
         assert f"{scenario}: over the 3 models that learned under both protocols, image-level (image) folds" in text
     for name in report.FIGURES:
         with Image.open(root / "reports/figures" / name) as im:
@@ -246,9 +278,9 @@ def test_a_model_that_learned_nothing_is_flagged_and_never_beaten_significantly(
     reading = text.split("## Reading", 1)[1].split("## Models", 1)[0]
     assert "did not learn, marked degenerate" in reading and "Dual VGG16+19 (Uçar 2022) under" in reading
     for line in reading.splitlines():
-        if "more accurate than" in line or "less accurate than" in line:
-            assert "Dual VGG" not in line.split("is not distinguishable", 1)[0], line
-    assert "Dual VGG" not in " ".join(l for l in reading.splitlines() if "best model that learned" in l)
+        if "Exploratory, under image-level" in line:
+            assert "Dual VGG" not in line, line     # no claim against a model that did not learn
+    assert "Dual VGG" not in " ".join(l for l in reading.splitlines() if "image protocol: highest mean" in l)
     assert "**no (degenerate)**" in text
     assert "majority-class rate" in reading.lower() and "Holm-adjusted" in reading
 

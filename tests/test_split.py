@@ -94,6 +94,25 @@ def test_scenario_without_its_diagnoses_is_refused():
         split.make_splits(manifest, make_params(scenarios=["S3"], folds=3))
 
 
+def test_repeats_draw_their_folds_again_and_keep_every_guarantee():
+    manifest = random_manifest(np.random.default_rng(5), 30)
+    s = split.make_splits(manifest, make_params(folds=3, repeats=3))
+    assert sorted(s["repeat"].unique()) == [1, 2, 3]
+    one = split.make_splits(manifest, make_params(folds=3))
+    # repeat 1 is what a one-repeat run draws
+    pd.testing.assert_frame_equal(s[s["repeat"] == 1].reset_index(drop=True), one.reset_index(drop=True))
+    for protocol in ("patient", "image"):
+        split.assert_invariants(s, protocol)          # per repeat: every image tested once, no shared patient
+        folds = [s[(s["repeat"] == r) & (s["protocol"] == protocol) & (s["part"] == "test")]
+                 .set_index("image_id")["fold"].sort_index() for r in (1, 2, 3)]
+        assert not folds[0].equals(folds[1]) and not folds[1].equals(folds[2])
+    bad = s.copy()
+    i = bad.index[(bad["protocol"] == "patient") & (bad["repeat"] == 2) & (bad["fold"] == 1) & (bad["part"] == "test")][0]
+    bad.loc[i, "part"] = "train"
+    with pytest.raises(AssertionError, match="repeat 2"):
+        split.assert_invariants(bad, "patient")
+
+
 def test_assert_invariants_catches_a_shared_patient():
     manifest = random_manifest(np.random.default_rng(4), 40)
     s = split.make_splits(manifest, make_params(folds=3))

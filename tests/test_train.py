@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def write_cohort(root: Path, patients: int = 12, per_side: int = 1, size: int = 32, separation: float = 60.0,
-                 seed: int = 0, train_cfg: dict | None = None) -> None:
+                 seed: int = 0, train_cfg: dict | None = None, split_folds: int = 2) -> None:
     """A tiny processed cohort in `root`: diseased images brighter by `separation` grey levels."""
     rng = np.random.default_rng(seed)
     dx = np.array(["N", "IBM", "N", "DM"] * patients)[:patients]  # half normal: S1 is balanced
@@ -43,7 +43,7 @@ def write_cohort(root: Path, patients: int = 12, per_side: int = 1, size: int = 
     np.save(root / "data/processed/images.npy", np.stack(images).astype(np.uint8))
     manifest.to_csv(root / "data/processed/manifest.csv", index=False)
     raw = {"seed": 0, "data": {"image_size": size},
-           "split": {"folds": 2, "protocols": ["patient", "image"]},
+           "split": {"folds": split_folds, "protocols": ["patient", "image"]},
            "train": {"models": ["stanet"], "folds": [1, 2], "epochs": 3,
                      "optim": {"batch_size": 16, "lr": 0.003}, **(train_cfg or {})}}
     (root / "params.yaml").write_text(yaml.safe_dump(raw))
