@@ -7,6 +7,7 @@ display backend is involved.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,24 +15,49 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from pipeline import stats
 from pipeline.atomic import AtomicOutputs
-from pipeline.protocols import colour, marker
+from pipeline.layout import fold_label
+from pipeline.protocols import marker
 from pipeline.results import Results
 
+PROPOSED_COLOR = "#d62728"
+ABLATION_COLOR = "#8c8c8c"
+ABLATION_MARKERS = ("v", "^", "<", ">")
+FOLD_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h")
 DPI = 110
+NCOL = 4                    # columns of a figure legend set below the panels
+PAGE_WIDTH = 10.0           # inches: every figure is at most this wide, so it reads at page width
+INTERVAL_WORDS = ("95% corrected repeated k-fold t interval over folds (Nadeau-Bengio / Bouckaert-Frank: "
+                  "mean ± t(J-1) · sqrt((1/J + n_test/n_train) · s²), J = folds × repeats)")
+
+
+def corrected_interval(values: Sequence[float], n_test: float, n_train: float, repeats: int = 1) -> float | None:
+    """Half-width of the 95% interval of the mean of the k*R fold values from pipeline/stats.py's
+    corrected repeated k-fold t-test (the one implementation); 0 when every fold gave the same value,
+    None with fewer than two values or no training part."""
+    if not n_train or not n_test:
+        return None
+    t = stats.repeated_kfold_ttest(values, n_train, n_test, repeats=repeats)
+    if t["ci_low"] is None:
+        return 0.0 if t["sd"] == 0.0 else None
+    return (t["ci_high"] - t["ci_low"]) / 2
 
 
 def _figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    fig = Figure(figsize=(min(width, PAGE_WIDTH), height), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
 
 
 def _title(fig, title: str) -> None:
     """Suptitle wrapped to the figure's width, so long context lines stay inside the image."""
     import textwrap
 
-    width = max(40, int(fig.get_figwidth() * 13))
+    width = max(40, int(fig.get_figwidth() * 14))
     fig.suptitle("\n".join(textwrap.fill(line, width) for line in title.splitlines()), fontsize=10)
 
 
@@ -46,280 +72,594 @@ def _save(fig, path: str | Path) -> None:
     fig.savefig(path, format="png", dpi=DPI, metadata={"Software": None})
 
 
-def _model_colors(models: Sequence[str]) -> dict[str, tuple]:
-    from matplotlib import colormaps
+def _freeze(fig) -> None:
+    """Lay the figure out once and keep that layout, so what is placed afterwards in pixels stays put."""
+    fig.canvas.draw()
+    fig.set_layout_engine("none")
 
-    cmap = colormaps["tab10"]
-    return {m: cmap(i % 10) for i, m in enumerate(models)}
+
+@dataclass(frozen=True)
+class Roles:
+    """How each model is drawn: the proposed one stands out, its ablations are muted and grouped."""
+    models: tuple[str, ...]
+    proposed: str | None = None
+    ablations: tuple[str, ...] = ()
+
+    def style(self, model: str) -> dict:
+        from matplotlib import colormaps
+
+        if model == self.proposed:
+            return {"color": PROPOSED_COLOR, "lw": 2.6, "alpha": 1.0, "zorder": 6, "marker": "*", "size": 260}
+        if model in self.ablations:
+            i = self.ablations.index(model)
+            return {"color": ABLATION_COLOR, "lw": 0.9, "alpha": 0.7, "zorder": 3,
+                    "marker": ABLATION_MARKERS[i % len(ABLATION_MARKERS)], "size": 60}
+        others = [m for m in self.models if m != self.proposed and m not in self.ablations]
+        cmap = colormaps["tab10"]
+        palette = [cmap(i) for i in range(10) if i not in (3, 7)]     # red is the proposed model's, grey the ablations'
+        return {"color": palette[others.index(model) % len(palette)], "lw": 1.4, "alpha": 0.9, "zorder": 4,
+                "marker": "o", "size": 90}
+
+
+def text_box(text, renderer):
+    """The rendered box of a text's letters alone (an annotation's own extent includes its leader line)."""
+    from matplotlib.text import Annotation, Text
+
+    if isinstance(text, Annotation):
+        text.update_positions(renderer)
+    return Text.get_window_extent(text, renderer)
+
+
+def _overlaps(a, b) -> bool:
+    return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
+
+
+def place_labels(ax, anchors: list[tuple[float, float, str, dict]], avoid: list) -> list:
+    """Annotate each (x, y, text, text kwargs) near its point, trying offsets in widening rings until
+    the text's rendered box overlaps no other label and nothing in `avoid` (display-space boxes) and
+    lies inside the axes; a leader line joins a label set apart from its point. The figure's layout
+    must be frozen first (`_freeze`). Returns the annotations."""
+    renderer = ax.figure.canvas.get_renderer()
+    inside = ax.get_window_extent(renderer)
+    taken = list(avoid)
+    placed = []
+    for x, y, text, kw in anchors:
+        shrink = kw.pop("marker_radius", 4)      # points: the leader line stops at the marker's edge
+        chosen = None
+        for radius in (shrink + r for r in (3, 10, 20, 32, 46, 62, 80, 100)):
+            for angle in (20, -20, 160, -160, 60, -60, 120, -120, 90, -90, 0, 180):
+                dx, dy = radius * math.cos(math.radians(angle)), radius * math.sin(math.radians(angle))
+                ann = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points",
+                                  ha="left" if dx > 1 else "right" if dx < -1 else "center",
+                                  va="bottom" if dy > 1 else "top" if dy < -1 else "center",
+                                  arrowprops={"arrowstyle": "-", "lw": 0.6, "color": "0.4", "shrinkA": 1,
+                                              "shrinkB": shrink}, **kw)
+                box = text_box(ann, renderer).expanded(1.04, 1.1)
+                fits = (box.x0 >= inside.x0 and box.x1 <= inside.x1 and box.y0 >= inside.y0 and box.y1 <= inside.y1)
+                if fits and not any(_overlaps(box, t) for t in taken):
+                    chosen = (ann, box)
+                    break
+                ann.remove()
+            if chosen:
+                break
+        if chosen is None:   # nowhere free: the last resort is the widest ring, and the test will say so
+            ann = ax.annotate(text, (x, y), xytext=(0, 106), textcoords="offset points", ha="center", **kw)
+            chosen = (ann, text_box(ann, renderer))
+        taken.append(chosen[1])
+        placed.append(chosen[0])
+    return placed
+
+
+def _marker_box(ax, x: float, y: float, size_pt2: float):
+    """The display-space box of a scatter marker of area `size_pt2` (points^2) at data (x, y)."""
+    from matplotlib.transforms import Bbox
+
+    px, py = ax.transData.transform((x, y))
+    half = math.sqrt(size_pt2) / 2 * ax.figure.dpi / 72
+    return Bbox([[px - half, py - half], [px + half, py + half]])
+
+
+def _chance_line(ax, chance: float, words: str) -> Any:
+    """The chance level of balanced accuracy, drawn and labelled where it lies (right end, above the line)."""
+    from matplotlib.transforms import blended_transform_factory
+
+    ax.axhline(chance, color="black", linestyle="--", linewidth=1, zorder=1)
+    return ax.text(0.99, chance, words, transform=blended_transform_factory(ax.transAxes, ax.transData),
+                   ha="right", va="bottom", fontsize=7, color="black",
+                   bbox={"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.8})
+
+
+def _clear_of(line_text, boxes: list, renderer) -> None:
+    """Move a line's label (drawn in axes x, data y) to the first end of its line, above or below it,
+    where it covers none of `boxes` (the markers)."""
+    for x, ha, va in ((0.99, "right", "bottom"), (0.01, "left", "bottom"), (0.99, "right", "top"),
+                      (0.01, "left", "top")):
+        line_text.set_x(x)
+        line_text.set_ha(ha)
+        line_text.set_va(va)
+        if not any(_overlaps(text_box(line_text, renderer), b) for b in boxes):
+            return
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The points no other point beats on both fewer MACs and higher balanced accuracy, by MACs."""
+    front, best = [], -math.inf
+    for x, y in sorted(points, key=lambda p: (p[0], -p[1])):
+        if y > best:
+            front.append((x, y))
+            best = y
+    return front
+
+
+# ---- the figures ------------------------------------------------------------------------------
+
+def _fold_stats(x: "ReportInputs", s: str, m: str, p: str) -> tuple[list[dict], float, float]:
+    """per_fold.csv's rows of one scenario, model and protocol, and their mean n_test and n_train."""
+    rows = [r for r in x.fold_rows if r["scenario"] == s and r["model"] == m and r["protocol"] == p]
+    n_test = float(np.mean([r["n_test"] for r in rows])) if rows else 0.0
+    n_train = float(np.mean([r["n_train"] for r in rows])) if rows else 0.0
+    return rows, n_test, n_train
+
+
+def _log_x_panel(ax, title: str, xlabel: str, ylabel: str) -> None:
+    """A scatter panel against a log-scale x axis: labels, bold title, grid (the headline and the
+    deployment figure)."""
+    ax.set_xscale("log")
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.set_ylabel(ylabel, fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.set_title(title, fontsize=9, fontweight="bold")
+    ax.grid(True, which="major", alpha=0.3)
+
+
+def accuracy_vs_macs(x: "ReportInputs", path: str | Path) -> Any:
+    """Balanced accuracy (mean over folds, corrected t interval) against MACs at 3x224x224, log axis:
+    one panel per protocol (columns) and scenario (rows). The proposed model is a large red star with
+    its name; the ablations are small grey markers sharing one label; the Pareto front is a step line;
+    the chance line (= the balanced accuracy of always guessing the majority class) is labelled where
+    it lies; labels are placed where they overlap nothing."""
+    title = (f"Balanced accuracy vs computation (MACs at 3x224x224), one panel per scenario and "
+             f"protocol; bars: 95% corrected t interval over folds\n{x.context}")
+    from matplotlib.lines import Line2D
+
+    roles, scenarios, protocols = x.roles, x.meta["scenarios"], x.meta["protocols"]
+    fig = _figure(4.3 * len(protocols) + 2.9, 3.9 * len(scenarios) + 0.9)
+    axes = _panel_grid(fig, len(scenarios), len(protocols))
+    layout = []
+    for i, s in enumerate(scenarios):
+        chance = 100 / len(x.results.class_names(s))
+        for j, p in enumerate(protocols):
+            ax = axes[i][j]
+            pts, spans = [], [chance]
+            for m in x.meta["models"]:
+                rows, n_test, n_train = _fold_stats(x, s, m, p)
+                macs = x.complexity[m]["paper_setting"].get("macs")
+                vals = [r["balanced_accuracy"] for r in rows if r.get("balanced_accuracy") is not None]
+                if macs is None or not vals:
+                    continue
+                half = corrected_interval(vals, n_test, n_train, x.repeats)
+                st = roles.style(m)
+                hollow = (s, m, p) in x.results.degenerate
+                ax.errorbar(macs, 100 * np.mean(vals), yerr=0 if half is None else 100 * half, fmt="none",
+                            ecolor=st["color"], elinewidth=1.0, capsize=2.5, alpha=st["alpha"], zorder=st["zorder"] - 1)
+                ax.scatter(macs, 100 * np.mean(vals), s=st["size"], marker=st["marker"],
+                           color="white" if hollow else st["color"], edgecolor=st["color"] if hollow else "black",
+                           linewidths=1.6 if hollow else 0.6, alpha=st["alpha"], zorder=st["zorder"])
+                failed = sum(bool(r.get("failed")) for r in rows)     # per_fold.csv: stats.failed_folds' rule
+                pts.append((m, macs, 100 * float(np.mean(vals)), st, hollow, failed, len(rows)))
+                spans += [100 * (np.mean(vals) - (half or 0)), 100 * (np.mean(vals) + (half or 0))]
+            front = pareto_front([(mx, y) for m, mx, y, _, hollow, _, _ in pts if not hollow])
+            if len(front) > 1:
+                ax.step([f[0] for f in front], [f[1] for f in front], where="post", color="black", linewidth=0.8,
+                        alpha=0.6, zorder=2)
+            line_text = _chance_line(ax, chance, f"chance = always the majority class: {chance:.0f}%")
+            _log_x_panel(ax, f"{s}, {p} protocol", "MACs at 3x224x224 (log scale)", "balanced accuracy, %")
+            lo, hi = min(spans), max(spans)
+            ax.set_ylim(max(lo - 0.15 * (hi - lo) - 6, 0), min(hi + 0.3 * (hi - lo) + 6, 100))
+            xs = [q[1] for q in pts]
+            if xs:
+                ax.set_xlim(min(xs) / 6, max(xs) * 6)
+            layout.append((ax, pts, line_text))
+    handles = [Line2D([], [], marker="*", color=PROPOSED_COLOR, linestyle="", markersize=12,
+                      label=f"{x.labels.get(roles.proposed, roles.proposed)}")] if roles.proposed in x.meta["models"] else []
+    handles += [Line2D([], [], marker=roles.style(m)["marker"], color=ABLATION_COLOR, linestyle="", markersize=6,
+                       label=f"ablation: {x.labels.get(m, m)}") for m in roles.ablations if m in x.meta["models"]]
+    handles += [Line2D([], [], marker="o", color=roles.style(m)["color"], linestyle="", markersize=7,
+                       label=f"{m}: {_wrap(x.labels.get(m, m), 34)}" if x.labels.get(m, m) != m else m)
+                for m in x.meta["models"] if m != roles.proposed and m not in roles.ablations]
+    handles += [Line2D([], [], color="black", linewidth=0.8, drawstyle="steps-post", label="Pareto front"),
+                Line2D([], [], color="black", linestyle="--", linewidth=1, label="chance"),
+                Line2D([], [], marker="o", color="grey", markerfacecolor="white", linestyle="", markersize=7,
+                       label="hollow: did not learn"),
+                Line2D([], [], color="grey", marker="|", linestyle="", markersize=10,
+                       label="bars: 95% corrected t interval")]
+    fig.legend(handles=handles, loc="outside lower center", ncol=NCOL, fontsize=7, frameon=False)
+    _title(fig, title)
+    _freeze(fig)
+    for ax, pts, line_text in layout:
+        renderer = fig.canvas.get_renderer()
+        markers = [_marker_box(ax, mx, y, st["size"]) for m, mx, y, st, *_ in pts]
+        _clear_of(line_text, markers, renderer)
+        avoid = [text_box(line_text, renderer)] + markers
+        anchors = []
+        ablations = [q for q in pts if q[0] in roles.ablations]
+        for m, mx, y, st, hollow, failed, n in pts:
+            if m in roles.ablations:
+                continue
+            text = "STANet (proposed)" if m == roles.proposed and "STANet" in x.labels.get(m, "") else m
+            if hollow:
+                text += ", did not learn"
+            elif failed:
+                text += f", {failed}/{n} folds failed"
+            kw = {"marker_radius": math.sqrt(st["size"]) / 2 + 1, "fontsize": 8 if m == roles.proposed else 7, "color": st["color"] if m == roles.proposed else "black",
+                  "fontweight": "bold" if m == roles.proposed else "normal", "zorder": 8}
+            anchors.append((mx, y, text, kw))
+        anchors.sort(key=lambda a: a[3]["fontweight"] != "bold")     # the proposed model's label is placed first
+        if ablations:
+            mx = float(np.exp(np.mean([math.log(q[1]) for q in ablations])))
+            y = min(q[2] for q in ablations)
+            anchors.append((mx, y, f"{len(ablations)} ablations", {"marker_radius": 5, "fontsize": 7, "color": "0.35", "zorder": 8,
+                                                                    "fontstyle": "italic"}))
+        place_labels(ax, anchors, avoid)
+    _save(fig, path)
+    return fig
+
+
+def latency_vs_balanced_accuracy(x: "ReportInputs", path: str | Path) -> Any:
+    """As deployed (reports/deploy/): ONNX Runtime batch-1 CPU latency (log scale) against test balanced
+    accuracy, fp32 filled and int8 hollow joined by a line, one panel per scenario; marker shape: the
+    protocol (pipeline/protocols.py); colours as in the other figures; labels placed where they overlap
+    nothing, legend below the panels."""
+    title = f"Deployed: ONNX Runtime batch-1 latency vs balanced accuracy, fp32 and int8\n{x.context}"
+    from matplotlib.lines import Line2D
+
+    points = [{"scenario": s, "model": m, "protocol": protocol,
+               "fp32_ms": r["latency"]["ort_fp32"]["median_ms"], "int8_ms": r["latency"]["ort_int8"]["median_ms"],
+               "fp32_ba": 100 * b["fp32_balanced_accuracy_mean"], "int8_ba": 100 * b["int8_balanced_accuracy_mean"],
+               "lossy": bool(b["lossy_folds"])}
+              for (s, m), r in x.deploy.items() if r["exported"] for protocol, b in r["by_protocol"].items()]
+    scenarios = list(dict.fromkeys(p["scenario"] for p in points)) or list(x.meta["scenarios"])
+    fig = _figure(PAGE_WIDTH, 4.0 * len(scenarios) + 1.4)
+    axes = _panel_grid(fig, len(scenarios), 1)[:, 0]
+    size = 60
+    for ax, s in zip(axes, scenarios, strict=True):
+        for p in (q for q in points if q["scenario"] == s):
+            st, shape = x.roles.style(p["model"]), marker(p["protocol"])
+            ax.plot([p["fp32_ms"], p["int8_ms"]], [p["fp32_ba"], p["int8_ba"]], color=st["color"], linewidth=1,
+                    alpha=0.7, zorder=2)
+            ax.scatter(p["fp32_ms"], p["fp32_ba"], color=st["color"], edgecolor="black", marker=shape, s=size,
+                       zorder=3)
+            ax.scatter(p["int8_ms"], p["int8_ba"], color="white", edgecolor=st["color"], linewidths=2,
+                       marker=shape, s=size, zorder=3)
+        _log_x_panel(ax, f"scenario {s}", "ONNX Runtime CPU latency, batch 1 at the training input, ms (median, log)",
+                     "test balanced accuracy, % (mean over folds)")
+        ax.margins(x=0.25, y=0.25)
+        if not any(q["scenario"] == s for q in points):
+            ax.text(0.5, 0.5, "no exported model", transform=ax.transAxes, ha="center", va="center", fontsize=8)
+    handles = [Line2D([], [], marker="o", color="grey", markeredgecolor="black", linestyle="", label="fp32"),
+               Line2D([], [], marker="o", color="white", markeredgecolor="grey", linestyle="", label="int8 (QDQ)")]
+    handles += [Line2D([], [], marker=marker(pr), color="grey", linestyle="", label=f"{pr} protocol")
+                for pr in dict.fromkeys(p["protocol"] for p in points)]
+    handles += [Line2D([], [], marker="o", color=x.roles.style(m)["color"], linestyle="",
+                       label=_wrap(f"{m}: {x.labels.get(m, m)}", 34))
+                for m in dict.fromkeys(p["model"] for p in points)]
+    fig.legend(handles=handles, loc="outside lower center", ncol=NCOL, fontsize=7, frameon=False)
+    _title(fig, title)
+    _freeze(fig)
+    for ax, s in zip(axes, scenarios, strict=True):
+        mine = [q for q in points if q["scenario"] == s]
+        avoid = [_marker_box(ax, q[f"{kind}_ms"], q[f"{kind}_ba"], size) for q in mine for kind in ("fp32", "int8")]
+        place_labels(ax, [(q["fp32_ms"], q["fp32_ba"], f"{q['model']} ({q['protocol']})"
+                           + (", int8 LOSSY" if q["lossy"] else ""), {"fontsize": 7, "zorder": 8}) for q in mine],
+                     avoid)
+    _save(fig, path)
+    return fig
 
 
 def _panel_grid(fig, rows: int, cols: int):
     return fig.subplots(rows, cols, squeeze=False)
 
 
-def _log_x_panel(ax, scenario: str, xlabel: str, ylabel: str) -> None:
-    """One scenario's panel of a scatter against a log-scale x axis: labels, title, grid, margins."""
-    ax.set_xscale("log")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(f"scenario {scenario}", fontsize=10, fontweight="bold")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.margins(x=0.15, y=0.12)
-
-
-def accuracy_vs_macs(points: list[dict], path: str | Path, title: str,
-                     majority: dict[tuple[str, str], float] | None = None) -> None:
-    """Accuracy (mean ± sd over folds) against MACs at 3x224x224 on a log axis; marker area by params.
-    One panel per scenario.
-
-    Each point: scenario, model, label, protocol, macs, params, accuracy (%), accuracy_sd (%),
-    degenerate (drawn hollow and labelled "did not learn"). majority[(scenario, protocol)]: the
-    majority-class rate (%), drawn as a dashed line per protocol.
-    """
-    scenarios = list(dict.fromkeys(p["scenario"] for p in points))
-    fig = _figure(8.0 * len(scenarios) + 4.0, 6.0)
-    axes = _panel_grid(fig, 1, len(scenarios))[0]
-    models = list(dict.fromkeys(p["model"] for p in points))
-    colors = _model_colors(models)
-    max_params = max((p["params"] for p in points), default=1) or 1
-    for ax, scenario in zip(axes, scenarios, strict=True):
-        mine = [p for p in points if p["scenario"] == scenario]
-        # a model's highest point is labelled above, its others below: its protocols often sit close
-        top: dict[str, float] = {}
-        for p in mine:
-            if p["accuracy"] is not None and p["accuracy"] > top.get(p["model"], -1.0):
-                top[p["model"]] = p["accuracy"]
-        for p in mine:
-            if p["macs"] is None or p["accuracy"] is None:
-                continue
-            size = 40 + 400 * math.sqrt(p["params"] / max_params)   # area grows with sqrt(params): all stay visible
-            ax.errorbar(p["macs"], p["accuracy"], yerr=p["accuracy_sd"] or 0, fmt="none", ecolor=colors[p["model"]],
-                        elinewidth=1.2, capsize=3, alpha=0.8, zorder=2)
-            hollow = p.get("degenerate")
-            ax.scatter(p["macs"], p["accuracy"], s=size, color="white" if hollow else colors[p["model"]],
-                       edgecolor=colors[p["model"]] if hollow else "black", linewidths=2 if hollow else 1,
-                       marker=marker(p["protocol"]), alpha=0.85, zorder=3)
-            above = p["accuracy"] == top[p["model"]]
-            # the short key on the point (long display names collide); the legend maps keys to names
-            ax.annotate(f"{p['model']} ({p['protocol']}{', did not learn' if hollow else ''})",
-                        (p["macs"], p["accuracy"]), textcoords="offset points",
-                        xytext=(math.sqrt(size) / 2 + 3, 4 if above else -12), fontsize=8)
-        for (sc, protocol), rate in (majority or {}).items():
-            if sc == scenario and rate is not None:
-                ax.axhline(rate, color=colour(protocol), linestyle="--", linewidth=1, zorder=1,
-                           label=f"majority-class rate, {protocol} folds ({rate:.1f}%)")
-        _log_x_panel(ax, scenario, "MACs at 3x224x224 (log scale)", "accuracy, % (mean ± sd over folds)")
-    from matplotlib.lines import Line2D
-
-    handles = [Line2D([], [], marker=marker(pr), color="grey", linestyle="", markersize=8,
-                      label=f"{pr} protocol") for pr in dict.fromkeys(p["protocol"] for p in points)]
-    handles.append(Line2D([], [], linestyle="", label="marker area ~ sqrt(params); hollow: did not learn"))
-    handles += [Line2D([], [], color=colour(pr), linestyle="--",
-                       label=f"majority-class rate, {pr} folds") for pr in dict.fromkeys(pr for _, pr in majority or {})]
-    handles += [Line2D([], [], marker="o", color=colors[m], linestyle="", markersize=7,
-                       label=f"{m}: {next(p['label'] for p in points if p['model'] == m)}") for m in models]
-    axes[-1].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7, borderaxespad=0)
-    _title(fig, title)
-    _save(fig, path)
-
-
-def latency_vs_balanced_accuracy(points: list[dict], path: str | Path, title: str) -> None:
-    """ONNX Runtime batch-1 latency (log scale) against test balanced accuracy, fp32 (filled) and int8
-    (hollow) joined by a line, one panel per scenario; marker shape: protocol. Each point: scenario,
-    model, label, protocol, fp32_ms, int8_ms, fp32_ba, int8_ba (%), lossy (int8 loses > the threshold)."""
-    scenarios = list(dict.fromkeys(p["scenario"] for p in points)) or ["none"]
-    fig = _figure(7.0 * len(scenarios) + 4.0, 5.5)
-    axes = _panel_grid(fig, 1, len(scenarios))[0]
-    colors = _model_colors(list(dict.fromkeys(p["model"] for p in points)))
-    for ax, scenario in zip(axes, scenarios, strict=True):
-        for p in (q for q in points if q["scenario"] == scenario):
-            c, shape = colors[p["model"]], marker(p["protocol"])
-            ax.plot([p["fp32_ms"], p["int8_ms"]], [p["fp32_ba"], p["int8_ba"]], color=c, linewidth=1, alpha=0.7)
-            ax.scatter(p["fp32_ms"], p["fp32_ba"], color=c, edgecolor="black", marker=shape, s=60, zorder=3)
-            ax.scatter(p["int8_ms"], p["int8_ba"], color="white", edgecolor=c, linewidths=2, marker=shape, s=60,
-                       zorder=3)
-            ax.annotate(f"{p['model']} ({p['protocol']}){' int8 LOSSY' if p['lossy'] else ''}",
-                        (p["fp32_ms"], p["fp32_ba"]), textcoords="offset points", xytext=(6, 4), fontsize=7)
-        _log_x_panel(ax, scenario, "ONNX Runtime CPU latency, batch 1 at the training input, ms (median, log scale)",
-                     "test balanced accuracy, % (mean over folds)")
-    from matplotlib.lines import Line2D
-
-    handles = [Line2D([], [], marker="o", color="grey", markeredgecolor="black", linestyle="", label="fp32"),
-               Line2D([], [], marker="o", color="white", markeredgecolor="grey", linestyle="", label="int8 (QDQ)")]
-    handles += [Line2D([], [], marker=marker(pr), color="grey", linestyle="",
-                       label=f"{pr} protocol") for pr in dict.fromkeys(p["protocol"] for p in points)]
-    handles += [Line2D([], [], marker="o", color=colors[m], linestyle="",
-                       label=f"{m}: {next(p['label'] for p in points if p['model'] == m)}") for m in colors]
-    axes[-1].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7, borderaxespad=0)
-    _title(fig, title)
-    _save(fig, path)
-
-
-def confusion_matrices(matrices: dict[tuple[str, str], dict[str, np.ndarray]], class_names: dict[str, Sequence[str]],
-                       labels: dict[str, str], path: str | Path, title: str) -> None:
-    """One panel per model (columns) and scenario and protocol (rows): counts summed over folds,
-    colour = share of the true class. matrices[(scenario, protocol)][model]; class_names[scenario]."""
-    keys = list(matrices)
-    models = list(dict.fromkeys(m for k in keys for m in matrices[k]))
-    n_max = max(len(class_names[s]) for s, _ in keys)
-    cell = 0.55 * max(n_max, 2) + 1.5
-    fig = _figure(cell * len(models) + 0.8, cell * len(keys) + 0.9)
-    axes = _panel_grid(fig, len(keys), len(models))
-    for i, (scenario, protocol) in enumerate(keys):
-        names = list(class_names[scenario])
-        n_classes = len(names)
-        for j, model in enumerate(models):
-            ax = axes[i][j]
-            cm = matrices[(scenario, protocol)].get(model)
-            if cm is None:
+def confusion_matrices(x: "ReportInputs", path: str | Path, per_row: int = 3) -> Any:
+    """Row-normalised confusion matrices (share of the true class, %), summed over folds: one block
+    per scenario and protocol, at most `per_row` models a row so the numbers read at page width.
+    The counts are in metrics.json (confusion_matrix) and the failure-analysis tables."""
+    title = (f"Confusion matrices, image level, summed over {x.folds_words}, "
+             f"normalised by true class\n{x.context}")
+    keys = x.results.panels
+    models = list(x.meta["models"])
+    nrow = math.ceil(len(models) / per_row)
+    ncls = max(len(x.results.class_names(s)) for s, _ in keys)
+    cell = 2.2 + 0.35 * max(ncls - 2, 0)
+    fig = _figure(cell * per_row + 1.2, (cell * nrow + 0.5) * len(keys) + 0.9)
+    subs = fig.subfigures(len(keys), 1, squeeze=False)[:, 0]
+    for sub, (s, p) in zip(subs, keys, strict=True):
+        names = x.results.class_names(s)
+        k = len(names)
+        axes = sub.subplots(nrow, per_row, squeeze=False)
+        for idx, ax in enumerate(axes.ravel()):
+            if idx >= len(models):
                 ax.set_axis_off()
                 continue
-            cm = np.asarray(cm, dtype=float)
-            share = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-            ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
-            for r in range(n_classes):
-                for c in range(n_classes):
-                    ax.text(c, r, f"{int(cm[r, c])}\n{100 * share[r, c]:.0f}%", ha="center", va="center",
-                            fontsize=8 if n_classes <= 2 else 6, color="white" if share[r, c] > 0.6 else "black")
-            ax.set_xticks(range(n_classes), names, fontsize=7, rotation=30)
-            ax.set_yticks(range(n_classes), names, fontsize=7)
-            ax.set_title(f"{_wrap(labels.get(model, model), 24)}\n{scenario}, {protocol} protocol", fontsize=7)
-            if j == 0:
+            m = models[idx]
+            cm = np.array([[x.results.summary(s, m, p)["confusion_matrix"][t][q] for q in names] for t in names], dtype=float)
+            share = 100 * cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+            ax.imshow(share, cmap="Blues", vmin=0, vmax=100)
+            for r in range(k):
+                for c in range(k):
+                    ax.text(c, r, f"{share[r, c]:.0f}%", ha="center", va="center", fontsize=10 if k <= 2 else 8,
+                            color="white" if share[r, c] > 60 else "black")
+            ax.set_xticks(range(k), names, fontsize=7, rotation=30 if k > 2 else 0)
+            ax.set_yticks(range(k), names, fontsize=7)
+            ax.set_title(_wrap(x.labels.get(m, m), 30), fontsize=8,
+                         color=PROPOSED_COLOR if m == x.roles.proposed else "black")
+            if idx % per_row == 0:
                 ax.set_ylabel("true class", fontsize=8)
-            ax.set_xlabel("predicted class", fontsize=7)
+            if idx >= len(models) - per_row:
+                ax.set_xlabel("predicted class", fontsize=8)
+        sub.suptitle(f"{s}, {p} protocol (row %: share of each true class)", fontsize=9, fontweight="bold")
     _title(fig, title)
     _save(fig, path)
+    return fig
 
 
-def _per_fold_panel(ax, per_fold: list[dict], models: Sequence[str], protocols: Sequence[str],
-                    labels: dict[str, str], degenerate: set[tuple[str, str]]) -> None:
-    width = 0.7 / max(len(protocols), 1)
-    for protocol in protocols:
-        rates = [100 * r["majority_rate"] for r in per_fold
-                 if r["protocol"] == protocol and r.get("majority_rate") is not None]
-        if rates:
-            ax.axhline(float(np.mean(rates)), color=colour(protocol), linestyle="--",
-                       linewidth=1, zorder=1, label=f"majority-class rate, {protocol} folds ({np.mean(rates):.1f}%)")
-    for x, model in enumerate(models):
-        means, highest = {}, -math.inf
-        for k, protocol in enumerate(protocols):
-            ys = [100 * r["accuracy"] for r in per_fold
-                  if r["model"] == model and r["protocol"] == protocol and r["accuracy"] is not None]
-            if not ys:
-                continue
-            xpos = x - 0.35 + width * (k + 0.5)
-            jitter = np.linspace(-width * 0.2, width * 0.2, len(ys)) if len(ys) > 1 else [0.0]
-            ax.scatter(xpos + np.asarray(jitter), ys, color=colour(protocol),
-                       marker=marker(protocol), s=28, alpha=0.8, zorder=3,
-                       label=f"{protocol} protocol (one point per fold)" if x == 0 else None)
-            means[protocol] = (xpos, float(np.mean(ys)))
-            highest = max(highest, max(ys))
-            ax.hlines(means[protocol][1], xpos - width * 0.35, xpos + width * 0.35,
-                      color=colour(protocol), linewidth=2.5, zorder=4)
-        if "patient" in means:
-            other = next((p for p in ("image", "ucar") if p in means), None)
-            if other:
-                (x0, y0), (x1, y1) = means["patient"], means[other]
-                ax.plot([x0, x1], [y0, y1], color="black", linewidth=1, zorder=2)
-                ax.annotate(f"{other} - patient: {y1 - y0:+.1f} pts", ((x0 + x1) / 2, highest),
-                            textcoords="offset points", xytext=(0, 9), ha="center", fontsize=8)
-    names = [labels.get(m, m) + ("\n(did not learn: " + ", ".join(p for p in protocols if (m, p) in degenerate) + ")"
-                                 if any((m, p) in degenerate for p in protocols) else "") for m in models]
-    ax.set_xticks(range(len(models)), names, rotation=20, ha="right", fontsize=8)
-    ax.set_ylabel("test accuracy, %")
-    ax.grid(True, axis="y", alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    ax.margins(y=0.15)
+def per_fold(x: "ReportInputs", path: str | Path) -> Any:
+    """Per-fold accuracy (left) and balanced accuracy (right) of every model: one marker and colour per
+    fold, the same fold's points joined across models (paired), each fold's own majority-class rate as
+    a dashed line in its colour (accuracy) and chance (balanced accuracy); a failed fold is ringed red."""
+    title = (f"Per-fold test accuracy and balanced accuracy, folds paired across models (one colour and "
+             f"marker per fold)\n{x.context}")
+    from matplotlib import colormaps
+    from matplotlib.lines import Line2D
 
-
-def per_fold_accuracy(per_fold: list[dict], scenarios: Sequence[str], models: Sequence[str],
-                      protocols: Sequence[str], labels: dict[str, str], path: str | Path, title: str,
-                      degenerate: set[tuple[str, str, str]] = frozenset()) -> None:
-    """Per-fold accuracy of each model, protocols side by side, one panel per scenario; the line joins
-    the protocol means and its label gives the gap (image-level minus patient-grouped), the leakage
-    made visible."""
-    fig = _figure(max(8.0, 1.6 * len(models) + 2), 5.0 * len(scenarios) + 0.4)
-    axes = _panel_grid(fig, len(scenarios), 1)
-    for ax, scenario in zip(axes[:, 0], scenarios, strict=True):
-        _per_fold_panel(ax, [r for r in per_fold if r["scenario"] == scenario], models, protocols, labels,
-                        {(m, p) for s, m, p in degenerate if s == scenario})
-        ax.set_title(f"scenario {scenario}", fontsize=10, fontweight="bold")
+    keys = x.results.panels
+    models = list(x.meta["models"])
+    folds = x.run_keys                       # (repeat, fold) in the order of metrics.json's majority rates
+    cmap = colormaps["Dark2"]
+    color = {k: cmap(i % 8) for i, k in enumerate(folds)}
+    fig = _figure(PAGE_WIDTH, 3.6 * len(keys) + 1.0)
+    axes = _panel_grid(fig, len(keys), 2)
+    for i, (s, p) in enumerate(keys):
+        n_classes = len(x.results.class_names(s))
+        majority = x.results.majority_rates(s, p)
+        rows = {(r["model"], r.get("repeat", 1), r["fold"]): r for r in x.fold_rows
+                if r["scenario"] == s and r["protocol"] == p}
+        for j, metric in enumerate(("accuracy", "balanced_accuracy")):
+            ax = axes[i][j]
+            for fi, k in enumerate(folds):
+                ys, failed = [], []
+                for xi, m in enumerate(models):
+                    row = rows.get((m, *k))
+                    v = None if row is None else row.get(metric)
+                    ys.append(np.nan if v is None else 100 * v)
+                    if row is not None and row.get("failed"):   # per_fold.csv: stats.failed_folds' rule
+                        failed.append((xi, 100 * v if v is not None else np.nan))
+                offset = (fi - (len(folds) - 1) / 2) * 0.12
+                xs = np.arange(len(models)) + offset
+                ax.plot(xs, ys, color=color[k], linewidth=0.7, alpha=0.6, zorder=2)
+                ax.scatter(xs, ys, color=color[k], marker=FOLD_MARKERS[fi % len(FOLD_MARKERS)], s=26, zorder=3)
+                for xi, v in failed:
+                    ax.scatter(xi + offset, v, s=110, facecolor="none", edgecolor="red", linewidths=1.4, zorder=4)
+                if metric == "accuracy" and fi < len(majority) and majority[fi] is not None:
+                    ax.axhline(100 * majority[fi], color=color[k], linestyle="--", linewidth=1, zorder=1)
+            if metric == "balanced_accuracy":
+                ax.axhline(100 / n_classes, color="black", linestyle="--", linewidth=1, zorder=1)
+            ax.set_xticks(range(len(models)), models, rotation=35, ha="right", fontsize=7)
+            for tick, m in zip(ax.get_xticklabels(), models, strict=True):
+                if m == x.roles.proposed:
+                    tick.set_color(PROPOSED_COLOR)
+                    tick.set_fontweight("bold")
+            ax.tick_params(axis="y", labelsize=7)
+            ax.set_ylabel(f"{metric.replace('_', ' ')}, %", fontsize=8)
+            ax.set_title(f"{s}, {p} protocol: {metric.replace('_', ' ')} per fold", fontsize=9)
+            ax.grid(True, axis="y", alpha=0.3)
+            ax.margins(y=0.12)
+    handles = []
+    for fi, k in enumerate(folds):
+        rates = ", ".join(f"{s} {p} {100 * r:.1f}%" for s, p in keys
+                          if fi < len(rs := x.results.majority_rates(s, p)) and (r := rs[fi]) is not None)
+        handles.append(Line2D([], [], color=color[k], marker=FOLD_MARKERS[fi % len(FOLD_MARKERS)], linewidth=0.7,
+                              label=fold_label(k[1], k[0], x.repeats) + (f"\n  majority-class rate (dashed):\n  {_wrap(rates, 34)}"
+                                                   if rates else "")))
+    handles += [Line2D([], [], color="black", linestyle="--", label="chance (balanced accuracy)"),
+                Line2D([], [], marker="o", markerfacecolor="none", markeredgecolor="red", linestyle="", markersize=9,
+                       label="failed fold: >=95% one class\nor balanced accuracy\n<= chance + 0.02")]
+    fig.legend(handles=handles, loc="outside lower center", ncol=NCOL, fontsize=7, frameon=False)
     _title(fig, title)
     _save(fig, path)
+    return fig
 
 
-def training_curves(curves: dict[tuple[str, str], dict[str, dict]], labels: dict[str, str], path: str | Path,
-                    title: str) -> None:
-    """Validation accuracy and training loss by epoch, mean over folds: one row per scenario and protocol.
+def _band_legend(fig, x: "ReportInputs") -> None:
+    from matplotlib.lines import Line2D
 
-    curves[(scenario, protocol)][model] = {"epoch": [...], "val_accuracy": [...], "train_loss": [...]}.
-    """
+    handles = [Line2D([], [], color=x.roles.style(m)["color"], linewidth=x.roles.style(m)["lw"],
+                      marker=x.roles.style(m)["marker"] if m in x.roles.ablations else None, markersize=5,
+                      label=_wrap(x.labels.get(m, m), 30)) for m in x.meta["models"]]
+    fig.legend(handles=handles, loc="outside lower center", ncol=NCOL, fontsize=7, frameon=False)
+
+
+def training_curves(x: "ReportInputs", path: str | Path) -> Any:
+    """Validation balanced accuracy and training loss by epoch: the mean over folds as a line, the
+    range over folds (min to max) as a band; one row per scenario and protocol, legend outside."""
+    title = (f"Training curves: mean over {x.folds_words} (line) and their range "
+             f"(band)\n{x.context}")
+    import pandas as pd
     from matplotlib.ticker import MaxNLocator
 
-    keys = list(curves)
-    models = list(dict.fromkeys(m for k in keys for m in curves[k]))
-    colors = _model_colors(models)
-    fig = _figure(11, 3.4 * len(keys) + 0.6)
+    keys = x.results.panels
+    fig = _figure(PAGE_WIDTH, 3.0 * len(keys) + 0.9)
     axes = _panel_grid(fig, len(keys), 2)
-    for i, (scenario, protocol) in enumerate(keys):
-        for model, c in curves[(scenario, protocol)].items():
-            # markers: a one-epoch run is a single point, which a line alone would not show
-            axes[i][0].plot(c["epoch"], [100 * v for v in c["val_accuracy"]], color=colors[model], marker="o",
-                            markersize=4, label=labels.get(model, model))
-            axes[i][1].plot(c["epoch"], c["train_loss"], color=colors[model], marker="o", markersize=4,
-                            label=labels.get(model, model))
-        axes[i][0].set_title(f"{scenario}: validation accuracy, {protocol} protocol (mean over folds)", fontsize=9)
-        axes[i][1].set_title(f"{scenario}: training loss, {protocol} protocol (mean over folds)", fontsize=9)
-        axes[i][0].set_ylabel("%")
+    for i, (s, p) in enumerate(keys):
+        for m in x.meta["models"]:
+            st = x.roles.style(m)
+            h = pd.concat([run["history"] for run in x.fold_runs(s, m, p)])
+            acc = "val_balanced_accuracy" if "val_balanced_accuracy" in h and h["val_balanced_accuracy"].notna().any() \
+                else "val_accuracy"
+            for ax, col, scale in ((axes[i][0], acc, 100), (axes[i][1], "train_loss", 1)):
+                g = h.groupby("epoch")[col].agg(["mean", "min", "max"]).sort_index()
+                e = g.index.to_numpy()
+                ax.plot(e, scale * g["mean"], color=st["color"], linewidth=st["lw"] * 0.8, alpha=st["alpha"],
+                        marker="o", markersize=3, zorder=st["zorder"])
+                ax.fill_between(e, scale * g["min"], scale * g["max"], color=st["color"], alpha=0.12, linewidth=0)
+        axes[i][0].set_title(f"{s}, {p}: validation balanced accuracy, %", fontsize=9)
+        axes[i][1].set_title(f"{s}, {p}: training loss", fontsize=9)
         for ax in axes[i]:
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            ax.set_xlabel("epoch")
+            ax.set_xlabel("epoch", fontsize=8)
+            ax.tick_params(labelsize=7)
             ax.grid(True, alpha=0.3)
-    axes[0][1].legend(fontsize=8, loc="upper right")
+    _band_legend(fig, x)
     _title(fig, title)
     _save(fig, path)
+    return fig
 
 
-def roc_curves(pooled: dict[tuple[str, str], dict[str, tuple[np.ndarray, np.ndarray]]],
-               class_names: dict[str, Sequence[str]], labels: dict[str, str], path: str | Path, title: str) -> None:
-    """ROC curves of each model's pooled test predictions (all folds): one row of panels per scenario,
-    one column per protocol. Two classes: the positive (second) class. More: micro-averaged one-vs-rest.
-    """
+def _pooled(x: "ReportInputs", s: str, m: str, p: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Labels, predicted classes and class probabilities of every fold's test images."""
+    from pipeline.layout import prob_columns
+
+    ds = [run["predictions"] for run in x.fold_runs(s, m, p)]
+    cols = prob_columns(x.results.class_names(s))
+    return (np.concatenate([d["label"].to_numpy() for d in ds]).astype(int),
+            np.concatenate([d["predicted"].to_numpy() for d in ds]).astype(int),
+            np.concatenate([d[cols].to_numpy() for d in ds]).astype(float))
+
+
+def _square_panels(x: "ReportInputs"):
+    """A figure of square panels, one per scenario (rows) and protocol (columns), with room below each
+    for a legend of every model; yields (figure, axes, scenario, protocol) panel by panel."""
+    scenarios, protocols = x.meta["scenarios"], x.meta["protocols"]
+    fig = _figure(4.4 * len(protocols) + 0.4, (4.9 + 0.17 * len(x.meta["models"])) * len(scenarios) + 1.0)
+    axes = _panel_grid(fig, len(scenarios), len(protocols))
+    for s, p in x.results.panels:
+        yield fig, axes[scenarios.index(s)][protocols.index(p)], s, p
+
+
+def _finish_square(ax) -> None:
+    """The diagonal, a square panel kept to the top of its cell, and its legend right below it."""
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+    ax.tick_params(labelsize=7)
+    ax.set_aspect("equal")
+    ax.set_anchor("N")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.15), fontsize=6.5, frameon=False, ncol=1)
+
+
+def roc_curves(x: "ReportInputs", path: str | Path) -> Any:
+    """ROC of the test predictions pooled over folds, one panel per scenario (rows) and protocol
+    (columns), legends below the panels: pooled AUC and the fold-mean AUC of the tables side by side.
+    The dot on each curve is the operating point of the reported accuracy (argmax of the probabilities).
+    Two classes: the positive (second) class; more: micro-averaged one-vs-rest."""
+    title = (f"ROC curves, test predictions pooled over {x.folds_words}; dot: the argmax "
+             f"operating point of the reported accuracy\n{x.context}")
     from sklearn.metrics import roc_auc_score, roc_curve
     from sklearn.preprocessing import label_binarize
 
-    keys = list(pooled)
-    scenarios = list(dict.fromkeys(s for s, _ in keys))
-    protocols = list(dict.fromkeys(p for _, p in keys))
-    models = list(dict.fromkeys(m for k in keys for m in pooled[k]))
-    colors = _model_colors(models)
-    fig = _figure(5.0 * len(protocols) + 0.5, 5.0 * len(scenarios) + 0.4)
-    axes = _panel_grid(fig, len(scenarios), len(protocols))
-    for (scenario, protocol), by_model in pooled.items():
-        ax = axes[scenarios.index(scenario)][protocols.index(protocol)]
-        names = class_names[scenario]
-        n_classes = len(names)
-        for model, (y, prob) in by_model.items():
-            if n_classes == 2:
-                truth, score = (y == 1).astype(int), prob[:, 1]
+    fig = None
+    for fig, ax, s, p in _square_panels(x):
+        names = x.results.class_names(s)
+        k = len(names)
+        for m in x.meta["models"]:
+            y, pred, prob = _pooled(x, s, m, p)
+            if k == 2:
+                truth, score, hit = (y == 1).astype(int), prob[:, 1], (pred == 1).astype(int)
             else:
-                truth = label_binarize(y, classes=list(range(n_classes))).ravel()
+                truth = label_binarize(y, classes=list(range(k))).ravel()
                 score = prob.ravel()
+                hit = label_binarize(pred, classes=list(range(k))).ravel()
             if truth.min() == truth.max():
-                continue  # one class only: no ROC curve
+                continue
             fpr, tpr, _ = roc_curve(truth, score)
-            auc = roc_auc_score(truth, score)
-            ax.plot(fpr, tpr, color=colors[model], label=f"{labels.get(model, model)} (pooled AUC {auc:.3f})")
-        ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
-        what = f"positive class: {names[1]}" if n_classes == 2 else "micro-average, one-vs-rest"
-        ax.set_title(f"{scenario}, {protocol} protocol, pooled test folds\n({what})", fontsize=9)
-        ax.set_xlabel("false positive rate (1 - specificity)")
-        ax.set_ylabel("true positive rate (sensitivity)")
-        ax.set_aspect("equal")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=6, loc="lower right", framealpha=0.85)
+            st = x.roles.style(m)
+            mean = x.results.stat(s, m, p, "auc")
+            ax.plot(fpr, tpr, color=st["color"], linewidth=st["lw"] * 0.8, alpha=st["alpha"], zorder=st["zorder"],
+                    label=f"{_wrap(x.labels.get(m, m), 40)}: pooled {roc_auc_score(truth, score):.3f}, fold-mean "
+                          + ("n/a" if mean is None else f"{mean:.3f}"))
+            op_fpr, op_tpr = hit[truth == 0].mean(), hit[truth == 1].mean()
+            ax.scatter(op_fpr, op_tpr, s=40 if m == x.roles.proposed else 22, color=st["color"], edgecolor="black",
+                       linewidths=0.6, zorder=st["zorder"] + 1)
+        what = f"positive class: {names[1]}" if k == 2 else "micro-average, one-vs-rest"
+        ax.set_title(f"{s}, {p} protocol ({what})", fontsize=9)
+        ax.set_xlabel("false positive rate (1 - specificity)", fontsize=8)
+        ax.set_ylabel("true positive rate (sensitivity)", fontsize=8)
+        _finish_square(ax)
     _title(fig, title)
     _save(fig, path)
+    return fig
+
+
+def reliability(x: "ReportInputs", path: str | Path, bins: int = 10) -> Any:
+    """Reliability diagram of the pooled test predictions (scikit-learn's calibration_curve, `bins`
+    equal-width bins): observed frequency against mean predicted probability, one panel per scenario
+    and protocol. Two classes: the positive class's probability; more: the top class's probability
+    against whether it was right (top-label calibration)."""
+    title = (f"Reliability diagram, test predictions pooled over {x.folds_words}, {bins} "
+             f"equal-width bins\n{x.context}")
+    from sklearn.calibration import calibration_curve
+
+    fig = None
+    for fig, ax, s, p in _square_panels(x):
+        names = x.results.class_names(s)
+        for m in x.meta["models"]:
+            y, pred, prob = _pooled(x, s, m, p)
+            truth, score = ((y == 1).astype(int), prob[:, 1]) if len(names) == 2 else \
+                ((pred == y).astype(int), prob.max(axis=1))
+            if truth.min() == truth.max():
+                continue
+            frac, mean_pred = calibration_curve(truth, np.clip(score, 0, 1), n_bins=bins, strategy="uniform")
+            st = x.roles.style(m)
+            ax.plot(mean_pred, frac, color=st["color"], linewidth=st["lw"] * 0.8, alpha=st["alpha"],
+                    marker=st["marker"] if m in x.roles.ablations else "o", markersize=3, zorder=st["zorder"],
+                    label=_wrap(x.labels.get(m, m), 44))
+        what = f"P({names[1]})" if len(names) == 2 else "top-class probability"
+        ax.set_title(f"{s}, {p} protocol", fontsize=9)
+        ax.set_xlabel(f"mean predicted {what}", fontsize=8)
+        ax.set_ylabel("observed frequency" if len(names) == 2 else "observed accuracy", fontsize=8)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        _finish_square(ax)
+    _title(fig, title)
+    _save(fig, path)
+    return fig
+
+
+def failures(x: "ReportInputs", path: str | Path) -> Any:
+    """Share of test images misclassified (%), pooled over folds, by diagnosis (left) and by muscle
+    (right, both sides): one row per scenario and protocol, one heatmap row per model."""
+    title = (f"Where the models fail: test images misclassified (%) by diagnosis and by muscle, "
+             f"pooled over folds\n{x.context}")
+    keys = x.results.panels
+    models = list(x.meta["models"])
+    fig = _figure(PAGE_WIDTH, (0.32 * len(models) + 1.3) * len(keys) + 1.3)
+    axes = _panel_grid(fig, len(keys), 2)
+    image = None
+    for i, (s, p) in enumerate(keys):
+        for j, by in enumerate(("diagnosis", "muscle")):
+            ax = axes[i][j]
+            r = x.failure_rates.get((s, p, by))
+            if r is None or r.empty:
+                ax.set_axis_off()
+                continue
+            values = list(dict.fromkeys(r[by]))
+            grid = np.full((len(models), len(values)), np.nan)
+            for _, row in r.iterrows():
+                grid[models.index(row.model), values.index(row[by])] = row.error_pct
+            image = ax.imshow(grid, cmap="Reds", vmin=0, vmax=100, aspect="auto")
+            for a in range(len(models)):
+                for b in range(len(values)):
+                    if not np.isnan(grid[a, b]):
+                        ax.text(b, a, f"{grid[a, b]:.0f}", ha="center", va="center", fontsize=7,
+                                color="white" if grid[a, b] > 60 else "black")
+            ax.set_xticks(range(len(values)), values, fontsize=7)
+            names = [m + ("\n(did not learn)" if (s, m, p) in x.results.degenerate else "") for m in models]
+            ax.set_yticks(range(len(models)), names if j == 0 else [""] * len(models), fontsize=7)
+            ax.set_title(f"{s}, {p}: error % by {by}", fontsize=9)
+    if image is not None:
+        fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.6, label="test images misclassified, %")
+    _title(fig, title)
+    _save(fig, path)
+    return fig
 
 
 def cohort_examples(images: np.ndarray, manifest: Any, source_label: str, path: str | Path) -> None:
@@ -376,90 +716,48 @@ class ReportInputs:
     results: Results                    # reports/metrics.json
     per_fold: Any                       # pandas.DataFrame, reports/per_fold.csv
     complexity: dict[str, dict]         # reports/complexity/<model>.json
-    runs: dict                          # (scenario, model, protocol, fold) -> {"meta", "history", "predictions"}
+    runs: dict                          # (scenario, model, protocol, repeat, fold) -> {"meta", "history", "predictions"}
     labels: dict[str, str]              # model -> display name
     context: str                        # data source, scenarios, protocols and input size, for titles
+    roles: Roles = Roles(())            # which model is the proposed one and which are its ablations
+    # (scenario, protocol, "diagnosis" | "muscle") -> pipeline/failures.py's error_rates table
+    failure_rates: dict = field(default_factory=dict)
     deploy: dict = field(default_factory=dict)   # (scenario, model) -> reports/deploy/<scenario>/<model>.json
 
     @property
     def meta(self) -> dict:
         return self.results.meta
 
+    @property
+    def repeats(self) -> int:
+        """split.repeats of the run (metrics.json)."""
+        return int(self.meta.get("repeats") or 1)
+
+    @property
+    def run_keys(self) -> list[tuple[int, int]]:
+        """(repeat, fold) of every fold run, repeat by repeat (the order of metrics.json's per-fold lists)."""
+        return [(r, k) for r in range(1, self.repeats + 1) for k in self.meta["folds"]]
+
+    @property
+    def folds_words(self) -> str:
+        """'folds [1, 2, 3]', or with several repeats 'folds [1, 2, 3] of 2 repeats'."""
+        return f"folds {self.meta['folds']}" + (f" of {self.repeats} repeats" if self.repeats > 1 else "")
+
+    def fold_runs(self, scenario: str, model: str, protocol: str) -> list[dict]:
+        """The fold runs of every repeat of one scenario, model and protocol."""
+        return [self.runs[(scenario, model, protocol, r, k)] for r, k in self.run_keys]
+
+    @functools.cached_property
+    def fold_rows(self) -> list[dict]:
+        """reports/per_fold.csv as records, missing values as None."""
+        import pandas as pd
+
+        return [{k: (None if not isinstance(v, str) and pd.isna(v) else v) for k, v in r.items()}
+                for r in self.per_fold.to_dict("records")]
+
 
 def _draw_cohort(x: CohortInputs, path: Path) -> None:
     cohort_examples(x.images, x.manifest, x.source_label, path)
-
-
-def _draw_accuracy_vs_macs(x: ReportInputs, path: Path) -> None:
-    pct = lambda v: None if v is None else 100 * v  # noqa: E731
-    degenerate = x.results.degenerate
-    points = [{"scenario": s, "model": m, "label": x.labels[m], "protocol": p,
-               "macs": x.complexity[m]["paper_setting"].get("macs"), "params": x.complexity[m]["params"],
-               "accuracy": pct(x.results.stat(s, m, p, "accuracy")),
-               "accuracy_sd": pct(x.results.stat(s, m, p, "accuracy", "sd")), "degenerate": (s, m, p) in degenerate}
-              for s, p in x.results.panels for m in x.meta["models"]]
-    majority = {(s, p): pct(float(np.mean(v))) if (v := [r for r in x.results.majority_rates(s, p) if r is not None])
-                else None for s, p in x.results.panels}
-    accuracy_vs_macs(points, path, f"Accuracy vs computation (MACs at 3x224x224), one panel per scenario; dashed: "
-                                   f"majority-class rate\n{x.context}", majority)
-
-
-def _draw_confusion_matrices(x: ReportInputs, path: Path) -> None:
-    matrices = {}
-    for s, p in x.results.panels:
-        names = x.results.class_names(s)
-        matrices[(s, p)] = {m: np.array([[x.results.summary(s, m, p)["confusion_matrix"][t][q] for q in names]
-                                         for t in names]) for m in x.meta["models"]}
-    confusion_matrices(matrices, {s: x.results.class_names(s) for s in x.meta["scenarios"]}, x.labels, path,
-                       f"Confusion matrices, image level, summed over folds {x.meta['folds']} "
-                       f"(rows: scenario and protocol; colour: share of the true class)\n{x.context}")
-
-
-def _draw_per_fold_accuracy(x: ReportInputs, path: Path) -> None:
-    import pandas as pd
-
-    records = [{k: (None if pd.isna(v) else v) for k, v in r.items()} for r in x.per_fold.to_dict("records")]
-    per_fold_accuracy(records, x.meta["scenarios"], x.meta["models"], x.meta["protocols"], x.labels, path,
-                      f"Per-fold test accuracy by protocol, one panel per scenario (bar: mean; label: gap between "
-                      f"protocols; dashed: majority-class rate)\n{x.context}", x.results.degenerate)
-
-
-def _draw_training_curves(x: ReportInputs, path: Path) -> None:
-    import pandas as pd
-
-    curves: dict[tuple[str, str], dict[str, dict]] = {}
-    for s, p in x.results.panels:
-        for m in x.meta["models"]:
-            h = pd.concat([x.runs[(s, m, p, k)]["history"] for k in x.meta["folds"]])
-            mean = h.groupby("epoch")[["val_accuracy", "train_loss"]].mean().sort_index()
-            curves.setdefault((s, p), {})[m] = {"epoch": mean.index.tolist(),
-                                                "val_accuracy": mean["val_accuracy"].tolist(),
-                                                "train_loss": mean["train_loss"].tolist()}
-    training_curves(curves, x.labels, path, f"Training curves, mean over folds {x.meta['folds']}\n{x.context}")
-
-
-def _draw_roc_curves(x: ReportInputs, path: Path) -> None:
-    from pipeline.layout import prob_columns
-
-    folds = x.meta["folds"]
-    pooled = {}
-    for s, p in x.results.panels:
-        cols = prob_columns(x.results.class_names(s))
-        preds = {m: [x.runs[(s, m, p, k)]["predictions"] for k in folds] for m in x.meta["models"]}
-        pooled[(s, p)] = {m: (np.concatenate([d["label"].to_numpy() for d in ds]),
-                              np.concatenate([d[cols].to_numpy() for d in ds])) for m, ds in preds.items()}
-    roc_curves(pooled, {s: x.results.class_names(s) for s in x.meta["scenarios"]}, x.labels, path,
-               f"ROC curves, test predictions pooled over folds {folds}\n{x.context}")
-
-
-def _draw_latency_vs_balanced_accuracy(x: ReportInputs, path: Path) -> None:
-    points = [{"scenario": s, "model": m, "label": x.labels.get(m, m), "protocol": protocol,
-               "fp32_ms": r["latency"]["ort_fp32"]["median_ms"], "int8_ms": r["latency"]["ort_int8"]["median_ms"],
-               "fp32_ba": 100 * b["fp32_balanced_accuracy_mean"], "int8_ba": 100 * b["int8_balanced_accuracy_mean"],
-               "lossy": bool(b["lossy_folds"])}
-              for (s, m), r in x.deploy.items() if r["exported"] for protocol, b in r["by_protocol"].items()]
-    latency_vs_balanced_accuracy(points, path,
-                                 f"Deployed: ONNX Runtime batch-1 latency vs balanced accuracy, fp32 and int8\n{x.context}")
 
 
 @dataclass(frozen=True)
@@ -476,24 +774,44 @@ class FigureSpec:
 # (as a DVC plot for the report stage; tests/test_layout.py checks). To add a figure: a drawing
 # function above, an entry here, and its file in dvc.yaml.
 FIGURES: tuple[FigureSpec, ...] = (
-    FigureSpec("accuracy_vs_macs.png", "Accuracy against MACs at 3x224x224 (log scale), one panel per scenario; "
-               "error bars: sd over folds; marker area grows with parameter count; marker shape: protocol; hollow "
-               "markers: models that did not learn; dashed lines: the majority-class rate of each protocol.",
-               "report", _draw_accuracy_vs_macs),
-    FigureSpec("per_fold_accuracy.png", "Per-fold test accuracy, protocols side by side, one panel per scenario; "
-               "the labelled line is the gap between the image-level and patient-grouped means; dashed lines: the "
-               "majority-class rate; models that did not learn are named so under their label.", "report",
-               _draw_per_fold_accuracy),
-    FigureSpec("confusion_matrices.png", "Confusion matrices summed over folds, one panel per model (columns) and "
-               "scenario and protocol (rows), with the scenario's class names.", "report", _draw_confusion_matrices),
-    FigureSpec("roc_curves.png", "ROC curves of the test predictions pooled over folds, one panel per scenario "
-               "(rows) and protocol (columns).", "report", _draw_roc_curves),
-    FigureSpec("training_curves.png", "Validation accuracy and training loss by epoch, mean over folds, one row per "
-               "scenario and protocol; a marker per epoch.", "report", _draw_training_curves),
+    FigureSpec("accuracy_vs_macs.png", "Balanced accuracy (mean over folds) against MACs at 3x224x224 (log scale), "
+               "one panel per scenario and protocol. The proposed model is the red star; its ablations are the small "
+               "grey markers under one shared label; the step line is the Pareto front (no model has both fewer MACs "
+               "and higher balanced accuracy); the dashed line is chance, which is also what always guessing the "
+               "majority class scores in balanced accuracy. Error bars: " + INTERVAL_WORDS + ", which accounts for "
+               "the overlap of the folds' training parts; with few folds it is wide. Hollow markers: models that did "
+               "not learn; a label counts a model's failed folds (>=95% one class, or balanced accuracy <= chance + "
+               "0.02).", "report", accuracy_vs_macs),
+    FigureSpec("per_fold_accuracy.png", "Each fold's test accuracy (left) and balanced accuracy (right) for every "
+               "model: one colour and marker per fold, the same fold joined across models so folds can be compared "
+               "pairwise; in the accuracy panels each fold's own majority-class rate is the dashed line in its colour "
+               "(values in the legend); red rings mark failed folds (>=95% of the fold's test images predicted as one "
+               "class, or balanced accuracy <= chance + 0.02).", "report", per_fold),
+    FigureSpec("confusion_matrices.png", "Confusion matrices summed over folds and normalised by the true class (each "
+               "row sums to 100%), one block per scenario and protocol, three models a row; the counts are in "
+               "metrics.json (confusion_matrix) and the image numbers in the failure analysis.", "report",
+               confusion_matrices),
+    FigureSpec("roc_curves.png", "ROC curves of the test predictions pooled over folds, one panel per scenario and "
+               "protocol; the dot on each curve is the operating point behind the reported accuracy (the class with "
+               "the highest probability; with more than two classes it need not lie on the micro-averaged curve). The legend gives two AUCs: the pooled AUC ranks every fold's test images "
+               "together, so it also penalises scores that shift between the folds' models; the fold-mean AUC (the "
+               "tables') averages each fold's own AUC. They differ when the folds' models are calibrated differently.",
+               "report", roc_curves),
+    FigureSpec("reliability.png", "Reliability diagram (calibration): observed frequency of the positive class "
+               "against the mean predicted probability in 10 equal-width bins (scikit-learn calibration_curve) of the "
+               "test predictions pooled over folds; four-class scenarios use the top class's probability against "
+               "whether it was right. On the diagonal, a predicted 70% comes true 70% of the time.", "report",
+               reliability),
+    FigureSpec("failures.png", "Share of test images misclassified (%), pooled over folds, by diagnosis (within a "
+               "scenario's myositis class, IBM, PM and DM apart) and by muscle; one heatmap row per model. Tables with "
+               "sides and the most-missed patients are under Failure analysis.", "report", failures),
     FigureSpec("latency_vs_balanced_accuracy.png", "As deployed: ONNX Runtime CPU latency of one image at the "
                "training input (log scale) against test balanced accuracy, fp32 (filled) and int8 (hollow) joined "
                "by a line, one panel per scenario; marker shape: protocol; handcrafted is not exported.", "report",
-               _draw_latency_vs_balanced_accuracy),
+               latency_vs_balanced_accuracy),
+    FigureSpec("training_curves.png", "Validation balanced accuracy and training loss by epoch: the line is the mean "
+               "over folds, the band the range from the lowest to the highest fold; one row per scenario and "
+               "protocol.", "report", training_curves),
     FigureSpec("cohort_examples.png", "One example image per diagnosis (rows) and muscle (columns), at the input "
                "size the models see.", "prepare", _draw_cohort),
 )

@@ -40,7 +40,7 @@ class Published:
     sd: float | None          # as published (across folds), None when not given
     scenario: str | None      # None: the abstract does not say
     protocol: str | None      # "image": image-level folds; None: not stated
-    this_run_model: str       # this run's model for the same quantity ("best": the best of this run)
+    this_run_model: str       # this run's model for the same quantity ("best": a network this run does not have)
     note: str = ""
     decimals: int = 1         # as printed in the paper
 
@@ -57,8 +57,7 @@ PUBLISHED: tuple[Published, ...] = (
                 COMPUTE_REFERENCE, "image-level stratified 5-fold (published FileList folds)", decimals=2)
       for s, acc in (("S1", 93.00), ("S2", 96.01), ("S3", 91.74), ("S4", 95.12))),
     *(Published(*BURLINA_2017, f"fine-tuned AlexNet (problem {p})", "accuracy", acc, sd, s, None, "best",
-                "accuracy ± sd as in the abstract; AlexNet is not in this benchmark, so this run's highest-mean model "
-                "is set beside it")
+                "accuracy ± sd as in the abstract")
       for p, s, acc, sd in (("A", "S1", 76.2, 3.1), ("B", "S2", 86.6, 2.4), ("C", "S3", 74.8, 3.9))),
 )
 
@@ -97,8 +96,11 @@ def _scenario_for(published_scenario: str | None, scenarios: list[str]) -> str |
 
 def beside_this_run(r: Results, complexity: dict[str, dict], caveat: str) -> list[dict]:
     """Rows of the paper-beside-this-run table: citation, quantity, scenario, protocol, published
-    figure, this run's figure and setting, and a note on comparability (`caveat`: the data source's
-    words on whether its figures compare with a published one)."""
+    figure, this run's figure and setting, and a note on comparability that applies to that row
+    (`caveat`: the data source's words on whether its figures compare with a published one). This
+    run's figure is set beside a published one only for the same network, scenario and protocol;
+    where the network differs (a stand-in, or a network this run lacks) or the paper does not state
+    its scenario and protocol, the row says what this run has instead and gives no number."""
     meta = r.meta
     scenarios, protocols, source = r.scenarios, r.protocols, meta["data_source"]
     rows = []
@@ -125,32 +127,45 @@ def beside_this_run(r: Results, complexity: dict[str, dict], caveat: str) -> lis
             rows.append({**not_run, "this_run": f"not run (this run: protocols {', '.join(protocols)})"})
             continue
         for protocol in matched:
-            notes = [n for n in (pub.note, caveat) if n]
-            if pub.scenario is None:
-                notes.append(f"the paper's scenario and protocol are {NOT_STATED}; set beside {scenario}")
             accuracy = lambda m: r.summary(scenario, m, protocol).get("accuracy") or {}  # noqa: E731
-            theirs = in_run(COMPUTE_REFERENCE, models) or COMPUTE_REFERENCE
-            if theirs != COMPUTE_REFERENCE:
-                notes.append(f"{theirs} stands in for {COMPUTE_REFERENCE}: a variant trained from scratch, not "
-                             f"the published network")
+            theirs = in_run(COMPUTE_REFERENCE, models)
+            if pub.quantity == "accuracy_gain":
+                wanted, model = f"{PROPOSED_MODEL} - {COMPUTE_REFERENCE}", (
+                    f"{PROPOSED_MODEL} - {theirs}" if theirs and PROPOSED_MODEL in models else None)
+            else:
+                wanted = pub.this_run_model
+                model = in_run(wanted, models) if wanted != "best" else None
+            here = f"{setting}, {protocol} protocol"
+            if model is None and wanted != "best":
+                rows.append({**not_run, "this_run": f"not run ({wanted} not in this run)"})
+                continue
+            different = (wanted == "best" or model != wanted)
+            if different or pub.scenario is None:
+                # not the same network, or the paper does not say which scenario and protocol: no number
+                # is set beside the published one; the row says what this run has instead
+                if wanted == "best":
+                    instead = (f"this run has no {pub.network}; its models' figures for {scenario}, {protocol} "
+                               f"protocol are in the Models table")
+                elif different:
+                    stand_in = model.split(" - ")[-1]
+                    instead = (f"this run has {stand_in}, a variant trained from scratch that stands in for "
+                               f"{COMPUTE_REFERENCE}, not the published network")
+                else:
+                    instead = (f"the paper's scenario and protocol are {NOT_STATED}; this run's {model} figures "
+                               f"are in the Models table")
+                rows.append({**base, "this_run": "not set beside (see comparability)", "this_run_model": model or "",
+                             "this_run_setting": here, "note": "; ".join(n for n in (pub.note, instead) if n)})
+                continue
             if pub.quantity == "accuracy_gain":
                 a, b = accuracy(PROPOSED_MODEL).get("mean"), accuracy(theirs).get("mean")
                 value = f"{100 * (a - b):+.1f}" if a is not None and b is not None else "not run"
-                model = f"{PROPOSED_MODEL} - {theirs}"
             else:
-                model = in_run(pub.this_run_model, models) or pub.this_run_model
-                if model not in models:
-                    # the scenario was run, the published network was not: set this run's best beside it
-                    if model != "best":
-                        notes.append(f"{model} is not in this run: its highest-mean model (not tested) is set "
-                                     f"beside the figure")
-                    model = max(models, key=lambda m: accuracy(m).get("mean") or -1.0)
                 value = _pct(accuracy(model)) if accuracy(model) else "not run"
             if value.startswith("not run"):
                 rows.append({**not_run, "this_run": f"not run ({model} not in this run)"})
                 continue
-            rows.append({**base, "this_run": value, "this_run_model": model,
-                         "this_run_setting": f"{setting}, {protocol} protocol", "note": "; ".join(notes)})
+            rows.append({**base, "this_run": value, "this_run_model": model, "this_run_setting": here,
+                         "note": "; ".join(n for n in (pub.note, caveat) if n)})
     return rows
 
 

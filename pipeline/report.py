@@ -1,8 +1,9 @@
 """Report stage: comparison tables, figures and reports/README.md from the evaluated runs.
 
 Reads reports/metrics.json and reports/per_fold.csv (evaluate), reports/complexity/<model>.json
-(profile), reports/deploy/<scenario>/<model>.json (deploy) and the runs' history.csv, predictions.csv
-and metrics.json (train). Writes
+(profile), reports/deploy/<scenario>/<model>.json (deploy), the runs' history.csv, predictions.csv
+and metrics.json (train) and the cohort's data/processed/manifest.csv (prepare: diagnosis, muscle and
+side for the failure analysis). Writes
 reports/comparison.{csv,md}, reports/figures/*.png and reports/README.md. Every number in the
 text is read from those files; the only constants are the published figures in pipeline/paper.py.
 """
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline import deployreport, figures, layout, paper, results, roster, scenarios
+from pipeline import checklist, deployreport, failures, figures, layout, paper, results, roster, scenarios
 from pipeline.atomic import atomic_outputs, csv_text
 from pipeline.errors import DataError
 from pipeline.findings import findings
@@ -37,7 +38,7 @@ FIGURES = tuple(f.file for f in figures.figures_of("report"))
 CLASS_NAMES = tuple(dict.fromkeys(c for s in scenarios.SCENARIOS for c in scenarios.class_names(s)))
 CLASS_RATES = ("sensitivity", "specificity", "ppv", "npv")
 COMPARISON_COLUMNS = [
-    "scenario", "model", "protocol", "display_name", "params", "macs_3x224x224", "flops_3x224x224",
+    "data_source", "scenario", "model", "protocol", "display_name", "params", "macs_3x224x224", "flops_3x224x224",
     f"macs_pct_of_{REFERENCE_COMPUTE}", "cpu_latency_batch1_ms",
     *(f"{m.key}_{s}" for m in SUMMARY_METRICS for s in ("mean", "sd")),
     "patient_accuracy_mean", "patient_accuracy_sd", "accuracy_patient_ci_low", "accuracy_patient_ci_high",
@@ -73,14 +74,16 @@ def display_name(model: str, complexity: dict[str, dict]) -> str:
     return complexity.get(model, {}).get("display_name") or model
 
 
-def load_runs(params: Params, runs: Path) -> dict[tuple[str, str, str, int], dict]:
-    """Each run's metrics.json, history.csv and predictions.csv, keyed by (scenario, model, protocol, fold)."""
+def load_runs(params: Params, runs: Path) -> dict[tuple[str, str, str, int, int], dict]:
+    """Each run's metrics.json, history.csv and predictions.csv, keyed by (scenario, model, protocol,
+    repeat, fold): every fold of every repeat (split.repeats)."""
     out = {}
-    for scenario, model, protocol, fold in itertools.product(params.split.scenarios, params.train.models,
-                                                             params.split.protocols, params.train.folds):
-        d = layout.run_dir(scenario, model, protocol, fold, runs)
+    for scenario, model, protocol, repeat, fold in itertools.product(
+            params.split.scenarios, params.train.models, params.split.protocols,
+            range(1, params.split.repeats + 1), params.train.folds):
+        d = layout.run_dir(scenario, model, protocol, fold, runs, repeat=repeat)
         make = f"make it with `{layout.train_command(scenario, model, protocol)}` (or `dvc repro`)"
-        out[(scenario, model, protocol, fold)] = {
+        out[(scenario, model, protocol, repeat, fold)] = {
             "meta": read_json(d / layout.RUN_METRICS, make),
             "history": read_table(d / layout.HISTORY, make, required=layout.HISTORY_COLUMNS),
             "predictions": read_table(d / layout.PREDICTIONS, make, required=layout.PREDICTION_COLUMNS)}
@@ -105,6 +108,8 @@ def comparison_rows(r: Results, complexity: dict[str, dict], deploy: dict[tuple[
         rates = summary.get("class_rates") or {}
         majority = [x for x in r.majority_rates(scenario, protocol) if x is not None]
         rows.append({
+            "data_source": SOURCES[r.meta["data_source"]].label if r.meta.get("data_source") in SOURCES
+            else r.meta.get("data_source"),
             "scenario": scenario, "model": model, "protocol": protocol,
             "display_name": display_name(model, complexity),
             "params": (c.get("params_by_scenario") or {}).get(scenario, c["params"]),
@@ -327,11 +332,23 @@ def _cpu_words(settings: dict | None) -> str:
     return f"{words}; PyTorch dispatched to {settings.get('torch_cpu_capability', 'n/a')} (runtime.cpu_isa)"
 
 
+def source_words(params: Params) -> str:
+    """The data source in the words of the report's title: the real source's name, or the synthetic
+    cohort marked as not patient data."""
+    source = SOURCES[params.data.source]
+    return source.label if source.patient_data else f"{source.label} (not patient data)"
+
+
 def readme(params: Params, r: Results, comparison_md: str, paper_md: str, runs: dict,
            reading_lines: list[str], complexity: dict[str, dict], ablation_md: str = "",
-           deploy_lines: list[str] = ()) -> str:
-    """reports/README.md: what was run, on what, the tables, the figures and a reading."""
-    lines = [f"# myobench results: {params.profile_name}", "",
+           checklist_md: str = "", failures_md: str = "", deploy_lines: list[str] = ()) -> str:
+    """reports/README.md: what was run, on what, the tables, the figures, the failure analysis, the
+    reporting checklist and a reading."""
+    source = SOURCES[params.data.source]
+    lines = [f"# myobench results on {source_words(params)}: {params.profile_name}", "",
+             f"Data: {source.describe(params.data)}."
+             + ("" if source.patient_data else " Every number below is about synthetic images and says nothing "
+                                               "about patients."), "",
              "Generated by `python -m pipeline.report` from reports/metrics.json, reports/per_fold.csv, "
              "reports/complexity/ and runs/; do not edit by hand.", "",
              _md_table(["", ""], header_rows(params, r, runs, complexity)), "", "## Reading", ""]
@@ -362,8 +379,12 @@ def readme(params: Params, r: Results, comparison_md: str, paper_md: str, runs: 
               "## The paper beside this run", "",
               "Published figures (pipeline/paper.py) next to this run's figure for the same quantity.", "",
               paper_md, "", "## Figures", ""]
-    for spec in figures.figures_of("report"):
+    for spec in (*figures.figures_of("report"), *figures.figures_of("prepare")):
         lines += [f"![{spec.caption}](figures/{spec.file})", "", spec.caption, ""]
+    if failures_md:
+        lines += ["## Failure analysis", "", failures_md, ""]
+    if checklist_md:
+        lines += ["## Reporting checklist (CLAIM 2024, TRIPOD+AI 2024)", "", checklist_md, ""]
     lines += ["## Reproduce", "", "`dvc repro` rebuilds every stage that is out of date; "
               "`python -m pipeline.check` compares reports/metrics.json and reports/complexity/ with the committed "
               "baseline and exits 1 on a regression."]
@@ -385,6 +406,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     ap.add_argument("--runs", default=str(layout.RUNS), help=f"directory of training runs (default: {layout.RUNS})")
     ap.add_argument("--reports", default=str(layout.REPORTS), help=f"reports directory (default: {layout.REPORTS})")
+    ap.add_argument("--manifest", default=str(layout.MANIFEST),
+                    help=f"the prepared cohort's manifest, for the failure analysis (default: {layout.MANIFEST})")
     args = ap.parse_args(argv)
     params = load(args.params)
     reports = Path(args.reports)
@@ -400,6 +423,15 @@ def main(argv: list[str] | None = None) -> int:
     complexity = load_complexity(meta["models"], reports / layout.COMPLEXITY_DIR.name)
     runs = load_runs(params, Path(args.runs))
     labels = {m: display_name(m, complexity) for m in meta["models"]}
+    manifest = read_table(Path(args.manifest), "make it with `python -m pipeline.prepare` (or `dvc repro`)",
+                          required=["image_id", "patient_id", "diagnosis"])
+    errors = failures.image_errors({k: run["predictions"] for k, run in runs.items()}, manifest, args.manifest)
+    learned = {(s, m, p) for s, p in r.panels for m in r.models} - r.degenerate
+    failures_md = failures.markdown(errors, r.panels, r.models, labels, learned,
+                                    {s: r.class_names(s) for s in r.scenarios})
+    provenance = checklist.Provenance(
+        checklist.git_commit(), checklist.dvc_lock_digest(), meta.get("cohort") or "not recorded",
+        {s: r.scenario_meta(s).get("splits") or "not recorded" for s in r.scenarios}, package_versions())
 
     source = SOURCES[params.data.source]
     deploy = deployreport.load(meta["scenarios"], meta["models"], reports / layout.DEPLOY_DIR.name)
@@ -418,11 +450,15 @@ def main(argv: list[str] | None = None) -> int:
             f"# Model comparison\n\n{context}; folds {meta['folds']}.\n\n{comparison_md}\n\n"
             + (f"## Ablations\n\n{ablation_md}\n\n" if ablation_md else "")
             + f"## The paper beside this run\n\n{paper_md}\n", encoding="utf-8")
-        figures.draw("report", figures.ReportInputs(r, per_fold, complexity, runs, labels, context, deploy),
-                     reports / layout.FIGURES_DIR.name, out)
+        figures.draw("report", figures.ReportInputs(
+            r, per_fold, complexity, runs, labels, context,
+            figures.Roles(tuple(r.models), roster.PROPOSED_MODEL, tuple(roster.ABLATIONS)),
+            failures.rates_by_panel(errors), deploy), reports / layout.FIGURES_DIR.name, out)
         out.path(reports / "README.md").write_text(
             readme(params, r, comparison_md, paper_md, runs, findings(r, complexity, labels, source.patient_data),
-                   complexity, ablation_md, deployreport.section(deploy, complexity, labels)), encoding="utf-8")
+                   complexity, ablation_md,
+                   checklist.section(params, r, runs, source_words(params), source.patient_data, provenance,
+                                     manifest), failures_md, deployreport.section(deploy, complexity, labels)), encoding="utf-8")
     print(f"report: {reports / 'comparison.csv'}, {reports / 'comparison.md'}, {reports / 'README.md'}, "
           f"{len(FIGURES)} figures in {reports / 'figures'}")
     return 0

@@ -1,7 +1,8 @@
 """Fake but well-formed pipeline outputs for testing evaluate, report and check without training.
 
 `write_fixture(root)` writes, under `root`: params.yaml, runs/<scenario>/<model>/<protocol>/fold-<k>/
-{predictions.csv,history.csv,metrics.json} and reports/complexity/<model>.json, following the
+{predictions.csv,history.csv,metrics.json}, reports/complexity/<model>.json and
+data/processed/manifest.csv, following the
 file contract of the train and profile stages. Predictions are drawn from a seeded generator with
 a per-model skill, and the image protocol scores higher (as leakage would), so metrics differ
 between models and protocols but are reproducible.
@@ -17,7 +18,7 @@ import yaml
 
 from pipeline.layout import fold_name
 from pipeline.scenarios import class_names as scenario_classes
-from pipeline.scenarios import label_map
+from pipeline.scenarios import MUSCLES, label_map
 
 # params, MACs and FLOPs at 3x224x224: orders of magnitude of the real networks, not measurements
 FAKE_COMPLEXITY = {
@@ -25,8 +26,18 @@ FAKE_COMPLEXITY = {
     "dual_vgg": (36_500_000, 34_900_000_000),
     "resnet18": (11_200_000, 1_820_000_000),
     "mobilenetv3_small_100": (1_500_000, 57_000_000),
+    "stanet_noatt": (578_000, 88_200_000),
+    "stanet_dsc": (652_000, 87_800_000),
+    "stanet_conv": (740_000, 88_070_000),
+    "dual_vgg_bn": (36_460_000, 34_860_000_000),
+    "efficientnet_b0": (4_010_000, 384_600_000),
+    "handcrafted": (44, 2_760_000),
 }
-SKILL = {"stanet": 0.80, "dual_vgg": 0.72, "resnet18": 0.76, "mobilenetv3_small_100": 0.70}
+SKILL = {"stanet": 0.80, "dual_vgg": 0.72, "resnet18": 0.76, "mobilenetv3_small_100": 0.70, "stanet_noatt": 0.79,
+         "stanet_dsc": 0.77, "stanet_conv": 0.78, "dual_vgg_bn": 0.76, "efficientnet_b0": 0.72, "handcrafted": 0.74}
+# the CPU demo's nine models (params.yaml), for tests that need the demo's crowding of labels and curves
+DEMO_MODELS = ("stanet", "stanet_noatt", "stanet_dsc", "stanet_conv", "dual_vgg_bn", "resnet18",
+               "mobilenetv3_small_100", "efficientnet_b0", "handcrafted")
 LEAKAGE_BONUS = {"patient": 0.0, "image": 0.12, "ucar": 0.12}
 DIAGNOSIS_CYCLE = ("N", "IBM", "PM", "N", "DM", "IBM")   # S1: one third normal, unbalanced on purpose
 
@@ -49,17 +60,24 @@ def fixture_params(models=("stanet", "dual_vgg", "resnet18"), protocols=("patien
     }
 
 
+def manifest(n_patients: int, images_per_patient: int) -> pd.DataFrame:
+    """The fixture cohort's data/processed/manifest.csv: image ids shared by every scenario, each image
+    with its patient's diagnosis and a muscle and side (cycling through MUSCLES, right then left)."""
+    rows = []
+    for i in range(n_patients):
+        for j in range(images_per_patient):
+            rows.append({"image_id": i * images_per_patient + j, "patient_id": f"P{i:03d}",
+                         "diagnosis": DIAGNOSIS_CYCLE[i % len(DIAGNOSIS_CYCLE)],
+                         "muscle": MUSCLES[(j // 2) % len(MUSCLES)], "side": "RL"[j % 2], "source": "synthetic"})
+    return pd.DataFrame(rows)
+
+
 def _cohort(n_patients: int, images_per_patient: int, scenario: str) -> pd.DataFrame:
     labels = label_map(scenario)
-    rows, image_id = [], 0
-    for i in range(n_patients):
-        diagnosis = DIAGNOSIS_CYCLE[i % len(DIAGNOSIS_CYCLE)]
-        if diagnosis not in labels:
-            continue
-        for _ in range(images_per_patient):
-            rows.append({"image_id": image_id, "patient_id": f"P{i:03d}", "label": labels[diagnosis]})
-            image_id += 1
-    return pd.DataFrame(rows)
+    m = manifest(n_patients, images_per_patient)
+    m = m[m["diagnosis"].isin(list(labels))]
+    return pd.DataFrame({"image_id": m["image_id"], "patient_id": m["patient_id"],
+                         "label": m["diagnosis"].map(labels)}).reset_index(drop=True)
 
 
 def _test_parts(cohort: pd.DataFrame, protocol: str, folds: int) -> list[pd.DataFrame]:
@@ -103,6 +121,8 @@ def write_fixture(root: str | Path, models=("stanet", "dual_vgg", "resnet18"), p
                                protocol, k, test, names, len(cohort), epochs, rng, constant=model in constant_models,
                                repeat=repeat)
     _write_complexity(root, models, scenarios)
+    (root / "data" / "processed").mkdir(parents=True, exist_ok=True)
+    manifest(n_patients, images_per_patient).to_csv(root / "data" / "processed" / "manifest.csv", index=False)
     _write_deploy(root, models, scenarios, protocols)
     return root
 
@@ -136,7 +156,7 @@ def _write_run(d: Path, scenario: str, model: str, protocol: str, k: int, test: 
             "n_val": int((n_cohort - n_test) * 0.2), "n_test": n_test, "epochs": epochs,
             "best_epoch": epochs, "seconds": 2.0, "device": "cpu", "device_name": "fixture CPU",
             "threads": 2, "fold_workers": 2, "input_size": [1, 32, 32], "batch_size": 32, "optimizer": "adamw",
-            "lr": 0.002, "pretrained": False}
+            "lr": 0.002, "pretrained": False, "cohort": "f1x7c0h0r7", "splits": f"{scenario.lower()}5p1175"}
     (d / "metrics.json").write_text(json.dumps(meta, indent=2))
 
 

@@ -264,13 +264,15 @@ def test_metrics_and_per_fold_of_different_evaluate_runs_are_refused(tmp_path):
     root = write_fixture(tmp_path, models=("stanet", "resnet18"), protocols=("patient", "image"), folds=2)
     args = ["--params", str(root / "params.yaml"), "--runs", str(root / "runs")]
     assert evaluate.main([*args, "--out-dir", str(root / "reports")]) == 0
-    assert report.main([*args, "--reports", str(root / "reports")]) == 0
+    assert report.main([*args, "--reports", str(root / "reports"),
+                        "--manifest", str(root / "data/processed/manifest.csv")]) == 0
     # another evaluate run's per_fold.csv next to this metrics.json, as a kill between two renames would leave
     other = pd.read_csv(root / "reports/per_fold.csv")
     other.loc[0, "accuracy"] = 0.123
     other.to_csv(root / "reports/per_fold.csv", index=False)
     with pytest.raises(DataError, match="per_fold.csv was not written with .*metrics.json .* different evaluate runs"):
-        report.main([*args, "--reports", str(root / "reports")])
+        report.main([*args, "--reports", str(root / "reports"),
+                        "--manifest", str(root / "data/processed/manifest.csv")])
     metrics = json.loads((root / "reports/metrics.json").read_text())
     assert len(metrics["meta"]["per_fold_sha256"]) == 64
 

@@ -197,12 +197,35 @@ def test_beside_this_run_matches_scenario_and_protocol():
     assert ucar["S2"]["this_run"] == "94.3 ± 1.0" and "ucar protocol" in ucar["S2"]["this_run_setting"]
     assert ucar["S2"]["note"].endswith("same public cohort (Uçar release of Burlina 2017)")
     assert ucar["S1"]["this_run"] == "not run (this run: S2)"
+    # Burlina's AlexNet is not in this run: no number of another network is set beside it
     burlina_b = [r for r in rows if r["source"] == "Burlina et al. 2017" and r["published_scenario"] == "S2"]
-    assert [r["this_run_model"] for r in burlina_b] == ["stanet", "stanet"]     # the best model, each protocol
+    assert len(burlina_b) == 2 and all(r["this_run"] == "not set beside (see comparability)"
+                                       and "this run has no fine-tuned AlexNet" in r["note"] for r in burlina_b)
+    # Tan et al.'s abstract states no scenario or protocol: no number beside its gain either
     gain = [r for r in rows if r["quantity"].startswith("accuracy difference")]
-    assert [r["this_run"] for r in gain] == ["+3.0", "+0.7"]
+    assert gain and all(r["this_run"] == "not set beside (see comparability)" and "not stated" in r["note"]
+                        for r in gain)
     macs = next(r for r in rows if r["quantity"].startswith("MACs"))
     assert macs["this_run"] == "0.25"
+
+
+def test_stand_in_caveat_only_on_its_rows():
+    """The demo's dual_vgg_bn stands in for dual_vgg: the rows about the dual-branch network say so and
+    set no number beside the published one; no other row carries that caveat."""
+    acc = lambda a: {"accuracy": {"mean": a, "sd": 0.01}}  # noqa: E731
+    metrics = {"meta": {"scenarios": ["S1"], "protocols": ["patient", "image"], "data_source": "synthetic",
+                        "folds": [1, 2, 3], "models": ["stanet", "dual_vgg_bn", "handcrafted"],
+                        "input_size": [1, 36, 36]},
+               "S1": {m: {"patient": acc(0.7), "image": acc(0.76)} for m in ("stanet", "dual_vgg_bn", "handcrafted")}}
+    complexity = {"stanet": {"paper_setting": {"macs": 50}}, "dual_vgg_bn": {"paper_setting": {"macs": 20000}}}
+    rows = paper.beside_this_run(Results(metrics), complexity, SOURCES["synthetic"].caveat)
+    for r in rows:
+        about_dual = "dual-branch" in r["network"] or r["quantity"].startswith(("accuracy difference", "MACs"))
+        if not about_dual:
+            assert "dual_vgg_bn" not in r["note"], r
+    ucar_s1 = next(r for r in rows if r["source"] == "Uçar 2022" and r["published_scenario"] == "S1")
+    assert ucar_s1["this_run"] == "not set beside (see comparability)" and "dual_vgg_bn" in ucar_s1["note"]
+    assert "76.0" not in str(ucar_s1)
 
 
 def test_four_scenarios_fill_the_published_table(tmp_path):
@@ -212,7 +235,8 @@ def test_four_scenarios_fill_the_published_table(tmp_path):
                          scenarios=("S1", "S2", "S3", "S4"))
     args = ["--params", str(root / "params.yaml"), "--runs", str(root / "runs")]
     assert evaluate.main([*args, "--out-dir", str(root / "reports")]) == 0
-    assert report.main([*args, "--reports", str(root / "reports")]) == 0
+    assert report.main([*args, "--reports", str(root / "reports"),
+                        "--manifest", str(root / "data/processed/manifest.csv")]) == 0
     rows = list(csv.DictReader((root / "reports/comparison.csv").open()))
     assert sorted({r["scenario"] for r in rows}) == ["S1", "S2", "S3", "S4"]
     s4 = [r for r in rows if r["scenario"] == "S4"]
@@ -235,7 +259,8 @@ def test_a_model_that_learned_nothing_is_flagged_and_never_beaten_significantly(
     root = write_fixture(tmp_path, models=MODELS, protocols=PROTOCOLS, folds=3, constant_models=("dual_vgg",))
     args = ["--params", str(root / "params.yaml"), "--runs", str(root / "runs")]
     assert evaluate.main([*args, "--out-dir", str(root / "reports")]) == 0
-    assert report.main([*args, "--reports", str(root / "reports")]) == 0
+    assert report.main([*args, "--reports", str(root / "reports"),
+                        "--manifest", str(root / "data/processed/manifest.csv")]) == 0
     metrics = json.loads((root / "reports/metrics.json").read_text())
     for protocol in PROTOCOLS:
         summary = metrics["S1"]["dual_vgg"][protocol]
@@ -264,11 +289,14 @@ def test_one_epoch_curves_are_drawn_with_markers(monkeypatch, tmp_path):
     """A one-epoch run is one point per model: without a marker, matplotlib draws nothing."""
     from pipeline import figures
 
+    root = write_fixture(tmp_path, models=MODELS, protocols=("image",), folds=2, epochs=1)
+    args = ["--params", str(root / "params.yaml"), "--runs", str(root / "runs")]
+    assert evaluate.main([*args, "--out-dir", str(root / "reports")]) == 0
     drawn = {}
-    monkeypatch.setattr(figures, "_save", lambda fig, path: drawn.setdefault("fig", fig))
-    curves = {("S1", "image"): {m: {"epoch": [1], "val_accuracy": [0.6], "train_loss": [0.7]} for m in MODELS}}
-    figures.training_curves(curves, {m: m for m in MODELS}, tmp_path / "x.png", "t")
-    lines = [line for ax in drawn["fig"].axes for line in ax.get_lines()]
+    monkeypatch.setattr(figures, "_save", lambda fig, path: drawn.setdefault(fig.get_suptitle().split(":")[0], fig))
+    assert report.main([*args, "--reports", str(root / "reports"),
+                        "--manifest", str(root / "data/processed/manifest.csv")]) == 0
+    lines = [line for ax in drawn["Training curves"].axes for line in ax.get_lines()]
     assert len(lines) == 2 * len(MODELS)
     for line in lines:
         assert len(line.get_xdata()) >= 2 or line.get_marker() not in (None, "None", "", " "), line
