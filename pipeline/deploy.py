@@ -138,8 +138,8 @@ def deploy_model(params: Params, scenario: str, model: str, runs: Path = layout.
     record = {"model": model, "scenario": scenario, "exporter": deployment.EXPORTER,
               "parity_tolerance": PARITY_TOLERANCE, "lossy_points": LOSSY_POINTS,
               "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__}}
-    stages = [layout.stage_dir(scenario, model, p, runs) for p in params.deploy.protocols or params.split.protocols]
-    folds = [f for d in stages for f in deployment.load_run(d, params.deploy.folds or params.train.folds)]
+    stages = [layout.stage_dir(scenario, model, p, runs) for p in params.deploy_protocols()]
+    folds = [f for d in stages for f in deployment.load_run(d, params.deploy_folds())]
     if not folds[0].is_network:
         return {**record, "exported": False, "reason": NOT_A_NETWORK}
     if not layout.IMAGES.is_file():

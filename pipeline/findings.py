@@ -140,7 +140,8 @@ def _primary(r: Results, labels: dict[str, str]) -> list[str]:
     pr = next(((s, r.raw[s]["primary"]) for s in r.meta["scenarios"]
                if (r.raw.get(s) or {}).get("primary")), None)
     if pr is None:
-        return ["No primary comparison was declared (evaluate.primary): every comparison below is exploratory."]
+        return ["No primary comparison in this run (evaluate.primary is empty, or names a model, protocol or scenario "
+                "this run does not have): every comparison below is exploratory."]
     scenario, b = pr
     t, d = b["test"], b["design"]
     ref, other = labels.get(b["reference"], b["reference"]), labels.get(b["comparator"], b["comparator"])

@@ -324,25 +324,41 @@ class Params:
         if bad:
             raise ParamsError(f"train.folds: {bad} exceed split.folds={self.split.folds}; "
                               f"accepted: fold numbers in 1..{self.split.folds}")
-        for name, chosen, of, where in (("protocols", self.deploy.protocols, self.split.protocols, "split.protocols"),
-                                        ("folds", self.deploy.folds, self.train.folds, "train.folds")):
-            if set(chosen) - set(of):
-                raise ParamsError(f"deploy.{name}: {sorted(set(chosen) - set(of))} are not in {where} {list(of)}; "
-                                  f"accepted: a subset of {where}, or [] for all of them")
         if self.evaluate.reference_model not in self.train.models:
             raise ParamsError(f"evaluate.reference_model: {self.evaluate.reference_model!r} is not in "
                               f"train.models {list(self.train.models)}")
         primary = self.evaluate.primary
         if primary is not None:
+            absent = []   # what the primary names that this run does not have (a shrunk profile)
             for name, value, allowed in (("reference", primary.reference, self.train.models),
                                          ("comparator", primary.comparator, self.train.models),
                                          ("protocol", primary.protocol, self.split.protocols),
                                          ("scenario", primary.scenario, self.split.scenarios)):
-                _require(value in allowed, f"evaluate.primary.{name}", value, f"one of {list(allowed)}")
+                if value not in allowed:
+                    # a model is refused unless it is one the benchmark can build (a typo is refused);
+                    # protocols and scenarios are already checked against every known name
+                    if name in ("reference", "comparator"):
+                        _require(_is_model_name(value), f"evaluate.primary.{name}", value,
+                                 f"one of {list(allowed)}, or another registered model (then no primary comparison)")
+                    absent.append(f"evaluate.primary.{name} {value!r} is not in this run's {list(allowed)}")
             _require(primary.comparator != primary.reference, "evaluate.primary.comparator", primary.comparator,
                      f"a model other than the reference {primary.reference!r}")
             _require(0 < primary.target < 1, "evaluate.primary.target", primary.target,
                      "a difference in 0..1 (a fraction: 0.059 is 5.9 points)")
+            if absent:
+                _note("; ".join(absent) + ": no primary comparison in this run, every comparison is exploratory "
+                      "(set evaluate.primary to one this run has)")
+                object.__setattr__(self, "evaluate", dataclasses.replace(self.evaluate, primary=None))
+
+    def deploy_protocols(self) -> list[str]:
+        """The protocols the deploy stage exports: those of deploy.protocols that this run has (all of
+        split.protocols when it lists none, or none of them was run: a shrunk run still deploys)."""
+        return [p for p in self.split.protocols if p in self.deploy.protocols] or list(self.split.protocols)
+
+    def deploy_folds(self) -> list[int]:
+        """The folds the deploy stage exports: those of deploy.folds that train.folds trains (all of them
+        when it lists none, or none of them is trained)."""
+        return [k for k in self.train.folds if k in self.deploy.folds] or list(self.train.folds)
 
     def repeat_seed(self, repeat: int) -> int:
         """The seed of repeat `repeat` (1-based) of the cross-validation, derived from `seed`: repeat 1

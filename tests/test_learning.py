@@ -63,6 +63,7 @@ def write_signal_cohort(root: Path, seed: int = 0) -> float:
     manifest.to_csv(root / "data/processed/manifest.csv", index=False)
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["split"] = {**raw["split"], "folds": 3, "protocols": ["image"]}
+    raw["evaluate"] = {**raw["evaluate"], "primary": None}   # the primary comparison is under patient folds
     (root / "params.yaml").write_text(yaml.safe_dump(raw))
     with atomic_outputs() as out:
         split.write_splits(split.make_splits(manifest, from_dict(raw)), ["S1"], out, root / "data/splits")

@@ -54,8 +54,6 @@ def test_repeat_seeds_derive_from_the_seed():
     ({"train": {"overrides": {"vgg99": {"lr": 0.1}}}}, "train.overrides.vgg99"),
     ({"train": {"overrides": {"dual_vgg": {"batch_size": 0}}}}, "train.overrides.dual_vgg.batch_size: 0"),
     ({"profile": {"latency_runs": 5}}, "profile.latency_runs: 5"),
-    ({"deploy": {"folds": [9]}}, "deploy.folds: [9] are not in train.folds"),
-    ({"deploy": {"protocols": ["ucar"]}}, "deploy.protocols: ['ucar'] are not in split.protocols"),
     ({"deploy": {"calibration_images": 0}}, "deploy.calibration_images: 0"),
     ({"seed": -1}, "seed: -1"),
     ({"split": {"repeats": 0}}, "split.repeats: 0"),
@@ -65,8 +63,8 @@ def test_repeat_seeds_derive_from_the_seed():
      "evaluate.primary.comparator: 'vgg99' is not accepted; expected one of"),
     ({"evaluate": {"primary": {"reference": "resnet_x"}}}, "evaluate.primary.reference: 'resnet_x'"),
     ({"evaluate": {"primary": {"metric": "auc"}}}, "evaluate.primary.metric: 'auc' is not accepted"),
-    ({"evaluate": {"primary": {"protocol": "ucar"}}}, "evaluate.primary.protocol: 'ucar' is not accepted"),
-    ({"evaluate": {"primary": {"scenario": "S2"}}}, "evaluate.primary.scenario: 'S2' is not accepted"),
+    ({"evaluate": {"primary": {"protocol": "ucr"}}}, "evaluate.primary.protocol: 'ucr' is not accepted"),
+    ({"evaluate": {"primary": {"scenario": "S5"}}}, "evaluate.primary.scenario: 'S5' is not accepted"),
     ({"evaluate": {"primary": {"comparator": "stanet"}}}, "evaluate.primary.comparator: 'stanet'"),
     ({"evaluate": {"primary": {"compartor": "dual_vgg"}}}, "unknown key evaluate.primary.compartor"),
 ])
@@ -74,6 +72,25 @@ def test_bad_params_are_refused_naming_the_key(raw, message):
     with pytest.raises(ParamsError) as e:
         from_dict(raw)
     assert message in str(e.value)
+
+
+@pytest.mark.parametrize("primary", [{"protocol": "ucar"}, {"scenario": "S2"}, {"comparator": "resnet50"}])
+def test_a_primary_this_run_does_not_have_is_dropped_with_a_note(primary, capsys):
+    """A known model, protocol or scenario the run leaves out (a shrunk profile): no primary, and a note."""
+    p = from_dict({"evaluate": {"primary": primary}})
+    assert p.evaluate.primary is None
+    assert "no primary comparison in this run" in capsys.readouterr().err
+
+
+def test_deploy_keeps_what_the_run_has_and_a_shrunk_run_still_deploys():
+    """deploy.protocols and deploy.folds choose among what is run; a run without any of them deploys
+    everything it trained rather than refusing (a user shrinking split.protocols or train.folds)."""
+    p = from_dict({"split": {"protocols": ["patient", "image"]}, "train": {"folds": [1, 2, 3]},
+                   "deploy": {"protocols": ["patient"], "folds": [1]}})
+    assert (p.deploy_protocols(), p.deploy_folds()) == (["patient"], [1])
+    shrunk = from_dict({"split": {"protocols": ["image"]}, "train": {"folds": [2]},
+                        "deploy": {"protocols": ["patient"], "folds": [1]}, "evaluate": {"primary": None}})
+    assert (shrunk.deploy_protocols(), shrunk.deploy_folds()) == (["image"], [2])
 
 
 def test_override_for_a_model_outside_train_models_is_ignored_with_a_note(capsys):
