@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -65,9 +64,7 @@ def read_outputs(root: Path) -> dict:
 
 
 def test_tiny_cohort_writes_every_output(cohort):
-    t0 = time.perf_counter()
     assert train.main(["--scenario", "S1", "--model", "stanet", "--protocol", "patient", "--fold", "1"]) == 0
-    assert time.perf_counter() - t0 < 60
     out = cohort / "runs/S1/stanet/patient/fold-1"
     assert sorted(p.name for p in out.iterdir()) == ["history.csv", "metrics.json", "predictions.csv", "weights.pt"]
     state = torch.load(out / "weights.pt", weights_only=True)
