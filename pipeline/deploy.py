@@ -46,9 +46,11 @@ NOT_A_NETWORK = ("not exported: a feature extractor and a logistic regression fi
                  "network; its cost is counted in its own terms by the profile stage")
 
 
-def fold_ids(splits, protocol: str, fold: int) -> dict[str, np.ndarray]:
-    """Image ids of the fold's train and test parts (sorted)."""
-    rows = splits[(splits["protocol"] == protocol) & (splits["fold"] == fold)]
+def fold_ids(splits, protocol: str, fold: int, repeat: int = 1) -> dict[str, np.ndarray]:
+    """Image ids of the fold's train and test parts (sorted), in `repeat` (the deployed folds are the first
+    repeat's: runs/<...>/fold-<k>/; split.repeats draws the folds again after it)."""
+    rows = splits[(splits["protocol"] == protocol) & (splits["fold"] == fold)
+                  & (splits["repeat"] == repeat if "repeat" in splits else True)]
     return {part: np.sort(rows.loc[rows["part"] == part, "image_id"].to_numpy(dtype=np.int64))
             for part in ("train", "test")}
 
