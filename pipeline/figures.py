@@ -261,11 +261,12 @@ def accuracy_vs_macs(x: "ReportInputs", path: str | Path) -> Any:
                 ax.set_xlim(min(xs) / 6, max(xs) * 6)
             layout.append((ax, pts, line_text))
     handles = [Line2D([], [], marker="*", color=PROPOSED_COLOR, linestyle="", markersize=12,
-                      label=f"{x.labels.get(roles.proposed, roles.proposed)}")] if roles.proposed in x.meta["models"] else []
+                      label=_wrap(x.labels.get(roles.proposed, roles.proposed), 30))] if roles.proposed in x.meta["models"] else []
     handles += [Line2D([], [], marker=roles.style(m)["marker"], color=ABLATION_COLOR, linestyle="", markersize=6,
-                       label=f"ablation: {x.labels.get(m, m)}") for m in roles.ablations if m in x.meta["models"]]
+                       label=_wrap(f"ablation: {x.labels.get(m, m)}", 30)) for m in roles.ablations
+                if m in x.meta["models"]]
     handles += [Line2D([], [], marker="o", color=roles.style(m)["color"], linestyle="", markersize=7,
-                       label=f"{m}: {_wrap(x.labels.get(m, m), 34)}" if x.labels.get(m, m) != m else m)
+                       label=_wrap(f"{m}: {x.labels.get(m, m)}", 30) if x.labels.get(m, m) != m else m)
                 for m in x.meta["models"] if m != roles.proposed and m not in roles.ablations]
     handles += [Line2D([], [], color="black", linewidth=0.8, drawstyle="steps-post", label="Pareto front"),
                 Line2D([], [], color="black", linestyle="--", linewidth=1, label="chance"),
