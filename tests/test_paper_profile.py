@@ -102,7 +102,9 @@ def test_paper_profile_end_to_end_fills_every_scenario_and_protocol(paper_run):
     assert {(r["scenario"], r["protocol"]) for r in rows} == {(s, p) for s in SCENARIOS for p in PROTOCOLS}
     readme = (work / "reports/README.md").read_text()
     ucar = [line for line in readme.splitlines() if line.startswith("| [Uçar 2022]")]
-    assert len(ucar) == 4 and not [line for line in ucar if "not run" in line], ucar
+    # a published figure is set beside this run's only for the same network (issue 22): without dual_vgg
+    # in the shrunk run, each Uçar row says so instead of setting another network's number beside it
+    assert len(ucar) == 4 and all("dual_vgg not in this run" in line for line in ucar), ucar
     for model in MODELS:
         complexity = json.loads((work / f"reports/complexity/{model}.json").read_text())
         assert complexity["paper_setting"]["input"] == [3, 224, 224]
@@ -169,9 +171,7 @@ def test_ucar_layout_end_to_end_fills_the_ucar_rows_from_the_ucar_protocol(ucar_
     assert len(ucar) == 4, ucar
     for scenario, line in zip(SCENARIOS, ucar):
         cells = [c.strip() for c in line.strip("|").split("|")]
-        assert cells[3] == scenario and "not run" not in cells[6], line
-        assert f"ucar, {scenario}" in cells[7] and cells[7].endswith("ucar protocol"), line
-        # this run's figure is the ucar protocol's mean accuracy of the model set beside dual_vgg
-        model = cells[7].split(",")[0]
-        assert cells[6].startswith(f"{100 * metrics[scenario][model]['ucar']['accuracy']['mean']:.1f}"), line
+        # the rows are this run's scenarios; with dual_vgg left out of the CPU-sized run, no other network's
+        # number is set beside Uçar's (issue 22): the row names what is missing
+        assert cells[3] == scenario and "dual_vgg not in this run" in cells[6], line
     assert (work / "reports/README.md").read_text().count("synthetic stand-in images") >= 2
