@@ -11,6 +11,7 @@
 #    model, stage by stage as dvc.yaml orders them, each stage timed (dvc itself is not needed on the machine).
 #    A lent machine reaches no hub: without the ImageNet weights of dual_vgg in the Hugging Face cache, dual_vgg
 #    is trained from scratch instead, which costs the same per step; the output and projection.json say so.
+#    Then profile, deploy (ONNX export, int8, ONNX Runtime latency: on the CPU), evaluate and report.
 # 3. The projection of the whole paper profile (4 scenarios, 5 folds, both protocols) from those timings.
 # Writes under OUTDIR: throughput.json, timings.csv, projection.json, reports.tar.gz, log.txt; its last lines
 # list what was measured and what was skipped.
@@ -101,8 +102,14 @@ for fold in $FOLDS; do
     fi
   done
 done
-echo "== 3. profile, evaluate, report (t=$(elapsed)s)"
+echo "== 3. profile, deploy, evaluate, report (t=$(elapsed)s)"
 for model in $MODELS; do timed profile "$model" - - -- python3 -m pipeline.profile --model "$model" > /dev/null; done
+# the report reads every deploy stage's output: export, check and quantize S1's trained folds (ONNX Runtime on the CPU)
+DEPLOY_PROTOCOLS=$(python3 -c "from pipeline.params import load; print(' '.join(load().deploy_protocols()))" 2>/dev/null)
+DEPLOY_FOLDS=$(python3 -c "from pipeline.params import load; print(' '.join(map(str, load().deploy_folds())))" 2>/dev/null)
+for model in $MODELS; do
+  timed deploy "$model" "$DEPLOY_PROTOCOLS" "$DEPLOY_FOLDS" -- python3 -m pipeline.deploy --scenario S1 --model "$model" | tail -3
+done
 timed evaluate - - - -- python3 -m pipeline.evaluate > /dev/null && timed report - - - -- python3 -m pipeline.report > /dev/null
 tar czf "$OUT_DIR/reports.tar.gz" reports params.yaml 2>/dev/null
 NOTES=(--note "device=$([ "$DRY" = 1 ] && echo "cpu dry run at a toy size: projects nothing" || echo cuda)")

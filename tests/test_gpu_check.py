@@ -52,9 +52,13 @@ def test_gpu_check_dry_run_runs_offline_to_the_end_and_times_dual_vgg(tmp_path):
     for stage in ("prepare", "split", "evaluate", "report"):
         assert (stage, "-") in done, (stage, rows)
     for model in ("stanet", "dual_vgg"):
-        assert ("train", model) in done and ("profile", model) in done, (model, rows)
+        assert {("train", model), ("profile", model), ("deploy", model)} <= done, (model, rows)
+    # the report reads the deploy stages' output; the dry run deploys fold 1 of the patient protocol
+    assert {(r["protocol"], r["fold"]) for r in rows if r["stage"] == "deploy"} == {("patient", "1")}, rows
     projection = json.loads((out / "projection.json").read_text())
     assert projection["per_model_fold_seconds"]["dual_vgg"] > 0
+    # the paper profile deploys 4 scenarios x 2 protocols x 5 folds of repeat 1 per model
+    assert projection["deploy_folds_per_model"] == 40 and projection["deploy_fold_seconds"]["dual_vgg"] > 0
     assert "trained from scratch" in projection["notes"]["dual_vgg"]
     assert "dry run" in projection["notes"]["device"]
     measured = [line for line in log.splitlines() if line.startswith("measured: ")]
