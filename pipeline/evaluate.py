@@ -38,7 +38,7 @@ SUMMARY_METRICS = tuple(m.key for m in M.SUMMARY_METRICS)
 COMPARED_METRICS = tuple(m.key for m in M.SUMMARY_METRICS if m.paired_test)
 PER_FOLD_COLUMNS = ["scenario", "model", "protocol", "repeat", "fold", *SUMMARY_METRICS, "patient_accuracy",
                     "majority_rate", "top_predicted_share", "failed", "n_test", "n_train", "n_patients", "epochs",
-                    "optimizer_steps", "seconds"]
+                    "optimizer_steps"]   # no wall-clock seconds: two runs of the same params give the same bytes
 DECIMALS = 6
 UNIT = (0.0, 1.0)   # every summarised metric is a fraction; its interval is clipped to this range
 
@@ -95,8 +95,9 @@ def fold_row(scenario: str, model: str, protocol: str, fold: int, pred: pd.DataF
            "majority_rate": fm["majority_rate"], "top_predicted_share": fm["top_predicted_share"],
            "failed": bool(failed), "n_test": fm["n"], "n_train": int(meta["n_train"]),
            "n_patients": int(pred["patient_id"].nunique()),
-           # the training budget this run spent (absent from runs written before it was recorded)
-           "epochs": meta.get("epochs"), "optimizer_steps": meta.get("optimizer_steps"), "seconds": meta.get("seconds")}
+           # the training budget this run spent (absent from runs written before it was recorded); its
+           # seconds stay in the run's own metrics.json, since a time differs from run to run
+           "epochs": meta.get("epochs"), "optimizer_steps": meta.get("optimizer_steps")}
     return row, fm
 
 
@@ -122,9 +123,10 @@ def summarize_runs(rows: list[dict], fms: list[dict], preds: list[pd.DataFrame],
     # pooled over every fold (and repeat) of the test images; intervals resample whole patients
     out["class_rates"] = ST.class_rates(y_all, prob_all.argmax(axis=1), class_names, patients, n_resamples, seed)
     out["calibration"] = ST.calibration(y_all, prob_all)
+    # epochs and optimizer steps only: a wall-clock time here would make two runs of the same params
+    # differ (the seconds each fold took stay in its run's metrics.json; the report sums them there)
     out["budget"] = {"epochs": _one([r["epochs"] for r in rows]),
-                     "optimizer_steps_per_fold": _mean([r["optimizer_steps"] for r in rows]),
-                     "training_seconds": _sum([r["seconds"] for r in rows])}
+                     "optimizer_steps_per_fold": _mean([r["optimizer_steps"] for r in rows])}
     if protocol == "patient":
         out["patient_accuracy"] = M.mean_sd_ci([r["patient_accuracy"] for r in rows], bounds=UNIT)
         levels = [M.patient_level(p, class_names) for r, p in zip(rows, preds, strict=True) if r["repeat"] == 1]
@@ -156,11 +158,6 @@ def _one(values: list) -> Any:
 def _mean(values: list) -> float | None:
     present = [v for v in values if v is not None]
     return float(np.mean(present)) if present else None
-
-
-def _sum(values: list) -> float | None:
-    present = [v for v in values if v is not None]
-    return float(np.sum(present)) if present else None
 
 
 def compare(ref_rows: list[dict], other_rows: list[dict], ref_preds: list[pd.DataFrame],

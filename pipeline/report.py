@@ -92,9 +92,12 @@ def load_runs(params: Params, runs: Path) -> dict[tuple[str, str, str, int, int]
 
 # ---- tables ---------------------------------------------------------------------------------
 
-def comparison_rows(r: Results, complexity: dict[str, dict], deploy: dict[tuple[str, str], dict] | None = None
-                    ) -> list[dict]:
-    """One row per scenario, model and protocol: complexity at 3x224x224, CPU latency and accuracy metrics."""
+def comparison_rows(r: Results, complexity: dict[str, dict], deploy: dict[tuple[str, str], dict] | None = None,
+                    runs: dict[tuple, dict] | None = None) -> list[dict]:
+    """One row per scenario, model and protocol: complexity at 3x224x224, CPU latency and accuracy metrics;
+    training seconds summed over the cell's fold runs (`load_runs`: each run's own metrics.json; wall-clock
+    times stay out of reports/metrics.json and per_fold.csv, which two runs of the same params must give
+    byte for byte)."""
     reference = roster.in_run(REFERENCE_COMPUTE, r.models) or REFERENCE_COMPUTE
     ref_macs = (complexity.get(reference) or {}).get("paper_setting", {}).get("macs")
     rows = []
@@ -129,13 +132,22 @@ def comparison_rows(r: Results, complexity: dict[str, dict], deploy: dict[tuple[
             "failed_folds": "; ".join(f["fold"] for f in summary.get("failed_folds") or []),
             "n_folds": summary.get("n_folds"),
             "epochs": budget.get("epochs"), "optimizer_steps_per_fold": budget.get("optimizer_steps_per_fold"),
-            "training_seconds": budget.get("training_seconds"),
+            "training_seconds": _seconds(runs, scenario, model, protocol),
             **{f"{q}_{c}{s}": (rates.get(c) or {}).get(q, {}).get(field)
                for c in CLASS_NAMES for q in CLASS_RATES
                for s, field in (("", "estimate"), ("_ci_low", "ci_low"), ("_ci_high", "ci_high"))},
             **deployreport.columns((deploy or {}).get((scenario, model)), protocol),
         })
     return rows
+
+
+def _seconds(runs: dict[tuple, dict] | None, scenario: str, model: str, protocol: str) -> float | None:
+    """Training seconds of a cell's fold runs, every repeat's, from the runs' metrics.json (None where
+    none is recorded)."""
+    seconds = [run["meta"].get("seconds") for (s, m, p, *_), run in (runs or {}).items()
+               if (s, m, p) == (scenario, model, protocol)]
+    seconds = [x for x in seconds if x is not None]
+    return float(sum(seconds)) if seconds else None
 
 
 def _si(x: float | None, unit: str = "") -> str:
@@ -435,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
 
     source = SOURCES[params.data.source]
     deploy = deployreport.load(meta["scenarios"], meta["models"], reports / layout.DEPLOY_DIR.name)
-    rows = comparison_rows(r, complexity, deploy)
+    rows = comparison_rows(r, complexity, deploy, runs)
     comparison_md = comparison_markdown(rows)
     ablations = ablation_rows(r)
     ablation_md = ablation_markdown(ablations, labels) if ablations else ""

@@ -77,6 +77,12 @@ def test_comparison_csv_reads_metrics_and_complexity(project, metrics):
         assert float(r["accuracy_mean"]) == pytest.approx(s["accuracy"]["mean"], rel=1e-5)
         assert float(r["macro_f1_mean"]) == pytest.approx(s["macro_f1"]["mean"], rel=1e-5)
         assert (r["patient_accuracy_mean"] != "") == (r["protocol"] == "patient")
+    # training seconds: the sum over the cell's runs' own metrics.json (reports/metrics.json holds no
+    # wall-clock time)
+    for r in rows:
+        want = sum(json.loads(path.read_text())["seconds"]
+                   for path in (project / "runs/S1" / r["model"] / r["protocol"]).rglob("metrics.json"))
+        assert float(r["training_seconds"]) == pytest.approx(want) and want > 0
 
 
 def test_comparison_md_has_a_column_per_summary_metric(project):
