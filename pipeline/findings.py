@@ -274,8 +274,12 @@ def _budgets(r: Results, scenario: str, labels: dict[str, str]) -> list[str]:
              if b.get("optimizer_steps_per_fold") is not None}
     if not epochs:
         return []
-    spent = "; ".join(f"{labels[m]} {epochs[m]} epochs" + (f", {steps[m]:.0f} optimizer steps per fold"
-                                                          if m in steps else "") for m in epochs)
+    def budget(m: str) -> str:
+        if steps.get(m) == 0:
+            return f"{labels[m]} fitted in closed form (no optimizer steps)"
+        return (f"{labels[m]} {epochs[m]} epoch{'' if epochs[m] == 1 else 's'}"
+                + (f", {steps[m]:.0f} optimizer steps per fold" if m in steps else ""))
+    spent = "; ".join(budget(m) for m in epochs)
     same = len({str(v) for v in epochs.values()}) == 1 and len({round(v) for v in steps.values()}) <= 1
     s = (f"{scenario}, budgets ({words(protocol)}): {spent}. "
          + ("The budgets are equal." if same else "The budgets differ between models, so a difference in results "

@@ -306,3 +306,27 @@ def test_one_epoch_curves_are_drawn_with_markers(monkeypatch, tmp_path):
     assert len(lines) == 2 * len(MODELS)
     for line in lines:
         assert len(line.get_xdata()) >= 2 or line.get_marker() not in (None, "None", "", " "), line
+
+
+def test_ablation_table_gives_one_test_per_row_on_the_headline_metric(tmp_path):
+    """The ablations table is on balanced accuracy (the headline), and each row's interval is the corrected
+    t-test's own, the test whose Holm-adjusted p stands beside it (issue 21: no verdict beside another test's
+    interval)."""
+    root = write_fixture(tmp_path, models=("stanet", "stanet_noatt", "stanet_dsc", "dual_vgg"), protocols=PROTOCOLS,
+                         folds=3)
+    assert evaluate.main(["--params", str(root / "params.yaml"), "--runs", str(root / "runs"),
+                          "--out-dir", str(root / "reports")]) == 0
+    metrics = json.loads((root / "reports/metrics.json").read_text())
+    rows = report.ablation_rows(Results(metrics))
+    assert [(r["protocol"], r["variant"]) for r in rows] == [(p, v) for p in PROTOCOLS
+                                                             for v in ("stanet_noatt", "stanet_dsc")]
+    table = report.ablation_markdown(rows, {})
+    assert "Balanced accuracy % (mean ± sd)" in table and "over patients" not in table
+    for r in rows:
+        t = metrics["S1"]["comparisons"][r["protocol"]][r["variant"]]["balanced_accuracy"]
+        assert (r["lead"], r["ci_low"], r["ci_high"], r["p_holm"]) == (t["mean_difference"], t["ci_low"],
+                                                                       t["ci_high"], t["p_holm"])
+        assert t["family"] == "ablations" and t["holm_family"] == 2
+        assert r["mean"] == metrics["S1"][r["variant"]][r["protocol"]]["balanced_accuracy"]["mean"]
+        line = next(line for line in table.splitlines() if f"| {r['protocol']} | {r['variant']} |" in line)
+        assert f"{100 * t['ci_low']:+.1f} to {100 * t['ci_high']:+.1f}" in line and f"p = {t['p_holm']:.3f}" in line
