@@ -52,6 +52,7 @@ python3 "$REPO/benchmarks/throughput.py" "${THROUGHPUT[@]}" --json "$OUT_DIR/thr
 
 echo "== 2. paper profile, two folds (t=$(elapsed)s)"
 WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT   # what it made is in OUTDIR/reports.tar.gz
 cp "$REPO/params.yaml" "$WORK/" && cd "$WORK" || exit 1
 python3 -m pipeline.params apply "$REPO/profiles/paper.yaml" >/dev/null
 python3 -m pipeline.params apply "$REPO/profiles/gpu-check.yaml" >/dev/null
