@@ -38,9 +38,9 @@ def project(timings: pd.DataFrame, folds: int, protocols: int, dvc_overhead_s: f
     deploy["per_fold"] = deploy["seconds"] / covered
     deploy_per_fold = deploy.groupby("model")["per_fold"].mean().round(2)
     deploy_runs = scenarios * protocols * folds          # repeat 1's folds only
-    once = ok[~ok["stage"].isin(["train", "deploy"])]["seconds"].sum()
-    n_stages = (scenarios * protocols * len(per_model) + scenarios * len(deploy_per_fold)
-                + len(ok[~ok["stage"].isin(["train", "deploy"])]))
+    others = ok[~ok["stage"].isin(["train", "deploy"])]   # run once, as measured
+    once = others["seconds"].sum()
+    n_stages = scenarios * protocols * len(per_model) + scenarios * len(deploy_per_fold) + len(others)
     total = float(per_model["mean"].sum() * runs + deploy_per_fold.sum() * deploy_runs + once
                   + dvc_overhead_s * n_stages)
     return {"per_model_fold_seconds": per_model["mean"].to_dict(), "folds_measured": per_model["count"].to_dict(),
