@@ -418,22 +418,23 @@ def read_ucar(root: Path) -> pd.DataFrame:
     with _sheet_rows(path) as rows:
         _, first = next(rows, (1, []))
         header = [c.value for c in first]
-        names = [lower_words(identity.normalise(h)) if h is not None else "" for h in header]
-        wanted = {"patient_id": ("Patient Identifier", lambda n: n == "patient identifier"),
-                  "muscle": ("Muscle...", lambda n: n.startswith("muscle")),
-                  "diagnosis": ("Diagnosis...", lambda n: n.startswith("diagnosis")),
-                  "image": ("Cropped Image Name", lambda n: n == "cropped image name")}
+        # a column is matched by its title, the first line of its cell (the release puts a legend of codes
+        # on the lines below it: "Muscle\nD - deltoid\n..."), normalised, exactly: "Muscle" and "Muscle
+        # Strength" are two columns
+        titles = [column_title(h) for h in header]
+        wanted = {"patient_id": "Patient Identifier", "muscle": "Muscle", "diagnosis": "Diagnosis",
+                  "image": "Cropped Image Name"}
         index = {}
-        for key, (label, match) in wanted.items():
-            hits = [i for i, n in enumerate(names) if match(n)]
+        for key, label in wanted.items():
+            hits = [i for i, t in enumerate(titles) if t == lower_words(label)]
             if len(hits) > 1:
-                raise DataError(f"{path} row 1: {len(hits)} columns match {label!r} "
+                raise DataError(f"{path} row 1: {len(hits)} columns are titled {label!r} "
                                 f"({_listing((shown(header[i]) for i in hits), sep=', ')}); rename or remove all but "
                                 f"one, so no column is silently ignored")
             if not hits:
                 raise DataError(f"{path} row 1: no column {label!r}; the headers found are "
                                 f"[{_listing((shown(h) for h in header if h is not None), sep=', ', limit=HEADER_ITEMS)}]; expected the "
-                                f"release's columns Patient Identifier, Muscle..., Diagnosis..., Cropped Image Name")
+                                f"release's columns titled (first line of the cell) {', '.join(wanted.values())}")
             index[key] = hits[0]
         images_dir = root / "images"
         if not images_dir.is_dir():
@@ -445,7 +446,7 @@ def read_ucar(root: Path) -> pd.DataFrame:
         records = []
         patient_id, diagnosis_of = "", {}
         for number, row in rows:
-            cells = {k: _sheet_text(row, i, number, wanted[k][0], path) for k, i in index.items()}
+            cells = {k: _sheet_text(row, i, number, wanted[k], path) for k, i in index.items()}
             if not any(_cell_text(c.value) for c in row):
                 continue
             where = f"{path} row {number} (header = row 1)"
@@ -467,6 +468,15 @@ def read_ucar(root: Path) -> pd.DataFrame:
             records.append(dict(path=_ucar_image(images_dir, listing, name, root, where), patient_id=patient_id,
                                 diagnosis=diagnosis, muscle=muscle, side=side, source_name=name, location=where))
     return check_records(pd.DataFrame(records, columns=RECORD_COLUMNS), str(path))
+
+
+def column_title(cell: object) -> str:
+    """A header cell's title: its first line, Unicode-normalised, lower case, whitespace collapsed
+    ("Muscle\nD - deltoid\n..." -> "muscle"); an empty cell has the title ""."""
+    if cell is None:
+        return ""
+    lines = identity.normalise(str(cell)).splitlines()
+    return lower_words(lines[0]) if lines else ""
 
 
 def _ucar_muscle(value: str, where: str) -> tuple[str, str]:

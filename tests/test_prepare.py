@@ -80,6 +80,34 @@ def test_ucar_source_reads_the_release_layout(tmp_path, monkeypatch):
     assert images[:, 0, -3:, :].max() == 0 and images[:, 0, :8, :].mean() > 50
 
 
+def test_ucar_columns_are_matched_by_their_title_exactly(tmp_path):
+    """The release's header row (tests/ucar_fixture.py HEADERS, cell for cell): "Muscle\nD - deltoid..." and
+    "Muscle Strength\n(1 - 10)" are two columns, matched by the first line of the cell; the real first row's
+    shapes (a string id, a 14-digit 2D image, strength '10') load."""
+    from pipeline.manifests import column_title, read_ucar
+    from ucar_fixture import HEADERS
+
+    assert [column_title(h) for h in HEADERS][2:7] == ["muscle", "age", "sex", "muscle strength", "diagnosis"]
+    written = write_ucar_fixture(tmp_path, patients=(("M001", "DM"), ("M002", "N")), muscles=("D",))
+    assert written["headers"] == HEADERS
+    records = read_ucar(tmp_path)
+    assert records.patient_id.tolist() == ["M001", "M001", "M002", "M002"]
+    assert records.muscle.tolist() == ["D"] * 4 and records.diagnosis.tolist() == ["DM", "DM", "N", "N"]
+
+
+def test_two_ucar_columns_with_one_title_are_refused(tmp_path):
+    import openpyxl
+
+    from pipeline.manifests import read_ucar
+
+    write_ucar_fixture(tmp_path, muscles=("D",))
+    book = openpyxl.load_workbook(tmp_path / "OrginalAndCroppedFileNames.xlsx")
+    book.active["F1"] = "Muscle\n(side)"     # Muscle Strength retitled: now two columns titled Muscle
+    book.save(tmp_path / "OrginalAndCroppedFileNames.xlsx")
+    with pytest.raises(DataError, match=r"row 1: 2 columns are titled 'Muscle'.*rename or remove all but one"):
+        read_ucar(tmp_path)
+
+
 @pytest.mark.parametrize("scenario", ["S1", "S2", "S3", "S4"])
 def test_read_ucar_folds_returns_the_published_folds(tmp_path, scenario):
     written = write_ucar_fixture(tmp_path, muscles=("D",))
@@ -248,8 +276,8 @@ BAD_INPUTS = {
     "decompression bomb": (_bomb, ["bomb.png", "decompression bomb"]),
     "1x1 image": (_save_image("dot.png", np.zeros((1, 1), np.uint8)), ["dot.png", "1x1 pixels", "at least 8"]),
     "tiny image": (_save_image("strip.png", np.zeros((5, 300), np.uint8)), ["strip.png", "300x5", "at least 8"]),
-    "xlsx missing a column": (_ucar_without("Diagnosis\n(D, P, I, N)"),
-                              ["OrginalAndCroppedFileNames.xlsx row 1", "no column 'Diagnosis...'",
+    "xlsx missing a column": (_ucar_without("Diagnosis\nD - Dermatomyositis\nP - Polymyositis\nI - IBM\nN - normal"),
+                              ["OrginalAndCroppedFileNames.xlsx row 1", "no column 'Diagnosis'",
                                "headers found", "Cropped Image Name"]),
 }
 

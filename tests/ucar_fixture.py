@@ -17,8 +17,13 @@ from PIL import Image
 
 from pipeline.scenarios import SCENARIOS
 
-HEADERS = ["Patient \nIdentifier", "2D Image", "Muscle\n(side+muscle)", "Age", "Sex", "Strength\n(MRC)",
-           "Diagnosis\n(D, P, I, N)", "CPK", "Duration of symptoms \n(months)", "Cropped Image Name"]
+# the release's header row, cell for cell (OrginalAndCroppedFileNames.xlsx of github:e-ucar/myositis_classification):
+# a title, and for some a legend of codes on the lines below it; "Muscle" and "Muscle Strength" are two columns
+HEADERS = ["Patient Identifier", "2D Image",
+           "Muscle\nD - deltoid\nB - biceps\nR - rectus\nG - gastroc\nT - tibialis ant\nFCR - FCR\nFDP -FDP",
+           "Age", "Sex", "Muscle Strength\n(1 - 10)",
+           "Diagnosis\nD - Dermatomyositis\nP - Polymyositis\nI - IBM\nN - normal", "CPK",
+           "Duration of symptoms (months)", "Cropped Image Name"]
 CODES = {"DM": "D", "PM": "P", "IBM": "I", "N": "N"}
 DEFAULT_PATIENTS = (("101", "N"), ("102", "IBM"), ("103", "PM"), ("104", "DM"), ("105", "N"), ("106", "IBM"))
 
@@ -45,9 +50,12 @@ def write_ucar_fixture(root: Path, patients=DEFAULT_PATIENTS, muscles=("D", "FCR
                     Image.fromarray(rng.integers(0, 256, size[::-1], dtype=np.uint8)).save(root / "images" / name)
                     images.append(dict(source_name=name, path=f"images/{name}", patient_id=patient_id,
                                        diagnosis=diagnosis, muscle=muscle, side=side))
-                    # Patient Identifier (an integer, as in the release) only on the patient's first row
-                    rows.append([int(patient_id) if first else None, f"IMG{n:04d}", f"{side}{muscle}", 60, "F", 4,
-                                 CODES[diagnosis], 100, 12, name])
+                    # the release's rows' shapes (its first: M001, 20150922134027, RD, 65, F, 10, D, 63, 36,
+                    # 1.PNG): Patient Identifier only on the patient's first row, as written (an integer id is
+                    # stored as a number), the 2D image a 14-digit timestamp
+                    pid = (int(patient_id) if patient_id.isdigit() else patient_id) if first else None
+                    rows.append([pid, str(20150922134027 + n), f"{side}{muscle}", 65, "F", "10",
+                                 CODES[diagnosis], 63, 36, name])
                     first = False
     headers = list(HEADERS)
     keep = [i for i, h in enumerate(headers) if h != drop_column]
