@@ -74,8 +74,9 @@ class BatchStream:
 
     def __init__(self, bank: ImageBank, ids: np.ndarray, labels: np.ndarray, batch_size: int,
                  generator: torch.Generator, mean: float, std: float, augment: Augment | None,
-                 channels_last: bool = False, world: World = World()):
+                 channels_last: bool = False, world: World = World(), max_batches: int = 0):
         self.bank = bank
+        self.max_batches = max_batches   # 0: every batch of the part; n: the first n of each epoch's order
         self.ids = torch.tensor(np.asarray(ids), dtype=torch.long, device=bank.device)
         self.labels = torch.tensor(np.asarray(labels), dtype=torch.long, device=bank.device)
         self.batch_size = batch_size
@@ -89,7 +90,8 @@ class BatchStream:
         """Batches per epoch."""
         n = len(self.ids)
         full, rest = divmod(n, self.batch_size)
-        return full + (1 if rest >= 2 * self.world.size else 0)
+        batches = full + (1 if rest >= 2 * self.world.size else 0)
+        return min(batches, self.max_batches) if self.max_batches else batches
 
     def epoch_batches(self):
         """Yield one epoch of (images float (B, C, S, S), labels long (B,)) on the device; as one of several

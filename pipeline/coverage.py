@@ -46,6 +46,26 @@ def require(rows: pd.DataFrame, scenario: str, protocol: str, folds: int) -> Non
                             f"drop {scenario} from split.scenarios")
 
 
+def require_parts(splits: pd.DataFrame, where: str) -> None:
+    """Refuse (DataError) folds whose training or test part lacks a class of its scenario: a model trained
+    without a class never predicts it, and a test part without one scores the others alone. Checked on the
+    folds as made (split, every protocol and repeat: published folds included) and again as train reads
+    them. `splits` has the columns scenario, protocol, repeat, fold, part and label."""
+    for (scenario, protocol, repeat, fold), rows in splits.groupby(["scenario", "protocol", "repeat", "fold"],
+                                                                   sort=False):
+        names = scenarios.class_names(scenario)
+        for part in ("train", "test"):
+            present = set(rows.loc[rows["part"] == part, "label"].astype(int))
+            absent = [names[k] for k in range(len(names)) if k not in present]
+            if absent:
+                counts_in = rows[rows["part"] == part].groupby("label").size()
+                have = ", ".join(f"{names[k]}: {int(counts_in.get(k, 0))}" for k in range(len(names)))
+                raise DataError(f"{where}: scenario {scenario}, protocol {protocol}, repeat {repeat}, fold {fold}: "
+                                f"the {part} part has no image of class {absent[0]!r} (images per class: {have}); "
+                                f"every fold's training and test parts need every class of the scenario: add data of "
+                                f"that class, lower split.folds, or drop {scenario} from split.scenarios")
+
+
 @contextmanager
 def carving(rows: pd.DataFrame, scenario: str, protocol: str, fold: int, val_fraction: float) -> Iterator[None]:
     """Turn scikit-learn's ValueError while carving fold `fold`'s validation part into a DataError with the counts."""

@@ -79,6 +79,27 @@ class Fold:
                                                in_chans=self.input_size[0]), "fit")
 
 
+def at_input(fold: Fold, net: nn.Module, channels: int) -> nn.Module:
+    """The fold's trained network rebuilt for `channels` input channels (the paper's 3): every weight as
+    trained, the first convolution's kernels spread over the new channels as timm adapts a pretrained
+    network's input (`adapt_input_conv`: repeated, scaled by trained / new channels). Every network here is
+    fully convolutional up to global pooling, so it runs at any height and width; its cost is what timing
+    it at the paper's input measures (its predictions on 3-channel images mean nothing)."""
+    if channels == fold.input_size[0]:
+        return net
+    from timm.models import adapt_input_conv
+
+    other = models.create_model(fold.model, num_classes=len(fold.class_names), in_chans=channels)
+    want = other.state_dict()
+    state = {}
+    for key, value in net.state_dict().items():
+        if key in want and want[key].shape != value.shape and value.ndim == 4 and value.shape[1] == fold.input_size[0]:
+            value = adapt_input_conv(channels, value, base_chans=fold.input_size[0])
+        state[key] = value
+    other.load_state_dict(state)
+    return other.eval()
+
+
 def _stat(value: Any) -> float | list[float]:
     return [float(v) for v in value] if isinstance(value, list) else float(value)
 

@@ -1,8 +1,13 @@
 """The findings: the plain-language "Reading" section of reports/README.md, generated from the
 numbers in metrics.json (read through pipeline/results.py).
 
-Written for a clinician-researcher: what each protocol allows one to conclude, in words such as
-"under patient folds, 20 patients, 3 folds: STANet is not distinguishable from resnet18". Rules:
+Written for a clinician-researcher. Three parts: "At a glance" (`at_a_glance`, at most 8 lines read in
+two minutes: the data, the primary comparison, what the design cannot tell, the accuracy-per-compute
+answer, the proposed model's sensitivity and specificity, and any model that failed), the exploratory
+comparisons as one table (`exploratory_rows`: a row per tested comparison, its family, estimate, corrected
+t interval, Holm-adjusted and unadjusted p, detectable difference and verdict, and, in a column of its
+own, the patient bootstrap of these trained models' accuracy difference), and the Reading: prose only
+for what a table cannot say, each statement once (per-scenario facts gathered into one sentence). Rules:
 
 - a model that did not learn (metrics.json `degenerate`) is named so, and left out of "best model"
   statements, head-to-head claims and the leakage-gap mean;
@@ -47,66 +52,64 @@ def _range(values: list) -> str:
     return f"{lo}" if lo == hi else f"{lo}-{hi}"
 
 
-def _setting(r: Results, scenario: str, protocol: str) -> str:
-    """'patient folds, 20 patients, 3 folds', for a protocol of a scenario."""
-    meta = r.meta
-    ref = meta.get("reference_model") or meta["models"][0]
-    n_patients = (r.summary(scenario, ref, protocol).get("accuracy_patient_bootstrap") or {}).get("n_patients")
-    repeats = meta.get("repeats", 1)
-    return (f"{words(protocol)}, {n_patients} patients, {len(meta['folds'])} folds"
-            + (f" x {repeats} repeats" if repeats > 1 else ""))
-
-
-def _context(r: Results, scenario: str) -> list[str]:
-    """What a constant guess scores, and what epochs were selected on."""
-    block = r.scenario_meta(scenario)
-    out = []
-    majority = block.get("majority_rate") or {}
-    if majority:
-        parts = [f"{_pct(float(np.mean(v)))} under {words(p)}"
-                 + (f" (per fold run from {_pct(min(v))} to {_pct(max(v))})" if len(set(v)) > 1 else "")
+def _context(r: Results) -> list[str]:
+    """What a constant guess scores, and what epochs were selected on: one sentence each, over the scenarios."""
+    out, majority_parts, validation_parts = [], [], []
+    for scenario in r.meta["scenarios"]:
+        block = r.scenario_meta(scenario)
+        majority = block.get("majority_rate") or {}
+        parts = [f"{_pct(float(np.mean(v)))} ({words(p)}"
+                 + (f", per fold run {_pct(min(v))}-{_pct(max(v))})" if len(set(v)) > 1 else ")")
                  for p, v in majority.items() if v]
-        out.append(f"{scenario} ({scenarios.DESCRIPTIONS[scenario]}): always guessing the most frequent class "
-                   f"would score {' and '.join(parts)} (the majority-class rate, drawn as a dashed line in the "
-                   f"accuracy figures); an accuracy near it means little.")
-    validation = block.get("validation") or {}
-    if validation:
-        parts = "; ".join(f"{_range(v['patients'])} patients ({_range(v['images'])} images) per fold under "
-                          f"{words(p)}" for p, v in validation.items())
+        if parts:
+            majority_parts.append(f"{scenario} {', '.join(parts)}")
+        validation = block.get("validation") or {}
+        if validation:
+            validation_parts.append(f"{scenario} " + ", ".join(
+                f"{_range(v['patients'])} patients ({_range(v['images'])} images) under {words(p)}"
+                for p, v in validation.items()))
+    if majority_parts:
+        out.append("Always guessing the most frequent class would score " + "; ".join(majority_parts)
+                   + " (the majority-class rate, drawn as a dashed line in the accuracy figures); an accuracy near "
+                     "it means little.")
+    if validation_parts:
+        parts = "; ".join(validation_parts)
         select_by = r.meta.get("select_by")
         if select_by == "last":
-            out.append(f"{scenario}: the networks' last epoch was taken (train.select_by: last), since the "
-                       f"validation parts, {parts}, are too small to choose an epoch on; they only chose the "
-                       f"hand-crafted baseline's regularisation.")
+            out.append(f"The networks' last epoch was taken (train.select_by: last): the validation parts per fold "
+                       f"({parts}) are too small to choose an epoch on; they only chose the hand-crafted "
+                       f"baseline's regularisation.")
         else:
-            small = min((min(x for x in v["patients"] if x is not None) for v in validation.values()
-                         if any(x is not None for x in v["patients"])), default=None)
-            out.append(f"{scenario}: epochs were chosen by {select_by or 'validation'} on validation parts of "
-                       f"{parts}" + ("; with parts this small the chosen epoch is noisy." if small is not None
-                                     and small < 10 else "."))
+            small = min((x for s in r.meta["scenarios"] for v in (r.scenario_meta(s).get("validation") or {}).values()
+                         for x in v["patients"] if x is not None), default=None)
+            out.append(f"Epochs were chosen by {select_by or 'validation'} on validation parts per fold of {parts}"
+                       + ("; with parts this small the chosen epoch is noisy." if small is not None and small < 10
+                          else "."))
     return out
 
 
-def _did_not_learn(r: Results, scenario: str, labels: dict[str, str]) -> list[str]:
+def _did_not_learn(r: Results, labels: dict[str, str]) -> list[str]:
+    """Which models did not learn, or failed on some folds: one sentence each, over the scenarios."""
     meta = r.meta
-    found = []
-    for model in meta["models"]:
-        bad = [p for p in meta["protocols"] if not r.learned(scenario, model, p)]
-        if bad:
-            reason = r.summary(scenario, model, bad[0]).get("degenerate_reasons") or []
-            found.append(f"{labels[model]} under {' and '.join(words(p) for p in bad)}"
-                         + (f" ({reason[0]})" if reason else ""))
-    failed = [f"{labels[m]} under {words(p)} failed on "
-              + ", ".join(f["fold"] for f in r.summary(scenario, m, p).get("failed_folds") or [])
-              for m in meta["models"] for p in meta["protocols"]
-              if r.learned(scenario, m, p) and r.summary(scenario, m, p).get("failed_folds")]
-    found_failed = ([f"{scenario}: learned on average but failed on some folds (one class for at least 95% of "
-                     f"a fold's images, or balanced accuracy at chance + 0.02 or below): " + "; ".join(failed) + "."]
-                    if failed else [])
-    if not found:
-        return [f"{scenario}: every model learned (none is degenerate under any protocol).", *found_failed]
-    return [f"{scenario}: did not learn, marked degenerate, and no claim is made for or against them: "
-            + "; ".join(found) + ".", *found_failed]
+    found, failed = [], []
+    for scenario in meta["scenarios"]:
+        for model in meta["models"]:
+            bad = [p for p in meta["protocols"] if not r.learned(scenario, model, p)]
+            if bad:
+                reason = r.summary(scenario, model, bad[0]).get("degenerate_reasons") or []
+                found.append(f"{labels[model]} in {scenario} under {' and '.join(words(p) for p in bad)}"
+                             + (f" ({reason[0]})" if reason else ""))
+        failed += [f"{labels[m]} in {scenario} under {words(p)} failed on "
+                   + ", ".join(f["fold"] for f in r.summary(scenario, m, p).get("failed_folds") or [])
+                   for m in meta["models"] for p in meta["protocols"]
+                   if r.learned(scenario, m, p) and r.summary(scenario, m, p).get("failed_folds")]
+    out = ([f"Did not learn, marked degenerate, and no claim is made for or against them: {'; '.join(found)}."]
+           if found else [f"Every model learned in {', '.join(meta['scenarios'])} (none is degenerate under any "
+                          f"protocol)."])
+    if failed:
+        out.append("Learned on average but failed on some folds (one class for at least 95% of a fold's images, or "
+                   "balanced accuracy at chance + 0.02 or below): " + "; ".join(failed) + ".")
+    return out
 
 
 METRIC_WORDS = {"balanced_accuracy": "balanced accuracy", "accuracy": "accuracy", "macro_f1": "macro-F1"}
@@ -184,88 +187,48 @@ def _primary(r: Results, labels: dict[str, str]) -> list[str]:
                    f"{_points(boot['mean_difference'])} points with a 95% bootstrap interval of "
                    f"{_points(boot['ci_low'])} to {_points(boot['ci_high'])}; this is the uncertainty of these "
                    f"trained models' test estimate, not of the method.")
-    out.append("Every other comparison below is exploratory.")
     return out
 
 
-def _best(r: Results, scenario: str, labels: dict[str, str]) -> list[str]:
-    """The highest mean balanced accuracy per protocol; "best" only when the reference's tested
-    differences with every other model that learned are distinguishable and in its favour."""
+def _best(r: Results, labels: dict[str, str]) -> list[str]:
+    """The highest mean balanced accuracy per scenario and protocol, in one sentence; "best" only when the
+    reference's tested differences with every other model that learned are distinguishable and in its
+    favour (then a sentence of its own)."""
     meta = r.meta
     ref = meta.get("reference_model")
-    out = []
-    for protocol in meta["protocols"]:
+    untested, best, none = [], [], []
+    for scenario, protocol in r.panels:
         bal = {m: r.stat(scenario, m, protocol, HEADLINE) for m in meta["models"]
-               if r.learned(scenario, m, protocol) and r.stat(scenario, m, protocol, HEADLINE)
-               is not None}
+               if r.learned(scenario, m, protocol) and r.stat(scenario, m, protocol, HEADLINE) is not None}
         if not bal:
-            out.append(f"{scenario}, {words(protocol)}: no model learned.")
+            none.append(f"{scenario} {words(protocol)}")
             continue
         top = max(bal, key=bal.get)
         sd = r.stat(scenario, top, protocol, HEADLINE, "sd")
         n = r.stat(scenario, top, protocol, HEADLINE, "n")
         figure = (f"{100 * bal[top]:.1f}" + (f" ± {100 * sd:.1f}" if sd is not None else "")
-                  + f" balanced accuracy (%) over {n} fold runs{_failed(r, scenario, top, protocol)}")
+                  + f" over {n} fold runs{_failed(r, scenario, top, protocol)}")
         mine = r.comparisons(scenario, protocol)
         others = [m for m in bal if m != top]
         tested = top == ref and others and all(
             (mine.get(m) or {}).get("claim") and ((mine[m].get(HEADLINE) or {}).get("p_holm") or 1) < ALPHA
             and (mine[m][HEADLINE].get("mean_difference") or 0) > 0 for m in others)
-        if tested:
-            out.append(f"{scenario}, {protocol} protocol: {labels[top]} is the best model that learned, {figure}: "
-                       f"its balanced accuracy is higher than every other model's by a distinguishable margin "
-                       f"(corrected t-test, Holm-adjusted within each family).")
-        else:
-            out.append(f"{scenario}, {protocol} protocol: highest mean (not tested against every other model): "
-                       f"{labels[top]}, {figure}.")
-    return out
-
-
-def _head_to_head(r: Results, scenario: str, labels: dict[str, str]) -> list[str]:
-    """The reference model against every model that learned, in balanced accuracy: one sentence per
-    comparison, each showing its own test's interval and p-value; the bootstrap in its own sentence."""
-    meta = r.meta
-    ref = meta.get("reference_model")
+        place = f"{scenario}, {protocol} protocol: {labels[top]}, {figure}"
+        (best if tested else untested).append(place)
     out = []
-    for protocol in meta["protocols"]:
-        mine = r.comparisons(scenario, protocol)
-        claimable = {m: c for m, c in mine.items() if c.get("claim")}
-        if not claimable:
-            continue
-        head = f"Exploratory, under {_setting(r, scenario, protocol)} ({scenario}), balanced accuracy"
-        for model, c in claimable.items():
-            t = c.get(HEADLINE) or {}
-            if t.get("mean_difference") is None:
-                continue
-            if t.get("family") == "primary":
-                continue   # stated above, as the primary comparison
-            if t.get("p_holm") is not None and t["p_holm"] < ALPHA:
-                verdict = "distinguishable"
-            else:
-                verdict = "not distinguishable"
-            flags = _failed(r, scenario, ref, protocol) + _failed(r, scenario, model, protocol)
-            power = "" if t.get("mdd") is None else f"; it detects {100 * t['mdd']:.1f} points with 80% power"
-            out.append(f"{head}: {labels[ref]} minus {labels[model]}{flags} is {_points(t['mean_difference'])} "
-                       f"points, {verdict} ({_test_words(t, adjusted=True)}{power}).")
-        boots = [f"{labels[m]} {_points(c['bootstrap_accuracy']['ci_low'])} to "
-                 f"{_points(c['bootstrap_accuracy']['ci_high'])}"
-                 for m, c in claimable.items() if (c.get("bootstrap_accuracy") or {}).get("ci_low") is not None]
-        if boots:
-            out.append(f"Beside these, not tests of the method: 95% patient-bootstrap intervals of the accuracy "
-                       f"difference {labels[ref]} minus each model over the pooled test images under "
-                       f"{words(protocol)} ({scenario}), the uncertainty of these trained "
-                       f"models' test estimate: " + "; ".join(boots) + ".")
-    if out:
-        k, r = len(meta["folds"]), meta.get("repeats", 1)
-        out.append(f"{scenario}: the exploratory p-values are from the corrected repeated k-fold t-test over {k} folds x "
-                   f"{r} repeat{'s' if r > 1 else ''}, Holm-adjusted within each named family (ablations of "
-                   f"{labels[ref]}; baselines) over the comparisons with models that learned, within each protocol "
-                   f"(unadjusted values are in metrics.json).")
+    if best:
+        out.append("The best model that learned, its balanced accuracy higher than every other model's by a "
+                   "distinguishable margin (corrected t-test, Holm-adjusted within each family): " + "; ".join(best) + ".")
+    if untested:
+        out.append("Highest mean balanced accuracy (%), not tested against every other model: " + "; ".join(untested) + ".")
+    if none:
+        out.append(f"No model learned in: {', '.join(none)}.")
     return out
 
 
 def _budgets(r: Results, scenario: str, labels: dict[str, str]) -> list[str]:
-    """Each model's training budget, and whether budgets differ."""
+    """Whether the models' training budgets differ (the budgets themselves are in the Cost table), and how
+    the recipes were chosen."""
     meta = r.meta
     protocol = meta["protocols"][0]
     budgets = {m: r.summary(scenario, m, protocol).get("budget") or {} for m in meta["models"]}
@@ -274,16 +237,11 @@ def _budgets(r: Results, scenario: str, labels: dict[str, str]) -> list[str]:
              if b.get("optimizer_steps_per_fold") is not None}
     if not epochs:
         return []
-    def budget(m: str) -> str:
-        if steps.get(m) == 0:
-            return f"{labels[m]} fitted in closed form (no optimizer steps)"
-        return (f"{labels[m]} {epochs[m]} epoch{'' if epochs[m] == 1 else 's'}"
-                + (f", {steps[m]:.0f} optimizer steps per fold" if m in steps else ""))
-    spent = "; ".join(budget(m) for m in epochs)
+    steps = {m: v for m, v in steps.items() if v != 0}   # a model fitted in closed form takes no steps
     same = len({str(v) for v in epochs.values()}) == 1 and len({round(v) for v in steps.values()}) <= 1
-    s = (f"{scenario}, budgets ({words(protocol)}): {spent}. "
-         + ("The budgets are equal." if same else "The budgets differ between models, so a difference in results "
-                                                  "is partly a difference in training budget."))
+    s = ("The training budgets are equal (epochs and optimizer steps per fold: the Cost table)." if same else
+         "The training budgets differ between models (epochs and optimizer steps per fold: the Cost table), so a "
+         "difference in results is partly a difference in training budget.")
     overridden = meta.get("recipes_overridden") or []
     if overridden and meta.get("profile_name") == "cpu-demo":
         s += (f" The demo's per-model recipes ({', '.join(overridden)}) were chosen while looking at this demo "
@@ -294,27 +252,38 @@ def _budgets(r: Results, scenario: str, labels: dict[str, str]) -> list[str]:
     return [s]
 
 
-def _leakage_gap(r: Results, scenario: str, labels: dict[str, str]) -> list[str]:
-    """How much higher image-level folds put accuracy than patient folds, over models that learned under both."""
+def _leakage_gap(r: Results, labels: dict[str, str]) -> list[str]:
+    """How much higher image-level folds put accuracy than patient folds, over models that learned under
+    both, per scenario, in one sentence."""
     meta = r.meta
     leak = next((p for p in ("image", "ucar") if p in meta["protocols"]), None)
     if "patient" not in meta["protocols"] or not leak:
         return []
-    gaps = {m: r.stat(scenario, m, leak, "accuracy") - r.stat(scenario, m, "patient", "accuracy")
-            for m in meta["models"]
-            if r.learned(scenario, m, leak) and r.learned(scenario, m, "patient")
-            and r.stat(scenario, m, leak, "accuracy") is not None
-            and r.stat(scenario, m, "patient", "accuracy") is not None}
-    if not gaps:
-        return [f"{scenario}: no model learned under both protocols, so the image-minus-patient gap is not stated."]
-    g = np.array(list(gaps.values())) * 100
-    s = (f"{scenario}: over the {len(g)} models that learned under both protocols, image-level ({leak}) folds gave "
-         f"{g.mean():+.1f} points of accuracy on average over patient folds (from {g.min():+.1f} to {g.max():+.1f}; "
-         f"image minus patient).")
-    if g.mean() > 0:
-        s += (" Image-level folds put images of the same patient (and muscle) in training and test, so they "
-              "overstate accuracy on new patients.")
-    return [s]
+    parts, means, missing = [], [], []
+    for scenario in meta["scenarios"]:
+        gaps = [r.stat(scenario, m, leak, "accuracy") - r.stat(scenario, m, "patient", "accuracy")
+                for m in meta["models"]
+                if r.learned(scenario, m, leak) and r.learned(scenario, m, "patient")
+                and r.stat(scenario, m, leak, "accuracy") is not None
+                and r.stat(scenario, m, "patient", "accuracy") is not None]
+        if not gaps:
+            missing.append(scenario)
+            continue
+        g = np.array(gaps) * 100
+        means.append(g.mean())
+        parts.append(f"{scenario} {g.mean():+.1f} over {len(g)} models (from {g.min():+.1f} to {g.max():+.1f})")
+    out = []
+    if parts:
+        s = (f"Image-level ({leak}) folds gave more accuracy than patient folds, on average over the models that "
+             f"learned under both (image minus patient, points): " + "; ".join(parts) + ".")
+        if np.mean(means) > 0:
+            s += (" Image-level folds put images of the same patient (and muscle) in training and test, so they "
+                  "overstate accuracy on new patients.")
+        out.append(s)
+    if missing:
+        out.append(f"No model learned under both protocols in {', '.join(missing)}, so the image-minus-patient gap "
+                   f"is not stated there.")
+    return out
 
 
 def _compute(r: Results, complexity: dict[str, dict], labels: dict[str, str]) -> list[str]:
@@ -335,15 +304,139 @@ def _compute(r: Results, complexity: dict[str, dict], labels: dict[str, str]) ->
 
 
 def findings(r: Results, complexity: dict[str, dict], labels: dict[str, str], patient_data: bool) -> list[str]:
-    """The reading, per scenario and then overall; every statement follows from metrics.json
-    (`patient_data`: whether the data source holds patients' images, pipeline/sources.py)."""
+    """The reading, per kind of statement, each gathered over the scenarios; every statement follows from
+    metrics.json (`patient_data`: whether the data source holds patients' images, pipeline/sources.py).
+    The exploratory comparisons are a table (`exploratory_rows`), not sentences."""
     out = _primary(r, labels)
-    for scenario in r.meta["scenarios"]:
-        out += [*_context(r, scenario), *_did_not_learn(r, scenario, labels),
-                *_best(r, scenario, labels), *_head_to_head(r, scenario, labels),
-                *_budgets(r, scenario, labels), *_leakage_gap(r, scenario, labels)]
+    out += _context(r)
+    out += _did_not_learn(r, labels)
+    out += _best(r, labels)
+    out += _exploratory_note(r, labels)
+    out += _budgets(r, r.meta["scenarios"][0], labels)
+    out += _leakage_gap(r, labels)
     out += _compute(r, complexity, labels)
     if not patient_data:
         out.append("These results come from the synthetic cohort: they test the pipeline and rank the models on "
                    "synthetic images; they are not evidence about patients.")
     return out
+
+
+def _exploratory_note(r: Results, labels: dict[str, str]) -> list[str]:
+    """What the exploratory table's p-values are, once."""
+    ref = r.meta.get("reference_model")
+    if not any(c.get("claim") for s, p in r.panels for c in r.comparisons(s, p).values()):
+        return []
+    k, reps = len(r.meta["folds"]), r.meta.get("repeats", 1)
+    return [f"Every other comparison is exploratory and is in the table below: the corrected repeated k-fold t-test "
+            f"over {k} folds x {reps} repeat{'s' if reps > 1 else ''}, its own 95% interval beside its verdict, the "
+            f"p-value Holm-adjusted within each named family (ablations of {labels.get(ref, ref)}; baselines) over "
+            f"the comparisons with models that learned, per scenario and protocol."]
+
+
+def exploratory_rows(r: Results, labels: dict[str, str], metric: str = HEADLINE) -> list[dict]:
+    """One row per tested comparison of the reference model with a model that learned (the primary
+    comparison excluded: it is stated at the top), per scenario and protocol: the family, the difference,
+    the corrected t-test's own interval and p-values, the detectable difference and the verdict; and,
+    labelled as no test, the patient bootstrap of these trained models' accuracy difference."""
+    ref = r.meta.get("reference_model")
+    rows = []
+    for scenario, protocol in r.panels:
+        for model, c in r.comparisons(scenario, protocol).items():
+            t = c.get(metric) or {}
+            if not c.get("claim") or t.get("mean_difference") is None or t.get("family") == "primary":
+                continue
+            boot = c.get("bootstrap_accuracy") or {}
+            rows.append({"scenario": scenario, "protocol": protocol, "reference": ref, "model": model,
+                         "label": labels.get(model, model), "family": t.get("family"), "metric": metric,
+                         "difference": t["mean_difference"], "ci_low": t.get("ci_low"), "ci_high": t.get("ci_high"),
+                         "p_holm": t.get("p_holm"), "p_value": t.get("p_value"), "mdd": t.get("mdd"),
+                         "p_undefined": t.get("p_undefined"),
+                         "verdict": ("distinguishable" if t.get("p_holm") is not None and t["p_holm"] < ALPHA
+                                     else "not distinguishable"),
+                         "failed": (_failed(r, scenario, ref, protocol) + _failed(r, scenario, model, protocol)).strip(),
+                         "bootstrap_low": boot.get("ci_low"), "bootstrap_high": boot.get("ci_high")})
+    return rows
+
+
+def _pos(scenario: str) -> str | None:
+    """The positive class of a binary scenario (label 1: myositis, IBM, PM_DM); None for S4."""
+    names = scenarios.class_names(scenario)
+    return names[1] if len(names) == 2 else None
+
+
+def _primary_of(r: Results) -> tuple[str, dict] | None:
+    return next(((s, r.raw[s]["primary"]) for s in r.meta["scenarios"] if (r.raw.get(s) or {}).get("primary")), None)
+
+
+def at_a_glance(r: Results, complexity: dict[str, dict], labels: dict[str, str], data_words: str,
+                patient_data: bool) -> list[str]:
+    """At most 8 lines for a reader with two minutes: each carries its test or interval, every number
+    from metrics.json (tests/test_report.py compares them)."""
+    meta = r.meta
+    ref = meta.get("reference_model")
+    out = [f"**Data:** {data_words}" + ("." if patient_data else "; figures about synthetic images say nothing about "
+                                                                 "patients.")]
+    found = _primary_of(r)
+    if found is None:
+        out.append("**Primary comparison:** none declared for this run (evaluate.primary); every comparison is "
+                   "exploratory.")
+        scenario, protocol, margin = meta["scenarios"][0], ("patient" if "patient" in meta["protocols"]
+                                                           else meta["protocols"][0]), None
+    else:
+        scenario, b = found
+        t, d = b["test"], b["design"]
+        protocol = b["protocol"]
+        other = labels.get(b["comparator"], b["comparator"])
+        metric = METRIC_WORDS.get(b["metric"], b["metric"])
+        if t.get("ci_low") is None:
+            out.append(f"**Primary comparison** ({metric}, {words(protocol)}, {scenario}): {labels.get(ref, ref)} "
+                       f"minus {other}: {t.get('p_undefined') or 'not testable'}.")
+            margin = None
+        else:
+            verdict = "distinguishable from zero" if (t.get("p_value") or 1) < ALPHA else "not distinguishable from zero"
+            out.append(f"**Primary comparison** ({metric}, {words(protocol)}, {scenario}, {b['n_patients']} patients, "
+                       f"{b['folds']} folds x {b['repeats']} repeat{'s' if b['repeats'] > 1 else ''}): "
+                       f"{labels.get(ref, ref)} minus {other} is {_points(t['mean_difference'])} points (corrected "
+                       f"t-test 95% interval {_points(t['ci_low'])} to {_points(t['ci_high'])}, {_p(t.get('p_value'))}): "
+                       f"{verdict}" + (f"; the design detects {100 * d['mdd']:.1f} points with 80% power, and has "
+                                       f"{100 * d['power_at_target']:.0f}% power for the paper's "
+                                       f"{100 * d['target']:.1f}." if d.get("mdd") is not None else "."))
+            margin = (t["ci_high"] - t["ci_low"]) / 2
+            if d.get("mdd") is not None:
+                out.append(f"**What it cannot tell:** whether the two differ by less than {100 * d['mdd']:.1f} points "
+                           f"of {metric}, the paper's {100 * d['target']:.1f} included"
+                           + ("" if patient_data else ", nor anything about patients") + ".")
+    # accuracy per compute: the lightest model within the primary interval's half-width of the highest mean
+    bal = {m: r.stat(scenario, m, protocol, HEADLINE) for m in meta["models"]
+           if r.learned(scenario, m, protocol) and r.stat(scenario, m, protocol, HEADLINE) is not None}
+    macs = {m: ((complexity.get(m) or {}).get("paper_setting") or {}).get("macs") for m in bal}
+    if bal and margin is not None and all(v is not None for v in macs.values()):
+        top = max(bal, key=bal.get)
+        near = [m for m in bal if bal[m] >= bal[top] - margin]
+        light = min(near, key=lambda m: macs[m])
+        out.append(f"**Accuracy per compute** ({words(protocol)}, {scenario}): {labels.get(light, light)} "
+                   f"({macs[light] / 1e6:,.1f} MMACs at 3x224x224) is the lightest model whose mean balanced accuracy "
+                   f"({100 * bal[light]:.1f}%) is within the primary interval's half-width ({100 * margin:.1f} "
+                   f"points) of the highest ({labels.get(top, top)}, {100 * bal[top]:.1f}%, "
+                   f"{macs[top] / 1e6:,.1f} MMACs); a screen, not a test.")
+    # the clinical figure: the proposed (reference) model's sensitivity and specificity for the positive class
+    pos = _pos(scenario)
+    clinical = "patient" if "patient" in meta["protocols"] else protocol
+    rates = (r.summary(scenario, ref, clinical).get("class_rates") or {}).get(pos) if pos else None
+    if rates and rates.get("sensitivity", {}).get("estimate") is not None:
+        sens, spec = rates["sensitivity"], rates["specificity"]
+        out.append(f"**For the clinic:** {labels.get(ref, ref)} under {words(clinical)} ({scenario}) calls "
+                   f"{_ci_words(sens)} of {pos} images {pos} (sensitivity) and {_ci_words(spec)} of the others not "
+                   f"(specificity), at the argmax operating point (0.5), 95% intervals resampling patients.")
+    bad = [f"{labels.get(m, m)} ({words(p)}, {s}" + (": did not learn" if not r.learned(s, m, p) else
+                                                      ": failed on " + ", ".join(f["fold"] for f in
+                                                                                  r.summary(s, m, p).get("failed_folds")))
+           + ")" for s, p in r.panels for m in meta["models"]
+           if not r.learned(s, m, p) or r.summary(s, m, p).get("failed_folds")]
+    out.append("**Failures:** " + ("; ".join(bad) + "." if bad else "every model learned, on every fold."))
+    return out[:8]
+
+
+def _ci_words(rate: dict) -> str:
+    low, high = rate.get("ci_low"), rate.get("ci_high")
+    return f"{100 * rate['estimate']:.1f}%" + ("" if low is None else f" ({100 * low:.1f}-{100 * high:.1f})")

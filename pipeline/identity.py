@@ -1,12 +1,19 @@
 """One normalisation of identities (patient ids, column names) for every source.
 
 A patient id typed twice can differ in bytes and not on screen: "Pé01" in Unicode NFC (é one code
-point) and NFD (e + a combining accent), a zero-width space pasted from a web page, a trailing
-space. Taken as bytes, those are two patients, and patient folds then put one person in training
-and test. So every id is normalised the same way: Unicode NFC, zero-width characters removed,
+point) and NFD (e + a combining accent), "Ｐ０１" in fullwidth characters (an East Asian input method),
+a zero-width space pasted from a web page, a trailing space or no-break space. Taken as bytes, those
+are two patients, and patient folds then put one person in training and test. So every id is
+normalised the same way, here and nowhere else, before anything groups by it: Unicode NFKC
+(compatibility forms folded: fullwidth letters and digits, no-break and other Unicode spaces),
+zero-width characters removed, every run of Unicode whitespace inside made one space and the
 surrounding whitespace stripped; and two spellings that differ only in that are refused, naming
 both, since the manifest's author should decide which is right. Column names are normalised the
 same way, and a header with two columns of one name is refused (the reader would keep one silently).
+
+The sources' readers (pipeline/manifests.py: the folder manifest and the Uçar sheet, and through the
+folder reader `pipeline.predict --manifest`) pass every record through `check_spellings`; every later
+stage reads the ids prepare wrote, already normalised (tests/test_input_hardening.py checks both).
 """
 from __future__ import annotations
 
@@ -21,8 +28,9 @@ ZERO_WIDTH = re.compile("[\u200b\u200c\u200d\u2060\ufeff\u00ad]")
 
 
 def normalise(text: str) -> str:
-    """`text` in Unicode NFC, zero-width characters removed, surrounding whitespace stripped."""
-    return ZERO_WIDTH.sub("", unicodedata.normalize("NFC", str(text))).strip()
+    """`text` in Unicode NFKC, zero-width characters removed, runs of Unicode whitespace made one space,
+    surrounding whitespace stripped."""
+    return " ".join(ZERO_WIDTH.sub("", unicodedata.normalize("NFKC", str(text))).split())
 
 
 def _shown(text: str) -> str:
@@ -41,7 +49,8 @@ def check_spellings(values: Iterable[tuple[str, str]], what: str) -> dict[str, s
         seen = first.setdefault(norm, (raw, where))
         if seen[0] != raw:
             raise DataError(f"{what} {_shown(seen[0])} ({seen[1]}) and {_shown(raw)} ({where}) are the same once "
-                            f"normalised (Unicode NFC, zero-width characters and surrounding spaces removed) but "
+                            f"normalised (Unicode NFKC, zero-width characters removed, Unicode spaces made one and "
+                            f"stripped) but "
                             f"differ as written; write them the same way, so one patient is not taken for two or "
                             f"two for one")
     return out

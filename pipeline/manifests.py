@@ -8,8 +8,8 @@ bad manifest fails fast and names its row: every image path must name a regular 
 data.root (links are followed, but not out of it; a named pipe, device, socket or directory is
 refused before it is opened). After decoding, rows whose images have the same decoded pixels are
 refused or resolved by pipeline/duplicates.py (`data.duplicates`). Patient ids and column names
-are normalised by pipeline/identity.py (Unicode NFC, zero-width characters and surrounding spaces
-removed); spellings that collide only after it, and two columns of one name, are refused.
+are normalised by pipeline/identity.py (Unicode NFKC, zero-width characters removed, Unicode spaces
+made one and stripped); spellings that collide only after it, and two columns of one name, are refused.
 
 Row numbers: for a CSV, messages give the 1-based line of the file as an editor shows it (the
 header is line 1, so the first data row is line 2); for the .xlsx, the spreadsheet row number
@@ -475,8 +475,8 @@ def column_title(cell: object) -> str:
     ("Muscle\nD - deltoid\n..." -> "muscle"); an empty cell has the title ""."""
     if cell is None:
         return ""
-    lines = identity.normalise(str(cell)).splitlines()
-    return lower_words(lines[0]) if lines else ""
+    lines = [line for line in str(cell).splitlines() if identity.normalise(line)]
+    return lower_words(identity.normalise(lines[0])) if lines else ""
 
 
 def _ucar_muscle(value: str, where: str) -> tuple[str, str]:

@@ -126,6 +126,7 @@ def beside_this_run(r: Results, complexity: dict[str, dict], caveat: str) -> lis
         if not matched:
             rows.append({**not_run, "this_run": f"not run (this run: protocols {', '.join(protocols)})"})
             continue
+        aside = []   # rows that set no number beside the figure: said once for all of its protocols
         for protocol in matched:
             accuracy = lambda m: r.summary(scenario, m, protocol).get("accuracy") or {}  # noqa: E731
             theirs = in_run(COMPUTE_REFERENCE, models)
@@ -144,8 +145,8 @@ def beside_this_run(r: Results, complexity: dict[str, dict], caveat: str) -> lis
                 # not the same network, or the paper does not say which scenario and protocol: no number
                 # is set beside the published one; the row says what this run has instead
                 if wanted == "best":
-                    instead = (f"this run has no {pub.network}; its models' figures for {scenario}, {protocol} "
-                               f"protocol are in the Models table")
+                    instead = (f"this run has no {pub.network}; its models' figures for {scenario} are in the "
+                               f"Models table")
                 elif different:
                     stand_in = model.split(" - ")[-1]
                     instead = (f"this run has {stand_in}, a variant trained from scratch that stands in for "
@@ -153,8 +154,8 @@ def beside_this_run(r: Results, complexity: dict[str, dict], caveat: str) -> lis
                 else:
                     instead = (f"the paper's scenario and protocol are {NOT_STATED}; this run's {model} figures "
                                f"are in the Models table")
-                rows.append({**base, "this_run": "not set beside (see comparability)", "this_run_model": model or "",
-                             "this_run_setting": here, "note": "; ".join(n for n in (pub.note, instead) if n)})
+                aside.append({**base, "this_run": "not set beside (see comparability)", "this_run_model": model or "",
+                              "this_run_setting": here, "note": "; ".join(n for n in (pub.note, instead) if n)})
                 continue
             if pub.quantity == "accuracy_gain":
                 a, b = accuracy(PROPOSED_MODEL).get("mean"), accuracy(theirs).get("mean")
@@ -166,6 +167,12 @@ def beside_this_run(r: Results, complexity: dict[str, dict], caveat: str) -> lis
                 continue
             rows.append({**base, "this_run": value, "this_run_model": model, "this_run_setting": here,
                          "note": "; ".join(n for n in (pub.note, caveat) if n)})
+        if aside:
+            # one published figure, one row: the protocols this run has for it named together, the reason once
+            done = [a["this_run_setting"].rsplit(", ", 1)[1].split()[0] for a in aside]
+            rows.append({**aside[0], "this_run_setting": f"{setting}, {' and '.join(done)} protocol"
+                                                         + ("s" if len(aside) > 1 else ""),
+                         "note": "; ".join(dict.fromkeys(a["note"] for a in aside))})
     return rows
 
 

@@ -155,8 +155,14 @@ class TrainParams:
     # folds trained side by side in worker processes (pipeline/foldpool.py); they share train.threads,
     # each fold getting threads // parallel_folds whatever else runs, so its bits never depend on its siblings
     parallel_folds: int = 1
+    # at most this many optimizer steps per epoch (0: every batch of the training part). A smoke run's
+    # setting: the test suite and dry runs exercise every code path in the fewest steps (one batch is a
+    # path); such a run is no benchmark, and its report says so
+    max_steps_per_epoch: int = 0
 
     def validate(self, key: str) -> None:
+        _require(0 <= self.max_steps_per_epoch <= 1_000_000, f"{key}.max_steps_per_epoch", self.max_steps_per_epoch,
+                 "an integer in 0..1000000 (0: every batch of the training part)")
         _require(len(self.models) > 0, f"{key}.models", list(self.models), "a non-empty list of model names")
         _require(len(set(self.models)) == len(self.models), f"{key}.models", list(self.models), "a list without repeats")
         _require(len(self.folds) > 0 and all(k >= 1 for k in self.folds), f"{key}.folds", list(self.folds),
@@ -221,7 +227,11 @@ class ProfileParams:
 
     def validate(self, key: str) -> None:
         # upper bounds: each run is a timed forward pass; beyond these a stage runs for hours for no precision
-        _require(30 <= self.latency_runs <= 10_000, f"{key}.latency_runs", self.latency_runs, "an integer in 30..10000")
+        # two runs give a figure (a median and quartiles need two; the test suite's smoke runs take that); 30 or
+        # more give a median worth reporting
+        _require(2 <= self.latency_runs <= 10_000, f"{key}.latency_runs", self.latency_runs,
+                 "an integer in 2..10000 (a median and its quartiles need two runs; 30 or more for a figure worth "
+                 "reporting)")
         _require(1 <= self.warmup_runs <= 1000, f"{key}.warmup_runs", self.warmup_runs, "an integer in 1..1000")
         _require(1 <= self.threads <= 1024, f"{key}.threads", self.threads, "an integer in 1..1024")
 
@@ -243,8 +253,14 @@ class DeployParams:
     protocols: tuple[str, ...] = ()   # a subset of split.protocols; empty: all of them
     folds: tuple[int, ...] = ()       # a subset of train.folds; empty: all of them (latency: the first listed)
     calibration_images: int = 64      # at most this many of a fold's training images calibrate int8
+    # timed runs of the exported fp32 and int8 networks at the paper's input, 3x224x224, at 1 and 2 threads
+    # (0: not timed); fewer than profile.latency_runs: a 224-px dual VGG takes about a second a run
+    paper_input_latency_runs: int = 10
 
     def validate(self, key: str) -> None:
+        _require(self.paper_input_latency_runs == 0 or 2 <= self.paper_input_latency_runs <= 10_000,
+                 f"{key}.paper_input_latency_runs", self.paper_input_latency_runs,
+                 "0 (not timed) or an integer in 2..10000 (a median and its 90th percentile need two runs)")
         _require(len(set(self.protocols)) == len(self.protocols), f"{key}.protocols", list(self.protocols),
                  "a list without repeats")
         _require(len(set(self.folds)) == len(self.folds), f"{key}.folds", list(self.folds), "a list without repeats")

@@ -24,7 +24,7 @@ import pandas as pd
 from pipeline import checklist, deployreport, failures, figures, layout, paper, results, roster, scenarios
 from pipeline.atomic import atomic_outputs, csv_text
 from pipeline.errors import DataError
-from pipeline.findings import findings
+from pipeline.findings import at_a_glance, exploratory_rows, findings
 from pipeline.metrics import SUMMARY_METRICS
 from pipeline.params import Params, load
 from pipeline.protocols import described
@@ -176,54 +176,115 @@ def _ci(est: float | None, low: float | None, high: float | None) -> str:
     return "n/a" if est is None else f"{100 * est:.1f}" + ("" if low is None else f" ({100 * low:.1f}-{100 * high:.1f})")
 
 
+# the performance table's summary metrics (the rest, macro-F1, are in comparison.csv and metrics.json)
+PERFORMANCE = ("balanced_accuracy", "accuracy", "auc", "brier", "ece")
+
+
+def _positive(scenario: str) -> str | None:
+    names = scenarios.class_names(scenario)
+    return names[1] if len(names) == 2 else None
+
+
 def comparison_markdown(rows: list[dict]) -> str:
-    """The models table as Markdown: every metric of SUMMARY_METRICS (balanced accuracy first, the
-    headline) as mean ± sd over fold runs (percent metrics in %, the others as fractions), accuracy's 95%
-    interval from resampling patients, the folds a model failed on and its training budget; a model that
-    did not learn is marked so. Then the clinical table (per class, pooled over fold runs, with
-    patient-bootstrap intervals) and patient-level accuracy with its exact interval."""
-    header = ["Scenario", "Model", "Key", "Protocol", "Learned?", "Failed on",
-              *(f"{m.label} (mean ± sd)" for m in SUMMARY_METRICS),
-              "Accuracy 95% interval over patients", "Majority-class rate %", "Patient-level accuracy %",
-              "Epochs", "Optimizer steps per fold", "Training s (all folds)", "Params", "MACs @3x224x224",
-              "FLOPs @3x224x224", f"MACs % of {REFERENCE_COMPUTE}", "CPU latency, batch 1 (ms)"]
-    pct = f"macs_pct_of_{REFERENCE_COMPUTE}"
+    """The models as Markdown, in two tables: performance (learned or failed, balanced accuracy first, the
+    headline, as mean ± sd over fold runs; accuracy, AUC, the positive class's sensitivity and specificity
+    pooled with patient-bootstrap intervals, patient-level accuracy, Brier, ECE) and cost (one row per
+    model: params, MACs, FLOPs, latency in PyTorch and ONNX Runtime, and the training budget per protocol).
+    Then the clinical table: for a binary scenario one row per model and protocol for its positive class
+    (the other class's rates are these, swapped), for S4 every class; and patient-level accuracy with its
+    exact interval. comparison.csv and metrics.json keep every column."""
     num = lambda x, f: "n/a" if x is None else format(x, f)  # noqa: E731
-    majority = lambda r: ("n/a" if r["majority_rate_mean"] is None else f"{100 * r['majority_rate_mean']:.1f}"  # noqa: E731
-                          + ("" if r["majority_rate_min"] == r["majority_rate_max"]
-                             else f" (folds {100 * r['majority_rate_min']:.1f}-{100 * r['majority_rate_max']:.1f})"))
-    body = [[r["scenario"], r["display_name"], f"`{r['model']}`", r["protocol"],
-             "**no (degenerate)**" if r["degenerate"] else "yes",
+    by_key = {m.key: m for m in SUMMARY_METRICS}
+
+    def metric(r: dict, key: str) -> str:
+        m = by_key[key]
+        return _pm(r[f"{key}_mean"], r[f"{key}_sd"], *((100, 1) if m.percent else (1, 3)))
+
+    def rate(r: dict, q: str) -> str:
+        c = _positive(r["scenario"])
+        return "—" if c is None else _ci(r[f"{q}_{c}"], r[f"{q}_{c}_ci_low"], r[f"{q}_{c}_ci_high"])
+
+    label = lambda key: f"{by_key[key].label} (mean ± sd)"  # noqa: E731
+    perf_header = ["Scenario", "Model", "Protocol", "Learned?", "Failed on", *map(label, PERFORMANCE[:3]),
+                   "Sensitivity % (positive class)", "Specificity % (positive class)", "Patient-level accuracy %",
+                   *map(label, PERFORMANCE[3:])]
+    perf = [[r["scenario"], r["display_name"], r["protocol"], "**no (degenerate)**" if r["degenerate"] else "yes",
              f"**{r['failed_folds']}**" if r["failed_folds"] else "—",
-             *(_pm(r[f"{m.key}_mean"], r[f"{m.key}_sd"], *((100, 1) if m.percent else (1, 3))) for m in SUMMARY_METRICS),
-             "n/a" if r["accuracy_patient_ci_low"] is None
-             else f"{100 * r['accuracy_patient_ci_low']:.1f}-{100 * r['accuracy_patient_ci_high']:.1f}",
-             majority(r),
+             *(metric(r, k) for k in PERFORMANCE[:3]), rate(r, "sensitivity"), rate(r, "specificity"),
              _pm(r["patient_accuracy_mean"], r["patient_accuracy_sd"]) if r["protocol"] == "patient" else "—",
-             num(r["epochs"], ""), num(r["optimizer_steps_per_fold"], ".0f"), num(r["training_seconds"], ".1f"),
-             _si(r["params"]), _si(r["macs_3x224x224"]), _si(r["flops_3x224x224"]),
-             "n/a" if r[pct] is None else f"{r[pct]:.2f}",
-             "n/a" if r["cpu_latency_batch1_ms"] is None else f"{r['cpu_latency_batch1_ms']:.1f}"]
-            for r in rows]
+             *(metric(r, k) for k in PERFORMANCE[3:])] for r in rows]
+    pct = f"macs_pct_of_{REFERENCE_COMPUTE}"
+    cost_header = ["Scenario", "Model", "Key", "Params", "MACs @3x224x224", "FLOPs @3x224x224",
+                   f"MACs % of {REFERENCE_COMPUTE}", "PyTorch CPU batch 1 @3x224x224 (ms)",
+                   "ORT fp32 / int8 batch 1 @3x224x224, 1 thread (ms)", "ORT fp32 / int8, 2 threads (ms)", "Epochs", "Optimizer steps per fold",
+                   "Training s (all folds)"]
+    cells: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        cells.setdefault((r["scenario"], r["model"]), []).append(r)
+    multi = len({r["protocol"] for r in rows}) > 1
+
+    def per_protocol(group: list[dict], key: str, fmt: str) -> str:
+        values = [(r["protocol"], r[key]) for r in group]
+        if len({v for _, v in values}) == 1:
+            return num(values[0][1], fmt)
+        return ", ".join(f"{num(v, fmt)} ({p})" for p, v in values) if multi else num(values[0][1], fmt)
+
+    cost = []
+    for (scenario, model), group in cells.items():
+        r = group[0]
+        ort = [(f"{r[f'ort_fp32_latency_3x224x224_{t}t_ms']:.2f} / {r[f'ort_int8_latency_3x224x224_{t}t_ms']:.2f}"
+                if r.get(f"ort_fp32_latency_3x224x224_{t}t_ms") is not None
+                else "not exported" if r.get("ort_fp32_latency_batch1_ms") is None else "not timed") for t in (1, 2)]
+        cost.append([scenario, r["display_name"], f"`{model}`", _si(r["params"]), _si(r["macs_3x224x224"]),
+                     _si(r["flops_3x224x224"]), "n/a" if r[pct] is None else f"{r[pct]:.2f}",
+                     "n/a" if r["cpu_latency_batch1_ms"] is None else f"{r['cpu_latency_batch1_ms']:.1f}", *ort,
+                     per_protocol(group, "epochs", ""), per_protocol(group, "optimizer_steps_per_fold", ".0f"),
+                     per_protocol(group, "training_seconds", ".1f")])
     clinical_header = ["Scenario", "Model", "Protocol", "Class", "Sensitivity %", "Specificity %", "PPV %", "NPV %"]
     clinical = []
     for r in rows:
-        for c in scenarios.class_names(r["scenario"]):
+        pos = _positive(r["scenario"])
+        for c in ([pos] if pos else scenarios.class_names(r["scenario"])):
             clinical.append([r["scenario"], r["display_name"], r["protocol"], c,
                              *(_ci(r[f"{q}_{c}"], r[f"{q}_{c}_ci_low"], r[f"{q}_{c}_ci_high"]) for q in CLASS_RATES)])
     exact = [[r["scenario"], r["display_name"], _ci(r["patient_accuracy_exact"], r["patient_accuracy_exact_ci_low"],
                                                     r["patient_accuracy_exact_ci_high"]),
               num(None if r["patient_majority_rate"] is None else 100 * r["patient_majority_rate"], ".1f")]
              for r in rows if r["patient_accuracy_exact"] is not None]
-    out = _md_table(header, body) + ("\n\nPer class, one against the rest, pooled over every fold run; in brackets "
-                                     "the 95% interval resampling whole patients.\n\n"
-                                     + _md_table(clinical_header, clinical))
+    positives = "; ".join(f"{s}: {_positive(s)}" for s in dict.fromkeys(r["scenario"] for r in rows) if _positive(s))
+    out = ("### Performance\n\n" + _md_table(perf_header, perf)
+           + "\n\n### Cost\n\n" + _md_table(cost_header, cost)
+           + "\n\n### Per class\n\nOne class against the rest, pooled over every fold run; in brackets the 95% interval "
+             "resampling whole patients. "
+           + (f"A binary scenario's row is its positive class ({positives}); the other class's sensitivity is this "
+              f"specificity, its PPV this NPV. " if positives else "")
+           + "\n\n" + _md_table(clinical_header, clinical))
     if exact:
         out += ("\n\nPatient-level accuracy (patient folds, repeat 1: each patient diagnosed once), with its exact "
                 "(Clopper-Pearson) 95% interval, beside the patient-level majority-class rate.\n\n"
                 + _md_table(["Scenario", "Model", "Patient-level accuracy % (exact 95% interval)",
                              "Patient-level majority rate %"], exact))
     return out
+
+
+def exploratory_markdown(rows: list[dict], labels: dict[str, str]) -> str:
+    """The exploratory comparisons as one table: a row per tested comparison, its own test's interval and
+    p-values beside its verdict; the patient bootstrap of the accuracy difference in a column of its own."""
+    header = ["Scenario", "Protocol", "Family", "Comparison (first minus second)", "Difference (points)",
+              "Corrected t 95% interval (points, unadjusted)", "p (Holm)", "p (unadjusted)",
+              "Detects at 80% power (points)", "Verdict (Holm p < 0.05)",
+              "Not a test: patient-bootstrap 95% interval of these trained models' accuracy difference (points)"]
+    p = lambda x: "n/a" if x is None else ("< 0.001" if x < 0.001 else f"{x:.3f}")  # noqa: E731
+    pts = lambda x: "n/a" if x is None else f"{100 * x:+.1f}"  # noqa: E731
+    body = [[r["scenario"], r["protocol"], r["family"] or "—",
+             f"{labels.get(r['reference'], r['reference'])} minus {r['label']}"
+             + (f" ({r['failed']})" if r["failed"] else ""),
+             pts(r["difference"]),
+             r["p_undefined"] or "n/a" if r["ci_low"] is None else f"{pts(r['ci_low'])} to {pts(r['ci_high'])}",
+             p(r["p_holm"]), p(r["p_value"]), "n/a" if r["mdd"] is None else f"{100 * r['mdd']:.1f}", r["verdict"],
+             "n/a" if r["bootstrap_low"] is None else f"{pts(r['bootstrap_low'])} to {pts(r['bootstrap_high'])}"]
+            for r in rows]
+    return _md_table(header, body)
 
 
 def ablation_rows(r: Results, metric: str = "balanced_accuracy") -> list[dict]:
@@ -318,6 +379,10 @@ def header_rows(params: Params, r: Results, runs: dict, complexity: dict[str, di
     epochs = meta.get("epochs") or {}
     epoch_words = ", ".join(f"{m} {e}" for m, e in epochs.items()) if len(set(epochs.values())) > 1 \
         else str(next(iter(epochs.values()), "n/a"))
+    if params.train.max_steps_per_epoch:
+        n = params.train.max_steps_per_epoch
+        epoch_words += (f"; at most {n} optimizer step{'' if n == 1 else 's'} per epoch (train.max_steps_per_epoch: "
+                        f"a smoke run that exercises the code, not a benchmark)")
     input_size = "x".join(str(v) for v in meta.get("input_size") or []) or "n/a"
     return [
         ["Data source", SOURCES[params.data.source].describe(params.data)],
@@ -355,36 +420,38 @@ def source_words(params: Params) -> str:
 
 def readme(params: Params, r: Results, comparison_md: str, paper_md: str, runs: dict,
            reading_lines: list[str], complexity: dict[str, dict], ablation_md: str = "",
-           checklist_md: str = "", failures_md: str = "", deploy_lines: list[str] = ()) -> str:
-    """reports/README.md: what was run, on what, the tables, the figures, the failure analysis, the
-    reporting checklist and a reading."""
+           checklist_md: str = "", failures_md: str = "", deploy_lines: list[str] = (),
+           glance_lines: list[str] = (), exploratory_md: str = "") -> str:
+    """reports/README.md: at a glance, what was run and on what, a reading, the tables, the figures, the
+    failure analysis and the reporting checklist."""
     source = SOURCES[params.data.source]
-    lines = [f"# myobench results on {source_words(params)}: {params.profile_name}", "",
-             f"Data: {source.describe(params.data)}."
-             + ("" if source.patient_data else " Every number below is about synthetic images and says nothing "
-                                               "about patients."), "",
-             "Generated by `python -m pipeline.report` from reports/metrics.json, reports/per_fold.csv, "
-             "reports/complexity/ and runs/; do not edit by hand.", "",
-             _md_table(["", ""], header_rows(params, r, runs, complexity)), "", "## Reading", ""]
+    lines = [f"# myobench results on {source_words(params)}: {params.profile_name}", ""]
+    if glance_lines:
+        lines += ["## At a glance", "", *(f"- {g}" for g in glance_lines), ""]
+    if not glance_lines:
+        lines += [f"Data: {source.describe(params.data)}."
+                  + ("" if source.patient_data else " Every number below is about synthetic images and says nothing "
+                                                    "about patients."), ""]
+    lines += ["Generated by `python -m pipeline.report` from reports/metrics.json, reports/per_fold.csv, "
+              "reports/complexity/ and runs/; do not edit by hand.", "",
+              _md_table(["", ""], header_rows(params, r, runs, complexity)), "", "## Reading", ""]
     lines += [f"- {s}" for s in reading_lines]
+    if exploratory_md:
+        lines += ["", "## Exploratory comparisons", "", exploratory_md]
     lines += ["", "## Models", "",
-              "Balanced accuracy (the headline: mean recall over the classes, which are imbalanced) and accuracy "
-              "are the mean ± sd over fold runs (every fold of every repeat) of image-level test figures; "
-              "macro-F1, AUC, Brier score and ECE likewise (fractions). \"Failed on\" names the folds where "
-              "a model predicted one class for at least 95% of the images or scored balanced accuracy at most "
-              "chance + 0.02. Epochs, optimizer steps per fold and training seconds are each model's budget; "
-              "the demo's per-model recipes were chosen on the demo cohort's folds (not nested), the paper "
-              "profile's fixed in advance (Uçar's for dual_vgg, one shared recipe for the rest). The sd and "
-              "metrics.json's t intervals over folds treat the folds as independent, "
-              "which they are not (their training parts overlap): read them as naive. The 95% interval over "
-              "patients resamples whole patients of the pooled test predictions and assumes neither. The "
-              "majority-class rate is what always guessing the most frequent class scores. A model marked "
-              "degenerate did not learn (balanced accuracy within 0.02 of chance, or a fold predicting one "
-              "class for at least 95% of its images): no claim is made for or against it. Patient-level "
-              "accuracy (patient protocol only) averages each patient's image probabilities into one diagnosis. "
-              "MACs and FLOPs are counted at 3x224x224; latency is the median CPU time of one 3x224x224 image. "
-              "Machine-readable: [comparison.csv](comparison.csv), [metrics.json](metrics.json), "
-              "[per_fold.csv](per_fold.csv).", "", comparison_md, "",
+              "Performance: means ± sd over fold runs (every fold of every repeat) of image-level test figures; "
+              "balanced accuracy (mean recall over the classes, which are imbalanced) is the headline. A model "
+              "marked degenerate did not learn (balanced accuracy within 0.02 of chance, or a fold predicting one "
+              "class for at least 95% of its images): no claim is made for or against it; \"Failed on\" names such "
+              "folds of a model that learned on average. Sensitivity and specificity are pooled over fold runs, "
+              "at the argmax operating point (0.5), with 95% intervals resampling whole patients. The sd treats "
+              "the folds as independent, which they are not (their training parts overlap): read it as naive. "
+              "Patient-level accuracy (patient protocol only) averages each patient's image probabilities into "
+              "one diagnosis. Cost: MACs and FLOPs at 3x224x224, PyTorch latency the median CPU time of one "
+              "3x224x224 image; the budget is each model's own recipe, the demo's chosen on its own folds (not "
+              "nested), the paper profile's fixed in advance. Every column, and macro-F1, the majority-class "
+              "rates and the accuracy intervals over patients: [comparison.csv](comparison.csv), "
+              "[metrics.json](metrics.json), [per_fold.csv](per_fold.csv).", "", comparison_md, "",
               *(["## Ablations", "", "Each variant removes one design choice of the proposed network at the same "
                  "MACs; a positive lead means the design choice helped. Balanced accuracy, as in the reading; "
                  "one test per row: the corrected repeated k-fold t-test over the paired fold differences, its "
@@ -453,6 +520,8 @@ def main(argv: list[str] | None = None) -> int:
     deploy = deployreport.load(meta["scenarios"], meta["models"], reports / layout.DEPLOY_DIR.name)
     rows = comparison_rows(r, complexity, deploy, runs)
     comparison_md = comparison_markdown(rows)
+    exploratory = exploratory_rows(r, labels)
+    exploratory_md = exploratory_markdown(exploratory, labels) if exploratory else ""
     ablations = ablation_rows(r)
     ablation_md = ablation_markdown(ablations, labels) if ablations else ""
     # the profile's name says what the data were (a stand-in's says so: tests/test_paper_profile.py's ucar fixture)
@@ -464,6 +533,7 @@ def main(argv: list[str] | None = None) -> int:
             encoding="utf-8")
         out.path(reports / "comparison.md").write_text(
             f"# Model comparison\n\n{context}; folds {meta['folds']}.\n\n{comparison_md}\n\n"
+            + (f"## Exploratory comparisons\n\n{exploratory_md}\n\n" if exploratory_md else "")
             + (f"## Ablations\n\n{ablation_md}\n\n" if ablation_md else "")
             + f"## The paper beside this run\n\n{paper_md}\n", encoding="utf-8")
         figures.draw("report", figures.ReportInputs(
@@ -474,7 +544,9 @@ def main(argv: list[str] | None = None) -> int:
             readme(params, r, comparison_md, paper_md, runs, findings(r, complexity, labels, source.patient_data),
                    complexity, ablation_md,
                    checklist.section(params, r, runs, source_words(params), source.patient_data, provenance,
-                                     manifest), failures_md, deployreport.section(deploy, complexity, labels)), encoding="utf-8")
+                                     manifest), failures_md, deployreport.section(deploy, complexity, labels),
+                   at_a_glance(r, complexity, labels, source.describe(params.data), source.patient_data),
+                   exploratory_md), encoding="utf-8")
     print(f"report: {reports / 'comparison.csv'}, {reports / 'comparison.md'}, {reports / 'README.md'}, "
           f"{len(FIGURES)} figures in {reports / 'figures'}")
     return 0

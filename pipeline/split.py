@@ -158,6 +158,7 @@ def make_splits(manifest: pd.DataFrame, params: Params) -> pd.DataFrame:
                     folds = _ucar_folds(rows, Path(params.data.root), sp.folds)
                 frames.extend(f.assign(protocol=protocol, repeat=repeat) for f in folds)
     splits = pd.concat(frames, ignore_index=True).assign(cohort=fingerprints.cohort(manifest))[COLUMNS]
+    coverage.require_parts(splits, "split")
     for protocol in sp.protocols:
         assert_invariants(splits, protocol)
     order = {s: i for i, s in enumerate(sp.scenarios)}

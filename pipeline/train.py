@@ -42,7 +42,7 @@ import pandas as pd
 import torch
 
 import models
-from pipeline import accel, checkpoint, cpu, distributed, fingerprints, foldpool, layout, scenarios
+from pipeline import accel, checkpoint, coverage, cpu, distributed, fingerprints, foldpool, layout, scenarios
 from pipeline.atomic import atomic_path, ensure_writable, torch_bytes, write_bytes_to
 from pipeline.batches import Augment, BatchStream, ImageBank, eval_batches
 from pipeline.cli import run_stage
@@ -91,6 +91,7 @@ def fold_data(splits: pd.DataFrame, scenario: str, protocol: str, fold: int, rep
         raise DataError(f"{layout.splits_path(scenario)}: no rows for scenario {scenario}, protocol {protocol!r}, "
                         f"repeat {repeat}, fold {fold}; present (scenario, protocol, repeat, fold): {have[:12]}; "
                         f"rerun `dvc repro split`")
+    coverage.require_parts(rows, str(layout.splits_path(scenario)))   # every class in training and test
     parts = {p: rows[rows["part"] == p].sort_values("image_id") for p in ("train", "val", "test")}
     for p, r in parts.items():
         if r.empty:
@@ -162,7 +163,8 @@ def _fold_config(params: Params, scenario: str, model_name: str, protocol: str, 
             "optim": to_dict(tp.optim_for(model_name)), "epochs": tp.epochs_for(model_name),
             "pretrained": tp.pretrained_for(model_name) and models.has_weights(model_name), "select_by": tp.select_by,
             "class_weighting": tp.class_weighting, "label_smoothing": tp.label_smoothing,
-            "augment": tp.augment, "device": device.type, "world_size": world.size, "data": data_digest,
+            "augment": tp.augment, **({"max_steps_per_epoch": tp.max_steps_per_epoch} if tp.max_steps_per_epoch else {}),
+            "device": device.type, "world_size": world.size, "data": data_digest,
             "code": code_digest(),
             # the thread count and CPU code paths change the rounding, so the trajectory: not reusable
             "threads": torch.get_num_threads(), "cpu": cpu.in_effect(),
@@ -227,7 +229,7 @@ def set_up(params: Params, scenario: str, model_name: str, protocol: str, fold: 
     gen.manual_seed(seed * 1_000_003 + fold)
     mean, std = _normalization(model, bank, data.train_ids, pretrained, device)
     stream = BatchStream(bank, data.train_ids, data.train_labels, o.batch_size, gen, mean, std,
-                         Augment() if tp.augment else None, channels_last, world)
+                         Augment() if tp.augment else None, channels_last, world, tp.max_steps_per_epoch)
     _check_batches(stream, o.batch_size, world, model_name,
                    f"{layout.splits_path(scenario)}: protocol {protocol!r} fold {fold}", len(data.train_ids))
     trainer = world.wrap(model, device)   # under DistributedDataParallel among several ranks

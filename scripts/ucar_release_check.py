@@ -31,6 +31,11 @@ def main(argv: list[str]) -> int:
         print(__doc__, file=sys.stderr)
         return 2
     release = Path(argv[0])
+    for need in ("OrginalAndCroppedFileNames.xlsx", "FileList"):
+        if not (release / need).exists():
+            print(f"error: {release / need} not found; expected the release's metadata (OrginalAndCroppedFileNames.xlsx "
+                  f"and FileList/ of github:e-ucar/myositis_classification) in {release}", file=sys.stderr)
+            return 1
     work = Path(argv[1]) if len(argv) > 1 else Path(tempfile.mkdtemp(prefix="ucar-release-"))
     raw = work / "data/raw"
     (raw / "images").mkdir(parents=True, exist_ok=True)

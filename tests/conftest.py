@@ -1,6 +1,9 @@
 """Shared test set-up: never reach a model hub, and keep torch to the cores the machine has.
 
-Also: a small project directory with params.yaml and a good `prepare` run in it (data-stage tests).
+Also: a small project directory with params.yaml and a good `prepare` run in it (data-stage tests), and
+the shared pipeline projects of tests/projects.py (each built once per session). Under pytest-xdist every
+test that takes one of those projects runs on one worker (its `xdist_group`), and each worker's torch
+keeps to one thread, so that two workers share two cores without oversubscribing them.
 """
 from __future__ import annotations
 
@@ -14,9 +17,25 @@ import yaml
 from PIL import Image
 
 from pipeline.params import Params, to_dict
+from projects import (GROUPS, paper_run, placeholder_checkout, shard_base, smoke_run,  # noqa: F401 (fixtures)
+                      tiny_report, tiny_run, tiny_threads2, ucar_run)
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # nothing may fetch weights or data at run time
 os.environ.setdefault("MPLBACKEND", "Agg")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one of several workers: one thread each, here and in the stages it starts
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Each shared project's tests on one xdist worker (`--dist loadgroup`), so that it is built once."""
+    for item in items:
+        groups = sorted({GROUPS[f] for f in getattr(item, "fixturenames", ()) if f in GROUPS})
+        if groups:
+            item.add_marker(pytest.mark.xdist_group(groups[0]))
 
 
 def pytest_addoption(parser):

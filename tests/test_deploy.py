@@ -129,7 +129,15 @@ def test_int8_is_calibrated_on_training_images_only(project, monkeypatch):
                         lambda fp32, out, calibration, **k: seen_inputs.append(calibration) or real_quantize(
                             fp32, out, calibration, **k))
     record = deploy.deploy_model(load(), "S1", "stanet")
-    assert len(seen_ids) == len(seen_inputs) == 2     # one calibration per fold, of deploy.calibration_images
+    # one calibration per fold, of deploy.calibration_images, and one for the network timed at 3x224x224 (the
+    # first fold's): the first of that fold's calibration images, resized and spread over three channels
+    assert len(seen_ids) == 2 and len(seen_inputs) == 3
+    paper = seen_inputs.pop(1)    # fold 1 (timed), then its 224-px network, then fold 2
+    first = deployment.load_run(RUN, [1])[0]
+    want = torch.nn.functional.interpolate(
+        deployment.normalise(images[np.asarray(seen_ids[0][:deploy.PAPER_INPUT_CALIBRATION])], first),
+        size=(224, 224), mode="bilinear", align_corners=False).expand(-1, 3, -1, -1)
+    assert paper.shape == (deploy.PAPER_INPUT_CALIBRATION, 3, 224, 224) and torch.equal(paper, want)
     assert all(len(ids) == 20 for ids in seen_ids)
     for fold, ids, x in zip((1, 2), seen_ids, seen_inputs, strict=True):
         rows = splits[(splits["protocol"] == "patient") & (splits["fold"] == fold)]
@@ -150,6 +158,28 @@ def test_int8_is_calibrated_on_training_images_only(project, monkeypatch):
     assert lat["threads"] == 1 and lat["batch"] == 1 and lat["input"] == [1, 32, 32]
     for key in ("torch_eager", "ort_fp32", "ort_int8"):
         assert 0 < lat[key]["median_ms"] <= lat[key]["p90_ms"]
+    wide = lat["paper_input"]
+    assert wide["input"] == [3, 224, 224] and set(wide["by_threads"]) == {"1", "2"}
+    for timed in wide["by_threads"].values():
+        for key in ("ort_fp32", "ort_int8"):
+            assert 0 < timed[key]["median_ms"] <= timed[key]["p90_ms"] and timed[key]["runs"] == 10
+    # the cost of 224 px: far above the 32-px network's
+    assert wide["by_threads"]["1"]["ort_fp32"]["median_ms"] > lat["ort_fp32"]["median_ms"]
+
+
+def test_the_network_timed_at_the_paper_input_keeps_the_trained_weights(project):
+    """deployment.at_input: 3 channels, every weight but the first convolution's as trained, that one the
+    trained kernels spread over the channels (so a grey image in 3 copies gives the trained network's output)."""
+    fold = deployment.load_run(RUN, [1])[0]
+    net = fold.build()
+    wide = deployment.at_input(fold, net, 3)
+    narrow_state, wide_state = net.state_dict(), wide.state_dict()
+    changed = [k for k in narrow_state if narrow_state[k].shape != wide_state[k].shape]
+    assert len(changed) == 1 and wide_state[changed[0]].shape[1] == 3
+    assert all(torch.equal(narrow_state[k], wide_state[k]) for k in narrow_state if k not in changed)
+    x = torch.rand(2, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(net(x), wide(x.expand(-1, 3, -1, -1)), atol=1e-5)
 
 
 def test_calibration_draws_at_most_the_limit_from_the_training_part():

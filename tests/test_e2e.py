@@ -1,8 +1,10 @@
-"""The whole pipeline, end to end, on the tiny profile, then the regression check.
+"""The whole pipeline, end to end: the smoke profile in the fast tier, the tiny profile and the regression
+check in the slow one.
 
-Runs `dvc repro` in a scratch copy of the project (dvc.yaml, params.yaml with profiles/tiny.yaml
-applied, the code), and then `python -m pipeline.check` against the committed tiny baseline
-tests/data/baseline_tiny.json. Regenerate that baseline after an intended change with:
+Both read the shared runs of tests/projects.py (`dvc repro` in a scratch copy of the project: dvc.yaml,
+params.yaml with the profile applied, the code). The tiny run is then checked with `python -m
+pipeline.check` against the committed tiny baseline tests/data/baseline_tiny.json. Regenerate that
+baseline after an intended change with:
 
     python -m pytest tests/test_e2e.py --update-tiny-baseline
 """
@@ -10,56 +12,45 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import shutil
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from projects import ROOT, run
+
 BASELINE = ROOT / "tests/data/baseline_tiny.json"
+STAGES = ("prepare", "split", "train", "profile", "deploy", "evaluate", "report")
 
 
-def run(cmd: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n--- stdout\n{proc.stdout[-6000:]}\n"
-                             f"--- stderr\n{proc.stderr[-6000:]}")
-    return proc
+# ---- the fast tier: profiles/smoke.yaml, every stage through `dvc repro` --------------------------------
+
+def test_smoke_repro_runs_every_stage_and_is_then_up_to_date(smoke_run):
+    """One real `dvc repro` in the fast tier: every stage of dvc.yaml runs, writes what the next reads, and
+    a second look finds nothing to do; the report says the run was a smoke run."""
+    work, env, proc = smoke_run
+    ran = {line.split("'")[1].split("@")[0] for line in proc.stdout.splitlines() if line.startswith("Running stage")}
+    assert ran == set(STAGES), ran
+    metrics = json.loads((work / "reports/metrics.json").read_text())
+    for model in ("stanet", "handcrafted"):
+        summary = metrics["S1"][model]["patient"]
+        assert summary["n_folds"] == 2 and 0 <= summary["balanced_accuracy"]["mean"] <= 1, (model, summary)
+        run_metrics = json.loads((work / f"runs/S1/{model}/patient/fold-1/metrics.json").read_text())
+        assert run_metrics["scenario"] == "S1"
+    # train.max_steps_per_epoch: 2 capped stanet's epoch, and the budget counts what was taken
+    stanet = json.loads((work / "runs/S1/stanet/patient/fold-1/metrics.json").read_text())
+    assert stanet["optimizer_steps"] == 2
+    assert (work / "reports/deploy/S1/stanet.json").is_file() and (work / "reports/complexity/stanet.json").is_file()
+    readme = (work / "reports/README.md").read_text()
+    assert "at most 2 optimizer steps per epoch" in readme and "not a benchmark" in readme
+    status = run([sys.executable, "-m", "dvc", "status"], work, env)
+    assert "changed" not in status.stdout, status.stdout
 
 
-def scratch_project(work: Path, profiles: list[str | Path]) -> dict:
-    """Copy the project (code, scripts, profiles, dvc.yaml, params.yaml) into `work`, make it a git and DVC
-    repository and apply `profiles` in turn; returns the environment to run its commands in."""
-    for name in ("pipeline", "models", "profiles", "scripts", "tests/data"):
-        if (ROOT / name).exists():
-            shutil.copytree(ROOT / name, work / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", "params.yaml"):
-        shutil.copy(ROOT / name, work / name)
-    # stages run `python -m ...` and the scripts `python` and `dvc`: make those the test's own
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(work), "MPLBACKEND": "Agg", "DVC_NO_ANALYTICS": "1"}
-    run(["git", "init", "-q"], work, env)
-    run([sys.executable, "-m", "dvc", "init", "-q"], work, env)
-    for profile in profiles:
-        run([sys.executable, "-m", "pipeline.params", "apply", str(profile)], work, env)
-    return env
-
-
-@pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    """A scratch copy of the project with the tiny profile applied, after `dvc repro`."""
-    work = tmp_path_factory.mktemp("e2e")
-    env = scratch_project(work, ["profiles/tiny.yaml"])
-    proc = run([sys.executable, "-m", "dvc", "repro"], work, env)
-    return work, env, proc
-
+# ---- the slow tier: profiles/tiny.yaml -------------------------------------------------------------
 
 @pytest.mark.slow
-def test_repro_writes_every_report(project):
-    work, env, _ = project
+def test_repro_writes_every_report(tiny_run):
+    work, env, _ = tiny_run
     for rel in ("data/processed/images.npy", "data/processed/manifest.csv", "data/splits/S1.csv",
                 "data/splits/S4.csv", "reports/split_summary.md", "reports/figures/cohort_examples.png",
                 "reports/complexity/stanet.json", "reports/complexity/resnet18.json",
@@ -82,9 +73,9 @@ def test_repro_writes_every_report(project):
 
 
 @pytest.mark.slow
-def test_one_repro_runs_every_scenario_and_fills_the_published_table(project):
+def test_one_repro_runs_every_scenario_and_fills_the_published_table(tiny_run):
     """The tiny profile runs S1-S4 in one `dvc repro`: every scenario trained and reported."""
-    work, env, _ = project
+    work, env, _ = tiny_run
     scenarios = ["S1", "S2", "S3", "S4"]
     metrics = json.loads((work / "reports/metrics.json").read_text())
     assert metrics["meta"]["scenarios"] == scenarios
@@ -106,13 +97,13 @@ def test_one_repro_runs_every_scenario_and_fills_the_published_table(project):
 
 
 @pytest.mark.slow
-def test_two_repeats_each_test_every_image_once_and_keep_patients_apart(project):
+def test_two_repeats_each_test_every_image_once_and_keep_patients_apart(tiny_run):
     """split.repeats 2: each repeat draws its own folds (with its own seed); in each, every image is tested
     exactly once, and no patient is in two parts of a patient fold; each repeat's runs train with the
     repeat's seed; evaluate pools the k*R differences (k*R - 1 degrees of freedom)."""
     import pandas as pd
 
-    work, env, _ = project
+    work, env, _ = tiny_run
     for scenario in ("S1", "S2", "S3", "S4"):
         splits = pd.read_csv(work / f"data/splits/{scenario}.csv")
         assert sorted(splits["repeat"].unique()) == [1, 2]
@@ -143,41 +134,27 @@ def test_two_repeats_each_test_every_image_once_and_keep_patients_apart(project)
 
 
 @pytest.mark.slow
-def test_second_repro_is_up_to_date(project):
-    work, env, _ = project
+def test_second_repro_is_up_to_date(tiny_run):
+    work, env, _ = tiny_run
     proc = run([sys.executable, "-m", "dvc", "status"], work, env)
     assert "changed" not in proc.stdout, proc.stdout
 
 
 @pytest.mark.slow
-def test_metrics_show_and_plots_show(project):
-    work, env, _ = project
+def test_metrics_show_and_plots_show(tiny_run):
+    work, env, _ = tiny_run
     shown = run([sys.executable, "-m", "dvc", "metrics", "show", "--json"], work, env)
     assert "accuracy" in shown.stdout
     run([sys.executable, "-m", "dvc", "plots", "show", "-o", str(work / "dvc_plots")], work, env)
     assert (work / "dvc_plots/index.html").is_file()
 
 
-@pytest.fixture(scope="module")
-def project_threads2(project, tmp_path_factory):
-    """The same tiny run with train.threads: 2 (the profile pins 1): other rounding, another trajectory."""
-    work, env, _ = project
-    other = tmp_path_factory.mktemp("e2e-threads2") / "work"
-    shutil.copytree(work, other, symlinks=True)
-    (other / "threads2.yaml").write_text("train:\n  threads: 2\n")
-    env2 = {**env, "PYTHONPATH": str(other)}
-    run([sys.executable, "-m", "pipeline.params", "apply", "threads2.yaml"], other, env2)
-    proc = run([sys.executable, "-m", "dvc", "repro"], other, env2)
-    assert "Running stage 'train@S1-stanet-patient'" in proc.stdout      # retrained, not reused
-    return other, env2
-
-
 @pytest.mark.slow
-def test_check_against_the_committed_tiny_baseline(project, project_threads2, request):
+def test_check_against_the_committed_tiny_baseline(tiny_run, tiny_threads2, request):
     """The tiny run (train.threads: 1) passes tests/data/baseline_tiny.json, made on another machine."""
-    work, env, _ = project
+    work, env, _ = tiny_run
     if request.config.getoption("--update-tiny-baseline"):
-        other, _ = project_threads2
+        other, _, _ = tiny_threads2
         run([sys.executable, "-m", "pipeline.check", "--update", "--baseline", str(BASELINE),
              "--calibration", str(other / "reports/metrics.json")], work, env)
     proc = run([sys.executable, "-m", "pipeline.check", "--baseline", str(BASELINE)], work, env)   # raises unless exit 0
@@ -185,11 +162,12 @@ def test_check_against_the_committed_tiny_baseline(project, project_threads2, re
 
 
 @pytest.mark.slow
-def test_two_thread_counts_each_pass_the_check_against_the_other(project, project_threads2, tmp_path):
+def test_two_thread_counts_each_pass_the_check_against_the_other(tiny_run, tiny_threads2, tmp_path):
     """Runs that differ only in the thread count are the same result within the measured noise: a
     baseline of either (its noise as the committed baseline measured it) passes the other."""
-    work, env, _ = project
-    other, _ = project_threads2
+    work, env, _ = tiny_run
+    other, _, proc = tiny_threads2
+    assert "Running stage 'train@S1-stanet-patient'" in proc.stdout      # retrained, not reused
     metrics = {"1": work / "reports/metrics.json", "2": other / "reports/metrics.json"}
     assert metrics["1"].read_bytes() != metrics["2"].read_bytes()     # the thread count does change the numbers
     for mine, theirs in (("1", "2"), ("2", "1")):

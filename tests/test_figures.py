@@ -313,16 +313,10 @@ def test_failure_analysis_by_subtype_site_and_patient(project):
 # ---- the tiny profile, trained for real ------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def tiny_repro(tmp_path_factory):
-    """`dvc repro` of the tiny profile in a scratch copy of the project (as tests/test_e2e.py does),
-    then the report drawn again from its real runs with every figure kept."""
-    import sys
-
-    from tests.test_e2e import run, scratch_project
-
-    work = tmp_path_factory.mktemp("tiny-repro")
-    env = scratch_project(work, ["profiles/tiny.yaml"])
-    run([sys.executable, "-m", "dvc", "repro"], work, env)
+def tiny_repro(tiny_report):
+    """The shared tiny run (tests/projects.py, a copy of it), its report drawn again from its real runs with
+    every figure kept."""
+    work, _ = tiny_report
     drawn = drawing(work, lambda: report.main([]))
     return dict(zip([f.file for f in figures.figures_of("report")], drawn.values(), strict=True))
 

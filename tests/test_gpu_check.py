@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from test_paper_profile import child_cpu_seconds
+from projects import child_cpu_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 

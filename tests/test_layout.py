@@ -191,45 +191,27 @@ def test_only_models_params_and_the_roster_name_the_papers_models():
             assert name not in body, f"{path.name} names {name}; read it from pipeline/roster.py or params"
 
 
-def _placeholders(work: Path) -> None:
-    """A file (or a directory holding one) for every stage output and data dependency that is not
-    there, so that `dvc commit` can record a consistent dvc.lock without running anything."""
-    from dvc.repo import Repo
-
-    with Repo(str(work)) as repo:
-        stages = list(repo.index.stages)
-        for kind in ("outs", "deps"):
-            for stage in stages:
-                for item in getattr(stage, kind):
-                    path = Path(item.fs_path)
-                    if path.exists() or path.suffix == ".py":
-                        continue
-                    if path.suffix:
-                        path.parent.mkdir(parents=True, exist_ok=True)
-                        path.write_text("placeholder\n")
-                    else:
-                        path.mkdir(parents=True, exist_ok=True)
-                        (path / "placeholder").write_text("placeholder\n")
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("edited", ["pipeline/paper.py", "pipeline/findings.py", "pipeline/figures.py"])
-def test_editing_report_code_leaves_every_train_stage_unchanged(tmp_path, edited):
-    """In a scratch checkout with a dvc.lock that matches it (placeholder outputs, `dvc commit -f`), a
-    comment added to report-side code changes the report stage and no train stage."""
+def test_editing_report_code_leaves_every_train_stage_unchanged(placeholder_checkout, edited):
+    """In a scratch checkout with a dvc.lock that matches it (placeholder outputs, `dvc commit -f`: the
+    shared `placeholder_checkout`), a comment added to report-side code changes the report stage and no
+    train stage; the edit is taken back afterwards, so the checkout is up to date for the next."""
     import json
     import sys
 
-    from test_e2e import run, scratch_project
+    from projects import run
 
-    env = scratch_project(tmp_path, [])
-    _placeholders(tmp_path)
-    run([sys.executable, "-m", "dvc", "commit", "-f", "-q"], tmp_path, env)
-    status = lambda: run([sys.executable, "-m", "dvc", "status", "--json"], tmp_path, env).stdout  # noqa: E731
+    work, env = placeholder_checkout
+    status = lambda: run([sys.executable, "-m", "dvc", "status", "--json"], work, env).stdout  # noqa: E731
     assert json.loads(status()) == {}, "the placeholder checkout is not up to date"
-    path = tmp_path / edited
-    path.write_text(path.read_text() + "# a comment\n")
-    changed = json.loads(status())
+    path = work / edited
+    original = path.read_bytes()
+    try:
+        path.write_text(original.decode() + "# a comment\n")
+        changed = json.loads(status())
+    finally:
+        path.write_bytes(original)
     assert "report" in changed, changed          # the edit is seen
     assert not [s for s in changed if s.startswith("train")], sorted(changed)
 
@@ -256,3 +238,36 @@ def test_the_readme_names_every_module_of_the_pipeline():
     unnamed = [p.name for p in sorted((ROOT / "pipeline").glob("*.py"))
                if p.name != "__init__.py" and f"{p.name}`" not in readme]
     assert not unnamed, f"README.md does not name {unnamed}"
+
+
+def _project_builds(source: str) -> list[str]:
+    """Where a module's code builds a pipeline project: a call of `scratch_project`, or a command list
+    that runs `dvc repro`."""
+    import ast
+
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call):
+            name = getattr(node.func, "id", None) or getattr(node.func, "attr", None)
+            if name == "scratch_project":
+                found.append(f"line {node.lineno}: scratch_project(...)")
+        if isinstance(node, ast.List):
+            words = [e.value for e in node.elts if isinstance(e, ast.Constant) and isinstance(e.value, str)]
+            if "dvc" in words and "repro" in words:
+                found.append(f"line {node.lineno}: a `dvc repro` command")
+    return found
+
+
+def test_no_test_module_builds_a_pipeline_project_outside_the_shared_fixtures():
+    """Every pipeline project is built once, by a fixture of tests/projects.py; a module that builds its own
+    (the duplication issue 31 removed) fails here."""
+    tests = ROOT / "tests"
+    builds = {p.name: _project_builds(p.read_text()) for p in sorted(tests.glob("*.py")) if p.name != "projects.py"}
+    assert {name: found for name, found in builds.items() if found} == {}
+    assert _project_builds((tests / "projects.py").read_text())   # the check sees what it looks for
+
+
+def test_the_build_check_sees_both_ways_of_building():
+    assert _project_builds("env = scratch_project(work, ['profiles/tiny.yaml'])") == ["line 1: scratch_project(...)"]
+    assert _project_builds("run([sys.executable, '-m', 'dvc', 'repro'], work, env)") == ["line 1: a `dvc repro` command"]
+    assert _project_builds("run([sys.executable, '-m', 'dvc', 'status'], work, env)") == []

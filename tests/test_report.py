@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from pipeline import evaluate, paper, report
-from pipeline.findings import findings
+from pipeline.findings import exploratory_rows, findings
 from pipeline.results import Results
 from pipeline.sources import SOURCES
 from pipeline.errors import DataError
@@ -86,13 +86,20 @@ def test_comparison_csv_reads_metrics_and_complexity(project, metrics):
 
 
 def test_comparison_md_has_a_column_per_summary_metric(project):
-    """comparison.md's columns come from metrics.SUMMARY_METRICS: balanced accuracy among them."""
+    """The performance table's metric columns come from metrics.SUMMARY_METRICS (balanced accuracy first);
+    comparison.csv keeps a column for every one of them, macro-F1 too."""
     from pipeline.metrics import SUMMARY_METRICS
+    from pipeline.report import PERFORMANCE
 
     header = next(line for line in (project / "reports/comparison.md").read_text().splitlines()
                   if line.startswith("| Scenario |"))
+    labels = {m.key: m.label for m in SUMMARY_METRICS}
+    assert set(PERFORMANCE) <= set(labels) and PERFORMANCE[0] == "balanced_accuracy"
+    for key in PERFORMANCE:
+        assert f"| {labels[key]} (mean ± sd) |" in header, key
+    csv_header = (project / "reports/comparison.csv").read_text().splitlines()[0].split(",")
     for m in SUMMARY_METRICS:
-        assert f"| {m.label} (mean ± sd) |" in header, m.key
+        assert f"{m.key}_mean" in csv_header and f"{m.key}_sd" in csv_header, m.key
     assert "| Balanced accuracy (mean ± sd) |" in header
 
 
@@ -128,16 +135,17 @@ def test_readme_header_tables_figures_and_reading(project, metrics):
         best = max(MODELS, key=lambda m: metrics["S1"][m][protocol]["balanced_accuracy"]["mean"])
         label = json.loads((project / f"reports/complexity/{best}.json").read_text())["display_name"]
         # no difference of these is distinguishable: "best" is not said
-        assert f"S1, {protocol} protocol: highest mean (not tested against every other model): {label}" in text
+        assert "Highest mean balanced accuracy (%), not tested against every other model: " in text
+        assert f"S1, {protocol} protocol: {label}, " in text
     assert "best model" not in text
     # the reading opens with the primary comparison and its minimum detectable difference
-    reading = text.split("## What this run shows")[1] if "## What this run shows" in text else text
+    reading = text.split("## Reading")[1]
     first = [line for line in reading.splitlines() if line.startswith("- ")][0]
     assert first.startswith("- Primary comparison (declared before the run in evaluate.primary")
     assert "this design detects a difference of" in text and "with 80% power" in text
     gaps = [metrics["S1"][m]["image"]["accuracy"]["mean"] - metrics["S1"][m]["patient"]["accuracy"]["mean"]
             for m in MODELS]
-    assert f"folds gave {100 * np.mean(gaps):+.1f} points of accuracy on average" in text
+    assert f"(image minus patient, points): S1 {100 * np.mean(gaps):+.1f} over {len(MODELS)} models" in text
     assert "Holm-adjusted" in text and "majority-class rate" in text
 
 
@@ -148,22 +156,74 @@ def _sentences(lines: list[str]) -> list[str]:
 
 
 def test_no_verdict_is_paired_with_another_tests_interval(metrics):
-    """A sentence that gives a verdict shows that test's own interval and p-value, and never the patient
-    bootstrap's; the bootstrap's interval stands in sentences of its own, named for what it is."""
+    """The exploratory table has one row per tested comparison (the primary excluded, stated at the top), and
+    each row's verdict comes from the corrected t-test whose own interval and p-values sit beside it; the
+    patient bootstrap is a column of its own, headed as no test. The reading gives no exploratory verdict:
+    its only verdict is the primary's, and its only bootstrap the primary's, named for what it is."""
     labels = {m: m for m in MODELS}
     complexity = {m: {"params": 10, "paper_setting": {"macs": 100 * (i + 1)}} for i, m in enumerate(MODELS)}
-    lines = findings(Results(metrics), complexity, labels, patient_data=False)
+    r = Results(metrics)
+    rows = exploratory_rows(r, labels)
+    tested = [(s, p, m) for s, p in r.panels for m, c in r.comparisons(s, p).items()
+              if c.get("claim") and (c.get("balanced_accuracy") or {}).get("family") != "primary"
+              and (c.get("balanced_accuracy") or {}).get("mean_difference") is not None]
+    assert len(rows) == len(tested) >= 3
+    assert [(x["scenario"], x["protocol"], x["model"]) for x in rows] == tested
+    for row in rows:
+        c = metrics[row["scenario"]]["comparisons"][row["protocol"]][row["model"]]
+        t = c["balanced_accuracy"]
+        assert (row["difference"], row["ci_low"], row["ci_high"], row["p_holm"], row["p_value"], row["mdd"]) == \
+            (t["mean_difference"], t["ci_low"], t["ci_high"], t["p_holm"], t["p_value"], t["mdd"])
+        assert row["verdict"] == ("distinguishable" if t["p_holm"] < 0.05 else "not distinguishable")
+        assert (row["bootstrap_low"], row["bootstrap_high"]) == (c["bootstrap_accuracy"]["ci_low"],
+                                                                  c["bootstrap_accuracy"]["ci_high"])
+    md = report.exploratory_markdown(rows, labels)
+    header = md.splitlines()[0]
+    assert "Corrected t 95% interval" in header and "| p (Holm) |" in header
+    assert header.rstrip(" |").endswith("Not a test: patient-bootstrap 95% interval of these trained models' accuracy "
+                                         "difference (points)")
+    assert len(md.splitlines()) == 2 + len(rows)
+    lines = findings(r, complexity, labels, patient_data=False)
     verdicts = [s for s in _sentences(lines) if "distinguishable" in s]
-    assert len(verdicts) >= 3
-    for s in verdicts:
-        assert "bootstrap" not in s and "over patients" not in s and "resampling" not in s, s
-    for line in lines:
-        if "distinguishable" in line and "Primary" not in line:
-            assert "corrected t-test 95% interval" in line and "p = " in line or "p < " in line, line
+    assert verdicts and all("from zero at the 5% level" in s for s in verdicts), verdicts   # the primary's
     boot = [line for line in lines if "bootstrap" in line]
-    assert boot and all("distinguishable" not in line and "not of the method" in line or
-                        "not tests of the method" in line for line in boot)
+    assert all("distinguishable" not in line and "not a test of the method" in line for line in boot), boot
     assert sum("Sign convention" in line for line in lines) == 1
+
+
+def test_no_sentence_pattern_repeats_more_than_three_times_in_the_reading(tmp_path):
+    """On the tiny profile's shape (S1-S4, two protocols, two repeats) and the demo's (nine models), the
+    reading states each kind of thing once: with numbers, model, scenario and protocol names masked, no
+    opening of a sentence appears more than three times."""
+    import re
+
+    from tests.fixture_runs import DEMO_MODELS
+
+    for name, kw in {"tiny": dict(models=("stanet", "resnet18"), scenarios=("S1", "S2", "S3", "S4"), folds=2,
+                                  repeats=2),
+                     "demo": dict(models=DEMO_MODELS, folds=3)}.items():
+        (tmp_path / name).mkdir()
+        root = write_fixture(tmp_path / name, protocols=PROTOCOLS, **kw)
+        old = os.getcwd()
+        os.chdir(root)
+        try:
+            assert evaluate.main([]) == 0
+            assert report.main([]) == 0
+        finally:
+            os.chdir(old)
+        text = (root / "reports/README.md").read_text()
+        reading = text.split("## Reading", 1)[1].split("\n## ", 1)[0]
+        masked = reading
+        for token in sorted({*kw["models"], *(json.loads((root / f"reports/complexity/{m}.json").read_text())
+                                             .get("display_name", m) for m in kw["models"])}, key=len, reverse=True):
+            masked = masked.replace(token, "M")
+        masked = re.sub(r"\bS[1-4]\b", "S", re.sub(r"[-+]?\d[\d.,]*", "#", masked))
+        masked = re.sub(r"\b(patient|image)\b", "P", masked)
+        # sentences: split at a full stop before a capital or a bullet (lists inside one sentence, joined by
+        # semicolons, are one statement)
+        openings = [" ".join(s.split()[:6]) for s in re.split(r"(?<=\.)\s+(?=[A-Z*])|\n- ", masked) if len(s.split()) >= 6]
+        counts = {o: openings.count(o) for o in set(openings)}
+        assert max(counts.values()) <= 3, (name, sorted(counts.items(), key=lambda x: -x[1])[:3])
 
 
 def test_reading_follows_the_numbers(metrics):
@@ -205,8 +265,10 @@ def test_beside_this_run_matches_scenario_and_protocol():
     assert ucar["S1"]["this_run"] == "not run (this run: S2)"
     # Burlina's AlexNet is not in this run: no number of another network is set beside it
     burlina_b = [r for r in rows if r["source"] == "Burlina et al. 2017" and r["published_scenario"] == "S2"]
-    assert len(burlina_b) == 2 and all(r["this_run"] == "not set beside (see comparability)"
-                                       and "this run has no fine-tuned AlexNet" in r["note"] for r in burlina_b)
+    # one published figure, one row: both protocols named, the reason said once
+    assert len(burlina_b) == 1 and all(r["this_run"] == "not set beside (see comparability)"
+                                       and r["note"].count("this run has no fine-tuned AlexNet") == 1
+                                       and "patient and ucar protocols" in r["this_run_setting"] for r in burlina_b)
     # Tan et al.'s abstract states no scenario or protocol: no number beside its gain either
     gain = [r for r in rows if r["quantity"].startswith("accuracy difference")]
     assert gain and all(r["this_run"] == "not set beside (see comparability)" and "not stated" in r["note"]
@@ -251,9 +313,12 @@ def test_four_scenarios_fill_the_published_table(tmp_path):
     text = (root / "reports/README.md").read_text()
     ucar_rows = [line for line in text.splitlines() if line.startswith("| [Uçar 2022]")]
     assert len(ucar_rows) == 4 and not any("not run" in line for line in ucar_rows)
+    reading = text.split("## Reading", 1)[1].split("\n## ", 1)[0]
+    assert reading.count("Highest mean balanced accuracy (%), not tested against every other model:") == 1
+    assert reading.count("on average over the models that learned under both") == 1
     for scenario in ("S1", "S2", "S3", "S4"):
-        assert f"{scenario}, patient protocol: highest mean (not tested against every other model):" in text
-        assert f"{scenario}: over the 3 models that learned under both protocols, image-level (image) folds" in text
+        assert f"{scenario}, patient protocol: " in reading        # one statement, every scenario in it
+        assert f"{scenario} " in reading.split("on average over the models that learned under both")[1].split("\n")[0]
     for name in report.FIGURES:
         with Image.open(root / "reports/figures" / name) as im:
             assert im.height >= 600, (name, im.size)      # one panel (row) per scenario at least
@@ -282,10 +347,10 @@ def test_a_model_that_learned_nothing_is_flagged_and_never_beaten_significantly(
     assert rows[("dual_vgg", "image")]["degenerate"] == "True" and rows[("stanet", "image")]["degenerate"] == "False"
     text = (root / "reports/README.md").read_text()
     reading = text.split("## Reading", 1)[1].split("## Models", 1)[0]
-    assert "did not learn, marked degenerate" in reading and "Dual VGG16+19 (Uçar 2022) under" in reading
-    for line in reading.splitlines():
-        if "Exploratory, under image-level" in line:
-            assert "Dual VGG" not in line, line     # no claim against a model that did not learn
+    assert "Did not learn, marked degenerate" in reading and "Dual VGG16+19 (Uçar 2022) in S1 under" in reading
+    exploratory = text.split("## Exploratory comparisons", 1)[1].split("\n## ", 1)[0]
+    assert "minus resnet18" in exploratory
+    assert "Dual VGG" not in exploratory      # no claim against a model that did not learn
     assert "Dual VGG" not in " ".join(l for l in reading.splitlines() if "image protocol: highest mean" in l)
     assert "**no (degenerate)**" in text
     assert "majority-class rate" in reading.lower() and "Holm-adjusted" in reading
@@ -330,3 +395,32 @@ def test_ablation_table_gives_one_test_per_row_on_the_headline_metric(tmp_path):
         assert r["mean"] == metrics["S1"][r["variant"]][r["protocol"]]["balanced_accuracy"]["mean"]
         line = next(line for line in table.splitlines() if f"| {r['protocol']} | {r['variant']} |" in line)
         assert f"{100 * t['ci_low']:+.1f} to {100 * t['ci_high']:+.1f}" in line and f"p = {t['p_holm']:.3f}" in line
+
+
+def test_at_a_glance_is_at_most_eight_lines_and_its_numbers_are_metrics_json(project, metrics):
+    """The block at the top of reports/README.md: the primary comparison's estimate, interval, p, detectable
+    difference and power, the lightest model within the primary interval's half-width of the highest, and
+    the reference model's sensitivity and specificity for the positive class, each as metrics.json has it."""
+    text = (project / "reports/README.md").read_text()
+    assert text.split("\n## ")[1].startswith("At a glance")
+    block = [line for line in text.split("## At a glance", 1)[1].split("\n## ", 1)[0].splitlines() if line.startswith("- ")]
+    assert 4 <= len(block) <= 8
+    glance = "\n".join(block)
+    b = metrics["S1"]["primary"]
+    t, d = b["test"], b["design"]
+    pts = lambda x: f"{100 * x:+.1f}"  # noqa: E731
+    assert (f"is {pts(t['mean_difference'])} points (corrected t-test 95% interval {pts(t['ci_low'])} to "
+            f"{pts(t['ci_high'])}, p = {t['p_value']:.3f})") in glance
+    assert f"detects {100 * d['mdd']:.1f} points with 80% power, and has {100 * d['power_at_target']:.0f}% power" in glance
+    margin = (t["ci_high"] - t["ci_low"]) / 2
+    bal = {m: metrics["S1"][m]["patient"]["balanced_accuracy"]["mean"] for m in MODELS}
+    macs = {m: json.loads((project / f"reports/complexity/{m}.json").read_text())["paper_setting"]["macs"] for m in MODELS}
+    light = min((m for m in MODELS if bal[m] >= max(bal.values()) - margin), key=macs.get)
+    name = json.loads((project / f"reports/complexity/{light}.json").read_text())["display_name"]
+    assert f"**Accuracy per compute** (patient folds, S1): {name} ({macs[light] / 1e6:,.1f} MMACs" in glance
+    assert f"({100 * bal[light]:.1f}%) is within the primary interval's half-width ({100 * margin:.1f} points)" in glance
+    rates = metrics["S1"]["stanet"]["patient"]["class_rates"]["myositis"]
+    for q in ("sensitivity", "specificity"):
+        x = rates[q]
+        assert f"{100 * x['estimate']:.1f}% ({100 * x['ci_low']:.1f}-{100 * x['ci_high']:.1f})" in glance, q
+    assert "**Failures:**" in block[-1]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -15,7 +14,7 @@ import yaml
 
 from pipeline import layout, shard
 from pipeline.params import from_dict
-from tests.test_e2e import run, scratch_project
+from projects import assemble, run
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ["stanet", "dual_vgg", "resnet18", "mobilenetv3_small_100", "efficientnet_b0"]
@@ -127,22 +126,11 @@ def _upstream_hashes(workspace: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_two_workers_push_their_shards_and_a_third_checkout_assembles_them_without_training(tmp_path):
+def test_two_workers_push_their_shards_and_a_third_checkout_assembles_them_without_training(shard_base, tmp_path):
     """The README's commands, as they are: the Slurm array task script (its environment given by hand)
     on two workers, each in a clone of its own, then `dvc repro --pull` in a third clone."""
-    base, remote, workdir = tmp_path / "project", tmp_path / "remote", tmp_path / "workers"
-    base.mkdir()
-    (tmp_path / "small.yaml").write_text(yaml.safe_dump({"split": {"scenarios": ["S1"]}, "train": {"threads": 1}}))
-    env = scratch_project(base, ["profiles/tiny.yaml", tmp_path / "small.yaml"])
-    env = {k: v for k, v in env.items() if k != "PYTHONPATH"}   # every clone runs its own code
-    for model in ("stanet", "resnet18"):
-        (base / "reports/complexity").mkdir(parents=True, exist_ok=True)
-        shutil.copy(ROOT / layout.complexity_path(model), base / layout.complexity_path(model))
-    run([sys.executable, "-m", "dvc", "remote", "add", "-d", "shared", str(remote)], base, env)
-    run(["git", "add", "-A"], base, env)
-    run(["git", "-c", "user.name=test", "-c", "user.email=test@example.org", "commit", "-qm", "project"], base, env)
-    commit = run(["git", "rev-parse", "HEAD"], base, env).stdout.strip()
-
+    base, remote, env, commit = shard_base
+    workdir = tmp_path / "workers"
     trained = []
     for task in (0, 1):
         slurm = {"SLURM_SUBMIT_DIR": str(base), "SLURM_ARRAY_JOB_ID": "42", "SLURM_ARRAY_TASK_ID": str(task),
@@ -158,7 +146,7 @@ def test_two_workers_push_their_shards_and_a_third_checkout_assembles_them_witho
 
     aggregate = tmp_path / "aggregate"
     run(["git", "clone", "-q", str(base), str(aggregate)], tmp_path, env)
-    proc = run([sys.executable, "-m", "dvc", "repro", "--pull"], aggregate, env)
+    proc = assemble(aggregate, env)
     assert re.findall(r"Running stage '(train@[^']+)'", proc.stdout) == []
     assert len(re.findall(r"Stage 'train@[^']+' is cached - skipping run", proc.stdout)) == 4
     assert "Running stage 'evaluate'" in proc.stdout and "Running stage 'report'" in proc.stdout

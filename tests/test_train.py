@@ -242,3 +242,27 @@ def test_unknown_scenario_is_refused(cohort):
 
     with pytest.raises(DataError, match=r"--scenario 'S4' is not in split.scenarios \['S1'\]"):
         train.main(["--scenario", "S4", "--model", "stanet", "--protocol", "patient"])
+
+
+def test_max_steps_per_epoch_caps_the_steps_and_the_schedule_and_is_part_of_the_fingerprint(cohort, capsys):
+    """train.max_steps_per_epoch: 1 takes one optimizer step per epoch (the budget says so, the cosine
+    schedule spans the steps taken), and a checkpoint made without the cap is not reused with it."""
+    args = ["--scenario", "S1", "--model", "stanet", "--protocol", "patient", "--fold", "1"]
+    assert train.main(args) == 0
+    full = read_outputs(cohort)["metrics"]["optimizer_steps"]
+    raw = yaml.safe_load((cohort / "params.yaml").read_text())
+    raw["train"]["max_steps_per_epoch"] = 1
+    (cohort / "params.yaml").write_text(yaml.safe_dump(raw))
+    capsys.readouterr()
+    assert train.main(args) == 0
+    assert "other settings" in capsys.readouterr().out     # retrained, not the uncapped checkpoint
+    outputs = read_outputs(cohort)
+    assert full > 3 and outputs["metrics"]["optimizer_steps"] == 3       # 3 epochs of one step
+    assert outputs["history"]["lr"].iloc[-1] < outputs["history"]["lr"].iloc[0]   # the schedule ran its course
+
+
+def test_max_steps_per_epoch_is_validated_at_load():
+    from pipeline.params import ParamsError
+
+    with pytest.raises(ParamsError, match=r"train.max_steps_per_epoch: -1 is not accepted; expected an integer in 0"):
+        from_dict({"train": {"max_steps_per_epoch": -1}})

@@ -1,0 +1,263 @@
+"""The pipeline projects the suite builds, each built once per test session and shared.
+
+Every test that reads a finished run's outputs takes one of these session-scoped fixtures (conftest.py
+makes them available everywhere); none builds its own (tests/test_layout.py checks that no test module
+outside this one calls `scratch_project` or runs `dvc repro`). A test that needs a variant derives it
+from a shared run: a copy that changes one thing.
+
+- `smoke_run`: profiles/smoke.yaml, `dvc repro` of every stage in well under a minute: the fast tier's
+  end to end run (S1, stanet and handcrafted, patient folds, one epoch of two steps).
+- `tiny_run`: profiles/tiny.yaml, S1-S4, two models, both protocols, two folds, two repeats; checked
+  against tests/data/baseline_tiny.json. `tiny_threads2` is the same run with train.threads 2.
+- `paper_run`, `ucar_run`: profiles/paper.yaml at 224x224x3, shrunk to what a CPU affords (one optimizer
+  step per epoch, one fold of each repeat); `ucar_run` adds the Uçar release layout and dual_vgg.
+- `placeholder_checkout`: the project with a placeholder for every stage output and a dvc.lock that
+  matches it (`dvc commit`), for what `dvc status` sees after an edit; nothing is trained.
+- `shard_base`: a git and DVC project with a local remote, for the Slurm round trip; the workers train
+  in clones of it (that is what the round trip tests).
+
+With pytest-xdist, conftest.py puts every test of one fixture on one worker (`xdist_group`), so that
+each project is still built once.
+"""
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+# what a copy of a finished project leaves out: the checkpoints and weights (hundreds of MB for resnet18,
+# read by no test of a copy) and DVC's cache (a copy's stages find their outputs in the workspace)
+HEAVY = shutil.ignore_patterns("checkpoints", "cache", "*.pt", "__pycache__")
+
+# fixtures whose tests share one xdist worker, so that each project is built once
+GROUPS = {"smoke_run": "smoke", "tiny_run": "tiny", "tiny_threads2": "tiny", "tiny_report": "tiny",
+          "paper_run": "paper", "ucar_run": "ucar", "placeholder_checkout": "placeholder"}
+
+
+def run(cmd: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise AssertionError(f"{' '.join(map(str, cmd))} exited {proc.returncode}\n--- stdout\n{proc.stdout[-6000:]}\n"
+                             f"--- stderr\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def child_cpu_seconds() -> float:
+    """CPU seconds of finished child processes (user + system): on a shared machine, a steadier figure than wall time."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def scratch_project(work: Path, profiles: list[str | Path]) -> dict:
+    """Copy the project (code, scripts, profiles, dvc.yaml, params.yaml) into `work`, make it a git and DVC
+    repository and apply `profiles` in turn; returns the environment to run its commands in."""
+    for name in ("pipeline", "models", "profiles", "scripts", "tests/data"):
+        if (ROOT / name).exists():
+            shutil.copytree(ROOT / name, work / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy(ROOT / name, work / name)
+    # stages run `python -m ...` and the scripts `python` and `dvc`: make those the test's own; one torch
+    # thread unless a profile says otherwise (two xdist workers share CI's two cores)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(work), "MPLBACKEND": "Agg", "DVC_NO_ANALYTICS": "1",
+           "OMP_NUM_THREADS": "1"}
+    run(["git", "init", "-q"], work, env)
+    run([sys.executable, "-m", "dvc", "init", "-q"], work, env)
+    for profile in profiles:
+        run([sys.executable, "-m", "pipeline.params", "apply", str(profile)], work, env)
+    return env
+
+
+def repro(work: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
+    """`dvc repro` in `work`, timed (printed: pytest -s shows it, the durations table shows the fixture)."""
+    start, cpu = time.perf_counter(), child_cpu_seconds()
+    proc = run([sys.executable, "-m", "dvc", "repro", *args], work, env)
+    print(f"{work.name}: dvc repro {' '.join(args)} in {time.perf_counter() - start:.0f} s wall, "
+          f"{child_cpu_seconds() - cpu:.0f} s CPU")
+    return proc
+
+
+def light_copy(work: Path, to: Path, env: dict) -> tuple[Path, dict]:
+    """A copy of a finished project without checkpoints, weights or DVC's cache, with its own PYTHONPATH."""
+    shutil.copytree(work, to, symlinks=True, ignore=HEAVY)
+    return to, {**env, "PYTHONPATH": str(to)}
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """profiles/smoke.yaml after `dvc repro`: (work, env, proc)."""
+    work = tmp_path_factory.mktemp("smoke")
+    env = scratch_project(work, ["profiles/smoke.yaml"])
+    return work, env, repro(work, env)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """profiles/tiny.yaml after `dvc repro`: (work, env, proc). Read it; copy it to change it."""
+    work = tmp_path_factory.mktemp("e2e")
+    env = scratch_project(work, ["profiles/tiny.yaml"])
+    return work, env, repro(work, env)
+
+
+@pytest.fixture(scope="session")
+def tiny_threads2(tiny_run, tmp_path_factory):
+    """The tiny run with train.threads: 2 (the profile pins 1): other rounding, another trajectory.
+    prepare, split and profile are the tiny run's (unchanged params: skipped); train onward reruns."""
+    work, env, _ = tiny_run
+    other, env2 = light_copy(work, tmp_path_factory.mktemp("e2e-threads2") / "work", env)
+    (other / "threads2.yaml").write_text("train:\n  threads: 2\n")
+    run([sys.executable, "-m", "pipeline.params", "apply", "threads2.yaml"], other, env2)
+    proc = repro(other, {**env2, "OMP_NUM_THREADS": "2"})
+    return other, env2, proc
+
+
+@pytest.fixture(scope="session")
+def tiny_report(tiny_run, tmp_path_factory):
+    """A light copy of the tiny run, for tests that draw its report again (they write into it)."""
+    work, env, _ = tiny_run
+    return light_copy(work, tmp_path_factory.mktemp("tiny-report") / "work", env)
+
+
+# what a CPU shrinks in any paper run: the models, the folds trained, epochs and the optimizer steps in one
+# (one step is a path through training), latency runs, int8 calibration images, resamples
+CPU_SIZES = """\
+train:
+  models: [stanet, handcrafted]
+  folds: [1]
+  epochs: 1
+  max_steps_per_epoch: 1
+profile:
+  latency_runs: 2
+  warmup_runs: 1
+  threads: 1
+deploy:
+  calibration_images: 8
+  paper_input_latency_runs: 2
+evaluate:
+  bootstrap: 100
+"""
+PAPER_SHRINK = """\
+# profiles/paper.yaml as CI's CPU can run it: only sizes shrink
+profile_name: paper-cpu-shrunk
+data:
+  synthetic:
+    patients: 27          # the fewest with 5 patients of every class in S1-S4: 5 patient folds each
+    images_per_side: 1
+""" + CPU_SIZES
+PAPER_MODELS = ["stanet", "handcrafted"]
+
+
+@pytest.fixture(scope="session")
+def paper_run(tmp_path_factory):
+    """profiles/paper.yaml, then PAPER_SHRINK, after `dvc repro`: (work, proc)."""
+    work = tmp_path_factory.mktemp("paper")
+    (work / "shrink.yaml").write_text(PAPER_SHRINK)
+    env = scratch_project(work, ["profiles/paper.yaml", "shrink.yaml"])
+    return work, repro(work, env)   # train.threads: 0 (the paper's) is torch's default: OMP_NUM_THREADS, 1
+
+
+# 5 patients of each diagnosis: five patient folds in every scenario (S4's four classes too)
+UCAR_PATIENTS = tuple((f"M{101 + i:03d}", diagnosis) for i, diagnosis in enumerate(["N", "IBM", "PM", "DM"] * 5))
+# with Uçar's own network (dual_vgg, on the paper's recipe from stand-in ImageNet weights, its batch shrunk to
+# 2 images: one step at 224 px is a path), so that the report's Uçar rows are filled from the ucar protocol
+UCAR_MODELS = [*PAPER_MODELS, "dual_vgg"]
+UCAR_SHRINK = """\
+# the paper profile on the ucar fixture, as CI's CPU can run it: only sizes shrink
+profile_name: "Uçar release layout, synthetic stand-in images (tests/ucar_fixture.py)"
+""" + CPU_SIZES.replace(f"models: [{', '.join(PAPER_MODELS)}]", f"models: [{', '.join(UCAR_MODELS)}]")
+
+
+def ucar_shrink() -> str:
+    """UCAR_SHRINK with the paper's own dual_vgg recipe, its batch shrunk to 2 images (a profile's
+    train.overrides replaces the recipes whole: the rest of the recipe is copied from profiles/paper.yaml)."""
+    shrink = yaml.safe_load(UCAR_SHRINK)
+    recipe = yaml.safe_load((ROOT / "profiles/paper.yaml").read_text())["train"]["overrides"]["dual_vgg"]
+    shrink["train"]["overrides"] = {"dual_vgg": {**recipe, "batch_size": 2}}
+    return yaml.safe_dump(shrink, sort_keys=False, allow_unicode=True)
+
+
+@pytest.fixture(scope="session")
+def ucar_run(tmp_path_factory):
+    """The Uçar release layout (tests/ucar_fixture.py) under profiles/paper.yaml, profiles/ucar.yaml and
+    UCAR_SHRINK, after `dvc repro`: (work, proc, what the fixture wrote)."""
+    from test_pretrained import vgg_stand_ins
+    from ucar_fixture import write_ucar_fixture
+
+    work = tmp_path_factory.mktemp("ucar")
+    # step 1: the release under data/raw, as published (random-pixel stand-ins at 256x224, resized to 224);
+    # one muscle (two sides) per patient; several muscles are parsed in tests/test_prepare.py
+    written = write_ucar_fixture(work / "data" / "raw", patients=UCAR_PATIENTS, muscles=("D",), size=(256, 224))
+    (work / "shrink.yaml").write_text(ucar_shrink())
+    # step 2: the paper profile, then the ucar profile (then, here only, the CPU's sizes)
+    env = scratch_project(work, ["profiles/paper.yaml", "profiles/ucar.yaml", "shrink.yaml"])
+    # the ImageNet weights the paper's dual_vgg recipe asks for, as a user's filled cache holds them
+    # (random stand-ins: no hub is reached)
+    hub = tmp_path_factory.mktemp("ucar-hub")
+    vgg_stand_ins(hub)
+    env.update(HF_HOME=str(hub), HF_HUB_CACHE=str(hub))
+    return work, repro(work, env), written   # step 3
+
+
+def placeholders(work: Path) -> None:
+    """A file (or a directory holding one) for every stage output and data dependency that is not
+    there, so that `dvc commit` can record a consistent dvc.lock without running anything."""
+    from dvc.repo import Repo
+
+    with Repo(str(work)) as repo:
+        stages = list(repo.index.stages)
+        for kind in ("outs", "deps"):
+            for stage in stages:
+                for item in getattr(stage, kind):
+                    path = Path(item.fs_path)
+                    if path.exists() or path.suffix == ".py":
+                        continue
+                    if path.suffix:
+                        path.parent.mkdir(parents=True, exist_ok=True)
+                        path.write_text("placeholder\n")
+                    else:
+                        path.mkdir(parents=True, exist_ok=True)
+                        (path / "placeholder").write_text("placeholder\n")
+
+
+@pytest.fixture(scope="session")
+def placeholder_checkout(tmp_path_factory):
+    """The project (default params) with placeholder outputs and a matching dvc.lock: (work, env)."""
+    work = tmp_path_factory.mktemp("placeholders")
+    env = scratch_project(work, [])
+    placeholders(work)
+    run([sys.executable, "-m", "dvc", "commit", "-f", "-q"], work, env)
+    return work, env
+
+
+@pytest.fixture
+def shard_base(tmp_path):
+    """The tiny profile at S1, one epoch of two steps, as a committed git and DVC project with a local
+    remote: (base, remote, env without PYTHONPATH, commit)."""
+    from pipeline import layout
+
+    base, remote = tmp_path / "project", tmp_path / "remote"
+    base.mkdir()
+    (tmp_path / "small.yaml").write_text(yaml.safe_dump(
+        {"split": {"scenarios": ["S1"]}, "train": {"threads": 1, "epochs": 1, "max_steps_per_epoch": 2}}))
+    env = scratch_project(base, ["profiles/tiny.yaml", tmp_path / "small.yaml"])
+    env = {k: v for k, v in env.items() if k != "PYTHONPATH"}   # every clone runs its own code
+    for model in ("stanet", "resnet18"):
+        (base / "reports/complexity").mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / layout.complexity_path(model), base / layout.complexity_path(model))
+    run([sys.executable, "-m", "dvc", "remote", "add", "-d", "shared", str(remote)], base, env)
+    run(["git", "add", "-A"], base, env)
+    run(["git", "-c", "user.name=test", "-c", "user.email=test@example.org", "commit", "-qm", "project"], base, env)
+    return base, remote, env, run(["git", "rev-parse", "HEAD"], base, env).stdout.strip()
+
+
+def assemble(clone: Path, env: dict) -> subprocess.CompletedProcess:
+    """`dvc repro --pull` in a clone whose train stages are all in the remote's run cache (trains nothing)."""
+    return repro(clone, env, "--pull")
