@@ -4,7 +4,7 @@
 
 A worker runs its shard with `dvc repro` and shares the results through the DVC remote's run cache
 (`dvc push --run-cache`); one `dvc repro --pull` elsewhere then restores every trained stage
-instead of training it (scripts/train_shard.sh, README "Across machines"). DVC is the scheduler:
+instead of training it (scripts/train_shard.sh, docs/across-machines.md). DVC is the scheduler:
 this module only chooses the partition.
 
 The shards together hold every train stage of params.yaml exactly once. They are balanced by

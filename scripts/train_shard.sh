@@ -4,7 +4,7 @@
 #   bash scripts/train_shard.sh INDEX COUNT        # INDEX in 0..COUNT-1
 #
 # Run it at the project root of a checkout of the commit every worker uses, with the DVC remote in
-# .dvc/config (README, "Across machines"). It reproduces the train stages that
+# .dvc/config (docs/across-machines.md). It reproduces the train stages that
 # `python -m pipeline.shard` assigns to this shard, restoring those the remote's run cache already
 # holds (so a shard run again trains only what did not finish), then pushes what finished, even
 # when a stage failed. Its exit status is that of `dvc repro`.

@@ -93,6 +93,7 @@ def test_a_batch_too_small_for_the_ranks_is_refused(tmp_path, monkeypatch):
                      world=World(rank=0, size=9))
 
 
+@pytest.mark.slow   # tens of seconds (issue 31: the fast tier stays under three minutes)
 def test_two_gloo_processes_learn_what_one_learns_and_write_one_set_of_outputs(tmp_path, monkeypatch):
     single, double = tmp_path / "single", tmp_path / "double"
     for root in (single, double):

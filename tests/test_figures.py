@@ -247,7 +247,8 @@ def test_title_first_line_and_comparison_name_the_data_source(project):
     _, root, _ = project
     lines = [line for line in _readme(root).splitlines() if line.strip()]
     assert lines[0].startswith("# myobench results on synthetic cohort (not patient data)")
-    assert lines[1].startswith("Data: synthetic cohort") and "says nothing about patients" in lines[1]
+    assert lines[1] == "## At a glance"
+    assert lines[2].startswith("- **Data:** synthetic cohort") and "say nothing about patients" in lines[2]
     rows = list(csv.DictReader((root / "reports/comparison.csv").open()))
     assert rows and {r["data_source"] for r in rows} == {"synthetic cohort"}
     assert "](figures/cohort_examples.png)" in _readme(root)

@@ -85,6 +85,7 @@ def test_folds_side_by_side_give_each_fold_the_bits_it_has_alone(serial_referenc
         assert (alone["fold_workers"], alone["threads"]) == (1, 1)
 
 
+@pytest.mark.slow   # tens of seconds (issue 31: the fast tier stays under three minutes)
 def test_sigkill_of_the_stage_kills_its_workers_and_a_rerun_resumes_to_the_same_bits(serial_reference, tmp_path):
     write_cohort(tmp_path, train_cfg={"folds": [1, 2, 3], **PARALLEL}, split_folds=3)
     proc = subprocess.Popen(stage(), cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -146,6 +146,7 @@ def test_runs_of_other_folds_are_refused_by_evaluate(project):
     ("vit_base_patch16_224", 32, "model 'vit_base_patch16_224' cannot take 1x32x32 input"),
     ("dual_vgg", 16, "model 'dual_vgg' cannot take 1x16x16 input"),
 ])
+@pytest.mark.slow   # tens of seconds (issue 31: the fast tier stays under three minutes)
 def test_a_model_that_cannot_run_is_refused_before_any_work(tmp_path, model, size, message):
     write_project(tmp_path, size=size, models=(model,))
     for module in ("pipeline.prepare", "pipeline.split"):

@@ -76,6 +76,7 @@ def cohort(tmp_path_factory):
     return root, write_signal_cohort(root)
 
 
+@pytest.mark.slow   # tens of seconds (issue 31: the fast tier stays under three minutes)
 @pytest.mark.parametrize("name", DEMO.train.models)
 def test_every_demo_model_learns_with_its_own_recipe(cohort, name, monkeypatch):
     """Trained with params.yaml's recipe for it (epochs, optimiser, batch, precise batch norm, ...),

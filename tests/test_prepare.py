@@ -126,7 +126,9 @@ def test_split_uses_each_scenarios_published_folds(tmp_path, monkeypatch):
     sets are exactly its own published FileList test sets."""
     from pipeline import split
 
-    written = write_ucar_fixture(tmp_path / "release", muscles=("D", "B"))
+    # three muscles: six images of the one PM and DM patient each, so that every published fold's training
+    # and test parts hold every class (split refuses a fold without one)
+    written = write_ucar_fixture(tmp_path / "release", muscles=("D", "B", "FCR"))
     write_params(tmp_path, source="ucar", root=str(tmp_path / "release"), image_size=16)
     raw = yaml.safe_load((tmp_path / "params.yaml").read_text())
     raw["split"] = {"scenarios": ["S1", "S2", "S3", "S4"], "protocols": ["ucar"], "folds": 5}

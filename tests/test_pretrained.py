@@ -129,6 +129,7 @@ def _project(root: Path, cache: Path) -> dict:
     return env
 
 
+@pytest.mark.slow   # tens of seconds (issue 31: the fast tier stays under three minutes)
 def test_train_stage_uses_cached_weights_and_says_so(tmp_path):
     cache = tmp_path / "hub"
     vgg_stand_ins(cache)

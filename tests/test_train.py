@@ -175,6 +175,7 @@ def _train_cmd() -> list[str]:
             "--fold", "2"]
 
 
+@pytest.mark.slow   # tens of seconds (issue 31: the fast tier stays under three minutes)
 def test_sigkill_mid_run_then_resume_gives_identical_predictions(tmp_path):
     cfg = {"epochs": 4}
     ref, killed = tmp_path / "ref", tmp_path / "killed"
