@@ -31,11 +31,13 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 
 def pytest_collection_modifyitems(config, items):
-    """Each shared project's tests on one xdist worker (`--dist loadgroup`), so that it is built once."""
+    """Each shared project's tests on one xdist worker (`--dist loadgroup`): the project is built once
+    either way (tests/projects.py's `built_once`), and grouped its tests wait on nothing but their own build."""
     for item in items:
-        groups = sorted({GROUPS[f] for f in getattr(item, "fixturenames", ()) if f in GROUPS})
-        if groups:
-            item.add_marker(pytest.mark.xdist_group(groups[0]))
+        names = set(getattr(item, "fixturenames", ()))
+        group = next((g for f, g in GROUPS.items() if f in names), None)   # GROUPS' order decides
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 def pytest_addoption(parser):

@@ -16,11 +16,14 @@ from a shared run: a copy that changes one thing.
 - `shard_base`: a git and DVC project with a local remote, for the Slurm round trip; the workers train
   in clones of it (that is what the round trip tests).
 
-With pytest-xdist, conftest.py puts every test of one fixture on one worker (`xdist_group`), so that
-each project is still built once.
+Under pytest-xdist each project is still built once per session, whichever worker asks first: the build
+runs under a file lock in the directory the workers share (`built_once`), and a worker that asks later
+waits for it and reads it. conftest.py groups each project's tests on one worker (`xdist_group`), so that
+the tiny run and its threads-2 twin, the paper and the Uçar runs are built side by side.
 """
 from __future__ import annotations
 
+import json
 import os
 import resource
 import shutil
@@ -31,6 +34,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from filelock import FileLock
 
 ROOT = Path(__file__).resolve().parents[1]
 # what a copy of a finished project leaves out: the checkpoints and weights (hundreds of MB for resnet18,
@@ -38,7 +42,8 @@ ROOT = Path(__file__).resolve().parents[1]
 HEAVY = shutil.ignore_patterns("checkpoints", "cache", "*.pt", "__pycache__")
 
 # fixtures whose tests share one xdist worker, so that each project is built once
-GROUPS = {"smoke_run": "smoke", "tiny_run": "tiny", "tiny_threads2": "tiny", "tiny_report": "tiny",
+# (a test that takes two of them goes with the first listed here)
+GROUPS = {"tiny_threads2": "tiny-threads2", "tiny_run": "tiny", "tiny_report": "tiny", "smoke_run": "smoke",
           "paper_run": "paper", "ucar_run": "ucar", "placeholder_checkout": "placeholder"}
 
 
@@ -85,38 +90,73 @@ def repro(work: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
     return proc
 
 
+def built_once(tmp_path_factory, name: str, build) -> tuple[Path, dict]:
+    """`build(work)` (which returns a JSON-able dict: the environment, the repro's output) once per test
+    session, for every xdist worker: under a file lock in the directory the workers share; a later caller
+    waits for the lock and reads what was built. A build that failed is made again by the next caller."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    work, done = shared / f"shared-{name}", shared / f"shared-{name}.json"
+    with FileLock(str(shared / f"shared-{name}.lock")):
+        if not done.is_file():
+            if work.exists():
+                shutil.rmtree(work)
+            work.mkdir()
+            done.write_text(json.dumps(build(work)))
+    return work, json.loads(done.read_text())
+
+
+def _repro_record(work: Path, env: dict, proc: subprocess.CompletedProcess) -> dict:
+    return {"env": env, "stdout": proc.stdout, "stderr": proc.stderr}
+
+
+def _as_proc(record: dict) -> subprocess.CompletedProcess:
+    return subprocess.CompletedProcess([], 0, record["stdout"], record["stderr"])
+
+
 def light_copy(work: Path, to: Path, env: dict) -> tuple[Path, dict]:
     """A copy of a finished project without checkpoints, weights or DVC's cache, with its own PYTHONPATH."""
     shutil.copytree(work, to, symlinks=True, ignore=HEAVY)
     return to, {**env, "PYTHONPATH": str(to)}
 
 
+def _profile_build(*profiles: str, extra: dict | None = None):
+    """A build for `built_once`: a scratch project with `profiles` applied (then `extra`, a profile written
+    into it), after `dvc repro`."""
+    def build(work: Path) -> dict:
+        applied = list(profiles)
+        if extra:
+            (work / "extra.yaml").write_text(yaml.safe_dump(extra))
+            applied.append("extra.yaml")
+        env = scratch_project(work, applied)
+        env["OMP_NUM_THREADS"] = str((extra or {}).get("train", {}).get("threads", 1))
+        return _repro_record(work, env, repro(work, env))
+    return build
+
+
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
     """profiles/smoke.yaml after `dvc repro`: (work, env, proc)."""
-    work = tmp_path_factory.mktemp("smoke")
-    env = scratch_project(work, ["profiles/smoke.yaml"])
-    return work, env, repro(work, env)
+    work, record = built_once(tmp_path_factory, "smoke", _profile_build("profiles/smoke.yaml"))
+    return work, record["env"], _as_proc(record)
 
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """profiles/tiny.yaml after `dvc repro`: (work, env, proc). Read it; copy it to change it."""
-    work = tmp_path_factory.mktemp("e2e")
-    env = scratch_project(work, ["profiles/tiny.yaml"])
-    return work, env, repro(work, env)
+    work, record = built_once(tmp_path_factory, "tiny", _profile_build("profiles/tiny.yaml"))
+    return work, record["env"], _as_proc(record)
 
 
 @pytest.fixture(scope="session")
-def tiny_threads2(tiny_run, tmp_path_factory):
-    """The tiny run with train.threads: 2 (the profile pins 1): other rounding, another trajectory.
-    prepare, split and profile are the tiny run's (unchanged params: skipped); train onward reruns."""
-    work, env, _ = tiny_run
-    other, env2 = light_copy(work, tmp_path_factory.mktemp("e2e-threads2") / "work", env)
-    (other / "threads2.yaml").write_text("train:\n  threads: 2\n")
-    run([sys.executable, "-m", "pipeline.params", "apply", "threads2.yaml"], other, env2)
-    proc = repro(other, {**env2, "OMP_NUM_THREADS": "2"})
-    return other, env2, proc
+def tiny_threads2(tmp_path_factory):
+    """The tiny run with train.threads: 2 (the profile pins 1): other rounding, another trajectory. Every
+    train stage trains again, so it is built beside the tiny run rather than from a copy of it (what a copy
+    would reuse, prepare, split and profile, takes seconds; waiting for the tiny run would serialise the
+    two longest builds of the suite)."""
+    work, record = built_once(tmp_path_factory, "tiny-threads2",
+                              _profile_build("profiles/tiny.yaml", extra={"train": {"threads": 2}}))
+    return work, record["env"], _as_proc(record)
 
 
 @pytest.fixture(scope="session")
@@ -158,10 +198,12 @@ PAPER_MODELS = ["stanet", "handcrafted"]
 @pytest.fixture(scope="session")
 def paper_run(tmp_path_factory):
     """profiles/paper.yaml, then PAPER_SHRINK, after `dvc repro`: (work, proc)."""
-    work = tmp_path_factory.mktemp("paper")
-    (work / "shrink.yaml").write_text(PAPER_SHRINK)
-    env = scratch_project(work, ["profiles/paper.yaml", "shrink.yaml"])
-    return work, repro(work, env)   # train.threads: 0 (the paper's) is torch's default: OMP_NUM_THREADS, 1
+    def build(work: Path) -> dict:
+        (work / "shrink.yaml").write_text(PAPER_SHRINK)
+        env = scratch_project(work, ["profiles/paper.yaml", "shrink.yaml"])
+        return _repro_record(work, env, repro(work, env))   # train.threads: 0 is torch's default: OMP_NUM_THREADS, 1
+    work, record = built_once(tmp_path_factory, "paper", build)
+    return work, _as_proc(record)
 
 
 # 5 patients of each diagnosis: five patient folds in every scenario (S4's four classes too)
@@ -191,19 +233,25 @@ def ucar_run(tmp_path_factory):
     from test_pretrained import vgg_stand_ins
     from ucar_fixture import write_ucar_fixture
 
-    work = tmp_path_factory.mktemp("ucar")
-    # step 1: the release under data/raw, as published (random-pixel stand-ins at 256x224, resized to 224);
-    # one muscle (two sides) per patient; several muscles are parsed in tests/test_prepare.py
-    written = write_ucar_fixture(work / "data" / "raw", patients=UCAR_PATIENTS, muscles=("D",), size=(256, 224))
-    (work / "shrink.yaml").write_text(ucar_shrink())
-    # step 2: the paper profile, then the ucar profile (then, here only, the CPU's sizes)
-    env = scratch_project(work, ["profiles/paper.yaml", "profiles/ucar.yaml", "shrink.yaml"])
-    # the ImageNet weights the paper's dual_vgg recipe asks for, as a user's filled cache holds them
-    # (random stand-ins: no hub is reached)
-    hub = tmp_path_factory.mktemp("ucar-hub")
-    vgg_stand_ins(hub)
-    env.update(HF_HOME=str(hub), HF_HUB_CACHE=str(hub))
-    return work, repro(work, env), written   # step 3
+    def build(work: Path) -> dict:
+        # step 1: the release under data/raw, as published (random-pixel stand-ins at 256x224, resized to 224);
+        # one muscle (two sides) per patient; several muscles are parsed in tests/test_prepare.py
+        written = write_ucar_fixture(work / "data" / "raw", patients=UCAR_PATIENTS, muscles=("D",), size=(256, 224))
+        (work / "shrink.yaml").write_text(ucar_shrink())
+        # step 2: the paper profile, then the ucar profile (then, here only, the CPU's sizes)
+        env = scratch_project(work, ["profiles/paper.yaml", "profiles/ucar.yaml", "shrink.yaml"])
+        # the ImageNet weights the paper's dual_vgg recipe asks for, as a user's filled cache holds them
+        # (random stand-ins: no hub is reached)
+        hub = work.parent / f"{work.name}-hub"
+        hub.mkdir(exist_ok=True)
+        vgg_stand_ins(hub)
+        env.update(HF_HOME=str(hub), HF_HUB_CACHE=str(hub))
+        return {**_repro_record(work, env, repro(work, env)), "written": written}   # step 3
+
+    work, record = built_once(tmp_path_factory, "ucar", build)
+    written = record["written"]
+    written["folds"] = {s: [tuple(x) for x in v] for s, v in written["folds"].items()}   # JSON made them lists
+    return work, _as_proc(record), written
 
 
 def placeholders(work: Path) -> None:
@@ -229,7 +277,8 @@ def placeholders(work: Path) -> None:
 
 @pytest.fixture(scope="session")
 def placeholder_checkout(tmp_path_factory):
-    """The project (default params) with placeholder outputs and a matching dvc.lock: (work, env)."""
+    """The project (default params) with placeholder outputs and a matching dvc.lock: (work, env). Its
+    tests edit a file and take the edit back: they run on one worker (conftest.py's xdist_group)."""
     work = tmp_path_factory.mktemp("placeholders")
     env = scratch_project(work, [])
     placeholders(work)

@@ -150,11 +150,11 @@ def test_metrics_show_and_plots_show(tiny_run):
 
 
 @pytest.mark.slow
-def test_check_against_the_committed_tiny_baseline(tiny_run, tiny_threads2, request):
+def test_check_against_the_committed_tiny_baseline(tiny_run, request):
     """The tiny run (train.threads: 1) passes tests/data/baseline_tiny.json, made on another machine."""
     work, env, _ = tiny_run
     if request.config.getoption("--update-tiny-baseline"):
-        other, _, _ = tiny_threads2
+        other, _, _ = request.getfixturevalue("tiny_threads2")
         run([sys.executable, "-m", "pipeline.check", "--update", "--baseline", str(BASELINE),
              "--calibration", str(other / "reports/metrics.json")], work, env)
     proc = run([sys.executable, "-m", "pipeline.check", "--baseline", str(BASELINE)], work, env)   # raises unless exit 0
