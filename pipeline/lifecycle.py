@@ -31,8 +31,12 @@ def _stop(signum: int, frame: object) -> None:
 
 
 def install() -> None:
-    """SIGTERM raises Stopped in the main thread; under DVC on Linux, the parent's death sends SIGTERM here."""
+    """SIGTERM raises Stopped in the main thread, SIGINT KeyboardInterrupt (even where the parent started this
+    process with SIGINT ignored, as a non-interactive shell does for `&` jobs and some test runners' workers
+    do: Python then keeps the ignore, and a stage told to stop would run on); under DVC on Linux, the parent's
+    death sends SIGTERM here."""
     signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     if sys.platform.startswith("linux") and "DVC_STAGE" in os.environ:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         parent = os.getppid()
