@@ -7,6 +7,7 @@ import csv
 import json
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -397,11 +398,11 @@ def test_ablation_table_gives_one_test_per_row_on_the_headline_metric(tmp_path):
         assert f"{100 * t['ci_low']:+.1f} to {100 * t['ci_high']:+.1f}" in line and f"p = {t['p_holm']:.3f}" in line
 
 
-def test_at_a_glance_is_at_most_eight_lines_and_its_numbers_are_metrics_json(project, metrics):
+def _check_at_a_glance(project: Path, metrics: dict, models) -> None:
     """The block at the top of reports/README.md: the primary comparison's estimate, interval, p, detectable
     difference and power, the lightest model within the primary interval's half-width of the highest, and
     the reference model's sensitivity and specificity for the positive class, each as metrics.json has it."""
-    text = (project / "reports/README.md").read_text()
+    text = (project / "reports/README.md").read_text(encoding="utf-8")
     assert text.split("\n## ")[1].startswith("At a glance")
     block = [line for line in text.split("## At a glance", 1)[1].split("\n## ", 1)[0].splitlines() if line.startswith("- ")]
     assert 4 <= len(block) <= 8
@@ -413,9 +414,9 @@ def test_at_a_glance_is_at_most_eight_lines_and_its_numbers_are_metrics_json(pro
             f"{pts(t['ci_high'])}, p = {t['p_value']:.3f})") in glance
     assert f"detects {100 * d['mdd']:.1f} points with 80% power, and has {100 * d['power_at_target']:.0f}% power" in glance
     margin = (t["ci_high"] - t["ci_low"]) / 2
-    bal = {m: metrics["S1"][m]["patient"]["balanced_accuracy"]["mean"] for m in MODELS}
-    macs = {m: json.loads((project / f"reports/complexity/{m}.json").read_text())["paper_setting"]["macs"] for m in MODELS}
-    light = min((m for m in MODELS if bal[m] >= max(bal.values()) - margin), key=macs.get)
+    bal = {m: metrics["S1"][m]["patient"]["balanced_accuracy"]["mean"] for m in models}
+    macs = {m: json.loads((project / f"reports/complexity/{m}.json").read_text())["paper_setting"]["macs"] for m in models}
+    light = min((m for m in models if bal[m] >= max(bal.values()) - margin), key=macs.get)
     name = json.loads((project / f"reports/complexity/{light}.json").read_text())["display_name"]
     assert f"**Accuracy per compute** (patient folds, S1): {name} ({macs[light] / 1e6:,.1f} MMACs" in glance
     assert f"({100 * bal[light]:.1f}%) is within the primary interval's half-width ({100 * margin:.1f} points)" in glance
@@ -424,3 +425,15 @@ def test_at_a_glance_is_at_most_eight_lines_and_its_numbers_are_metrics_json(pro
         x = rates[q]
         assert f"{100 * x['estimate']:.1f}% ({100 * x['ci_low']:.1f}-{100 * x['ci_high']:.1f})" in glance, q
     assert "**Failures:**" in block[-1]
+
+
+def test_at_a_glance_is_at_most_eight_lines_and_its_numbers_are_metrics_json(project, metrics):
+    _check_at_a_glance(project, metrics, MODELS)
+
+
+def test_the_committed_demo_reports_at_a_glance_is_its_metrics_json():
+    """The same checks on the default run's committed report (reports/ of this checkout): regenerating the
+    report from other numbers, or editing it by hand, fails here."""
+    root = Path(__file__).resolve().parents[1]
+    metrics = json.loads((root / "reports/metrics.json").read_text(encoding="utf-8"))
+    _check_at_a_glance(root, metrics, metrics["meta"]["models"])
