@@ -37,13 +37,15 @@ def contents(*, fingerprint: str, epoch: int, finished: bool, history: list[dict
              model: torch.nn.Module, optimizer: torch.optim.Optimizer | None, scheduler: Any,
              generator: torch.Generator, device: torch.device, selection: list[dict[str, float]] | None = None
              ) -> dict[str, Any]:
-    """A checkpoint after `epoch`: the weights, history and best epoch so far, and, unless `finished`,
-    the optimiser, the schedule and every RNG state that resuming needs (a finished run keeps only
-    what writing its outputs needs). Everything is copied to the CPU, so training can go on while
+    """A checkpoint after `epoch`: the history and the best epoch so far (its weights included), and,
+    unless `finished`, the last epoch's weights, the optimiser, the schedule and every RNG state that
+    resuming needs. A finished run keeps only what writing its outputs needs: its outputs come from the
+    best epoch's weights, so the last epoch's are not stored a second time (a finished fold's checkpoint
+    is one copy of the weights, not two). Everything is copied to the CPU, so training can go on while
     it is written."""
     return {"fingerprint": fingerprint, "epoch": epoch, "finished": finished,
             "history": [dict(h) for h in history], "best": dict(best),
-            "model": cpu_copy(model.state_dict()),
+            "model": None if finished else cpu_copy(model.state_dict()),
             "optimizer": None if finished or optimizer is None else cpu_copy(optimizer.state_dict()),
             "scheduler": None if finished or scheduler is None else scheduler.state_dict(),
             "rng_cpu": torch.get_rng_state(),
@@ -64,11 +66,12 @@ class Resumed:
 
 def restore(state: dict[str, Any], *, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
             generator: torch.Generator, device: torch.device) -> Resumed:
-    """Load a checkpoint made by `contents` into the run's objects (the weights; unless it is finished,
-    the optimiser, the schedule and every RNG state) and return the rest."""
-    model.load_state_dict(state["model"])
+    """Load a checkpoint made by `contents` into the run's objects (unless it is finished: the weights,
+    the optimiser, the schedule and every RNG state) and return the rest (a finished run's outputs are
+    written from `best`, which holds the selected epoch's weights)."""
     finished = bool(state.get("finished"))
     if not finished:
+        model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng_cpu"])

@@ -16,6 +16,15 @@ from a shared run: a copy that changes one thing.
 - `shard_base`: a git and DVC project with a local remote, for the Slurm round trip; the workers train
   in clones of it (that is what the round trip tests).
 
+Disk: a trained project links its outputs to DVC's cache instead of copying them (`cache.type`
+hardlink, then copy where the file system has no hard links), and `built_once` drops what no test of a
+shared project reads as soon as it is built: the checkpoints (the tests of resuming train their own
+folds), and, for a project whose tests run no `dvc` command on it (`dvc_outputs=False`: the threads-2
+twin, the paper and Uçar runs), the weights and DVC's cache too. resnet18's 45 MB of weights over the
+tiny run's 32 folds were otherwise held four times over (workspace, cache, and twice in the checkpoint)
+in each of the two tiny runs, and dual_vgg's 146 MB over the Uçar run's 8 folds as many: a CI disk
+filled up once (tests/test_e2e.py checks what a shared project keeps).
+
 Under pytest-xdist each project is still built once per session, whichever worker asks first: the build
 runs under a file lock in the directory the workers share (`built_once`), and a worker that asks later
 waits for it and reads it. conftest.py groups each project's tests on one worker (`xdist_group`), so that
@@ -61,9 +70,11 @@ def child_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def scratch_project(work: Path, profiles: list[str | Path]) -> dict:
+def scratch_project(work: Path, profiles: list[str | Path], link_cache: bool = False) -> dict:
     """Copy the project (code, scripts, profiles, dvc.yaml, params.yaml) into `work`, make it a git and DVC
-    repository and apply `profiles` in turn; returns the environment to run its commands in."""
+    repository and apply `profiles` in turn; returns the environment to run its commands in. With
+    `link_cache`, DVC hard-links its outputs to its cache rather than copying them (read-only files:
+    `light_copy` makes a writable copy)."""
     for name in ("pipeline", "models", "profiles", "scripts", "tests/data"):
         if (ROOT / name).exists():
             shutil.copytree(ROOT / name, work / name, ignore=shutil.ignore_patterns("__pycache__"))
@@ -76,6 +87,8 @@ def scratch_project(work: Path, profiles: list[str | Path]) -> dict:
            "OMP_NUM_THREADS": "1"}
     run(["git", "init", "-q"], work, env)
     run([sys.executable, "-m", "dvc", "init", "-q"], work, env)
+    if link_cache:
+        run([sys.executable, "-m", "dvc", "config", "cache.type", "hardlink,copy"], work, env)
     for profile in profiles:
         run([sys.executable, "-m", "pipeline.params", "apply", str(profile)], work, env)
     return env
@@ -90,10 +103,21 @@ def repro(work: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
     return proc
 
 
-def built_once(tmp_path_factory, name: str, build) -> tuple[Path, dict]:
+def trim(work: Path, dvc_outputs: bool) -> None:
+    """Drop what no test of a finished shared project reads: its checkpoints, and unless `dvc_outputs`
+    (a test runs `dvc status` or `dvc repro` on it) the weights in runs/ and DVC's cache."""
+    shutil.rmtree(work / "checkpoints", ignore_errors=True)
+    if not dvc_outputs:
+        for weights in (work / "runs").rglob("*.pt"):
+            weights.unlink()
+        shutil.rmtree(work / ".dvc" / "cache", ignore_errors=True)
+
+
+def built_once(tmp_path_factory, name: str, build, dvc_outputs: bool = True) -> tuple[Path, dict]:
     """`build(work)` (which returns a JSON-able dict: the environment, the repro's output) once per test
     session, for every xdist worker: under a file lock in the directory the workers share; a later caller
-    waits for the lock and reads what was built. A build that failed is made again by the next caller."""
+    waits for the lock and reads what was built. A build that failed is made again by the next caller.
+    What no test of it reads is dropped as soon as it is built (`trim`)."""
     base = tmp_path_factory.getbasetemp()
     shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
     work, done = shared / f"shared-{name}", shared / f"shared-{name}.json"
@@ -102,7 +126,9 @@ def built_once(tmp_path_factory, name: str, build) -> tuple[Path, dict]:
             if work.exists():
                 shutil.rmtree(work)
             work.mkdir()
-            done.write_text(json.dumps(build(work)))
+            record = build(work)
+            trim(work, dvc_outputs)
+            done.write_text(json.dumps(record))
     return work, json.loads(done.read_text())
 
 
@@ -115,8 +141,9 @@ def _as_proc(record: dict) -> subprocess.CompletedProcess:
 
 
 def light_copy(work: Path, to: Path, env: dict) -> tuple[Path, dict]:
-    """A copy of a finished project without checkpoints, weights or DVC's cache, with its own PYTHONPATH."""
-    shutil.copytree(work, to, symlinks=True, ignore=HEAVY)
+    """A copy of a finished project without checkpoints, weights or DVC's cache, with its own PYTHONPATH;
+    its files are writable (the file contents are copied, not DVC's read-only mode of a linked output)."""
+    shutil.copytree(work, to, symlinks=True, ignore=HEAVY, copy_function=shutil.copyfile)
     return to, {**env, "PYTHONPATH": str(to)}
 
 
@@ -128,7 +155,7 @@ def _profile_build(*profiles: str, extra: dict | None = None):
         if extra:
             (work / "extra.yaml").write_text(yaml.safe_dump(extra))
             applied.append("extra.yaml")
-        env = scratch_project(work, applied)
+        env = scratch_project(work, applied, link_cache=True)
         env["OMP_NUM_THREADS"] = str((extra or {}).get("train", {}).get("threads", 1))
         return _repro_record(work, env, repro(work, env))
     return build
@@ -155,7 +182,7 @@ def tiny_threads2(tmp_path_factory):
     would reuse, prepare, split and profile, takes seconds; waiting for the tiny run would serialise the
     two longest builds of the suite)."""
     work, record = built_once(tmp_path_factory, "tiny-threads2",
-                              _profile_build("profiles/tiny.yaml", extra={"train": {"threads": 2}}))
+                              _profile_build("profiles/tiny.yaml", extra={"train": {"threads": 2}}), dvc_outputs=False)
     return work, record["env"], _as_proc(record)
 
 
@@ -200,9 +227,9 @@ def paper_run(tmp_path_factory):
     """profiles/paper.yaml, then PAPER_SHRINK, after `dvc repro`: (work, proc)."""
     def build(work: Path) -> dict:
         (work / "shrink.yaml").write_text(PAPER_SHRINK)
-        env = scratch_project(work, ["profiles/paper.yaml", "shrink.yaml"])
+        env = scratch_project(work, ["profiles/paper.yaml", "shrink.yaml"], link_cache=True)
         return _repro_record(work, env, repro(work, env))   # train.threads: 0 is torch's default: OMP_NUM_THREADS, 1
-    work, record = built_once(tmp_path_factory, "paper", build)
+    work, record = built_once(tmp_path_factory, "paper", build, dvc_outputs=False)
     return work, _as_proc(record)
 
 
@@ -239,7 +266,7 @@ def ucar_run(tmp_path_factory):
         written = write_ucar_fixture(work / "data" / "raw", patients=UCAR_PATIENTS, muscles=("D",), size=(256, 224))
         (work / "shrink.yaml").write_text(ucar_shrink())
         # step 2: the paper profile, then the ucar profile (then, here only, the CPU's sizes)
-        env = scratch_project(work, ["profiles/paper.yaml", "profiles/ucar.yaml", "shrink.yaml"])
+        env = scratch_project(work, ["profiles/paper.yaml", "profiles/ucar.yaml", "shrink.yaml"], link_cache=True)
         # the ImageNet weights the paper's dual_vgg recipe asks for, as a user's filled cache holds them
         # (random stand-ins: no hub is reached)
         hub = work.parent / f"{work.name}-hub"
@@ -248,7 +275,7 @@ def ucar_run(tmp_path_factory):
         env.update(HF_HOME=str(hub), HF_HUB_CACHE=str(hub))
         return {**_repro_record(work, env, repro(work, env)), "written": written}   # step 3
 
-    work, record = built_once(tmp_path_factory, "ucar", build)
+    work, record = built_once(tmp_path_factory, "ucar", build, dvc_outputs=False)
     written = record["written"]
     written["folds"] = {s: [tuple(x) for x in v] for s, v in written["folds"].items()}   # JSON made them lists
     return work, _as_proc(record), written

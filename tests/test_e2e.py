@@ -134,6 +134,17 @@ def test_two_repeats_each_test_every_image_once_and_keep_patients_apart(tiny_run
 
 
 @pytest.mark.slow
+def test_the_tiny_run_holds_each_output_once_and_no_checkpoint(tiny_run):
+    """What the shared run keeps on disk (tests/projects.py): each weights file once, linked from DVC's
+    cache rather than copied into it, and no checkpoints (dropped once it was built)."""
+    work, _, _ = tiny_run
+    weights = sorted((work / "runs").rglob("weights.pt"))
+    assert len(weights) == 4 * 2 * 2 * 2 * 2                     # scenarios x models x protocols x folds x repeats
+    assert all(w.stat().st_nlink == 2 for w in weights), [w for w in weights if w.stat().st_nlink != 2][:3]
+    assert not (work / "checkpoints").exists()
+
+
+@pytest.mark.slow
 def test_second_repro_is_up_to_date(tiny_run):
     work, env, _ = tiny_run
     proc = run([sys.executable, "-m", "dvc", "status"], work, env)

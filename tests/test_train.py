@@ -107,6 +107,10 @@ def test_finished_fold_is_not_retrained_and_resume_matches(cohort, capsys):
     ckpt = layout.checkpoint_path("S1", "stanet", "patient", 1)
     state = torch.load(ckpt, weights_only=True)
     assert state["finished"] and state["optimizer"] is None
+    # one copy of the weights, the selected epoch's (the outputs are written from it), not the last epoch's too
+    assert state["model"] is None and all(
+        torch.equal(v, state["best"]["state"][k]) for k, v in
+        torch.load(cohort / "runs/S1/stanet/patient/fold-1/weights.pt", weights_only=True).items())
     capsys.readouterr()
     assert train.main(args) == 0
     assert "finished earlier" in capsys.readouterr().out
