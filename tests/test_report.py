@@ -437,3 +437,11 @@ def test_the_committed_demo_reports_at_a_glance_is_its_metrics_json():
     root = Path(__file__).resolve().parents[1]
     metrics = json.loads((root / "reports/metrics.json").read_text(encoding="utf-8"))
     _check_at_a_glance(root, metrics, metrics["meta"]["models"])
+
+
+@pytest.mark.slow
+def test_the_tiny_runs_at_a_glance_is_its_metrics_json(tiny_run):
+    """The same checks on the shared tiny run (S1-S4, two repeats, stanet against resnet18), trained for real."""
+    work, _, _ = tiny_run
+    metrics = json.loads((work / "reports/metrics.json").read_text(encoding="utf-8"))
+    _check_at_a_glance(work, metrics, metrics["meta"]["models"])
