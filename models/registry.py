@@ -143,14 +143,40 @@ def _forward_error(model: nn.Module, in_chans: int, size: int) -> str | None:
     return None
 
 
-def check_input(name: str, num_classes: int, in_chans: int, size: int, **kwargs) -> nn.Module:
+def _takes_on_meta(name: str, num_classes: int, in_chans: int, size: int, **kwargs) -> bool:
+    """Whether model `name`, built on PyTorch's meta device (shapes without storage: no weights drawn, no
+    arithmetic), passes a batch of two in_chans x size x size images. False also when the model cannot run
+    on the meta device at all (a forward that reads values, as the handcrafted model's histogram does)."""
+    import torch
+
+    try:
+        with torch.device("meta"):
+            model = create_model(name, num_classes=num_classes, in_chans=in_chans, **kwargs).eval()
+            with torch.no_grad():
+                model(torch.zeros(2, in_chans, size, size))
+    except (UnknownModelError, TypeError):
+        raise
+    except Exception:   # the real build below decides and words the refusal; this is only a fast path
+        return False
+    return True
+
+
+def check_input(name: str, num_classes: int, in_chans: int, size: int, build: bool = True, **kwargs) -> nn.Module | None:
     """Build model `name` and pass a batch of two in_chans x size x size images through it; the model built
     (in eval mode), for a caller that needs one (the profile stage builds it once, not twice).
+
+    With `build=False` (a caller that builds its own model, as train does) the check runs on the meta
+    device first, in milliseconds rather than the seconds a 224-px dual VGG takes to draw its weights and
+    run; only when that does not pass is the model built for real, so that every refusal is the real
+    forward's; returns None when the meta check passed.
 
     An unknown name raises UnknownModelError; a model that cannot take the size (a ViT fixed at
     224, five max-pools on 16 pixels) raises ModelInputError naming the model, the size and the
     sizes it does take, found by trying CANDIDATE_SIZES.
     """
+    _check_name(name)
+    if not build and _takes_on_meta(name, num_classes, in_chans, size, **kwargs):
+        return None
     model = create_model(name, num_classes=num_classes, in_chans=in_chans, **kwargs).eval()
     error = _forward_error(model, in_chans, size)
     if error is None:

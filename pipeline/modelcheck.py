@@ -11,13 +11,15 @@ from pipeline.params import Params
 from pipeline.scenarios import class_names
 
 
-def check_model(params: Params, model: str, scenario: str | None = None) -> nn.Module:
+def check_model(params: Params, model: str, scenario: str | None = None, build: bool = True) -> nn.Module | None:
     """Refuse (DataError) an unknown model, one that cannot take data.channels x data.image_size^2, or
     one asked to start from ImageNet weights that are not to be had (within seconds, offline). Returns
-    the model it built (from scratch, data.channels in, the scenario's classes out)."""
+    the model it built (from scratch, data.channels in, the scenario's classes out); with `build=False`
+    (train builds its own), None where the check could run on the meta device (models.check_input)."""
     scenario = scenario or params.split.scenarios[0]
     try:
-        built = models.check_input(model, len(class_names(scenario)), params.data.channels, params.data.image_size)
+        built = models.check_input(model, len(class_names(scenario)), params.data.channels, params.data.image_size,
+                                     build=build)
     except (models.UnknownModelError, models.ModelInputError) as e:
         raise DataError(f"train.models: {e}") from None
     if params.train.pretrained_for(model) and not models.has_weights(model):

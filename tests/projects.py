@@ -193,19 +193,23 @@ def tiny_report(tiny_run, tmp_path_factory):
     return light_copy(work, tmp_path_factory.mktemp("tiny-report") / "work", env)
 
 
-# what a CPU shrinks in any paper run: the models, the folds trained, epochs and the optimizer steps in one
-# (one step is a path through training), latency runs, int8 calibration images, resamples
+# what a CPU shrinks in any paper run: the models, the folds trained, epochs, the optimizer steps in one and
+# their batch (one step is a path through training), latency runs, the protocols exported to ONNX, int8 calibration images,
+# resamples
 CPU_SIZES = """\
 train:
   models: [stanet, handcrafted]
   folds: [1]
   epochs: 1
   max_steps_per_epoch: 1
+  optim:
+    batch_size: 16       # one step of 16 images is the path one of 256 is (256 is the shrunk cohort's whole training part)
 profile:
   latency_runs: 2
   warmup_runs: 1
   threads: 1
 deploy:
+  protocols: [patient]   # one protocol exported, checked and quantized (the demo's default too)
   calibration_images: 8
   paper_input_latency_runs: 2
 evaluate:

@@ -137,3 +137,18 @@ def test_soft_threshold_counts_its_own_macs():
     assert st.macs((2, 64, 7, 7)) == 2 * (64 * 16 + 16 * 64) + 2 * 2 * 64 * 49 + 2 * 64
 
 
+
+
+def test_the_meta_device_check_builds_nothing_and_refuses_as_the_real_one():
+    """check_input(build=False), train's check: a model that takes the input passes on the meta device
+    (None: nothing built, no weights drawn); one that does not gets the real forward's refusal, word for word."""
+    assert models.check_input("stanet", 2, 1, 32, build=False) is None
+    assert isinstance(models.check_input("stanet", 2, 1, 32), nn.Module)
+    refusals = []
+    for build in (True, False):
+        with pytest.raises(models.ModelInputError) as caught:
+            models.check_input("vit_tiny_patch16_224", 2, 1, 32, build=build)
+        refusals.append(str(caught.value))
+    assert refusals[0] == refusals[1] and "cannot take 1x32x32 input" in refusals[0]
+    with pytest.raises(models.UnknownModelError):
+        models.check_input("resnt18", 2, 1, 32, build=False)
