@@ -11,6 +11,7 @@ recorded in metrics.json.
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +63,47 @@ def git_commit(cwd: str | Path = ".") -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown (git not available)"
     return head.stdout.strip() + (" with uncommitted changes to tracked files" if dirty else "")
+
+
+def declared_in(path: str | Path = "params.yaml", keys: tuple[str, ...] = ("evaluate", "primary"),
+                cwd: str | Path = ".", limit: int = 200) -> str:
+    """The commit (short hash and date) that last changed params.yaml's `keys` (the declared primary
+    comparison), read from git's history of the file; or that the working tree changes it still, or why it
+    is unknown. A declaration is only as old as its commit: results on the same deterministic cohort may
+    predate it, and the report says when it was made, not that it came first."""
+    import yaml
+
+    def value(text: str | None) -> str | None:
+        try:
+            node = yaml.safe_load(text) if text is not None else None
+        except yaml.YAMLError:
+            return None
+        for k in keys:
+            node = node.get(k) if isinstance(node, dict) else None
+        return json.dumps(node, sort_keys=True)
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=20)
+
+    try:
+        log = git("log", f"-{limit}", "--format=%h %as", "--", str(path))
+        if log.returncode != 0:
+            return "not in a git checkout: when it was declared is unknown"
+        commits = [line.split() for line in log.stdout.splitlines() if line.strip()]
+        now = value(Path(cwd, path).read_text(encoding="utf-8")) if Path(cwd, path).is_file() else None
+        if not commits:
+            return "not committed yet"
+        texts = [git("show", f"{h}:{path}") for h, _ in commits]
+    except (OSError, subprocess.SubprocessError):
+        return "git not available: when it was declared is unknown"
+    values = [value(t.stdout) if t.returncode == 0 else None for t in texts]
+    if values[0] != now:
+        return "changed in the working tree since the last commit"
+    for i, v in enumerate(values):
+        if i + 1 == len(values) or values[i + 1] != v:
+            h, date = commits[i]
+            return f"last changed in commit {h}, {date}" + (" or earlier" if i + 1 == len(values) == limit else "")
+    return "unknown"
 
 
 def dvc_lock_digest(path: str | Path = "dvc.lock", exclude: str = "report") -> str:
@@ -161,12 +203,18 @@ def section(params, r: Results, runs: dict, source_words: str, patient_data: boo
          "balanced accuracy (headline), accuracy, macro-F1, AUC, per-class sensitivity and specificity, each per fold "
          "and as mean over folds; " + "; ".join(f"{k}: {v}" for k, v in stats.items())),
         ("Robustness: repeats and seeds", "CLAIM 2024 robustness; TRIPOD+AI model evaluation",
-         f"one seed ({params.seed}) drives the cohort, the folds and every model's initialisation (repeat r > 1 "
-         f"draws its folds from a seed derived from it); {repeat_words} of {params.split.folds}-fold "
-         f"cross-validation; fold-to-fold spread in the per-fold figure"),
+         (f"not assessed: one seed ({params.seed}) and one repeat of {params.split.folds}-fold cross-validation; the "
+          f"fold-to-fold spread (per-fold figure) is the only variation shown, and how the results move with "
+          f"another seed or another partition is unknown" if params.split.repeats == 1 else
+          f"one seed ({params.seed}) drives the cohort, the folds and every model's initialisation (repeat r > 1 "
+          f"draws its folds from a seed derived from it); {repeat_words} of {params.split.folds}-fold "
+          f"cross-validation; fold-to-fold spread in the per-fold figure; other seeds of the initialisation were "
+          f"not run")),
         ("Decision threshold and output", "TRIPOD+AI model output and threshold",
-         "the model outputs class probabilities (softmax); the predicted class is the argmax (no threshold tuned); "
-         "the ROC figure marks that operating point"),
+         f"the model outputs class probabilities (softmax); every table and figure uses the argmax (0.5 for two "
+         f"classes; the ROC figure marks it); for binary scenarios a second operating point, the highest "
+         f"threshold reaching sensitivity {params.evaluate.target_sensitivity:g} on each fold's validation part "
+         f"(never its test part), is reported with its test sensitivity and specificity"),
         ("Class imbalance", "TRIPOD+AI class imbalance",
          f"balanced accuracy as the headline metric, each fold's majority-class rate reported beside it; class "
          f"weighting in the loss {'on' if tp.class_weighting else 'off'}"),

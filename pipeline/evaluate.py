@@ -45,7 +45,8 @@ UNIT = (0.0, 1.0)   # every summarised metric is a fraction; its interval is cli
 
 def load_run(runs: Path, scenario: str, model: str, protocol: str, fold: int,
              repeat: int = 1) -> tuple[pd.DataFrame, dict]:
-    """Read and check one run's predictions.csv and metrics.json; DataError names the file at fault."""
+    """Read and check one run's predictions.csv, validation.csv and metrics.json; DataError names the file at
+    fault (a validation image among the test images too)."""
     d = layout.run_dir(scenario, model, protocol, fold, runs, repeat=repeat)
     make = f"make it with `{layout.train_command(scenario, model, protocol)}` (or `dvc repro`)"
     pred_path, meta_path = d / layout.PREDICTIONS, d / layout.RUN_METRICS
@@ -76,7 +77,18 @@ def load_run(runs: Path, scenario: str, model: str, protocol: str, fold: int,
     if dup.any():
         raise DataError(f"{pred_path}: image_id {pred['image_id'][dup].iloc[0]} appears more than once")
     pred["label"] = pred["label"].astype(np.int64)
-    return pred, meta
+    val_path = d / layout.VALIDATION
+    val = read_table(val_path, make, required=[*layout.PREDICTION_COLUMNS, *cols])
+    bad = val[cols + ["label"]].isna().any(axis=1) | ~val["label"].isin(range(len(names)))
+    if val.empty or bad.any():
+        raise DataError(f"{val_path}: {'no rows' if val.empty else f'data row {int(np.flatnonzero(bad.to_numpy())[0]) + 1} has a label outside 0..{len(names) - 1} or an empty probability'}; "
+                        f"a fold's validation part holds at least one image; {make}")
+    shared = set(val["image_id"]) & set(pred["image_id"])
+    if shared:   # the operating point is chosen on validation images: a test image among them would leak
+        raise DataError(f"{val_path}: image_id {sorted(shared)[0]} is also in {pred_path} (validation and test parts "
+                        f"share {len(shared)} images); {make}")
+    val["label"] = val["label"].astype(np.int64)
+    return pred, meta, val
 
 
 def fold_row(scenario: str, model: str, protocol: str, fold: int, pred: pd.DataFrame, meta: dict,
@@ -102,7 +114,8 @@ def fold_row(scenario: str, model: str, protocol: str, fold: int, pred: pd.DataF
 
 
 def summarize_runs(rows: list[dict], fms: list[dict], preds: list[pd.DataFrame], class_names: list[str],
-                   protocol: str, n_resamples: int, seed: int) -> dict:
+                   protocol: str, n_resamples: int, seed: int, vals: list[pd.DataFrame] | None = None,
+                   prevalence: float | None = None, target_sensitivity: float = 0.9) -> dict:
     """Across-fold summary of one model under one protocol, with whether it learned at all."""
     out: dict[str, Any] = {k: M.mean_sd_ci([r[k] for r in rows], bounds=UNIT) for k in SUMMARY_METRICS}
     reasons = M.degenerate([r["balanced_accuracy"] for r in rows], [r["top_predicted_share"] for r in rows],
@@ -120,9 +133,16 @@ def summarize_runs(rows: list[dict], fms: list[dict], preds: list[pd.DataFrame],
     out["accuracy_patient_bootstrap"] = M.cluster_bootstrap_ci(correct, patients, n_resamples, seed)
     y_all = np.concatenate([p["label"].to_numpy() for p in preds])
     prob_all = np.concatenate([p[layout.prob_columns(class_names)].to_numpy(dtype=np.float64) for p in preds])
-    # pooled over every fold (and repeat) of the test images; intervals resample whole patients
-    out["class_rates"] = ST.class_rates(y_all, prob_all.argmax(axis=1), class_names, patients, n_resamples, seed)
-    out["calibration"] = ST.calibration(y_all, prob_all)
+    # pooled over every fold (and repeat) of the test images; one stratified patient bootstrap (patients
+    # resampled within their class, so prevalence stays the cohort's) gives every interval below
+    boot = ST.patient_bootstrap(y_all, prob_all, patients, n_resamples, seed,
+                                prevalence=prevalence if len(class_names) == 2 else None)
+    out["class_rates"] = {name: boot["classes"][c] for c, name in enumerate(class_names)}
+    out["calibration"] = {**ST.calibration(y_all, prob_all),
+                          **{f"{k}_interval": [boot[k]["ci_low"], boot[k]["ci_high"]] for k in ("brier", "ece")}}
+    out["auc_pooled"] = {**boot["auc"], "over": "every fold's test images pooled; stratified patient bootstrap"}
+    if len(class_names) == 2 and vals is not None:
+        out["operating_point"] = operating_point(preds, vals, class_names, target_sensitivity, n_resamples, seed)
     # epochs and optimizer steps only: a wall-clock time here would make two runs of the same params
     # differ (the seconds each fold took stay in its run's metrics.json; the report sums them there)
     out["budget"] = {"epochs": _one([r["epochs"] for r in rows]),
@@ -136,6 +156,12 @@ def summarize_runs(rows: list[dict], fms: list[dict], preds: list[pd.DataFrame],
         out["patient_accuracy_exact"] = {**ST.clopper_pearson(right, len(y_p)),
                                          "majority_rate": float(np.bincount(y_p).max() / len(y_p)),
                                          "over": "the patients of repeat 1, each diagnosed once"}
+        prob_p = np.concatenate([prob for _, prob in levels])
+        ids = np.concatenate([np.sort(p["patient_id"].astype(str).unique())
+                              for r, p in zip(rows, preds, strict=True) if r["repeat"] == 1])
+        out["patient_auc"] = {**ST.patient_bootstrap(y_p, prob_p, ids, n_resamples, seed)["auc"],
+                              "over": "the patients of repeat 1, each diagnosed once (the mean of its image "
+                                      "probabilities); stratified bootstrap of patients"}
     out["per_class"] = {
         name: {q: M.mean_sd_ci([fm["per_class"][name][q] for fm in fms], bounds=UNIT)
                for q in ("sensitivity", "specificity")}
@@ -147,6 +173,28 @@ def summarize_runs(rows: list[dict], fms: list[dict], preds: list[pd.DataFrame],
     out["n_test"] = int(sum(r["n_test"] for r in rows))
     out["n_folds"] = len(rows)
     return out
+
+
+def operating_point(preds: list[pd.DataFrame], vals: list[pd.DataFrame], class_names: list[str], target: float,
+                    n_resamples: int, seed: int) -> dict:
+    """Test sensitivity and specificity for the positive class at a threshold chosen, fold by fold, on that
+    fold's validation part only (ST.sensitivity_threshold: the highest threshold on P(positive) whose
+    validation sensitivity reaches `target`), pooled over the folds, with stratified patient bootstrap
+    intervals. The argmax point (0.5) is the one every other figure uses."""
+    col = layout.prob_columns(class_names)[1]
+    thresholds, y, pred, patients, prob = [], [], [], [], []
+    for test, val in zip(preds, vals, strict=True):
+        t = ST.sensitivity_threshold(val["label"].to_numpy() == 1, val[col].to_numpy(dtype=np.float64), target)
+        thresholds.append(t)
+        y.append(test["label"].to_numpy())
+        pred.append((test[col].to_numpy(dtype=np.float64) >= t).astype(np.int64))
+        patients.append(test["patient_id"].to_numpy(dtype=str))
+        prob.append(test[layout.prob_columns(class_names)].to_numpy(dtype=np.float64))
+    boot = ST.patient_bootstrap(np.concatenate(y), np.concatenate(prob), np.concatenate(patients), n_resamples,
+                                seed, y_pred=np.concatenate(pred))
+    rates = boot["classes"][1]
+    return {"target_sensitivity": target, "positive_class": class_names[1], "chosen_on": "each fold's validation part",
+            "thresholds": thresholds, "sensitivity": rates["sensitivity"], "specificity": rates["specificity"]}
 
 
 def _one(values: list) -> Any:
@@ -188,6 +236,11 @@ def compare(ref_rows: list[dict], other_rows: list[dict], ref_preds: list[pd.Dat
     out["bootstrap_accuracy"] = M.paired_bootstrap(np.concatenate(correct_a), np.concatenate(correct_b),
                                                    groups=np.concatenate(patients), n_resamples=n_resamples,
                                                    seed=seed)
+    # the same resampling of the metric the headline test is on (balanced accuracy), patients within class
+    labels = np.concatenate([a["label"].to_numpy() for a in ref_preds])
+    out["bootstrap_balanced_accuracy"] = ST.paired_balanced_accuracy_bootstrap(
+        labels, np.concatenate(correct_a), np.concatenate(correct_b), np.concatenate(patients), len(class_names),
+        n_resamples, seed)
     return out
 
 
@@ -225,9 +278,14 @@ def claims(comparisons: dict[str, dict], summaries: dict[str, dict], ref: str, p
         for name in FAMILIES:
             members = [m for m, c in comparisons.items() if c["claim"] and c["family"] == name and not is_primary[m]]
             adjusted = M.holm([comparisons[m][metric]["p_value"] for m in members])
+            size = len([x for x in adjusted if x is not None])
+            ranked = sorted((comparisons[m][metric]["p_value"], m) for m in members
+                            if comparisons[m][metric]["p_value"] is not None)
+            rank = {m: i for i, (_, m) in enumerate(ranked)}
             for m, p in zip(members, adjusted):
-                comparisons[m][metric].update(p_holm=p, family=name,
-                                              holm_family=len([x for x in adjusted if x is not None]))
+                comparisons[m][metric].update(p_holm=p, family=name, holm_family=size)
+                if m in rank:   # the interval that agrees with its Holm step: Bonferroni-widened at that step's level
+                    comparisons[m][metric].update(ST.holm_interval(comparisons[m][metric], rank[m], size))
         for m, c in comparisons.items():
             if is_primary[m]:
                 c[metric].update(p_holm=c[metric]["p_value"] if c["claim"] else None, family="primary",
@@ -258,12 +316,13 @@ def build_scenario(params: Params, scenario: str, runs: Path, runs_meta: dict[st
     rows: dict[tuple[str, str], list[dict]] = {}
     fms: dict[tuple[str, str], list[dict]] = {}
     preds: dict[tuple[str, str], list[pd.DataFrame]] = {}
+    vals: dict[tuple[str, str], list[pd.DataFrame]] = {}
     validation: dict[str, dict[str, list]] = {}
     repeats = range(1, params.split.repeats + 1)
     for model in models:
         for protocol in protocols:
             for repeat, fold in [(r, k) for r in repeats for k in folds]:   # k*R runs, repeat by repeat
-                pred, meta = load_run(runs, scenario, model, protocol, fold, repeat)
+                pred, meta, val = load_run(runs, scenario, model, protocol, fold, repeat)
                 if model == models[0]:      # the validation part is the fold's, the same for every model
                     validation.setdefault(protocol, {"images": [], "patients": []})
                     validation[protocol]["images"].append(meta.get("n_val"))
@@ -272,6 +331,7 @@ def build_scenario(params: Params, scenario: str, runs: Path, runs_meta: dict[st
                 rows.setdefault((model, protocol), []).append(row)
                 fms.setdefault((model, protocol), []).append(fm)
                 preds.setdefault((model, protocol), []).append(pred)
+                vals.setdefault((model, protocol), []).append(val)
                 runs_meta[model].append(
                     (str(layout.run_dir(scenario, model, protocol, fold, runs, repeat) / layout.RUN_METRICS), meta))
 
@@ -287,9 +347,9 @@ def build_scenario(params: Params, scenario: str, runs: Path, runs_meta: dict[st
                                        "class_names": class_names, "splits": trained_on,
                                        "cohort": _consistent(mine, "cohort")}}
     for (model, protocol), rs in rows.items():
-        result.setdefault(model, {})[protocol] = summarize_runs(rs, fms[(model, protocol)], preds[(model, protocol)],
-                                                                class_names, protocol, params.evaluate.bootstrap,
-                                                                params.seed)
+        result.setdefault(model, {})[protocol] = summarize_runs(
+            rs, fms[(model, protocol)], preds[(model, protocol)], class_names, protocol, params.evaluate.bootstrap,
+            params.seed, vals[(model, protocol)], params.evaluate.prevalence, params.evaluate.target_sensitivity)
     # a property of each fold's test part, the same for every model: what a constant guess scores
     result["meta"]["majority_rate"] = {p: [r["majority_rate"] for r in rows[(models[0], p)]] for p in protocols}
     result["meta"]["validation"] = validation   # per fold: the images and patients epochs were selected on
@@ -312,22 +372,46 @@ def build_scenario(params: Params, scenario: str, runs: Path, runs_meta: dict[st
     result["comparisons"] = comparisons
     if pp is not None and pp.scenario == scenario:
         result["primary"] = primary_block(params, pair(pp.reference, pp.comparator, pp.protocol),
-                                          rows[(pp.reference, pp.protocol)], result)
+                                          rows[(pp.reference, pp.protocol)], result,
+                                          patient_pairs(rows[(pp.reference, pp.protocol)], preds[(pp.reference, pp.protocol)],
+                                                        preds[(pp.comparator, pp.protocol)], class_names))
     return result, [r for rs in rows.values() for r in rs]
 
 
-def primary_block(params: Params, comparison: dict, ref_rows: list[dict], result: dict) -> dict:
-    """The declared primary comparison: its test (not adjusted), and what this design can detect."""
+def patient_pairs(ref_rows: list[dict], ref_preds: list[pd.DataFrame], other_preds: list[pd.DataFrame],
+                  class_names: list[str]) -> dict:
+    """The two models' patient diagnoses (the mean of each patient's image probabilities, as patient-level
+    accuracy takes them) over the folds of repeat 1, each patient once: exact McNemar on the discordant
+    patients. Patients are the independent unit of patient folds, and what a clinician diagnoses."""
+    ref_right, other_right = [], []
+    for row, a, b in zip(ref_rows, ref_preds, other_preds, strict=True):
+        if row["repeat"] != 1:
+            continue
+        ya, pa = M.patient_level(a, class_names)
+        yb, pb = M.patient_level(b, class_names)
+        ref_right.append(pa.argmax(axis=1) == ya)
+        other_right.append(pb.argmax(axis=1) == yb)
+    return {**ST.exact_mcnemar(np.concatenate(ref_right), np.concatenate(other_right)),
+            "over": "the patients of repeat 1, each diagnosed once (the mean of its image probabilities)"}
+
+
+def primary_block(params: Params, comparison: dict, ref_rows: list[dict], result: dict,
+                  patients: dict | None = None) -> dict:
+    """The declared primary comparison: its test (not adjusted), the patient bootstrap of the same metric,
+    the patient-level McNemar test and both models' patient AUC, and what this design can say."""
     pp = params.evaluate.primary
     test = comparison[pp.metric]
     n_patients = (result[pp.reference][pp.protocol].get("accuracy_patient_bootstrap") or {}).get("n_patients")
     bad = [m for m in (pp.reference, pp.comparator) if result[m][pp.protocol].get("degenerate")]
+    same_metric = {"balanced_accuracy": "bootstrap_balanced_accuracy", "accuracy": "bootstrap_accuracy"}.get(pp.metric)
     return {"reference": pp.reference, "comparator": pp.comparator, "metric": pp.metric, "protocol": pp.protocol,
             "scenario": pp.scenario, "sign": f"{pp.reference} minus {pp.comparator}",
             "folds": len(params.train.folds), "repeats": params.split.repeats, "n_patients": n_patients,
-            "test": test, "bootstrap_accuracy": comparison["bootstrap_accuracy"],
-            "design": ST.design(test, pp.target, len(params.train.folds), comparison["n_train"],
-                                comparison["n_test"], n_patients or 0),
+            "test": test, "bootstrap": comparison.get(same_metric) if same_metric else None,
+            "patient_level": patients,
+            "patient_auc": {m: result[m][pp.protocol].get("patient_auc") for m in (pp.reference, pp.comparator)},
+            "design": ST.design_exact(test, pp.target, len(params.train.folds), comparison["n_train"],
+                                      comparison["n_test"]),
             "degenerate": bad,
             "failed_folds": {m: result[m][pp.protocol]["failed_folds"] for m in (pp.reference, pp.comparator)}}
 
@@ -343,6 +427,7 @@ def build(params: Params, runs: Path = layout.RUNS, splits_dir: Path = layout.SP
         per_fold += rows
     all_meta = [x for m in models for x in runs_meta[m]]
     ref = params.evaluate.reference_model
+    across = across_scenarios(params, result)
     result["meta"] = {
         "scenarios": list(params.split.scenarios),
         "data_source": params.data.source,
@@ -364,6 +449,9 @@ def build(params: Params, runs: Path = layout.RUNS, splits_dir: Path = layout.SP
         "threads": _consistent(all_meta, "threads"),
         "fold_workers": sorted({meta["fold_workers"] for _, meta in all_meta if "fold_workers" in meta}),
         "select_by": _consistent(all_meta, "select_by"),
+        "across_scenarios": across,
+        "prevalence": params.evaluate.prevalence,
+        "target_sensitivity": params.evaluate.target_sensitivity,
         "statistics": {
             "ci_low/ci_high": "t interval of the mean over folds; it treats the folds as independent, which they "
                               "are not (their training parts overlap), so it is too narrow: naive",
@@ -378,9 +466,28 @@ def build(params: Params, runs: Path = layout.RUNS, splits_dir: Path = layout.SP
                            "of accuracy resampling whole patients (bootstrap_accuracy): the uncertainty of these "
                            "trained models' test estimate, not of the method",
             "class_rates": "per class, one against the rest, pooled over every fold and repeat: sensitivity, "
-                           "specificity, PPV, NPV with percentile intervals resampling whole patients",
-            "calibration": "Brier score, expected calibration error over 10 equal-width bins of the top-class "
-                           "probability, and the reliability curve (scikit-learn calibration_curve)",
+                           "specificity, PPV, NPV with percentile intervals from a stratified patient bootstrap "
+                           "(patients resampled within their class, so each resample keeps the cohort's "
+                           "prevalence); PPV and NPV carry the cohort's prevalence (prevalence_cohort), and, where "
+                           "evaluate.prevalence is set, are also given at that prevalence (Bayes' formula on each "
+                           "resample's sensitivity and specificity)",
+            "calibration": "Brier score and expected calibration error over 10 equal-width bins, of the positive "
+                           "class's probability (binary) or classwise (S4: the mean over classes of each class's "
+                           "ECE), with intervals from the same stratified patient bootstrap; the reliability curve "
+                           "of the same probabilities",
+            "auc_pooled": "AUC over every fold's test images pooled, stratified patient bootstrap interval",
+            "patient_auc": "patient folds: AUC of the patient diagnoses (mean image probability) of repeat 1",
+            "operating_point": "binary scenarios: the highest threshold on P(positive) whose validation sensitivity "
+                               "reaches evaluate.target_sensitivity, chosen on each fold's validation part (never "
+                               "its test part); pooled test sensitivity and specificity there, with intervals",
+            "primary": "the declared comparison's corrected t-test, the stratified patient bootstrap of the same "
+                       "metric, exact McNemar on the patients the two models diagnose differently (repeat 1), "
+                       "and the design: the exact 80% MDD (noncentral t), the sd's 95% interval on k*R-1 df and "
+                       "the MDDs it implies, and the MDD no number of repeats goes below",
+            "ci_holm_low/ci_holm_high": "the interval consistent with a comparison's Holm step: the corrected t "
+                                        "interval at level 0.05 / (m - rank), Bonferroni-widened at that step",
+            "across_scenarios": "the primary pair, metric and protocol in every scenario: Holm over the scenarios "
+                                "(a statement across S1-S4 uses these p-values)",
             "patient_accuracy_exact": "Clopper-Pearson interval of patient-level accuracy (repeat 1, each patient "
                                       "once) beside the patient-level majority rate",
             "failed_folds": f"folds on which a model predicts one class for at least "
@@ -392,6 +499,25 @@ def build(params: Params, runs: Path = layout.RUNS, splits_dir: Path = layout.SP
         },
     }
     return rounded(result), pd.DataFrame(per_fold, columns=PER_FOLD_COLUMNS)
+
+
+def across_scenarios(params: Params, result: dict) -> dict | None:
+    """The primary pair (reference minus comparator, its metric and protocol) in every scenario of the run,
+    Holm-adjusted over the scenarios: the family of a statement about the proposed model across S1-S4.
+    None without a primary comparison or with one scenario."""
+    pp = params.evaluate.primary
+    if pp is None or len(params.split.scenarios) < 2 or pp.reference != params.evaluate.reference_model:
+        return None
+    tests = {s: ((result[s].get("comparisons") or {}).get(pp.protocol) or {}).get(pp.comparator, {}).get(pp.metric)
+             for s in params.split.scenarios}
+    tests = {s: t for s, t in tests.items() if t is not None}
+    if len(tests) < 2:
+        return None
+    adjusted = M.holm([t.get("p_value") for t in tests.values()])
+    return {"reference": pp.reference, "comparator": pp.comparator, "metric": pp.metric, "protocol": pp.protocol,
+            "family": f"Holm over {len(tests)} scenarios",
+            "scenarios": {s: {"mean_difference": t.get("mean_difference"), "p_value": t.get("p_value"),
+                              "p_holm": q} for (s, t), q in zip(tests.items(), adjusted)}}
 
 
 def rounded(obj: Any, decimals: int = DECIMALS) -> Any:

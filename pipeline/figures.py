@@ -593,8 +593,8 @@ def roc_curves(x: "ReportInputs", path: str | Path) -> Any:
 def reliability(x: "ReportInputs", path: str | Path, bins: int = 10) -> Any:
     """Reliability diagram of the pooled test predictions (scikit-learn's calibration_curve, `bins`
     equal-width bins): observed frequency against mean predicted probability, one panel per scenario
-    and protocol. Two classes: the positive class's probability; more: the top class's probability
-    against whether it was right (top-label calibration)."""
+    and protocol. Two classes: the positive class's probability; more: every class's probability against
+    whether the image is of that class (classwise), the quantity the reported ECE is of."""
     title = (f"Reliability diagram, test predictions pooled over {x.folds_words}, {bins} "
              f"equal-width bins\n{x.context}")
     from sklearn.calibration import calibration_curve
@@ -604,8 +604,9 @@ def reliability(x: "ReportInputs", path: str | Path, bins: int = 10) -> Any:
         names = x.results.class_names(s)
         for m in x.meta["models"]:
             y, pred, prob = _pooled(x, s, m, p)
+            # the quantity the ECE is of (metrics.calibration): P(positive), or every class's probability
             truth, score = ((y == 1).astype(int), prob[:, 1]) if len(names) == 2 else \
-                ((pred == y).astype(int), prob.max(axis=1))
+                (np.eye(len(names))[y].ravel().astype(int), prob.ravel())
             if truth.min() == truth.max():
                 continue
             frac, mean_pred = calibration_curve(truth, np.clip(score, 0, 1), n_bins=bins, strategy="uniform")
@@ -613,10 +614,10 @@ def reliability(x: "ReportInputs", path: str | Path, bins: int = 10) -> Any:
             ax.plot(mean_pred, frac, color=st["color"], linewidth=st["lw"] * 0.8, alpha=st["alpha"],
                     marker=st["marker"] if m in x.roles.ablations else "o", markersize=3, zorder=st["zorder"],
                     label=_wrap(x.labels.get(m, m), 44))
-        what = f"P({names[1]})" if len(names) == 2 else "top-class probability"
+        what = f"P({names[1]})" if len(names) == 2 else "probability of each class (classwise)"
         ax.set_title(f"{s}, {p} protocol", fontsize=9)
         ax.set_xlabel(f"mean predicted {what}", fontsize=8)
-        ax.set_ylabel("observed frequency" if len(names) == 2 else "observed accuracy", fontsize=8)
+        ax.set_ylabel("observed frequency", fontsize=8)
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
         _finish_square(ax)
@@ -800,8 +801,9 @@ FIGURES: tuple[FigureSpec, ...] = (
                "report", roc_curves),
     FigureSpec("reliability.png", "Reliability diagram (calibration): observed frequency of the positive class "
                "against the mean predicted probability in 10 equal-width bins (scikit-learn calibration_curve) of the "
-               "test predictions pooled over folds; four-class scenarios use the top class's probability against "
-               "whether it was right. On the diagonal, a predicted 70% comes true 70% of the time.", "report",
+               "test predictions pooled over folds; four-class scenarios pool every class's probability against whether "
+               "the image is of that class (classwise). The reported ECE is of the same probabilities. On the "
+               "diagonal, a predicted 70% comes true 70% of the time.", "report",
                reliability),
     FigureSpec("failures.png", "Share of test images misclassified (%), pooled over folds, by diagnosis (within a "
                "scenario's myositis class, IBM, PM and DM apart) and by muscle; one heatmap row per model. Tables with "

@@ -138,8 +138,9 @@ def _test_words(t: dict, adjusted: bool) -> str:
             f"{' (unadjusted)' if adjusted else ''}, {which}")
 
 
-def _primary(r: Results, labels: dict[str, str]) -> list[str]:
-    """The declared primary comparison: estimate, the test's interval and p, what the design detects."""
+def _primary(r: Results, labels: dict[str, str], declared: str = "") -> list[str]:
+    """The declared primary comparison: estimate, the test's interval and p, the same metric's patient
+    bootstrap, the patient-level test, what the design can say, and the comparison across scenarios."""
     pr = next(((s, r.raw[s]["primary"]) for s in r.meta["scenarios"]
                if (r.raw.get(s) or {}).get("primary")), None)
     if pr is None:
@@ -151,7 +152,8 @@ def _primary(r: Results, labels: dict[str, str]) -> list[str]:
     metric = METRIC_WORDS.get(b["metric"], b["metric"])
     setting = (f"{words(b['protocol'])}, {scenario}, {b['n_patients']} patients, "
                f"{b['folds']} folds x {b['repeats']} repeat{'s' if b['repeats'] > 1 else ''}")
-    out = [f"Primary comparison (declared before the run in evaluate.primary, not adjusted for multiplicity): "
+    where = f"declared in params.yaml's evaluate.primary{f', {declared}' if declared else ''}"
+    out = [f"Primary comparison ({where}; not adjusted for multiplicity): "
            f"{ref} minus {other} in {metric}, {setting}. " + SIGN]
     if b.get("degenerate"):
         out.append(f"{' and '.join(b['degenerate'])} did not learn here (degenerate): the primary comparison "
@@ -167,26 +169,58 @@ def _primary(r: Results, labels: dict[str, str]) -> list[str]:
     out.append(f"Estimate {_points(t.get('mean_difference'))} points; {_test_words(t, adjusted=False)} "
                f"(Bouckaert-Frank corrected repeated k-fold t-test, {t.get('df')} degrees of freedom).{verdict}")
     if d.get("mdd") is not None:
+        target = f"{100 * d['target']:.1f}"
         s = (f"Power: from the observed spread of the {t['n_differences']} fold differences (sd "
-             f"{100 * t['sd']:.1f} points), this design detects a difference of {100 * d['mdd']:.1f} points with "
-             f"80% power; its power for the paper's {100 * d['target']:.1f} points is {100 * d['power_at_target']:.0f}%. ")
-        if d.get("repeats_needed"):
-            s += f"Detecting {100 * d['target']:.1f} points with 80% power would take {d['repeats_needed']} repeats of these folds"
+             f"{100 * t['sd']:.1f} points; its 95% interval on {d['sd_df']} degrees of freedom is "
+             f"{100 * d['sd_ci_low']:.1f} to {100 * d['sd_ci_high']:.1f}), this design detects a difference of "
+             f"{100 * d['mdd']:.1f} points with 80% power ({100 * d['mdd_range'][0]:.1f} to "
+             f"{100 * d['mdd_range'][1]:.1f} over that interval; noncentral t); its power for the paper's {target} "
+             f"points is {100 * d['power_at_target']:.0f}%. More repeats of these folds lower the detectable "
+             f"difference towards {100 * d['mdd_limit']:.1f} points ({100 * d['mdd_limit_range'][0]:.1f} to "
+             f"{100 * d['mdd_limit_range'][1]:.1f}) and no further (the n_test/n_train part of the variance does not "
+             f"shrink with repeats)")
+        low, high = d["repeats_needed_range"]
+        need = lambda n: (f"{n} repeat{'s' if n > 1 else ''}" if n  # noqa: E731
+                          else f"no number of repeats up to {d['max_repeats']}")
+        s += f": at the observed sd, {need(d['repeats_needed'])} would detect {target} points"
+        if low == high:
+            s += ", nor would any within the sd's interval" if low is None else ", and as many across the sd's interval"
         else:
-            s += (f"No number of repeats of these folds would detect {100 * d['target']:.1f} points with 80% power "
-                  f"(the n_test/n_train part of the variance does not shrink with repeats)")
-        s += (f". Roughly {d['patients_needed']} patients would, at these folds and repeats (assuming the variance "
-              f"of the fold differences falls as 1/patients).")
+            s += f"; within the sd's interval, from {need(low)} to {need(high)}"
+        s += (f". With a standard deviation on {d['sd_df']} degrees of freedom this design cannot say more, nor how "
+              f"many patients would be enough (training noise between folds does not shrink with patients).")
         out.append(s)
     else:
         out.append("Power: not computable (the fold differences have no spread, or too few folds).")
-    boot = b.get("bootstrap_accuracy") or {}
+    boot = b.get("bootstrap") or {}
     if boot.get("ci_low") is not None:
         out.append(f"Separately, not a test of the method: over these trained models' pooled test images, "
-                   f"resampling whole patients, the accuracy difference {ref} minus {other} is "
+                   f"resampling patients within their class, the {metric} difference {ref} minus {other} is "
                    f"{_points(boot['mean_difference'])} points with a 95% bootstrap interval of "
-                   f"{_points(boot['ci_low'])} to {_points(boot['ci_high'])}; this is the uncertainty of these "
-                   f"trained models' test estimate, not of the method.")
+                   f"{_points(boot['ci_low'])} to {_points(boot['ci_high'])}: the uncertainty of these trained "
+                   f"models' test estimate, not of the method.")
+    pl, auc = b.get("patient_level") or {}, b.get("patient_auc") or {}
+    if pl.get("n"):
+        p_words = (_p(pl["p_value"]) if pl.get("p_value") is not None else pl.get("p_undefined"))
+        line = (f"Per patient ({pl['n']} patients of repeat 1, each diagnosed by the mean of its image "
+                f"probabilities): the two diagnose {pl['discordant']} patients differently, "
+                f"{pl['reference_only_right']} rightly by {ref} and {pl['comparator_only_right']} rightly by "
+                f"{other}; exact McNemar test, {p_words}.")
+        aucs = [(labels.get(m, m), a) for m, a in auc.items() if a and a.get("estimate") is not None]
+        if aucs:
+            line += (" Patient-level AUC: " + "; ".join(
+                f"{name} {a['estimate']:.3f} (95% interval {a['ci_low']:.3f} to {a['ci_high']:.3f})"
+                for name, a in aucs) + ", stratified patient bootstrap.")
+        out.append(line)
+    across = r.meta.get("across_scenarios") or {}
+    if across.get("scenarios"):
+        cells = across["scenarios"]
+        shown = [f"{s} {_points(c['mean_difference'])} points, Holm {_p(c['p_holm'])}" for s, c in cells.items()]
+        yes = [s for s, c in cells.items() if c.get("p_holm") is not None and c["p_holm"] < ALPHA]
+        out.append(f"Across {', '.join(cells)} ({across['family']}: {ref} minus {other} in {metric}, "
+                   f"{words(across['protocol'])}): {'; '.join(shown)}; Holm-adjusted p below 0.05 in "
+                   f"{', '.join(yes) if yes else 'none of them'}. A statement about the proposed model across scenarios "
+                   f"rests on these adjusted p-values; the primary test above is the one unadjusted test.")
     return out
 
 
@@ -303,11 +337,12 @@ def _compute(r: Results, complexity: dict[str, dict], labels: dict[str, str]) ->
     return [s]
 
 
-def findings(r: Results, complexity: dict[str, dict], labels: dict[str, str], patient_data: bool) -> list[str]:
+def findings(r: Results, complexity: dict[str, dict], labels: dict[str, str], patient_data: bool,
+             declared: str = "") -> list[str]:
     """The reading, per kind of statement, each gathered over the scenarios; every statement follows from
     metrics.json (`patient_data`: whether the data source holds patients' images, pipeline/sources.py).
     The exploratory comparisons are a table (`exploratory_rows`), not sentences."""
-    out = _primary(r, labels)
+    out = _primary(r, labels, declared)
     out += _context(r)
     out += _did_not_learn(r, labels)
     out += _best(r, labels)
@@ -345,12 +380,13 @@ def exploratory_rows(r: Results, labels: dict[str, str], metric: str = HEADLINE)
             t = c.get(metric) or {}
             if not c.get("claim") or t.get("mean_difference") is None or t.get("family") == "primary":
                 continue
-            boot = c.get("bootstrap_accuracy") or {}
+            boot = c.get("bootstrap_balanced_accuracy") or {}
             rows.append({"scenario": scenario, "protocol": protocol, "reference": ref, "model": model,
                          "label": labels.get(model, model), "family": t.get("family"), "metric": metric,
                          "difference": t["mean_difference"], "ci_low": t.get("ci_low"), "ci_high": t.get("ci_high"),
                          "p_holm": t.get("p_holm"), "p_value": t.get("p_value"), "mdd": t.get("mdd"),
-                         "p_undefined": t.get("p_undefined"),
+                         "p_undefined": t.get("p_undefined"), "ci_holm_low": t.get("ci_holm_low"),
+                         "ci_holm_high": t.get("ci_holm_high"),
                          "verdict": ("distinguishable" if t.get("p_holm") is not None and t["p_holm"] < ALPHA
                                      else "not distinguishable"),
                          "failed": (_failed(r, scenario, ref, protocol) + _failed(r, scenario, model, protocol)).strip(),
@@ -425,9 +461,16 @@ def at_a_glance(r: Results, complexity: dict[str, dict], labels: dict[str, str],
     rates = (r.summary(scenario, ref, clinical).get("class_rates") or {}).get(pos) if pos else None
     if rates and rates.get("sensitivity", {}).get("estimate") is not None:
         sens, spec = rates["sensitivity"], rates["specificity"]
+        op = r.summary(scenario, ref, clinical).get("operating_point") or {}
+        at_target = ""
+        if (op.get("sensitivity") or {}).get("estimate") is not None:
+            at_target = (f"; at the threshold chosen on validation parts for sensitivity "
+                         f"{op['target_sensitivity']:g}, sensitivity {_ci_words(op['sensitivity'])} and "
+                         f"specificity {_ci_words(op['specificity'])}")
         out.append(f"**For the clinic:** {labels.get(ref, ref)} under {words(clinical)} ({scenario}) calls "
                    f"{_ci_words(sens)} of {pos} images {pos} (sensitivity) and {_ci_words(spec)} of the others not "
-                   f"(specificity), at the argmax operating point (0.5), 95% intervals resampling patients.")
+                   f"(specificity) at the argmax operating point (0.5){at_target}; 95% intervals resampling "
+                   f"patients within their class.")
     bad = [f"{labels.get(m, m)} ({words(p)}, {s}" + (": did not learn" if not r.learned(s, m, p) else
                                                       ": failed on " + ", ".join(f["fold"] for f in
                                                                                   r.summary(s, m, p).get("failed_folds")))

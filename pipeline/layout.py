@@ -22,7 +22,9 @@ SPLIT_SUMMARY = Path("reports/split_summary.md")
 RUNS = Path("runs")
 CHECKPOINTS = Path("checkpoints")     # outside DVC's outputs: DVC deletes outputs before a stage reruns
 WEIGHTS, HISTORY, PREDICTIONS, RUN_METRICS = "weights.pt", "history.csv", "predictions.csv", "metrics.json"
-RUN_FILES = (WEIGHTS, HISTORY, PREDICTIONS, RUN_METRICS)
+# the validation part's predictions with the selected weights: what evaluate chooses an operating point on
+VALIDATION = "validation.csv"
+RUN_FILES = (WEIGHTS, HISTORY, PREDICTIONS, VALIDATION, RUN_METRICS)
 HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_accuracy", "val_balanced_accuracy", "lr", "seconds"]
 PREDICTION_COLUMNS = ["image_id", "patient_id", "label", "predicted"]   # then prob_columns(classes)
 # profile, evaluate, report

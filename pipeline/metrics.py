@@ -42,7 +42,7 @@ SUMMARY_METRICS: tuple[Metric, ...] = (
     Metric("balanced_accuracy", "Balanced accuracy", percent=False, paired_test=True),
     Metric("accuracy", "Accuracy %", percent=True, paired_test=True),
     Metric("macro_f1", "Macro-F1", percent=False, paired_test=True),
-    Metric("auc", "AUC", percent=False, paired_test=False),
+    Metric("auc", "AUC", percent=False, paired_test=True),
     Metric("brier", "Brier score", percent=False, paired_test=False, higher_is_better=False),
     Metric("ece", "ECE", percent=False, paired_test=False, higher_is_better=False),
 )
@@ -123,31 +123,38 @@ def fold_metrics(y_true: Sequence[int], prob: Any, class_names: Sequence[str]) -
 def calibration(y_true: Sequence[int], prob: Any, n_bins: int = 10) -> dict:
     """Brier score (binary: of the second class's probability; otherwise the multi-class form, the
     mean over images of the summed squared error of every class's probability), expected calibration
-    error of the top-class confidence over `n_bins` equal-width bins, and the reliability curve."""
-    from sklearn.calibration import calibration_curve
-
+    error over `n_bins` equal-width bins and the reliability curve, both of one quantity: for two
+    classes, the positive (second) class's probability against its observed frequency (every bin can be
+    used); for more, each class's probability against that class's frequency, the ECE being the mean
+    over classes of each class's ECE (classwise ECE, Kull et al. 2019) and the curve pooling the classes.
+    The reliability figure draws the same curve (pipeline/figures.py)."""
     y = np.asarray(y_true, dtype=np.int64)
     p = np.asarray(prob, dtype=np.float64)
-    onehot = np.eye(p.shape[1])[y]
+    n_classes = p.shape[1]
+    onehot = np.eye(n_classes)[y]
     brier = float(((p - onehot) ** 2).sum(axis=1).mean())
-    if p.shape[1] == 2:
+    if n_classes == 2:
         brier /= 2     # the binary form (scikit-learn's brier_score_loss of the positive class)
-    confidence = p.max(axis=1)
-    correct = (p.argmax(axis=1) == y).astype(np.float64)
-    # the bins of calibration_curve(strategy="uniform"), so ECE and the curve agree
-    bins = np.searchsorted(np.linspace(0.0, 1.0, n_bins + 1)[1:-1], confidence)
-    counts = np.bincount(bins, minlength=n_bins)
-    acc = np.bincount(bins, weights=correct, minlength=n_bins)
-    conf = np.bincount(bins, weights=confidence, minlength=n_bins)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)[1:-1]
+    classes = [1] if n_classes == 2 else list(range(n_classes))
+
+    def binned(event: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        # the bins of calibration_curve(strategy="uniform"), so the ECE and the curve agree
+        bins = np.searchsorted(edges, score)
+        return (np.bincount(bins, minlength=n_bins), np.bincount(bins, weights=event, minlength=n_bins),
+                np.bincount(bins, weights=score, minlength=n_bins))
+
+    per_class = []
+    for c in classes:
+        counts, events, scores = binned(onehot[:, c], p[:, c])
+        per_class.append(float(np.abs(events - scores).sum() / len(y)))
+    counts, events, scores = binned(onehot[:, classes].ravel(), p[:, classes].ravel())
     used = counts > 0
-    ece = float((np.abs(acc[used] - conf[used]) / len(y)).sum())
-    if 0 < correct.sum() < len(correct):
-        frac, mean_conf = calibration_curve(correct, confidence, n_bins=n_bins, strategy="uniform")
-    else:   # calibration_curve needs both outcomes; a bin's accuracy is then its constant outcome
-        frac, mean_conf = acc[used] / counts[used], conf[used] / counts[used]
-    return {"brier": brier, "ece": ece, "ece_bins": f"{n_bins} equal-width bins of the top-class probability",
-            "reliability": {"mean_confidence": [float(x) for x in mean_conf],
-                            "accuracy": [float(x) for x in frac]}}
+    what = ("the positive class's probability" if n_classes == 2
+            else "each class's probability (classwise ECE: the mean over classes)")
+    return {"brier": brier, "ece": float(np.mean(per_class)), "ece_bins": f"{n_bins} equal-width bins of {what}",
+            "reliability": {"mean_confidence": [float(x) for x in scores[used] / counts[used]],
+                            "accuracy": [float(x) for x in events[used] / counts[used]]}}
 
 
 def patient_level(pred_df: Any, class_names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:

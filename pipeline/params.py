@@ -238,7 +238,8 @@ class ProfileParams:
 
 @dataclass(frozen=True)
 class PrimaryParams:
-    """The one comparison declared before the run (not adjusted for multiplicity; the rest are exploratory)."""
+    """The one declared comparison (not adjusted for multiplicity; the rest are exploratory); the report names
+    the commit that last changed it in params.yaml."""
     reference: str = PROPOSED_MODEL
     comparator: str = COMPUTE_REFERENCE
     metric: Literal["balanced_accuracy", "accuracy", "macro_f1"] = "balanced_accuracy"
@@ -273,10 +274,19 @@ class EvaluateParams:
     reference_model: str = PROPOSED_MODEL   # the model every other one is compared against
     bootstrap: int = 2000             # resamples for the paired bootstrap
     primary: PrimaryParams | None = None   # None: no primary comparison declared, every comparison exploratory
+    # the positive class's prevalence at which PPV and NPV are also given (binary scenarios); None: the cohort's own
+    prevalence: float | None = None
+    # the validation-chosen operating point: the highest threshold on P(positive) whose validation sensitivity
+    # reaches this (binary scenarios); test sensitivity and specificity are reported there
+    target_sensitivity: float = 0.9
 
     def validate(self, key: str) -> None:
         # at most 10^5: the resamples are held in memory (issue 24: 10^9 was still running after 60 s at 3.6 GB)
         _require(100 <= self.bootstrap <= 100_000, f"{key}.bootstrap", self.bootstrap, "an integer in 100..100000")
+        _require(self.prevalence is None or (isinstance(self.prevalence, (int, float)) and 0 < self.prevalence < 1),
+                 f"{key}.prevalence", self.prevalence, "null (the cohort's own) or a number strictly between 0 and 1")
+        _require(isinstance(self.target_sensitivity, (int, float)) and 0 < self.target_sensitivity <= 1,
+                 f"{key}.target_sensitivity", self.target_sensitivity, "a number in (0, 1]")
 
 
 @dataclass(frozen=True)

@@ -269,11 +269,14 @@ def comparison_markdown(rows: list[dict]) -> str:
 
 def exploratory_markdown(rows: list[dict], labels: dict[str, str]) -> str:
     """The exploratory comparisons as one table: a row per tested comparison, its own test's interval and
-    p-values beside its verdict; the patient bootstrap of the accuracy difference in a column of its own."""
+    p-values beside its verdict, the interval its Holm step implies; the patient bootstrap of the same metric's
+    difference in a column of its own."""
     header = ["Scenario", "Protocol", "Family", "Comparison (first minus second)", "Difference (points)",
-              "Corrected t 95% interval (points, unadjusted)", "p (Holm)", "p (unadjusted)",
+              "Corrected t 95% interval (points, unadjusted)",
+              "Holm-consistent interval (points; Bonferroni-widened at its Holm step)", "p (Holm)", "p (unadjusted)",
               "Detects at 80% power (points)", "Verdict (Holm p < 0.05)",
-              "Not a test: patient-bootstrap 95% interval of these trained models' accuracy difference (points)"]
+              "Not a test: patient-bootstrap 95% interval of these trained models' balanced-accuracy difference "
+              "(points)"]
     p = lambda x: "n/a" if x is None else ("< 0.001" if x < 0.001 else f"{x:.3f}")  # noqa: E731
     pts = lambda x: "n/a" if x is None else f"{100 * x:+.1f}"  # noqa: E731
     body = [[r["scenario"], r["protocol"], r["family"] or "—",
@@ -281,6 +284,7 @@ def exploratory_markdown(rows: list[dict], labels: dict[str, str]) -> str:
              + (f" ({r['failed']})" if r["failed"] else ""),
              pts(r["difference"]),
              r["p_undefined"] or "n/a" if r["ci_low"] is None else f"{pts(r['ci_low'])} to {pts(r['ci_high'])}",
+             "n/a" if r.get("ci_holm_low") is None else f"{pts(r['ci_holm_low'])} to {pts(r['ci_holm_high'])}",
              p(r["p_holm"]), p(r["p_value"]), "n/a" if r["mdd"] is None else f"{100 * r['mdd']:.1f}", r["verdict"],
              "n/a" if r["bootstrap_low"] is None else f"{pts(r['bootstrap_low'])} to {pts(r['bootstrap_high'])}"]
             for r in rows]
@@ -541,7 +545,8 @@ def main(argv: list[str] | None = None) -> int:
             figures.Roles(tuple(r.models), roster.PROPOSED_MODEL, tuple(roster.ABLATIONS)),
             failures.rates_by_panel(errors), deploy), reports / layout.FIGURES_DIR.name, out)
         out.path(reports / "README.md").write_text(
-            readme(params, r, comparison_md, paper_md, runs, findings(r, complexity, labels, source.patient_data),
+            readme(params, r, comparison_md, paper_md, runs,
+                   findings(r, complexity, labels, source.patient_data, checklist.declared_in()),
                    complexity, ablation_md,
                    checklist.section(params, r, runs, source_words(params), source.patient_data, provenance,
                                      manifest), failures_md, deployreport.section(deploy, complexity, labels),

@@ -79,6 +79,7 @@ class FoldData:
     val_labels: np.ndarray
     test: pd.DataFrame  # image_id, patient_id, label
     patients: dict[str, int]   # patients per part
+    val: pd.DataFrame | None = None   # image_id, patient_id, label of the validation part (val_ids' rows)
 
 
 def fold_data(splits: pd.DataFrame, scenario: str, protocol: str, fold: int, repeat: int = 1) -> FoldData:
@@ -100,7 +101,8 @@ def fold_data(splits: pd.DataFrame, scenario: str, protocol: str, fold: int, rep
            for p, r in parts.items()}
     return FoldData(*ids["train"], *ids["val"],
                     parts["test"][["image_id", "patient_id", "label"]].reset_index(drop=True),
-                    {p: int(r["patient_id"].nunique()) for p, r in parts.items()})
+                    {p: int(r["patient_id"].nunique()) for p, r in parts.items()},
+                    parts["val"][["image_id", "patient_id", "label"]].reset_index(drop=True))
 
 
 def code_digest() -> str:
@@ -363,6 +365,12 @@ def predict_test_part(run: FoldRun, tp: TrainParams, ckpt_path: Path) -> dict[st
     predictions = data.test.assign(predicted=prob_np.argmax(1))
     for j, col in enumerate(layout.prob_columns(run.class_names)):
         predictions[col] = np.round(prob_np[:, j], 6)
+    # the validation part under the same weights: evaluate chooses its operating point there, never on test
+    val_prob = predict(run.model, run.bank, data.val["image_id"].to_numpy(), tp.eval_batch_size, run.mean, run.std,
+                       run.channels_last).cpu().numpy().astype(np.float64)
+    validation = data.val.assign(predicted=val_prob.argmax(1))
+    for j, col in enumerate(layout.prob_columns(run.class_names)):
+        validation[col] = np.round(val_prob[:, j], 6)
 
     from pipeline.metrics import fold_metrics  # sklearn import kept off the training start-up path
 
@@ -390,7 +398,7 @@ def predict_test_part(run: FoldRun, tp: TrainParams, ckpt_path: Path) -> dict[st
         "input_mean": run.mean.flatten().tolist() if isinstance(run.mean, torch.Tensor) else run.mean,
         "input_std": run.std.flatten().tolist() if isinstance(run.std, torch.Tensor) else run.std})
     return {"weights": run.best["state"], "history": pd.DataFrame(run.history, columns=layout.HISTORY_COLUMNS),
-            "predictions": predictions, "metrics": metrics}
+            "predictions": predictions, "validation": validation, "metrics": metrics}
 
 
 def train_fold(params: Params, scenario: str, model_name: str, protocol: str, fold: int, *,
@@ -421,13 +429,14 @@ def _progress(total: int, desc: str, interactive: bool):
 
 
 def write_outputs(out: Path, result: dict[str, Any]) -> None:
-    """Write the run directory atomically: weights.pt, history.csv, predictions.csv, metrics.json."""
+    """Write the run directory atomically: weights.pt, history.csv, predictions.csv, validation.csv, metrics.json."""
     import json
 
     with atomic_path(out, directory=True) as tmp:
         write_bytes_to(tmp / layout.WEIGHTS, torch_bytes(result["weights"]))
         result["history"].to_csv(tmp / layout.HISTORY, index=False)
         result["predictions"].to_csv(tmp / layout.PREDICTIONS, index=False)
+        result["validation"].to_csv(tmp / layout.VALIDATION, index=False)
         (tmp / layout.RUN_METRICS).write_text(json.dumps(result["metrics"], indent=2, sort_keys=True) + "\n")
 
 
@@ -503,7 +512,7 @@ def main(argv: list[str] | None = None) -> int:
     workers = 1 if world.distributed else min(params.train.parallel_folds, len(jobs))
     if workers > 1:
         torch.set_num_threads(1)   # nothing multi-threaded before the workers fork (see pipeline/foldpool.py)
-    check_model(params, args.model, args.scenario)    # before any data is read
+    check_model(params, args.model, args.scenario, build=False)    # before any data is read
     for directory in (layout.stage_dir(args.scenario, args.model, args.protocol), layout.CHECKPOINTS):
         ensure_writable(directory)   # before the training, not after it
     images, splits, provenance = load_inputs(args.scenario)

@@ -116,10 +116,11 @@ def write_fixture(root: str | Path, models=("stanet", "dual_vgg", "resnet18"), p
         cohort = _cohort(n_patients, images_per_patient, scenario)
         for model in models:
             for protocol, repeat in [(p, r) for p in protocols for r in range(1, repeats + 1)]:
-                for k, test in enumerate(_test_parts(cohort, protocol, folds), start=1):
+                parts = _test_parts(cohort, protocol, folds)
+                for k, test in enumerate(parts, start=1):
                     _write_run(root / "runs" / scenario / model / protocol / fold_name(k, repeat), scenario, model,
                                protocol, k, test, names, len(cohort), epochs, rng, constant=model in constant_models,
-                               repeat=repeat)
+                               repeat=repeat, val=parts[k % len(parts)])
     _write_complexity(root, models, scenarios)
     (root / "data" / "processed").mkdir(parents=True, exist_ok=True)
     manifest(n_patients, images_per_patient).to_csv(root / "data" / "processed" / "manifest.csv", index=False)
@@ -128,7 +129,8 @@ def write_fixture(root: str | Path, models=("stanet", "dual_vgg", "resnet18"), p
 
 
 def _write_run(d: Path, scenario: str, model: str, protocol: str, k: int, test: pd.DataFrame, names: list[str],
-               n_cohort: int, epochs: int, rng: np.random.Generator, constant: bool = False, repeat: int = 1) -> None:
+               n_cohort: int, epochs: int, rng: np.random.Generator, constant: bool = False, repeat: int = 1,
+               val: pd.DataFrame | None = None) -> None:
     d.mkdir(parents=True, exist_ok=True)
     skill = min(0.98, SKILL.get(model, 0.7) + LEAKAGE_BONUS[protocol])
     prob = _probabilities(test["label"].to_numpy(), len(names), skill, rng)
@@ -139,6 +141,15 @@ def _write_run(d: Path, scenario: str, model: str, protocol: str, k: int, test: 
     for c, name in enumerate(names):
         pred[f"prob_{name}"] = prob[:, c].round(6)
     pred.to_csv(d / "predictions.csv", index=False)
+    # the validation part (another fold's test images), from a stream of its own: the test draws stay as they were
+    val = test.iloc[:0] if val is None else val
+    vrng = np.random.default_rng([k, repeat, len(val)])
+    vprob = _probabilities(val["label"].to_numpy(), len(names), skill, vrng)
+    validation = val.copy()
+    validation["predicted"] = vprob.argmax(axis=1)
+    for c, name in enumerate(names):
+        validation[f"prob_{name}"] = vprob[:, c].round(6)
+    validation.to_csv(d / "validation.csv", index=False)
     epoch = np.arange(1, epochs + 1)
     history = pd.DataFrame({
         "epoch": epoch, "train_loss": (0.7 * np.exp(-epoch / epochs) + rng.random(epochs) * 0.02).round(6),

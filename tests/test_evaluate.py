@@ -167,6 +167,30 @@ def test_bad_predictions_are_refused(project, tmp_path):
         evaluate.build(evaluate.load(root / "params.yaml"), root / "runs")
 
 
+def test_a_validation_part_that_holds_a_test_image_or_is_missing_is_refused(project, tmp_path):
+    """The operating point is chosen on validation.csv: a test image among its rows would leak test data into the
+    choice, so evaluate refuses it, naming both files; a run without validation.csv is refused with the command."""
+    root = _copy(project, tmp_path)
+    run = root / "runs/S1/stanet/patient/fold-2"
+    val, pred = pd.read_csv(run / "validation.csv"), pd.read_csv(run / "predictions.csv")
+    pd.concat([val, pred.iloc[[0]]]).to_csv(run / "validation.csv", index=False)
+    with pytest.raises(DataError, match=rf"fold-2/validation.csv: image_id {pred['image_id'].iloc[0]} is also in "
+                                        rf".*fold-2/predictions.csv"):
+        evaluate.build(evaluate.load(root / "params.yaml"), root / "runs")
+    (run / "validation.csv").unlink()
+    with pytest.raises(DataError, match=r"fold-2/validation.csv.*python -m pipeline.train --scenario S1"):
+        evaluate.build(evaluate.load(root / "params.yaml"), root / "runs")
+
+
+def test_the_operating_point_is_reported_for_binary_scenarios_from_validation_thresholds(project):
+    metrics = json.loads((project / "reports/metrics.json").read_text())
+    op = metrics["S1"]["stanet"]["patient"]["operating_point"]
+    assert op["chosen_on"] == "each fold's validation part" and op["target_sensitivity"] == 0.9
+    assert len(op["thresholds"]) == metrics["S1"]["stanet"]["patient"]["n_folds"]
+    for q in ("sensitivity", "specificity"):
+        assert op[q]["ci_low"] <= op[q]["estimate"] <= op[q]["ci_high"]
+
+
 def test_every_scenario_has_its_block_and_s4_reads_as_four_classes(tmp_path):
     root = write_fixture(tmp_path, models=("stanet", "resnet18"), protocols=PROTOCOLS, folds=2,
                          scenarios=("S1", "S2", "S3", "S4"))
@@ -215,6 +239,12 @@ def test_two_repeats_pool_k_times_r_differences_and_declare_the_primary(tmp_path
     primary = metrics["S1"]["primary"]
     assert primary["repeats"] == 2 and primary["test"]["df"] == 5 and primary["sign"] == "stanet minus dual_vgg"
     assert primary["design"]["mdd"] == pytest.approx(primary["test"]["mdd"], abs=1e-6)
+    # the same metric's bootstrap beside the test; per patient, McNemar over repeat 1's patients, each once
+    assert primary["bootstrap"]["metric"] == primary["metric"] == "balanced_accuracy"
+    pl = primary["patient_level"]
+    assert pl["n"] == primary["n_patients"] and pl["discordant"] == pl["reference_only_right"] + pl["comparator_only_right"]
+    assert pl["both_right"] + pl["both_wrong"] + pl["discordant"] == pl["n"]
+    assert set(primary["patient_auc"]) == {"stanet", "dual_vgg"}
     s = metrics["S1"]["stanet"]["patient"]
     for q in ("sensitivity", "specificity", "ppv", "npv"):
         r = s["class_rates"]["myositis"][q]

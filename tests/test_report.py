@@ -142,7 +142,7 @@ def test_readme_header_tables_figures_and_reading(project, metrics):
     # the reading opens with the primary comparison and its minimum detectable difference
     reading = text.split("## Reading")[1]
     first = [line for line in reading.splitlines() if line.startswith("- ")][0]
-    assert first.startswith("- Primary comparison (declared before the run in evaluate.primary")
+    assert first.startswith("- Primary comparison (declared in params.yaml's evaluate.primary, ")
     assert "this design detects a difference of" in text and "with 80% power" in text
     gaps = [metrics["S1"][m]["image"]["accuracy"]["mean"] - metrics["S1"][m]["patient"]["accuracy"]["mean"]
             for m in MODELS]
@@ -176,19 +176,23 @@ def _check_exploratory(metrics: dict, models, at_least: int = 3, primary_verdict
         assert (row["difference"], row["ci_low"], row["ci_high"], row["p_holm"], row["p_value"], row["mdd"]) == \
             (t["mean_difference"], t["ci_low"], t["ci_high"], t["p_holm"], t["p_value"], t["mdd"])
         assert row["verdict"] == ("distinguishable" if t["p_holm"] < 0.05 else "not distinguishable")
-        assert (row["bootstrap_low"], row["bootstrap_high"]) == (c["bootstrap_accuracy"]["ci_low"],
-                                                                  c["bootstrap_accuracy"]["ci_high"])
+        # the bootstrap of the same metric as the test, and the interval that agrees with the Holm step
+        assert (row["bootstrap_low"], row["bootstrap_high"]) == (c["bootstrap_balanced_accuracy"]["ci_low"],
+                                                                  c["bootstrap_balanced_accuracy"]["ci_high"])
+        assert (row["ci_holm_low"], row["ci_holm_high"]) == (t.get("ci_holm_low"), t.get("ci_holm_high"))
+        if t.get("ci_holm_low") is not None:
+            assert (t["ci_holm_low"] > 0 or t["ci_holm_high"] < 0) == (t["p_value"] < t["holm_level"])
     md = report.exploratory_markdown(rows, labels)
     header = md.splitlines()[0]
-    assert "Corrected t 95% interval" in header and "| p (Holm) |" in header
-    assert header.rstrip(" |").endswith("Not a test: patient-bootstrap 95% interval of these trained models' accuracy "
-                                         "difference (points)")
+    assert "Corrected t 95% interval" in header and "| p (Holm) |" in header and "Holm-consistent interval" in header
+    assert header.rstrip(" |").endswith("Not a test: patient-bootstrap 95% interval of these trained models' "
+                                         "balanced-accuracy difference (points)")
     assert len(md.splitlines()) == 2 + len(rows)
     lines = findings(r, complexity, labels, patient_data=False)
     verdicts = [s for s in _sentences(lines) if "distinguishable" in s]
     assert (bool(verdicts) or not primary_verdict) and all("from zero at the 5% level" in s for s in verdicts), \
         verdicts   # the primary's, unless a model of it did not learn
-    boot = [line for line in lines if "bootstrap" in line]
+    boot = [line for line in lines if "bootstrap interval" in line]
     assert all("distinguishable" not in line and "not a test of the method" in line for line in boot), boot
     assert sum("Sign convention" in line for line in lines) == 1
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats as sps
 
+from pipeline import metrics as M
 from pipeline import stats as S
 
 
@@ -51,23 +53,30 @@ def test_one_repeat_equals_the_old_test(d):
     assert (r["t"], r["p_value"], r["ci_low"], r["ci_high"]) == pytest.approx((t, p, lo, hi), rel=1e-12)
 
 
-def test_minimum_detectable_difference_of_a_known_variance():
+def test_the_exact_mdd_has_80_percent_power_where_the_normal_formula_has_less():
     # differences 0.1, 0.2, 0.3: s = 0.1 exactly; 3 folds, 1 repeat (df 2), n_test/n_train = 1/2:
-    # se = 0.1 * sqrt(1/3 + 1/2) = 0.0912871; t_{0.975,2} = 4.3027, t_{0.80,2} = 1.0607 (STATISTICS.md)
-    # MDD = (4.3027 + 1.0607) * 0.0912871 = 0.48961
+    # se = 0.1 * sqrt(1/3 + 1/2) = 0.0912871; the normal-approximation MDD (t_{0.975,2} + t_{0.80,2}) se
+    # = (4.3027 + 1.0607) * 0.0912871 = 0.48961 has less than 80% power under the noncentral t
     r = S.repeated_kfold_ttest([0.1, 0.2, 0.3], n_train=40, n_test=20, folds=3)
-    assert r["mdd"] == pytest.approx(0.48961, abs=2e-5)
-    d = S.design(r, target=0.059, folds=3, n_train=40, n_test=20, n_patients=20)
-    assert d["mdd"] == pytest.approx(0.48961, abs=2e-5)
-    # the power at the MDD is 80% (to the t approximation of the noncentral t), far less at 5.9 points
-    assert S.power(d["mdd"], 0.1, 3, 40, 20) == pytest.approx(0.80, abs=0.05)
-    assert d["power_at_target"] < 0.1
+    approx = (sps.t.ppf(0.975, 2) + sps.t.ppf(0.8, 2)) * 0.1 * math.sqrt(1 / 3 + 1 / 2)
+    assert approx == pytest.approx(0.48961, abs=2e-5) and S.power(approx, 0.1, 3, 40, 20) < 0.79
+    assert S.power(r["mdd"], 0.1, 3, 40, 20) == pytest.approx(0.800, abs=0.001)
+    assert r["mdd"] > approx
+    d = S.design_exact(r, target=0.059, folds=3, n_train=40, n_test=20)
+    assert d["mdd"] == pytest.approx(r["mdd"], rel=1e-9) and d["power_at_target"] < 0.1
     # 5.9 points is below the floor the n_test/n_train term leaves however many repeats are run
     floor = (sps.norm.ppf(0.975) + sps.norm.ppf(0.8)) * 0.1 * math.sqrt(0.5)
-    assert floor > 0.059 and d["repeats_needed"] is None
-    # patients: (MDD / target)^2 times as many, roughly
-    assert d["patients_needed"] == math.ceil(20 * (0.48961 / 0.059) ** 2) or \
-        abs(d["patients_needed"] - 20 * (0.48961 / 0.059) ** 2) < 2
+    assert d["mdd_limit"] == pytest.approx(floor, rel=1e-9) and floor > 0.059 and d["repeats_needed"] is None
+    # the sd's 95% interval on 2 df (chi-square) and the MDDs it implies, which scale with the sd
+    low, high = 0.1 * math.sqrt(2 / sps.chi2.ppf(0.975, 2)), 0.1 * math.sqrt(2 / sps.chi2.ppf(0.025, 2))
+    assert (d["sd_ci_low"], d["sd_ci_high"]) == pytest.approx((low, high), rel=1e-9)
+    assert d["mdd_range"] == pytest.approx([r["mdd"] * low / 0.1, r["mdd"] * high / 0.1], rel=1e-6)
+    assert "patients_needed" not in d     # no extrapolation to patients: training noise does not shrink with them
+
+
+@pytest.mark.parametrize("sd, j, n_train, n_test", [(0.0464, 3, 190, 95), (0.02, 15, 400, 100), (0.1, 2, 10, 10)])
+def test_the_exact_mdd_gives_80_percent_power_under_the_codes_power_function(sd, j, n_train, n_test):
+    assert S.power(S.exact_mdd(sd, j, n_train, n_test), sd, j, n_train, n_test) == pytest.approx(0.800, abs=0.001)
 
 
 def test_repeats_needed_reached_when_the_variance_allows():
@@ -77,6 +86,104 @@ def test_repeats_needed_reached_when_the_variance_allows():
     assert S.minimum_detectable_difference(0.02, 5 * need, 80, 20) <= 0.059
     if need > 1:
         assert S.minimum_detectable_difference(0.02, 5 * (need - 1), 80, 20) > 0.059
+
+
+def test_a_stratified_cluster_bootstrap_keeps_each_resamples_class_counts():
+    # 7 patients of class 0 (3 images each) and 4 of class 1 (2 images each): every resample draws 7 and 4
+    groups = [f"a{i}" for i in range(7) for _ in range(3)] + [f"b{i}" for i in range(4) for _ in range(2)]
+    strata = [0] * 21 + [1] * 8
+    index, counts = S.stratified_patient_counts(groups, strata, 500, seed=3)
+    patients = np.unique(np.asarray(groups))
+    is_b = np.char.startswith(patients.astype(str), "b")
+    assert (counts[:, ~is_b].sum(axis=1) == 7).all() and (counts[:, is_b].sum(axis=1) == 4).all()
+    assert counts.std(axis=0).min() > 0        # and it does resample
+    with pytest.raises(ValueError, match="has images in strata"):
+        S.stratified_patient_counts(["p", "p"], [0, 1], 10, 0)
+    # an unstratified draw of the same 11 patients does not keep them (the bug the audit found)
+    rng = np.random.default_rng(3)
+    drawn = rng.integers(0, 11, size=(500, 11))
+    assert len({int((np.isin(drawn, np.flatnonzero(is_b))).sum(axis=1)[b]) for b in range(500)}) > 1
+
+
+def test_ppv_at_a_stated_prevalence_is_bayes_formula_from_sensitivity_and_specificity():
+    rng = np.random.default_rng(0)
+    y = np.repeat(rng.integers(0, 2, 40), 3)
+    p1 = np.clip(0.3 + 0.4 * y + rng.normal(0, 0.25, len(y)), 0, 1)
+    out = S.patient_bootstrap(y, np.c_[1 - p1, p1], np.repeat(np.arange(40), 3), 300, 0, prevalence=0.1)
+    pos = out["classes"][1]
+    se, sp = pos["sensitivity"]["estimate"], pos["specificity"]["estimate"]
+    assert pos["ppv_at_prevalence"]["estimate"] == pytest.approx(se * 0.1 / (se * 0.1 + (1 - sp) * 0.9), rel=1e-12)
+    assert pos["npv_at_prevalence"]["estimate"] == pytest.approx(sp * 0.9 / (sp * 0.9 + (1 - se) * 0.1), rel=1e-12)
+    # at the cohort's own prevalence Bayes' formula gives the plain PPV back
+    cohort = pos["prevalence_cohort"]
+    ppv, _ = S.ppv_npv_at(se, sp, cohort)
+    assert float(ppv) == pytest.approx(pos["ppv"]["estimate"], rel=1e-9)
+    assert out["classes"][0]["ppv_at_prevalence"]["prevalence"] == pytest.approx(0.9)
+
+
+def test_binary_ece_is_of_the_positive_class_probability_over_all_ten_bins():
+    # one image per bin (P(positive) = 0.05, 0.15, ..., 0.95), outcome 1 in the upper five:
+    # |y - p| per image: 0.05 0.15 0.25 0.35 0.45 | 0.45 0.35 0.25 0.15 0.05, mean 0.25
+    p1 = np.arange(10) / 10 + 0.05
+    y = (p1 > 0.5).astype(int)
+    cal = M.calibration(y, np.c_[1 - p1, p1])
+    assert cal["ece"] == pytest.approx(0.25, abs=1e-12)
+    assert len(cal["reliability"]["mean_confidence"]) == 10      # every bin used, as the figure draws them
+    assert S.weighted_ece(y, np.c_[1 - p1, p1], np.ones((1, 10)))[0] == pytest.approx(0.25, abs=1e-12)
+    # the top-class confidence (max(p, 1 - p)) would fill only bins 5-9
+    assert len(set(np.searchsorted(np.linspace(0, 1, 11)[1:-1], np.maximum(p1, 1 - p1)))) == 5
+
+
+def test_weighted_auc_is_scikit_learns_with_sample_weights_ties_included():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(1)
+    y, s = rng.integers(0, 2, 200), np.round(rng.random(200), 1)      # rounded: many ties
+    w = rng.integers(0, 3, (4, 200)).astype(float)
+    assert S.weighted_auc(y == 1, s, w) == pytest.approx([roc_auc_score(y, s, sample_weight=x) for x in w], rel=1e-12)
+
+
+def test_exact_mcnemar_matches_scipys_binomial_test_on_a_hand_made_table():
+    # 10 patients: both right 4, both wrong 1, only the reference right 1, only the comparator right 4
+    ref = np.array([1, 1, 1, 1, 0, 1, 0, 0, 0, 0], dtype=bool)
+    other = np.array([1, 1, 1, 1, 0, 0, 1, 1, 1, 1], dtype=bool)
+    out = S.exact_mcnemar(ref, other)
+    assert (out["reference_only_right"], out["comparator_only_right"], out["discordant"]) == (1, 4, 5)
+    assert out["p_value"] == pytest.approx(sps.binomtest(1, 5, 0.5).pvalue, rel=1e-12) == pytest.approx(0.375)
+    assert S.exact_mcnemar([True, False], [True, False])["p_value"] is None       # no discordant patient
+
+
+def test_the_validation_chosen_operating_point_never_reads_a_test_row():
+    from pipeline import evaluate
+
+    rng = np.random.default_rng(2)
+
+    def part(n, offset):
+        y = np.repeat(rng.integers(0, 2, n // 2), 2)      # two images per patient, one diagnosis
+        p = np.clip(0.3 + 0.4 * y + rng.normal(0, 0.2, n), 0, 1)
+        return pd.DataFrame({"image_id": np.arange(offset, offset + n), "patient_id": [f"p{offset + i // 2}" for i in range(n)],
+                             "label": y, "prob_normal": 1 - p, "prob_myositis": p})
+
+    tests, vals = [part(40, 0), part(40, 100)], [part(30, 200), part(30, 300)]
+    first = evaluate.operating_point(tests, vals, ["normal", "myositis"], 0.9, 200, 0)
+    for v, t in zip(vals, first["thresholds"]):    # the threshold reaches 90% sensitivity on its validation part
+        assert (v.loc[v["label"] == 1, "prob_myositis"] >= t).mean() >= 0.9
+    scrambled = [t.assign(prob_myositis=rng.random(len(t))) for t in tests]
+    scrambled = [t.assign(prob_normal=1 - t["prob_myositis"]) for t in scrambled]
+    again = evaluate.operating_point(scrambled, vals, ["normal", "myositis"], 0.9, 200, 0)
+    assert again["thresholds"] == first["thresholds"]          # test probabilities changed, thresholds did not
+    moved = [v.assign(prob_myositis=v["prob_myositis"] * 0.5) for v in vals]
+    assert evaluate.operating_point(tests, moved, ["normal", "myositis"], 0.9, 200, 0)["thresholds"] != first["thresholds"]
+
+
+def test_the_holm_consistent_interval_widens_at_its_step_and_excludes_zero_as_the_adjusted_p_says():
+    t = S.repeated_kfold_ttest([0.05, 0.07, 0.06, 0.08, 0.04], n_train=80, n_test=20, folds=5)
+    step = S.holm_interval(t, rank=0, family_size=3)
+    assert step["holm_level"] == pytest.approx(0.05 / 3)
+    assert step["ci_holm_low"] < t["ci_low"] and step["ci_holm_high"] > t["ci_high"]
+    assert (step["ci_holm_low"] > 0) == (min(1, 3 * t["p_value"]) < 0.05)
+    last = S.holm_interval(t, rank=2, family_size=3)       # the last step is at the plain level
+    assert (last["ci_holm_low"], last["ci_holm_high"]) == pytest.approx((t["ci_low"], t["ci_high"]), rel=1e-12)
 
 
 def test_differences_equal_in_decimal_take_the_zero_variance_path():
@@ -104,25 +211,29 @@ def test_calibration_brier_ece_and_reliability():
     c = S.calibration(y, prob, n_bins=10)
     # Brier of the positive class: (0.01 + 0.09 + 0.04 + 0.36) / 4 = 0.125
     assert c["brier"] == pytest.approx(0.125)
-    # top-class confidences 0.9, 0.7, 0.8, 0.6 (right, right, right, wrong), one per bin:
-    # ECE = (0.1 + 0.3 + 0.2 + 0.6) / 4 = 0.3
+    # P(positive) 0.2, 0.6 (outcome 0) and 0.7, 0.9 (outcome 1), one per bin:
+    # ECE = (0.2 + 0.6 + 0.3 + 0.1) / 4 = 0.3
     assert c["ece"] == pytest.approx(0.3)
-    assert c["reliability"]["accuracy"] == [0.0, 1.0, 1.0, 1.0]
-    assert c["reliability"]["mean_confidence"] == pytest.approx([0.6, 0.7, 0.8, 0.9])
+    assert c["reliability"]["accuracy"] == [0.0, 0.0, 1.0, 1.0]
+    assert c["reliability"]["mean_confidence"] == pytest.approx([0.2, 0.6, 0.7, 0.9])
+    # four classes: the classwise ECE, the mean of each class's own ECE
+    y4 = np.array([0, 1, 2, 3])
+    p4 = np.full((4, 4), 0.1) + 0.6 * np.eye(4)
+    assert S.calibration(y4, p4)["ece"] == pytest.approx(np.mean([(0.3 + 3 * 0.1) / 4] * 4))
 
 
 def test_class_rates_with_patient_intervals():
     y = np.array([1, 1, 1, 0, 0, 0, 1, 0])
     pred = np.array([1, 0, 1, 0, 1, 0, 1, 0])
     patients = np.array(["a", "a", "b", "c", "c", "d", "e", "f"])
-    r = S.class_rates(y, pred, ["normal", "myositis"], patients, n_resamples=500, seed=0)
-    m = r["myositis"]
-    assert (m["sensitivity"]["k"], m["sensitivity"]["n"]) == (3, 4)
-    assert (m["specificity"]["k"], m["specificity"]["n"]) == (3, 4)
+    prob = np.c_[1 - pred, pred].astype(float)
+    r = S.patient_bootstrap(y, prob, patients, n_resamples=500, seed=0)["classes"]
+    m = r[1]
+    assert m["sensitivity"]["estimate"] == pytest.approx(3 / 4) and m["specificity"]["estimate"] == pytest.approx(3 / 4)
     assert m["ppv"]["estimate"] == pytest.approx(3 / 4) and m["npv"]["estimate"] == pytest.approx(3 / 4)
     for q in ("sensitivity", "specificity", "ppv", "npv"):
         assert m[q]["ci_low"] <= m[q]["estimate"] <= m[q]["ci_high"]
-    assert r["normal"]["sensitivity"]["estimate"] == pytest.approx(m["specificity"]["estimate"])
+    assert r[0]["sensitivity"]["estimate"] == pytest.approx(m["specificity"]["estimate"])
 
 
 def test_failure_flag_catches_a_model_that_fails_on_one_fold_only():
@@ -161,3 +272,15 @@ def test_zero_variance_differences_give_no_p_value_with_the_reason():
         assert "zero variance" in r["p_undefined"] and r["mean_difference"] == pytest.approx(d[0])
     one = S.repeated_kfold_ttest([0.1], 10, 5)
     assert one["p_value"] is None and one["n_differences"] == 1 and "at least 2" in one["p_undefined"]
+
+
+def test_the_projected_mdd_brackets_the_other_design_under_each_stated_assumption():
+    primary = {"n_patients": 40, "test": {"sd": 0.05, "n_differences": 3},
+               "design": {"target": 0.059, "sd_ci_high": 0.3, "sd_df": 2}}
+    rows = S.projected_mdd(primary, folds=5, repeats=3, patients=80, val_share=0.2)
+    assert [r["sd"] for r in rows] == pytest.approx([0.05, 0.05 * math.sqrt(0.5), 0.3, 0.3 * math.sqrt(0.5)])
+    n_test, n_train = 0.2, 0.8 * 0.8
+    for r in rows:      # each an exact MDD of 15 differences at the paper's test/train ratio
+        assert r["mdd"] == pytest.approx(S.exact_mdd(r["sd"], 15, n_train, n_test), rel=1e-12)
+        assert S.power(r["mdd"], r["sd"], 15, n_train, n_test) == pytest.approx(0.8, abs=1e-3)
+    assert rows[0]["mdd"] < rows[2]["mdd"] and rows[1]["mdd"] < rows[0]["mdd"]

@@ -66,7 +66,8 @@ def read_outputs(root: Path) -> dict:
 def test_tiny_cohort_writes_every_output(cohort):
     assert train.main(["--scenario", "S1", "--model", "stanet", "--protocol", "patient", "--fold", "1"]) == 0
     out = cohort / "runs/S1/stanet/patient/fold-1"
-    assert sorted(p.name for p in out.iterdir()) == ["history.csv", "metrics.json", "predictions.csv", "weights.pt"]
+    assert sorted(p.name for p in out.iterdir()) == ["history.csv", "metrics.json", "predictions.csv", "validation.csv",
+                                                     "weights.pt"]
     state = torch.load(out / "weights.pt", weights_only=True)
     assert all(isinstance(v, torch.Tensor) for v in state.values())
     history = pd.read_csv(out / "history.csv")
@@ -77,6 +78,11 @@ def test_tiny_cohort_writes_every_output(cohort):
     splits = pd.read_csv(cohort / "data/splits/S1.csv")
     test_ids = splits.query("protocol == 'patient' and fold == 1 and part == 'test'")["image_id"]
     assert sorted(pred["image_id"]) == sorted(test_ids)
+    # the validation part's predictions under the same weights, for the operating point: its images, no test image
+    val = pd.read_csv(out / "validation.csv")
+    assert list(val.columns) == list(pred.columns)
+    val_ids = splits.query("protocol == 'patient' and fold == 1 and part == 'val'")["image_id"]
+    assert sorted(val["image_id"]) == sorted(val_ids) and not set(val["image_id"]) & set(test_ids)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n_test"] == len(pred) and metrics["pretrained"] is False
     assert metrics["accuracy"] == pytest.approx((pred["label"] == pred["predicted"]).mean())
