@@ -290,3 +290,22 @@ def test_report_table_names_a_lossy_model_and_why_handcrafted_is_absent(tmp_path
     assert set(deployreport.columns(records[("S1", "handcrafted")], "patient").values()) == {None}
     with pytest.raises(DataError, match=r"python -m pipeline.deploy --scenario S1 --model mobilenet"):
         deployreport.load(["S1"], ["mobilenet"], tmp_path / "reports" / "deploy")
+
+
+def test_a_fold_already_at_the_paper_input_is_timed_as_exported_not_exported_again(project, tmp_path, monkeypatch):
+    """A 224-px fold's own fp32 and int8 files are what paper_input_latency times: no second export or
+    quantization (for a 224-px dual VGG, a second 1.1 GB file)."""
+    fold = deployment.load_run(RUN, [1])[0]
+    net = fold.build().eval()
+    calibration = torch.rand(4, 1, 32, 32)
+    params = load()
+    first = deploy.paper_input_latency(fold, net, calibration, params, tmp_path)
+    exported = (tmp_path / "patient-1.224.onnx", tmp_path / "patient-1.224.int8.onnx")
+    assert all(p.is_file() for p in exported)
+
+    def refuse(*_a, **_k):
+        raise AssertionError("exported a second time")
+    monkeypatch.setattr(deployment, "export_onnx", refuse)
+    monkeypatch.setattr(deployment, "quantize_int8", refuse)
+    again = deploy.paper_input_latency(fold, net, calibration, params, tmp_path, exported=exported)
+    assert again["input"] == first["input"] == [3, 224, 224] and set(again["by_threads"]) == {"1", "2"}
