@@ -97,7 +97,7 @@ for fold in $FOLDS; do
   for model in $MODELS; do
     if python3 -c "import sys; sys.exit(0 if $(elapsed) < $BUDGET else 1)"; then
       timed train "$model" patient "$fold" -- python3 -m pipeline.train --scenario S1 --model "$model" --protocol patient --fold "$fold" \
-        | grep -E "epoch (1|$EPOCHS)/|test accuracy|error"
+        | grep -E "epoch (1|$EPOCHS)/|validation balanced accuracy|error"
     else
       echo "$model fold $fold: skipped, past the ${BUDGET}s budget"; echo "train,$model,patient,$fold,,skipped" >> "$OUT_DIR/timings.csv"
     fi

@@ -121,7 +121,7 @@ def dvc_lock_digest(path: str | Path = "dvc.lock", exclude: str = "report") -> s
     return f"sha256 {hashlib.sha256(text.encode()).hexdigest()[:16]} (dvc.lock, {len(stages)} stages before `{exclude}`)"
 
 
-def flow_table(r: Results, runs: dict, folds: list[int], repeats: int = 1) -> pd.DataFrame:
+def flow_table(r: Results, runs: dict) -> pd.DataFrame:
     """Patients and images per class in each fold's test part, and the training and validation part
     sizes, per scenario, protocol, repeat and fold (read from the first model's runs, keyed (scenario,
     model, protocol, repeat, fold): every model shares the folds)."""
@@ -130,7 +130,7 @@ def flow_table(r: Results, runs: dict, folds: list[int], repeats: int = 1) -> pd
     for s in r.scenarios:
         names = r.class_names(s)
         for p in r.protocols:
-            for rep, k in [(rep, k) for rep in range(1, repeats + 1) for k in folds]:
+            for rep, k in r.fold_keys:
                 run = runs.get((s, model, p, rep, k))
                 if run is None:
                     continue
@@ -233,7 +233,7 @@ def section(params, r: Results, runs: dict, source_words: str, patient_data: boo
              "Item topics, not the checklists' item numbers, are named.", "",
              "| Item | Checklists | This run |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {c.replace('|', '/')} |" for a, b, c in items]
-    flow = flow_table(r, runs, folds, repeats)
+    flow = flow_table(r, runs)
     if not flow.empty:
         lines += ["", "Flow per partition: each fold's test part as patients / images per class; n_train and n_val "
                   "are the training and validation images.", "", _md(flow)]

@@ -32,12 +32,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline import deployment, layout
+from pipeline import deployment, grid, layout
 from pipeline.atomic import atomic_write_json
 from pipeline.cli import run_stage
 from pipeline.errors import DataError, ExportError
 from pipeline.params import Params, load
 from pipeline.readers import read_table
+from pipeline.scores import balanced_accuracy
 from pipeline.sysinfo import cpu_name
 
 PARITY_TOLERANCE = 1e-4      # largest |ONNX Runtime - PyTorch| probability accepted
@@ -46,11 +47,11 @@ NOT_A_NETWORK = ("not exported: a feature extractor and a logistic regression fi
                  "network; its cost is counted in its own terms by the profile stage")
 
 
-def fold_ids(splits, protocol: str, fold: int, repeat: int = 1) -> dict[str, np.ndarray]:
+def fold_ids(splits, scenario: str, protocol: str, fold: int, repeat: int = 1) -> dict[str, np.ndarray]:
     """Image ids of the fold's train and test parts (sorted), in `repeat` (the deployed folds are the first
-    repeat's: runs/<...>/fold-<k>/; split.repeats draws the folds again after it)."""
-    rows = splits[(splits["protocol"] == protocol) & (splits["fold"] == fold)
-                  & (splits["repeat"] == repeat if "repeat" in splits else True)]
+    repeat's: runs/<...>/fold-<k>/; split.repeats draws the folds again after it): grid.fold_rows, train's
+    selection."""
+    rows = grid.fold_rows(splits, scenario, protocol, fold, repeat)
     return {part: np.sort(rows.loc[rows["part"] == part, "image_id"].to_numpy(dtype=np.int64))
             for part in ("train", "test")}
 
@@ -62,16 +63,10 @@ def calibration_ids(train_ids: np.ndarray, seed: int, limit: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(train_ids, size=limit, replace=False))
 
 
-def balanced_accuracy(labels: np.ndarray, prob: np.ndarray) -> float:
-    from sklearn.metrics import balanced_accuracy_score
-
-    return float(balanced_accuracy_score(labels, prob.argmax(1)))
-
-
 def deploy_fold(fold: deployment.Fold, images: np.ndarray, splits, params: Params, workdir: Path,
                 measure_latency: bool) -> dict:
     """Export, parity, int8 and (when asked) latency for one trained fold."""
-    ids = fold_ids(splits, fold.protocol, fold.fold)
+    ids = fold_ids(splits, fold.scenario, fold.protocol, fold.fold)
     predicted = read_table(fold.directory / layout.PREDICTIONS, "retrain the run", required=["image_id"])
     if sorted(predicted["image_id"]) != ids["test"].tolist():
         raise DataError(f"{fold.directory / layout.PREDICTIONS}: its test images are not fold {fold.fold}'s test part "
@@ -94,7 +89,7 @@ def deploy_fold(fold: deployment.Fold, images: np.ndarray, splits, params: Param
                                     deployment.normalise(images[calib], fold))
     s8 = deployment.session(int8, threads)
     p8 = deployment.ort_probabilities(s8, x_test)
-    ba32, ba8 = balanced_accuracy(labels, p32), balanced_accuracy(labels, p8)
+    ba32, ba8 = (balanced_accuracy(labels, p.argmax(1), p.shape[1]) for p in (p32, p8))
     drop = round(100 * (ba32 - ba8), 3)
     record = {"protocol": fold.protocol, "fold": fold.fold, "n_test": int(len(x_test)),
               "parity_max_abs_diff": parity, "fp32_bytes": fp32.stat().st_size, "int8_bytes": int8.stat().st_size,
@@ -184,7 +179,7 @@ def deploy_model(params: Params, scenario: str, model: str, runs: Path = layout.
         raise DataError(f"{layout.IMAGES}: not found; run `dvc repro prepare` first")
     images = np.load(layout.IMAGES, allow_pickle=False)
     splits = read_table(layout.splits_path(scenario), "run `dvc repro split` first",
-                        required=["image_id", "label", "protocol", "fold", "part"])
+                        required=["image_id", "label", "scenario", "protocol", "repeat", "fold", "part"])
     torch.set_num_threads(params.profile.threads)
     with tempfile.TemporaryDirectory(prefix="deploy-") as tmp:
         results = [deploy_fold(f, images, splits, params, Path(tmp), measure_latency=i == 0)

@@ -26,13 +26,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline import fingerprints, layout, roster, scenarios
+from pipeline import fingerprints, grid, layout, roster, scenarios
 from pipeline import metrics as M
 from pipeline import stats as ST
 from pipeline.atomic import atomic_outputs, csv_text, json_text
 from pipeline.errors import DataError
 from pipeline.params import Params, load
-from pipeline.readers import read_json, read_table
 
 SUMMARY_METRICS = tuple(m.key for m in M.SUMMARY_METRICS)
 COMPARED_METRICS = tuple(m.key for m in M.SUMMARY_METRICS if m.paired_test)
@@ -41,54 +40,6 @@ PER_FOLD_COLUMNS = ["scenario", "model", "protocol", "repeat", "fold", *SUMMARY_
                     "optimizer_steps"]   # no wall-clock seconds: two runs of the same params give the same bytes
 DECIMALS = 6
 UNIT = (0.0, 1.0)   # every summarised metric is a fraction; its interval is clipped to this range
-
-
-def load_run(runs: Path, scenario: str, model: str, protocol: str, fold: int,
-             repeat: int = 1) -> tuple[pd.DataFrame, dict]:
-    """Read and check one run's predictions.csv, validation.csv and metrics.json; DataError names the file at
-    fault (a validation image among the test images too)."""
-    d = layout.run_dir(scenario, model, protocol, fold, runs, repeat=repeat)
-    make = f"make it with `{layout.train_command(scenario, model, protocol)}` (or `dvc repro`)"
-    pred_path, meta_path = d / layout.PREDICTIONS, d / layout.RUN_METRICS
-    meta = read_json(meta_path, make)
-    for key, want in (("scenario", scenario), ("model", model), ("protocol", protocol), ("fold", fold),
-                      ("repeat", repeat)):
-        if key in meta and meta[key] != want:
-            raise DataError(f"{meta_path}: {key} is {meta[key]!r} but this evaluation expects {want!r} "
-                            f"(a stale run?); {make}")
-    names = list(scenarios.class_names(scenario))
-    if "class_names" in meta and list(meta["class_names"]) != names:
-        raise DataError(f"{meta_path}: class_names {meta['class_names']} differ from scenario {scenario}'s "
-                        f"{names}; {make}")
-    n_train = meta.get("n_train")
-    if not isinstance(n_train, int) or isinstance(n_train, bool) or n_train <= 0:
-        raise DataError(f"{meta_path}: n_train is {n_train!r}; expected a positive integer; {make}")
-
-    cols = layout.prob_columns(names)
-    pred = read_table(pred_path, make, required=[*layout.PREDICTION_COLUMNS, *cols])
-    if pred.empty:
-        raise DataError(f"{pred_path}: no rows; a fold's test part holds at least one image; {make}")
-    bad = pred[cols + ["label"]].isna().any(axis=1) | ~pred["label"].isin(range(len(names)))
-    if bad.any():
-        row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise DataError(f"{pred_path}: data row {row + 1} has label {pred['label'].iloc[row]!r} or an empty "
-                        f"probability; expected labels 0..{len(names) - 1} and numbers in {cols}")
-    dup = pred["image_id"].duplicated()
-    if dup.any():
-        raise DataError(f"{pred_path}: image_id {pred['image_id'][dup].iloc[0]} appears more than once")
-    pred["label"] = pred["label"].astype(np.int64)
-    val_path = d / layout.VALIDATION
-    val = read_table(val_path, make, required=[*layout.PREDICTION_COLUMNS, *cols])
-    bad = val[cols + ["label"]].isna().any(axis=1) | ~val["label"].isin(range(len(names)))
-    if val.empty or bad.any():
-        raise DataError(f"{val_path}: {'no rows' if val.empty else f'data row {int(np.flatnonzero(bad.to_numpy())[0]) + 1} has a label outside 0..{len(names) - 1} or an empty probability'}; "
-                        f"a fold's validation part holds at least one image; {make}")
-    shared = set(val["image_id"]) & set(pred["image_id"])
-    if shared:   # the operating point is chosen on validation images: a test image among them would leak
-        raise DataError(f"{val_path}: image_id {sorted(shared)[0]} is also in {pred_path} (validation and test parts "
-                        f"share {len(shared)} images); {make}")
-    val["label"] = val["label"].astype(np.int64)
-    return pred, meta, val
 
 
 def fold_row(scenario: str, model: str, protocol: str, fold: int, pred: pd.DataFrame, meta: dict,
@@ -115,15 +66,15 @@ def fold_row(scenario: str, model: str, protocol: str, fold: int, pred: pd.DataF
 
 def summarize_runs(rows: list[dict], fms: list[dict], preds: list[pd.DataFrame], class_names: list[str],
                    protocol: str, n_resamples: int, seed: int, vals: list[pd.DataFrame] | None = None,
-                   prevalence: float | None = None, target_sensitivity: float = 0.9) -> dict:
-    """Across-fold summary of one model under one protocol, with whether it learned at all."""
+                   prevalence: float | None = None, target_sensitivity: float = 0.9, *, repeats: int) -> dict:
+    """Across-fold summary of one model under one protocol (`rows`: its k*R fold runs, grid.folds_of's
+    order, `repeats` of them), with whether it learned at all."""
     out: dict[str, Any] = {k: M.mean_sd_ci([r[k] for r in rows], bounds=UNIT) for k in SUMMARY_METRICS}
     reasons = M.degenerate([r["balanced_accuracy"] for r in rows], [r["top_predicted_share"] for r in rows],
                            len(class_names))
     out["degenerate"] = bool(reasons)
     out["degenerate_reasons"] = reasons
     out["top_predicted_share"] = [r["top_predicted_share"] for r in rows]
-    repeats = max(r["repeat"] for r in rows)
     # judged fold by fold: a model that fails on one fold is "failed on fold k" wherever it is shown
     out["failed_folds"] = ST.failed_folds([r["balanced_accuracy"] for r in rows], out["top_predicted_share"],
                                           [layout.fold_label(r["fold"], r["repeat"], repeats) for r in rows],
@@ -210,14 +161,13 @@ def _mean(values: list) -> float | None:
 
 def compare(ref_rows: list[dict], other_rows: list[dict], ref_preds: list[pd.DataFrame],
             other_preds: list[pd.DataFrame], class_names: list[str], n_resamples: int, seed: int,
-            where: str) -> dict:
-    """Reference minus other over the same folds of every repeat: the corrected repeated k-fold t-test
+            where: str, *, repeats: int) -> dict:
+    """Reference minus other over the same folds of every repeat (`repeats` of them): the corrected repeated k-fold t-test
     per metric (its interval, p-value and minimum detectable difference), and a paired bootstrap of
     accuracy over the pooled test images (these trained models' test estimate, a different question)."""
     out: dict[str, Any] = {}
     n_train = float(np.mean([r["n_train"] for r in ref_rows]))
     n_test = float(np.mean([r["n_test"] for r in ref_rows]))
-    repeats = max(r["repeat"] for r in ref_rows)
     for metric in COMPARED_METRICS:
         diffs = [a[metric] - b[metric] for a, b in zip(ref_rows, other_rows, strict=True)
                  if a[metric] is not None and b[metric] is not None]
@@ -312,17 +262,18 @@ def build_scenario(params: Params, scenario: str, runs: Path, runs_meta: dict[st
     """One scenario's block of metrics.json and its per-fold rows; each run's metrics.json is added
     to `runs_meta[model]`."""
     class_names = list(scenarios.class_names(scenario))
-    models, protocols, folds = params.train.models, params.split.protocols, params.train.folds
+    models, protocols = params.train.models, params.split.protocols
     rows: dict[tuple[str, str], list[dict]] = {}
     fms: dict[tuple[str, str], list[dict]] = {}
     preds: dict[tuple[str, str], list[pd.DataFrame]] = {}
     vals: dict[tuple[str, str], list[pd.DataFrame]] = {}
     validation: dict[str, dict[str, list]] = {}
-    repeats = range(1, params.split.repeats + 1)
     for model in models:
         for protocol in protocols:
-            for repeat, fold in [(r, k) for r in repeats for k in folds]:   # k*R runs, repeat by repeat
-                pred, meta, val = load_run(runs, scenario, model, protocol, fold, repeat)
+            for repeat, fold in grid.folds_of(params):   # k*R runs, repeat by repeat
+                run = grid.read(grid.Run(scenario, model, protocol, repeat, fold), runs,
+                                ("meta", "predictions", "validation"))
+                pred, meta, val = run["predictions"], run["meta"], run["validation"]
                 if model == models[0]:      # the validation part is the fold's, the same for every model
                     validation.setdefault(protocol, {"images": [], "patients": []})
                     validation[protocol]["images"].append(meta.get("n_val"))
@@ -349,7 +300,8 @@ def build_scenario(params: Params, scenario: str, runs: Path, runs_meta: dict[st
     for (model, protocol), rs in rows.items():
         result.setdefault(model, {})[protocol] = summarize_runs(
             rs, fms[(model, protocol)], preds[(model, protocol)], class_names, protocol, params.evaluate.bootstrap,
-            params.seed, vals[(model, protocol)], params.evaluate.prevalence, params.evaluate.target_sensitivity)
+            params.seed, vals[(model, protocol)], params.evaluate.prevalence, params.evaluate.target_sensitivity,
+            repeats=params.split.repeats)
     # a property of each fold's test part, the same for every model: what a constant guess scores
     result["meta"]["majority_rate"] = {p: [r["majority_rate"] for r in rows[(models[0], p)]] for p in protocols}
     result["meta"]["validation"] = validation   # per fold: the images and patients epochs were selected on
@@ -361,7 +313,7 @@ def build_scenario(params: Params, scenario: str, runs: Path, runs_meta: dict[st
     def pair(a: str, b: str, protocol: str) -> dict:
         where = f"{layout.stage_dir(scenario, a, protocol, runs)} vs {layout.stage_dir(scenario, b, protocol, runs)}"
         return compare(rows[(a, protocol)], rows[(b, protocol)], preds[(a, protocol)], preds[(b, protocol)],
-                       class_names, params.evaluate.bootstrap, params.seed, where)
+                       class_names, params.evaluate.bootstrap, params.seed, where, repeats=params.split.repeats)
 
     for protocol in protocols:
         for model in models:

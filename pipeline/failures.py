@@ -106,12 +106,11 @@ def _by_model_table(rates: pd.DataFrame, by: str, models: list[str], labels: dic
 
 
 def markdown(errors: pd.DataFrame, panels: list[tuple[str, str]], models: list[str], labels: dict[str, str],
-             learned: set[tuple[str, str, str]], class_names: dict[str, list[str]]) -> str:
+             learned: set[tuple[str, str, str]], class_names: dict[str, list[str]], repeats: int = 1) -> str:
     """The failure-analysis section's body: per scenario and protocol, errors by diagnosis (subtype),
-    by muscle and side, and the most-missed patients."""
+    by muscle and side, and the most-missed patients; `repeats`: split.repeats of the run (Results.repeats)."""
     if errors.empty:
         return "No test predictions to analyse."
-    repeats = int(errors["repeat"].nunique())
     lines = ["Share of test images misclassified (%, with the number of test images in brackets), pooled over "
              + ("folds; " if repeats == 1 else f"the folds of {repeats} repeats (every repeat tests each image "
                                                f"again, so an image counts once per repeat); ")

@@ -1,9 +1,8 @@
-"""Report figures (PNG, matplotlib Agg). Each function draws one figure from plain data and
-writes it atomically, titled with the data source, protocol(s) and input size. `FIGURES` at the
+"""The report's figures (PNG, matplotlib Agg) and the one table of every figure. Each function draws one
+figure from plain data, titled with the data source, protocol(s) and input size; label placement by
+rendered boxes and the Pareto front are here, the figure primitives (size, title, saving) in
+pipeline/figurekit.py, the prepare stage's cohort figure in pipeline/cohortfigure.py. `FIGURES` at the
 end is the one table of figures: file, caption, the stage that draws it and the drawing function.
-
-Figures are built on `matplotlib.figure.Figure` directly, not pyplot, so no global state or
-display backend is involved.
 """
 from __future__ import annotations
 
@@ -11,12 +10,19 @@ import functools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from pipeline import stats
 from pipeline.atomic import AtomicOutputs
+from pipeline.cohortfigure import COHORT
+from pipeline.figurekit import PAGE_WIDTH, FigureSpec, draw_specs
+from pipeline.figurekit import figure as _figure
+from pipeline.figurekit import freeze as _freeze
+from pipeline.figurekit import save as _save
+from pipeline.figurekit import title as _title
+from pipeline.figurekit import wrap as _wrap
 from pipeline.layout import fold_label
 from pipeline.protocols import marker
 from pipeline.results import Results
@@ -25,57 +31,9 @@ PROPOSED_COLOR = "#d62728"
 ABLATION_COLOR = "#8c8c8c"
 ABLATION_MARKERS = ("v", "^", "<", ">")
 FOLD_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h")
-DPI = 110
 NCOL = 4                    # columns of a figure legend set below the panels
-PAGE_WIDTH = 10.0           # inches: every figure is at most this wide, so it reads at page width
 INTERVAL_WORDS = ("95% corrected repeated k-fold t interval over folds (Nadeau-Bengio / Bouckaert-Frank: "
                   "mean ± t(J-1) · sqrt((1/J + n_test/n_train) · s²), J = folds × repeats)")
-
-
-def corrected_interval(values: Sequence[float], n_test: float, n_train: float, repeats: int = 1) -> float | None:
-    """Half-width of the 95% interval of the mean of the k*R fold values from pipeline/stats.py's
-    corrected repeated k-fold t-test (the one implementation); 0 when every fold gave the same value,
-    None with fewer than two values or no training part."""
-    if not n_train or not n_test:
-        return None
-    t = stats.repeated_kfold_ttest(values, n_train, n_test, repeats=repeats)
-    if t["ci_low"] is None:
-        return 0.0 if t["sd"] == 0.0 else None
-    return (t["ci_high"] - t["ci_low"]) / 2
-
-
-def _figure(width: float, height: float):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(min(width, PAGE_WIDTH), height), dpi=DPI, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _title(fig, title: str) -> None:
-    """Suptitle wrapped to the figure's width, so long context lines stay inside the image."""
-    import textwrap
-
-    width = max(40, int(fig.get_figwidth() * 14))
-    fig.suptitle("\n".join(textwrap.fill(line, width) for line in title.splitlines()), fontsize=10)
-
-
-def _wrap(text: str, width: int) -> str:
-    import textwrap
-
-    return "\n".join(textwrap.wrap(text, width)) or text
-
-
-def _save(fig, path: str | Path) -> None:
-    # `draw` hands every figure a temporary path and renames them all together at the end
-    fig.savefig(path, format="png", dpi=DPI, metadata={"Software": None})
-
-
-def _freeze(fig) -> None:
-    """Lay the figure out once and keep that layout, so what is placed afterwards in pixels stays put."""
-    fig.canvas.draw()
-    fig.set_layout_engine("none")
 
 
 @dataclass(frozen=True)
@@ -237,7 +195,7 @@ def accuracy_vs_macs(x: "ReportInputs", path: str | Path) -> Any:
                 vals = [r["balanced_accuracy"] for r in rows if r.get("balanced_accuracy") is not None]
                 if macs is None or not vals:
                     continue
-                half = corrected_interval(vals, n_test, n_train, x.repeats)
+                half = stats.corrected_half_width(vals, n_test, n_train, x.repeats)
                 st = roles.style(m)
                 hollow = (s, m, p) in x.results.degenerate
                 ax.errorbar(macs, 100 * np.mean(vals), yerr=0 if half is None else 100 * half, fmt="none",
@@ -664,53 +622,7 @@ def failures(x: "ReportInputs", path: str | Path) -> Any:
     return fig
 
 
-def cohort_examples(images: np.ndarray, manifest: Any, source_label: str, path: str | Path) -> None:
-    """Example images: rows = diagnoses present (N, IBM, PM, DM), columns = muscles, as the models see them."""
-    import pandas as pd
-
-    from pipeline.scenarios import DIAGNOSES, MUSCLES
-
-    diagnoses = [d for d in DIAGNOSES if (manifest.diagnosis == d).any()]
-    muscles = [m for m in MUSCLES if (manifest.muscle == m).any()]
-    columns = muscles or [""] * min(7, int(manifest.diagnosis.value_counts().max()))
-    size = images.shape[-1]
-    fig = _figure(1.6 * len(columns) + 0.6, 1.6 * len(diagnoses) + 0.8)
-    axes = fig.subplots(len(diagnoses), len(columns), squeeze=False)
-    for r, diagnosis in enumerate(diagnoses):
-        of_diagnosis = manifest[manifest.diagnosis == diagnosis]
-        # one patient per row where possible (the first listed), right side first
-        first = of_diagnosis.patient_id.iloc[0]
-        ordered = pd.concat([of_diagnosis[of_diagnosis.patient_id == first], of_diagnosis])
-        ordered = ordered.sort_values("side", key=lambda s: s != "R", kind="stable")
-        for c, muscle in enumerate(columns):
-            ax = axes[r, c]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            pick = ordered[ordered.muscle == muscle] if muscle else of_diagnosis.iloc[c:c + 1]
-            if pick.empty:
-                ax.set_axis_off()
-                continue
-            row = pick.iloc[0]
-            image = images[row.image_id]
-            shown = image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0)
-            ax.imshow(shown, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-            ax.set_title(f"{row.side}{muscle} · {row.patient_id}" if muscle else str(row.patient_id), fontsize=7)
-            if c == 0:
-                ax.set_ylabel(diagnosis, fontsize=10)
-    _title(fig, f"Cohort examples: {source_label}, {len(manifest)} images of {manifest.patient_id.nunique()} "
-                f"patients, shown at {size}x{size} px as the models see them")
-    _save(fig, path)
-
-
 # ---- the figures, in one table ---------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class CohortInputs:
-    """What the prepare stage's figures are drawn from."""
-    images: np.ndarray
-    manifest: Any            # pandas.DataFrame, data/processed/manifest.csv
-    source_label: str
-
 
 @dataclass(frozen=True)
 class ReportInputs:
@@ -733,12 +645,12 @@ class ReportInputs:
     @property
     def repeats(self) -> int:
         """split.repeats of the run (metrics.json)."""
-        return int(self.meta.get("repeats") or 1)
+        return self.results.repeats
 
     @property
     def run_keys(self) -> list[tuple[int, int]]:
         """(repeat, fold) of every fold run, repeat by repeat (the order of metrics.json's per-fold lists)."""
-        return [(r, k) for r in range(1, self.repeats + 1) for k in self.meta["folds"]]
+        return self.results.fold_keys
 
     @property
     def folds_words(self) -> str:
@@ -756,19 +668,6 @@ class ReportInputs:
 
         return [{k: (None if not isinstance(v, str) and pd.isna(v) else v) for k, v in r.items()}
                 for r in self.per_fold.to_dict("records")]
-
-
-def _draw_cohort(x: CohortInputs, path: Path) -> None:
-    cohort_examples(x.images, x.manifest, x.source_label, path)
-
-
-@dataclass(frozen=True)
-class FigureSpec:
-    """One figure: its file under reports/figures/, its caption, the stage that draws it and how."""
-    file: str
-    caption: str
-    stage: str                                  # "prepare" or "report"
-    draw: Callable[[Any, Path], None]           # (CohortInputs | ReportInputs, path) -> None
 
 
 # The one table of figures, in the order reports/README.md shows them. The report stage draws its
@@ -815,8 +714,7 @@ FIGURES: tuple[FigureSpec, ...] = (
     FigureSpec("training_curves.png", "Validation balanced accuracy and training loss by epoch: the line is the mean "
                "over folds, the band the range from the lowest to the highest fold; one row per scenario and "
                "protocol.", "report", training_curves),
-    FigureSpec("cohort_examples.png", "One example image per diagnosis (rows) and muscle (columns), at the input "
-               "size the models see.", "prepare", _draw_cohort),
+    COHORT,   # drawn by the prepare stage (pipeline/cohortfigure.py)
 )
 
 
@@ -826,11 +724,5 @@ def figures_of(stage: str) -> list[FigureSpec]:
 
 
 def draw(stage: str, inputs: Any, directory: str | Path, outputs: AtomicOutputs) -> list[Path]:
-    """Draw every figure of `stage` from `inputs`, each to a temporary path of `outputs` that will
-    replace directory/<file> when the stage commits its outputs; the target paths."""
-    targets = []
-    for spec in figures_of(stage):
-        target = Path(directory) / spec.file
-        spec.draw(inputs, outputs.path(target))
-        targets.append(target)
-    return targets
+    """Draw every figure of `stage` from `inputs` (figurekit.draw)."""
+    return draw_specs(figures_of(stage), inputs, directory, outputs)

@@ -361,7 +361,7 @@ def _exploratory_note(r: Results, labels: dict[str, str]) -> list[str]:
     ref = r.meta.get("reference_model")
     if not any(c.get("claim") for s, p in r.panels for c in r.comparisons(s, p).values()):
         return []
-    k, reps = len(r.meta["folds"]), r.meta.get("repeats", 1)
+    k, reps = len(r.folds), r.repeats
     return [f"Every other comparison is exploratory and is in the table below: the corrected repeated k-fold t-test "
             f"over {k} folds x {reps} repeat{'s' if reps > 1 else ''}, its own 95% interval beside its verdict, the "
             f"p-value Holm-adjusted within each named family (ablations of {labels.get(ref, ref)}; baselines) over "

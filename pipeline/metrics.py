@@ -1,7 +1,8 @@
 """Classification metrics for one fold, patient-level aggregation, and summaries across folds.
 
-The train stage calls `fold_metrics` for every fold's metrics.json and the evaluate stage
-recomputes it from predictions.csv, so it imports only numpy and, lazily, scikit-learn and scipy.
+The evaluate stage computes `fold_metrics` from each run's predictions.csv (train writes no test metric,
+so a metric added here reruns evaluate and report only); it imports only numpy and, lazily,
+scikit-learn and scipy.
 `SUMMARY_METRICS` is the one list of metrics that evaluate, check and report share.
 Everything returned is JSON-safe: plain floats and ints, with None where a quantity is undefined
 (a class absent from the test part, a standard deviation of one fold).
@@ -16,6 +17,7 @@ import numpy as np
 
 from pipeline.errors import DataError
 from pipeline.layout import prob_columns
+from pipeline.scores import balanced_accuracy
 
 
 # A model "did not learn" under a protocol when its balanced accuracy is within this of chance, or
@@ -46,7 +48,6 @@ SUMMARY_METRICS: tuple[Metric, ...] = (
     Metric("brier", "Brier score", percent=False, paired_test=False, higher_is_better=False),
     Metric("ece", "ECE", percent=False, paired_test=False, higher_is_better=False),
 )
-METRICS = SUMMARY_METRICS
 
 
 def _num(x: Any) -> float | None:
@@ -100,8 +101,8 @@ def fold_metrics(y_true: Sequence[int], prob: Any, class_names: Sequence[str]) -
     return {
         "n": int(len(y_true)),
         "accuracy": _num(tp.sum() / total),
-        # mean recall over the classes present in y_true (sklearn's balanced_accuracy_score)
-        "balanced_accuracy": _num(np.nanmean(sensitivity)),
+        # mean recall over the classes present in y_true (pipeline/scores.py: the one definition)
+        "balanced_accuracy": _num(balanced_accuracy(y_true, y_pred, n_classes)),
         # over the classes present in y_true, like balanced accuracy: an absent class has no F1
         "macro_f1": _num(f1_score(y_true, y_pred, labels=sorted(set(y_true.tolist())), average="macro",
                                   zero_division=0)),

@@ -21,8 +21,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline import figures, layout
+from pipeline import layout
 from pipeline.atomic import atomic_outputs
+from pipeline.cohortfigure import COHORT, CohortInputs
+from pipeline.figurekit import draw_specs
 from pipeline.cli import run_stage
 from pipeline.params import Params, load
 from pipeline.scenarios import DIAGNOSES
@@ -49,7 +51,7 @@ def write_outputs(images: np.ndarray, manifest: pd.DataFrame, source: str,
         with open(tmp / layout.IMAGES.name, "wb") as f:
             np.save(f, images, allow_pickle=False)
         manifest.to_csv(tmp / layout.MANIFEST.name, index=False)
-        figures.draw("prepare", figures.CohortInputs(images, manifest, SOURCES[source].label), figures_dir, out)
+        draw_specs([COHORT], CohortInputs(images, manifest, SOURCES[source].label), figures_dir, out)
 
 
 def summary(manifest: pd.DataFrame, images: np.ndarray, seconds: float) -> str:
@@ -59,7 +61,7 @@ def summary(manifest: pd.DataFrame, images: np.ndarray, seconds: float) -> str:
     _, c, s, _ = images.shape
     return (f"prepare: {len(manifest)} images of {manifest.patient_id.nunique()} patients ({per}) from "
             f"{manifest.source.iloc[0]}, {c}x{s}x{s} uint8, in {seconds:.1f} s -> {layout.PROCESSED_DIR}/, "
-            f"{', '.join(str(layout.FIGURES_DIR / f.file) for f in figures.figures_of('prepare'))}")
+            f"{layout.FIGURES_DIR / COHORT.file}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from pipeline import accel
 from pipeline.batches import ImageBank, eval_batches
 from pipeline.params import OptimParams
+from pipeline.scores import balanced_accuracy
 
 
 def seed_everything(seed: int, device: torch.device) -> None:
@@ -151,12 +152,6 @@ def recalibrate_bn(model: torch.nn.Module, bank: ImageBank, ids: np.ndarray, bat
     model.train(was_training)
 
 
-def balanced_accuracy(predicted: torch.Tensor, labels: torch.Tensor, n_classes: int) -> float:
-    """Mean recall over the classes present in `labels` (sklearn's balanced_accuracy_score)."""
-    recalls = [(predicted[labels == c] == c).float().mean() for c in range(n_classes) if (labels == c).any()]
-    return float(torch.stack(recalls).mean()) if recalls else 0.0
-
-
 def selection_key(row: dict[str, float], select_by: str) -> tuple[float, float]:
     """Larger is better: the validation figure train.select_by names, then the lower validation loss;
     `last`: the later epoch (a choice made by the schedule, not by the validation part).
@@ -181,4 +176,4 @@ def validate(runner: torch.nn.Module, model: torch.nn.Module, bank: ImageBank, v
     prob = predict(runner, bank, val_ids, eval_batch_size, mean, std, channels_last)
     return {"val_loss": float(F.nll_loss(prob.clamp_min(1e-12).log(), val_labels)),
             "val_accuracy": float((prob.argmax(1) == val_labels).float().mean()),
-            "val_balanced_accuracy": balanced_accuracy(prob.argmax(1), val_labels, n_classes)}
+            "val_balanced_accuracy": balanced_accuracy(val_labels, prob.argmax(1), n_classes)}

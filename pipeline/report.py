@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline import checklist, deployreport, failures, figures, layout, paper, results, roster, scenarios
+from pipeline import checklist, deployreport, failures, figures, grid, layout, paper, results, roster, scenarios
 from pipeline.atomic import atomic_outputs, csv_text
 from pipeline.errors import DataError
 from pipeline.findings import at_a_glance, exploratory_rows, findings
@@ -74,20 +74,10 @@ def display_name(model: str, complexity: dict[str, dict]) -> str:
     return complexity.get(model, {}).get("display_name") or model
 
 
-def load_runs(params: Params, runs: Path) -> dict[tuple[str, str, str, int, int], dict]:
-    """Each run's metrics.json, history.csv and predictions.csv, keyed by (scenario, model, protocol,
-    repeat, fold): every fold of every repeat (split.repeats)."""
-    out = {}
-    for scenario, model, protocol, repeat, fold in itertools.product(
-            params.split.scenarios, params.train.models, params.split.protocols,
-            range(1, params.split.repeats + 1), params.train.folds):
-        d = layout.run_dir(scenario, model, protocol, fold, runs, repeat=repeat)
-        make = f"make it with `{layout.train_command(scenario, model, protocol)}` (or `dvc repro`)"
-        out[(scenario, model, protocol, repeat, fold)] = {
-            "meta": read_json(d / layout.RUN_METRICS, make),
-            "history": read_table(d / layout.HISTORY, make, required=layout.HISTORY_COLUMNS),
-            "predictions": read_table(d / layout.PREDICTIONS, make, required=layout.PREDICTION_COLUMNS)}
-    return out
+def load_runs(params: Params, runs: Path) -> dict[grid.Run, dict]:
+    """Each run's metrics.json, history.csv and predictions.csv (grid.read, checked), keyed by its
+    grid.Run (scenario, model, protocol, repeat, fold): every fold of every repeat (split.repeats)."""
+    return {run: grid.read(run, runs, ("meta", "history", "predictions")) for run in grid.runs(params)}
 
 
 # ---- tables ---------------------------------------------------------------------------------
@@ -515,7 +505,7 @@ def main(argv: list[str] | None = None) -> int:
     errors = failures.image_errors({k: run["predictions"] for k, run in runs.items()}, manifest, args.manifest)
     learned = {(s, m, p) for s, p in r.panels for m in r.models} - r.degenerate
     failures_md = failures.markdown(errors, r.panels, r.models, labels, learned,
-                                    {s: r.class_names(s) for s in r.scenarios})
+                                    {s: r.class_names(s) for s in r.scenarios}, r.repeats)
     provenance = checklist.Provenance(
         checklist.git_commit(), checklist.dvc_lock_digest(), meta.get("cohort") or "not recorded",
         {s: r.scenario_meta(s).get("splits") or "not recorded" for s in r.scenarios}, package_versions())

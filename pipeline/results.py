@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipeline.grid import fold_keys
 from pipeline.readers import read_evaluation
 
 
@@ -42,6 +43,17 @@ class Results:
     @property
     def folds(self) -> list[int]:
         return list(self.meta.get("folds") or [])
+
+    @property
+    def repeats(self) -> int:
+        """split.repeats of the run."""
+        return int(self.meta.get("repeats") or 1)
+
+    @property
+    def fold_keys(self) -> list[tuple[int, int]]:
+        """(repeat, fold) of every fold run, repeat by repeat (grid.fold_keys: the order of metrics.json's
+        per-fold lists and of per_fold.csv)."""
+        return fold_keys(self.repeats, self.folds)
 
     @property
     def panels(self) -> list[tuple[str, str]]:

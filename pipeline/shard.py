@@ -21,7 +21,7 @@ import argparse
 import sys
 from dataclasses import dataclass
 
-from pipeline import layout
+from pipeline import grid, layout
 from pipeline.cli import run_stage
 from pipeline.errors import PipelineError
 from pipeline.params import Params, load
@@ -87,12 +87,9 @@ def train_stages(params: Params) -> list[Stage]:
               f"profiled model (run `dvc repro profile@{model}` and commit the file for a better balance)",
               file=sys.stderr)
         macs[model] = max(known, default=1.0)
-    folds = len(params.train.folds) * params.split.repeats   # every fold of every repeat
-    return [Stage(layout.train_stage(scenario, model, protocol),
-                  macs[model] * params.train.epochs_for(model) * folds)
-            for scenario in params.split.scenarios
-            for model in params.train.models
-            for protocol in params.split.protocols]
+    folds = len(grid.folds_of(params))   # every fold of every repeat
+    return [Stage(layout.train_stage(scenario, model, protocol), macs[model] * params.train.epochs_for(model) * folds)
+            for scenario, model, protocol in grid.stages(params)]
 
 
 def partition(stages: list[Stage], count: int) -> list[list[Stage]]:

@@ -84,6 +84,18 @@ def repeats_needed(delta: float, sd: float, folds: int, n_train: float, n_test: 
     return None
 
 
+def corrected_half_width(values: Sequence[float], n_test: float, n_train: float, repeats: int = 1) -> float | None:
+    """Half-width of the 95% interval of the mean of the k*R fold values from the corrected repeated k-fold
+    t-test (`repeated_kfold_ttest`, the one implementation; the figures' error bars); 0 when every fold gave
+    the same value, None with fewer than two values or no training part."""
+    if not n_train or not n_test:
+        return None
+    t = repeated_kfold_ttest(values, n_train, n_test, repeats=repeats)
+    if t["ci_low"] is None:
+        return 0.0 if t["sd"] == 0.0 else None
+    return (t["ci_high"] - t["ci_low"]) / 2
+
+
 def repeated_kfold_ttest(differences: Sequence[float], n_train: float, n_test: float, folds: int | None = None,
                          repeats: int = 1, confidence: float = 0.95) -> dict:
     """Corrected repeated k-fold t-test (Bouckaert & Frank 2004) of the k*r paired differences:

@@ -8,7 +8,9 @@ data/splits/<scenario>.csv; for each fold, trains on the fold's train part, sele
 validation part (`train.select_by`, never by test), and writes, for every repeat of split.repeats,
 runs/<scenario>/<model>/<protocol>/fold-<k>/ (repeat-<r>/fold-<k>/ after the first repeat, each repeat
 seeded by Params.repeat_seed): weights.pt (state_dict of the selected epoch), history.csv,
-predictions.csv on the test part and metrics.json. The folds of every repeat run in one stage
+predictions.csv on the test part, validation.csv (the validation part under the same weights) and
+metrics.json (what train knows: budget, seconds, threads, provenance; the test metrics are evaluate's,
+from predictions.csv). The folds of every repeat run in one stage
 because starting Python, torch and timm costs more than training a small fold, train.parallel_folds
 of them side by side in worker processes (pipeline/foldpool.py), each on train.threads //
 parallel_folds threads; each fold is seeded afresh, so its result is the same as when it is trained
@@ -42,7 +44,7 @@ import pandas as pd
 import torch
 
 import models
-from pipeline import accel, checkpoint, coverage, cpu, distributed, fingerprints, foldpool, layout, scenarios
+from pipeline import accel, checkpoint, coverage, cpu, distributed, fingerprints, foldpool, grid, layout, scenarios
 from pipeline.atomic import atomic_path, ensure_writable, torch_bytes, write_bytes_to
 from pipeline.batches import Augment, BatchStream, ImageBank, eval_batches
 from pipeline.cli import run_stage
@@ -85,13 +87,7 @@ class FoldData:
 def fold_data(splits: pd.DataFrame, scenario: str, protocol: str, fold: int, repeat: int = 1) -> FoldData:
     """Select one fold of one repeat of one protocol from a scenario's splits file, refusing a fold that
     is not there."""
-    rows = splits[(splits["protocol"] == protocol) & (splits["fold"] == fold) & (splits["scenario"] == scenario)
-                  & (splits["repeat"] == repeat)]
-    if rows.empty:
-        have = sorted(set(zip(splits["scenario"], splits["protocol"], splits["repeat"], splits["fold"])))
-        raise DataError(f"{layout.splits_path(scenario)}: no rows for scenario {scenario}, protocol {protocol!r}, "
-                        f"repeat {repeat}, fold {fold}; present (scenario, protocol, repeat, fold): {have[:12]}; "
-                        f"rerun `dvc repro split`")
+    rows = grid.fold_rows(splits, scenario, protocol, fold, repeat)
     coverage.require_parts(rows, str(layout.splits_path(scenario)))   # every class in training and test
     parts = {p: rows[rows["part"] == p].sort_values("image_id") for p in ("train", "val", "test")}
     for p, r in parts.items():
@@ -372,11 +368,10 @@ def predict_test_part(run: FoldRun, tp: TrainParams, ckpt_path: Path) -> dict[st
     for j, col in enumerate(layout.prob_columns(run.class_names)):
         validation[col] = np.round(val_prob[:, j], 6)
 
-    from pipeline.metrics import fold_metrics  # sklearn import kept off the training start-up path
-
+    # what train knows about the run (its budget, seconds, threads, provenance): no test metric, those are
+    # evaluate's, computed from predictions.csv, so adding a metric reruns evaluate and report, never train
     o = run.optim
-    metrics = fold_metrics(predictions["label"].to_numpy(), prob_np, run.class_names)
-    metrics.update({
+    metrics = {
         "model": run.model_name, "protocol": run.protocol, "fold": run.fold, "repeat": run.repeat,
         "scenario": run.scenario,
         "class_names": list(run.class_names), "n_train": int(len(data.train_ids)), "n_val": int(len(data.val_ids)),
@@ -396,7 +391,8 @@ def predict_test_part(run: FoldRun, tp: TrainParams, ckpt_path: Path) -> dict[st
         # the statistics themselves, as the batches used them (a number, or one per channel): what
         # pipeline.predict and the deploy stage apply to new images
         "input_mean": run.mean.flatten().tolist() if isinstance(run.mean, torch.Tensor) else run.mean,
-        "input_std": run.std.flatten().tolist() if isinstance(run.std, torch.Tensor) else run.std})
+        "input_std": run.std.flatten().tolist() if isinstance(run.std, torch.Tensor) else run.std,
+        "val_balanced_accuracy": float(run.best["val_balanced_accuracy"])}
     return {"weights": run.best["state"], "history": pd.DataFrame(run.history, columns=layout.HISTORY_COLUMNS),
             "predictions": predictions, "validation": validation, "metrics": metrics}
 
@@ -479,7 +475,7 @@ def train_and_write(job: tuple[int, int], *, params: Params, scenario: str, mode
     write_outputs(layout.run_dir(scenario, model_name, protocol, fold, repeat=repeat), result)
     m = result["metrics"]
     print(f"{scenario} {model_name} {protocol} {layout.fold_label(fold, repeat, params.split.repeats)}: "
-          f"test accuracy {m['accuracy']:.4f} "
+          f"validation balanced accuracy {m['val_balanced_accuracy']:.4f} "
           f"(best epoch {m['best_epoch']}/{m['epochs']}, {m['seconds']:.1f}s on {m['device_name']}"
           f"{f', {world.size} processes' if world.distributed else ''})", flush=True)
 
@@ -508,7 +504,7 @@ def main(argv: list[str] | None = None) -> int:
     world = distributed.from_environment()   # torchrun's ranks; a single process otherwise
     # every fold of every repeat (split.repeats): side by side in worker processes (pipeline/foldpool.py);
     # under torchrun, one after another
-    jobs = [(r, k) for r in range(1, params.split.repeats + 1) for k in args.fold or params.train.folds]
+    jobs = grid.folds_of(params, args.fold)
     workers = 1 if world.distributed else min(params.train.parallel_folds, len(jobs))
     if workers > 1:
         torch.set_num_threads(1)   # nothing multi-threaded before the workers fork (see pipeline/foldpool.py)

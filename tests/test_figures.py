@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from pipeline import checklist, evaluate, figures, layout, report
+from pipeline import checklist, cohortfigure, evaluate, figures, layout, report, stats
 from tests.fixture_runs import DEMO_MODELS, write_fixture
 
 PROFILES = {
@@ -42,7 +42,8 @@ def drawing(root, steps) -> dict:
     save = figures._save
     old = os.getcwd()
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(figures, "_save", lambda fig, path: (drawn.__setitem__(fig.get_suptitle(), fig), save(fig, path)))
+        for module in (figures, cohortfigure):   # the report's figures and prepare's
+            mp.setattr(module, "_save", lambda fig, path: (drawn.__setitem__(fig.get_suptitle(), fig), save(fig, path)))
         os.chdir(root)
         try:
             steps()
@@ -66,7 +67,7 @@ def project(request, tmp_path_factory):
         assert report.main([]) == 0
         manifest = pd.read_csv(root / "data/processed/manifest.csv")
         images = np.random.default_rng(0).integers(0, 255, (len(manifest), 1, 32, 32), dtype=np.uint8)
-        figures.cohort_examples(images, manifest, "synthetic cohort", root / "cohort.png")
+        cohortfigure.cohort_examples(images, manifest, "synthetic cohort", root / "cohort.png")
 
     drawn = drawing(root, steps)
     by_file = dict(zip([f.file for f in (*figures.figures_of("report"), *figures.figures_of("prepare"))],
@@ -195,7 +196,7 @@ def test_headline_plots_balanced_accuracy_with_corrected_intervals(project):
     rows = per_fold[(per_fold.scenario == "S1") & (per_fold.model == "stanet") & (per_fold.protocol == "patient")]
     v = rows["balanced_accuracy"].to_numpy()
     half = t.ppf(0.975, len(v) - 1) * np.sqrt((1 / len(v) + rows.n_test.mean() / rows.n_train.mean()) * v.var(ddof=1))
-    assert figures.corrected_interval(v, rows.n_test.mean(), rows.n_train.mean()) == pytest.approx(half)
+    assert stats.corrected_half_width(v, rows.n_test.mean(), rows.n_train.mean()) == pytest.approx(half)
     ax = next(a for a in fig.axes if a.get_title() == "S1, patient protocol")
     from matplotlib.collections import PathCollection
 
@@ -232,9 +233,9 @@ def test_corrected_interval_is_stats_test():
 
     v = [0.61, 0.72, 0.55, 0.68, 0.70, 0.59]
     t = stats.repeated_kfold_ttest(v, 100, 50, repeats=2)
-    assert figures.corrected_interval(v, 50, 100, repeats=2) == pytest.approx((t["ci_high"] - t["ci_low"]) / 2)
-    assert figures.corrected_interval([0.7, 0.7, 0.7], 50, 100) == 0.0
-    assert figures.corrected_interval([0.7], 50, 100) is None
+    assert stats.corrected_half_width(v, 50, 100, repeats=2) == pytest.approx((t["ci_high"] - t["ci_low"]) / 2)
+    assert stats.corrected_half_width([0.7, 0.7, 0.7], 50, 100) == 0.0
+    assert stats.corrected_half_width([0.7], 50, 100) is None
 
 
 # ---- the report as text ---------------------------------------------------------------------

@@ -5,6 +5,7 @@ stage runs makes `dvc repro` rerun it, and an edit elsewhere does not.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -61,7 +62,9 @@ def test_stage_declares_exactly_the_code_it_imports(stage):
 
 # what training must not run: the report's code, the paper's table and the data sources (prepare's job)
 NOT_TRAINING = {"pipeline/paper.py", "pipeline/findings.py", "pipeline/report.py", "pipeline/figures.py",
-                "pipeline/evaluate.py", "pipeline/sources.py", "pipeline/synthetic.py"}
+                "pipeline/evaluate.py", "pipeline/sources.py", "pipeline/synthetic.py",
+                # the test metrics and their statistics are evaluate's: adding a metric retrains nothing
+                "pipeline/metrics.py", "pipeline/stats.py"}
 
 
 def test_training_does_not_depend_on_the_report_code():
@@ -136,10 +139,10 @@ def test_the_training_fingerprint_hashes_the_declared_code(monkeypatch):
     digest = train.code_digest()
     real = fingerprints.declared_code
 
-    def without_metrics(stage, root=fingerprints.ROOT):
-        return [p for p in real(stage, root) if p != "pipeline/metrics.py"]
+    def without_recipe(stage, root=fingerprints.ROOT):
+        return [p for p in real(stage, root) if p != "pipeline/recipe.py"]
 
-    monkeypatch.setattr(fingerprints, "declared_code", without_metrics)
+    monkeypatch.setattr(fingerprints, "declared_code", without_recipe)
     assert train.code_digest() != digest     # the digest covers exactly what dvc.yaml declares
 
 
@@ -192,11 +195,13 @@ def test_only_models_params_and_the_roster_name_the_papers_models():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("edited", ["pipeline/paper.py", "pipeline/findings.py", "pipeline/figures.py"])
+@pytest.mark.parametrize("edited", ["pipeline/paper.py", "pipeline/findings.py", "pipeline/figures.py",
+                                    "pipeline/metrics.py", "pipeline/stats.py"])
 def test_editing_report_code_leaves_every_train_stage_unchanged(placeholder_checkout, edited):
     """In a scratch checkout with a dvc.lock that matches it (placeholder outputs, `dvc commit -f`: the
-    shared `placeholder_checkout`), a comment added to report-side code changes the report stage and no
-    train stage; the edit is taken back afterwards, so the checkout is up to date for the next."""
+    shared `placeholder_checkout`), a comment added to report-side code, or to a metric (metrics.py,
+    stats.py: evaluate's, never train's), changes the report stage and no train stage, nor prepare or
+    split; the edit is taken back afterwards, so the checkout is up to date for the next."""
     import json
     import sys
 
@@ -213,7 +218,7 @@ def test_editing_report_code_leaves_every_train_stage_unchanged(placeholder_chec
     finally:
         path.write_bytes(original)
     assert "report" in changed, changed          # the edit is seen
-    assert not [s for s in changed if s.startswith("train")], sorted(changed)
+    assert not [s for s in changed if s.startswith(("train", "prepare", "split"))], sorted(changed)
 
 
 def test_one_table_of_protocols():
@@ -272,3 +277,39 @@ def test_the_build_check_sees_both_ways_of_building():
     assert _project_builds("env = scratch_project(work, ['profiles/tiny.yaml'])") == ["line 1: scratch_project(...)"]
     assert _project_builds("run([sys.executable, '-m', 'dvc', 'repro'], work, env)") == ["line 1: a `dvc repro` command"]
     assert _project_builds("run([sys.executable, '-m', 'dvc', 'status'], work, env)") == []
+
+
+# the run grid rebuilt by hand (issue 32): from params, or re-inferred from the data
+HAND_BUILT_GRID = (re.compile(r"range\(1, (?:\w+\.)*repeats \+ 1\)"),
+                   re.compile(r"\[\"repeat\"\]\.nunique\(\)"), re.compile(r"max\(r\[\"repeat\"\]"),
+                   re.compile(r"meta\.get\(\"repeats\""), re.compile(r"itertools\.product\(\s*params\."))
+
+
+def test_the_run_grid_is_built_from_params_in_one_module():
+    """pipeline/grid.py lists the (scenario, model, protocol, repeat, fold) runs; results.py gives the same
+    (repeat, fold) order from metrics.json through grid.fold_keys; split.py draws each repeat's folds (the
+    data of the grid, not the runs). No other module walks the grid by hand."""
+    own = {"grid.py", "results.py", "split.py"}
+    found = [f"{p.name}: {m.group(0)}" for p in sorted((ROOT / "pipeline").glob("*.py")) if p.name not in own
+             for rx in HAND_BUILT_GRID for m in rx.finditer(p.read_text())]
+    assert not found, found
+    # and the check sees a hand-built grid
+    assert all(HAND_BUILT_GRID[0].search(f"for r in range(1, {v} + 1)") for v in ("repeats", "params.split.repeats"))
+    assert not HAND_BUILT_GRID[0].search("range(1, max_repeats + 1)")   # a power search, not the grid
+
+
+def test_the_grid_lists_every_run_once_repeat_by_repeat():
+    from pipeline import grid
+    from pipeline.params import from_dict, to_dict
+    from pipeline.params import Params as P
+
+    raw = to_dict(P())
+    raw["split"].update(scenarios=["S1", "S2"], protocols=["patient", "image"], repeats=2)
+    raw["train"].update(models=["stanet", "resnet18"], folds=[1, 3])
+    params = from_dict(raw)
+    runs = grid.runs(params)
+    assert len(runs) == len(set(runs)) == 2 * 2 * 2 * 2 * 2
+    assert grid.folds_of(params) == [(1, 1), (1, 3), (2, 1), (2, 3)] and grid.folds_of(params, [3]) == [(1, 3), (2, 3)]
+    assert grid.stages(params)[:2] == [("S1", "stanet", "patient"), ("S1", "stanet", "image")]
+    assert runs[2] == grid.Run("S1", "stanet", "patient", 2, 1)
+    assert runs[2].dir() == layout.run_dir("S1", "stanet", "patient", 1, repeat=2)

@@ -165,3 +165,22 @@ def test_paired_bootstrap():
     assert apart["p_value"] == pytest.approx(2 / 201)      # (0 + 1) / (B + 1), two-sided
     again = M.paired_bootstrap([1, 0, 1, 0, 1], [0, 0, 1, 1, 0], n_resamples=300, seed=3)
     assert again == M.paired_bootstrap([1, 0, 1, 0, 1], [0, 0, 1, 1, 0], n_resamples=300, seed=3)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_one_balanced_accuracy_is_sklearns(seed):
+    """pipeline/scores.py (train's epoch selection, deploy's parity, evaluate's metric) against
+    scikit-learn's balanced_accuracy_score, a class absent from the labels included; torch tensors too."""
+    import torch
+    from sklearn.metrics import balanced_accuracy_score
+
+    from pipeline.scores import balanced_accuracy
+
+    rng = np.random.default_rng(seed)
+    labels = rng.choice([0, 2, 3] if seed % 2 else [0, 1], size=40)
+    predicted = rng.integers(0, 4, size=40)
+    want = balanced_accuracy_score(labels, predicted)
+    assert balanced_accuracy(labels, predicted, 4) == pytest.approx(want, abs=1e-15)
+    assert balanced_accuracy(torch.as_tensor(labels), torch.as_tensor(predicted), 4) == pytest.approx(want, abs=1e-15)
+    with pytest.raises(ValueError, match="one prediction per label"):
+        balanced_accuracy(labels, predicted[:-1])
