@@ -119,8 +119,14 @@ def fold_lock(path: Path) -> Iterator[None]:
     A fold already locked is a TrainingError naming the holder's process id.
     """
     lock = path.with_name(path.name + ".lock")
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+    except OSError as e:   # a file where the fold's folder should be, a folder that cannot be written
+        blocker = next((p for p in (lock.parent, *lock.parent.parents) if p.exists() and not p.is_dir()), None)
+        raise TrainingError(f"{blocker or lock.parent}: " + ("a file where the fold's checkpoint folder should be; "
+                            "move or delete it" if blocker else f"the fold's checkpoints cannot be written there "
+                            f"({e.strerror or e}); make it writable") + ", then run again") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

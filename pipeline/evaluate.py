@@ -159,6 +159,29 @@ def _mean(values: list) -> float | None:
     return float(np.mean(present)) if present else None
 
 
+TUNED_NUMBERS = ("lr", "weight_decay", "batch_size", "warmup_epochs", "label_smoothing")
+
+
+def tuning_summary(metas: list[dict]) -> dict | None:
+    """A tuned model's recipes chosen over its fold runs (median and range of each number, how often each
+    optimizer) and the search compute they used (trials, pruned, epochs, optimizer steps; no seconds: two
+    runs of the same params give the same bytes); None when its runs were not tuned."""
+    tuned = [m["tuning"] for m in metas if m.get("tuning")]
+    if not tuned:
+        return None
+    chosen = [t["chosen"] for t in tuned]
+    numbers = {k: {"median": float(np.median([c[k] for c in chosen])), "min": float(min(c[k] for c in chosen)),
+                   "max": float(max(c[k] for c in chosen))} for k in TUNED_NUMBERS if all(k in c for c in chosen)}
+    optimizers = sorted({c.get("optimizer") for c in chosen if c.get("optimizer")})
+    return {"folds_tuned": len(tuned), "trials_per_fold": _one([t["trials"] for t in tuned]),
+            "epoch_cap": _one([t["epoch_cap"] for t in tuned]), "objective": _one([t["objective"] for t in tuned]),
+            "sampler": _one([t["sampler"] for t in tuned]), "pruner": _one([t["pruner"] for t in tuned]),
+            "chosen": {**numbers, "optimizer": {o: sum(c.get("optimizer") == o for c in chosen) for o in optimizers}},
+            "compute": {"trials": int(sum(t["trials"] for t in tuned)), "pruned": int(sum(t["pruned"] for t in tuned)),
+                        "epochs": int(sum(t["epochs"] for t in tuned)),
+                        "optimizer_steps": int(sum(t["optimizer_steps"] for t in tuned))}}
+
+
 def compare(ref_rows: list[dict], other_rows: list[dict], ref_preds: list[pd.DataFrame],
             other_preds: list[pd.DataFrame], class_names: list[str], n_resamples: int, seed: int,
             where: str, *, repeats: int) -> dict:
@@ -244,6 +267,16 @@ def claims(comparisons: dict[str, dict], summaries: dict[str, dict], ref: str, p
                 c[metric].update(p_holm=None, family=c["family"], holm_family=None)
 
 
+def _tuning_meta(all_meta: list[tuple[str, dict]], seed: int) -> dict | None:
+    """How the run's recipes were searched (the runs' own records), or None when none was tuned."""
+    tuned = [(where, m["tuning"]) for where, m in all_meta if m.get("tuning")]
+    if not tuned:
+        return None
+    return {"nested": True, "seed": seed, "tuned_runs": len(tuned), "of_runs": len(all_meta),
+            **{k: _consistent(tuned, k) for k in ("trials", "epoch_cap", "objective", "sampler", "pruner",
+                                                  "startup_trials")}}
+
+
 def _consistent(runs_meta: list[tuple[str, dict]], key: str) -> Any:
     """The one value of `key` shared by the runs; DataError naming two runs that disagree."""
     seen: dict[str, str] = {}
@@ -267,6 +300,7 @@ def build_scenario(params: Params, scenario: str, runs: Path, runs_meta: dict[st
     fms: dict[tuple[str, str], list[dict]] = {}
     preds: dict[tuple[str, str], list[pd.DataFrame]] = {}
     vals: dict[tuple[str, str], list[pd.DataFrame]] = {}
+    metas: dict[tuple[str, str], list[dict]] = {}
     validation: dict[str, dict[str, list]] = {}
     for model in models:
         for protocol in protocols:
@@ -283,6 +317,7 @@ def build_scenario(params: Params, scenario: str, runs: Path, runs_meta: dict[st
                 fms.setdefault((model, protocol), []).append(fm)
                 preds.setdefault((model, protocol), []).append(pred)
                 vals.setdefault((model, protocol), []).append(val)
+                metas.setdefault((model, protocol), []).append(meta)
                 runs_meta[model].append(
                     (str(layout.run_dir(scenario, model, protocol, fold, runs, repeat) / layout.RUN_METRICS), meta))
 
@@ -302,6 +337,9 @@ def build_scenario(params: Params, scenario: str, runs: Path, runs_meta: dict[st
             rs, fms[(model, protocol)], preds[(model, protocol)], class_names, protocol, params.evaluate.bootstrap,
             params.seed, vals[(model, protocol)], params.evaluate.prevalence, params.evaluate.target_sensitivity,
             repeats=params.split.repeats)
+        tuned = tuning_summary(metas[(model, protocol)])
+        if tuned is not None:   # only a tuned run's metrics.json holds the block (tune.trials > 0)
+            result[model][protocol]["tuning"] = tuned
     # a property of each fold's test part, the same for every model: what a constant guess scores
     result["meta"]["majority_rate"] = {p: [r["majority_rate"] for r in rows[(models[0], p)]] for p in protocols}
     result["meta"]["validation"] = validation   # per fold: the images and patients epochs were selected on
@@ -393,6 +431,7 @@ def build(params: Params, runs: Path = layout.RUNS, splits_dir: Path = layout.SP
         "input_size": _consistent(all_meta, "input_size"),
         "epochs": {m: _consistent(runs_meta[m], "epochs") for m in models},
         "recipes_overridden": sorted(params.train.overrides or {}),
+        **({"tuning": tuned_meta} if (tuned_meta := _tuning_meta(all_meta, params.seed)) else {}),
         "pretrained": bool(any(meta.get("pretrained") for _, meta in all_meta)),
         "cohort": _consistent(all_meta, "cohort"),
         "cpu": _consistent(all_meta, "cpu"),

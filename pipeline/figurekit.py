@@ -59,6 +59,9 @@ class FigureSpec:
     caption: str
     stage: str                                  # "prepare" or "report"
     draw: Callable[[Any, Path], None]           # (CohortInputs | ReportInputs, path) -> None
+    # whether reports/README.md shows it for these results (None: always); the file is drawn either way,
+    # since dvc.yaml declares it
+    shown: Callable[[Any], bool] | None = None
 
 
 def draw_specs(specs: Sequence[FigureSpec], inputs: Any, directory: str | Path, outputs: AtomicOutputs) -> list[Path]:

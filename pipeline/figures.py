@@ -474,6 +474,50 @@ def training_curves(x: "ReportInputs", path: str | Path) -> Any:
     return fig
 
 
+def tuning_progress(x: "ReportInputs", path: str | Path) -> Any:
+    """The best validation score so far against the trial, mean over each model's tuned fold runs, one line
+    per model, one panel per scenario and protocol; a run that was not tuned gets a one-line figure saying
+    so (not shown in reports/README.md)."""
+    keys = x.results.panels
+    tuning = x.meta.get("tuning")
+    if not tuning:
+        fig = _figure(6, 1.2)
+        fig.text(0.5, 0.5, "Not tuned: tune.trials is 0 (the recipes as given)", ha="center", va="center")
+        _save(fig, path)
+        return fig
+    objective = tuning["objective"]
+    maximize = objective != "val_loss"
+    fig = _figure(PAGE_WIDTH, 3.0 * len(keys) + 0.9)
+    axes = _panel_grid(fig, len(keys), 1)
+    for i, (s, p) in enumerate(keys):
+        ax = axes[i][0]
+        for m in x.meta["models"]:
+            curves = []
+            for run in x.fold_runs(s, m, p):
+                t = run.get("trials")
+                if t is None or t.empty:
+                    continue
+                v = t["value"].where(t["state"] == "complete").to_numpy(dtype=float)
+                v = np.where(np.isnan(v), -np.inf if maximize else np.inf, v)
+                curves.append(np.maximum.accumulate(v) if maximize else np.minimum.accumulate(v))
+            if not curves:
+                continue
+            n = min(len(c) for c in curves)
+            mean = np.mean([c[:n] for c in curves], axis=0)
+            st = x.roles.style(m)
+            ax.plot(np.arange(1, n + 1), 100 * mean if maximize else mean, color=st["color"], linewidth=st["lw"] * 0.8,
+                    alpha=st["alpha"], marker="o", markersize=3, zorder=st["zorder"])
+        ax.set_title(f"{s}, {p}: best {objective} so far" + (", %" if maximize else ""), fontsize=9)
+        ax.set_xlabel("trial", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(True, alpha=0.3)
+    _band_legend(fig, x)
+    _title(fig, f"Tuning: best validation score so far against the trial, mean over {x.folds_words} "
+                f"({tuning['trials']} {tuning['sampler']} trials per model per fold)\n{x.context}")
+    _save(fig, path)
+    return fig
+
+
 def _pooled(x: "ReportInputs", s: str, m: str, p: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Labels, predicted classes and class probabilities of every fold's test images."""
     from pipeline.layout import prob_columns
@@ -714,6 +758,10 @@ FIGURES: tuple[FigureSpec, ...] = (
     FigureSpec("training_curves.png", "Validation balanced accuracy and training loss by epoch: the line is the mean "
                "over folds, the band the range from the lowest to the highest fold; one row per scenario and "
                "protocol.", "report", training_curves),
+    FigureSpec("tuning_progress.png", "Tuning: the best validation score found so far against the trial number, "
+               "the mean over each model's fold studies (nested: each fold's trials trained on its training part and "
+               "scored on its validation part); a line that flattens early found its recipe early.", "report",
+               tuning_progress, shown=lambda r: bool(r.meta.get("tuning"))),
     COHORT,   # drawn by the prepare stage (pipeline/cohortfigure.py)
 )
 

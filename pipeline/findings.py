@@ -277,7 +277,19 @@ def _budgets(r: Results, scenario: str, labels: dict[str, str]) -> list[str]:
          "The training budgets differ between models (epochs and optimizer steps per fold: the Cost table), so a "
          "difference in results is partly a difference in training budget.")
     overridden = meta.get("recipes_overridden") or []
-    if overridden and meta.get("profile_name") == "cpu-demo":
+    tuning = meta.get("tuning")
+    if tuning:
+        compute = {m: (r.summary(scenario, m, protocol).get("tuning") or {}).get("compute") for m in meta["models"]}
+        used = "; ".join(f"{labels.get(m, m)} {c['trials']} trials ({c['pruned']} pruned), {c['epochs']} epochs, "
+                         f"{c['optimizer_steps']} optimizer steps" for m, c in compute.items() if c)
+        untuned = [labels.get(m, m) for m, c in compute.items() if not c]
+        s = (f"Equal search budget: {tuning['trials']} trials per model per fold, nested (each fold's study trains "
+             f"on its training part and scores {tuning['objective']} on its validation part; the test part is never "
+             f"read), {tuning['sampler']} seeded from seed {tuning['seed']}, {tuning['pruner']} pruning, at most "
+             f"{tuning['epoch_cap']} epochs a trial; compute used per model under {protocol} folds: {used}."
+             + (f" Not tuned: {', '.join(untuned)} (fitted in closed form, its regularisation chosen on the "
+                f"validation part)." if untuned else "") + " Chosen recipes: the Tuning table.")
+    elif overridden and meta.get("profile_name") == "cpu-demo":
         s += (f" The demo's per-model recipes ({', '.join(overridden)}) were chosen while looking at this demo "
               f"cohort's fold results (not nested), which favours them.")
     elif meta.get("profile_name") == "paper":

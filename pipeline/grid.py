@@ -24,7 +24,7 @@ from pipeline.readers import read_json, read_table
 if TYPE_CHECKING:
     from pipeline.params import Params
 
-PARTS = ("meta", "predictions", "validation", "history")
+PARTS = ("meta", "predictions", "validation", "history", "trials")   # trials: a tuned run's, else None
 
 
 class Run(NamedTuple):
@@ -95,6 +95,9 @@ def read(run: Run, root: str | Path = layout.RUNS, parts: Sequence[str] = PARTS)
             out["validation"] = val
     if "history" in parts:
         out["history"] = read_table(d / layout.HISTORY, make, required=layout.HISTORY_COLUMNS)
+    if "trials" in parts:   # written by a tuned run only (tune.trials > 0)
+        out["trials"] = (read_table(d / layout.TRIALS, make, required=["trial", "state", "value"])
+                         if (d / layout.TRIALS).is_file() else None)
     return out
 
 

@@ -25,6 +25,8 @@ WEIGHTS, HISTORY, PREDICTIONS, RUN_METRICS = "weights.pt", "history.csv", "predi
 # the validation part's predictions with the selected weights: what evaluate chooses an operating point on
 VALIDATION = "validation.csv"
 RUN_FILES = (WEIGHTS, HISTORY, PREDICTIONS, VALIDATION, RUN_METRICS)
+# a tuned run's study (tune.trials > 0), beside them: one row per trial (pipeline/tuning.py TRIAL_COLUMNS)
+TRIALS = "trials.csv"
 HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_accuracy", "val_balanced_accuracy", "lr", "seconds"]
 PREDICTION_COLUMNS = ["image_id", "patient_id", "label", "predicted"]   # then prob_columns(classes)
 # profile, evaluate, report

@@ -220,6 +220,47 @@ class TrainParams:
 
 
 @dataclass(frozen=True)
+class TuneParams:
+    """The nested recipe search (pipeline/tuning.py): `trials` Optuna trials per model per fold, each trained on
+    the fold's training part for at most `epochs` epochs (the same cap for every model) and scored on its
+    validation part; the fold's model is the best trial's. 0 trials: the recipes as given (train.optim and
+    train.overrides). The search space is over the recipe keys; a fixed key keeps its recipe value."""
+    trials: int = 0
+    epochs: int = 0                     # the epoch cap of every trial of every model; 0: train.epochs
+    objective: Literal["val_balanced_accuracy", "val_loss"] = "val_balanced_accuracy"
+    pruner: Literal["median", "none"] = "median"   # median: stop a trial whose epoch score falls below the median
+    startup_trials: int = 3             # trials neither pruned nor sampled by TPE (random draws) at the start
+    lr: tuple[float, ...] = (1e-4, 1e-2)               # low, high: log-uniform
+    weight_decay: tuple[float, ...] = (1e-6, 1e-2)     # low, high: log-uniform
+    batch_size: tuple[int, ...] = (16, 32, 64)         # choices
+    optimizer: tuple[Literal["adamw", "adam", "sgd"], ...] = ("adamw", "sgd")   # choices
+    warmup_epochs: tuple[int, ...] = (0, 2)            # low, high: integers
+    label_smoothing: tuple[float, ...] = (0.0, 0.1)    # low, high: uniform
+
+    def validate(self, key: str) -> None:
+        _require(0 <= self.trials <= 1000, f"{key}.trials", self.trials,
+                 "an integer in 0..1000 (0: the recipes as given, no search)")
+        _require(0 <= self.epochs <= 10_000, f"{key}.epochs", self.epochs, "an integer in 0..10000 (0: train.epochs)")
+        _require(0 <= self.startup_trials <= 1000, f"{key}.startup_trials", self.startup_trials, "an integer in 0..1000")
+        # (name, log-uniform, lowest low, highest high, high must stay below it)
+        for name, log, floor, ceiling, below in (("lr", True, 0.0, 10.0, False), ("weight_decay", True, 0.0, 1.0, False),
+                                                 ("label_smoothing", False, 0.0, 1.0, True),
+                                                 ("warmup_epochs", False, 0, 10_000, False)):
+            pair = getattr(self, name)
+            ok = len(pair) == 2 and pair[0] <= pair[1]
+            ok = ok and (pair[0] > floor if log else pair[0] >= floor)
+            ok = ok and (pair[1] < ceiling if below else pair[1] <= ceiling)
+            _require(ok, f"{key}.{name}", list(pair),
+                     f"[low, high] with {floor} {'<' if log else '<='} low <= high {'<' if below else '<='} {ceiling}"
+                     + (" (log-uniform)" if log else ""))
+        _require(len(self.batch_size) > 0 and len(set(self.batch_size)) == len(self.batch_size)
+                 and all(2 <= b <= 4096 for b in self.batch_size), f"{key}.batch_size", list(self.batch_size),
+                 "a non-empty list of distinct batch sizes in 2..4096")
+        _require(len(self.optimizer) > 0 and len(set(self.optimizer)) == len(self.optimizer), f"{key}.optimizer",
+                 list(self.optimizer), "a non-empty list of distinct optimizers of adamw, adam, sgd")
+
+
+@dataclass(frozen=True)
 class ProfileParams:
     latency_runs: int = 30        # timed runs per measurement, after warm-up
     warmup_runs: int = 3
@@ -327,6 +368,7 @@ class Params:
     data: DataParams = field(default_factory=DataParams)
     split: SplitParams = field(default_factory=SplitParams)
     train: TrainParams = field(default_factory=TrainParams)
+    tune: TuneParams = field(default_factory=TuneParams)
     profile: ProfileParams = field(default_factory=ProfileParams)
     deploy: DeployParams = field(default_factory=DeployParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
@@ -339,6 +381,11 @@ class Params:
         self.data.validate("data")
         self.split.validate("split")
         self.train.validate("train")
+        self.tune.validate("tune")
+        if self.tune.trials:
+            _require(self.train.select_by != "last", "train.select_by", self.train.select_by,
+                     "val_balanced_accuracy, val_accuracy or val_loss when tune.trials > 0 (trials are compared on "
+                     "the validation part, and `last` chooses nothing there)")
         self.profile.validate("profile")
         self.deploy.validate("deploy")
         self.evaluate.validate("evaluate")

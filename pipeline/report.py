@@ -77,7 +77,7 @@ def display_name(model: str, complexity: dict[str, dict]) -> str:
 def load_runs(params: Params, runs: Path) -> dict[grid.Run, dict]:
     """Each run's metrics.json, history.csv and predictions.csv (grid.read, checked), keyed by its
     grid.Run (scenario, model, protocol, repeat, fold): every fold of every repeat (split.repeats)."""
-    return {run: grid.read(run, runs, ("meta", "history", "predictions")) for run in grid.runs(params)}
+    return {run: grid.read(run, runs, ("meta", "history", "predictions", "trials")) for run in grid.runs(params)}
 
 
 # ---- tables ---------------------------------------------------------------------------------
@@ -153,6 +153,34 @@ def _pm(mean: float | None, sd: float | None, scale: float = 100.0, digits: int 
     if mean is None:
         return "n/a"
     return f"{scale * mean:.{digits}f}" + (f" ± {scale * sd:.{digits}f}" if sd is not None else "")
+
+
+def tuning_section(r: Results, labels: dict[str, str]) -> list[str]:
+    """## Tuning (a run with tune.trials > 0): each model's chosen recipe, median and range over its tuned
+    fold runs, and the search compute it used; nothing for a run whose recipes were given."""
+    t = r.meta.get("tuning")
+    if not t:
+        return []
+    fmt = lambda v: f"{v:.3g}"  # noqa: E731
+    rows = []
+    for s, p in r.panels:
+        for m in r.models:
+            tu = r.summary(s, m, p).get("tuning")
+            if not tu:
+                continue
+            ch, c = tu["chosen"], tu["compute"]
+            cells = [f"{fmt(ch[k]['median'])} ({fmt(ch[k]['min'])}-{fmt(ch[k]['max'])})" if k in ch else "n/a"
+                     for k in ("lr", "weight_decay", "batch_size", "warmup_epochs", "label_smoothing")]
+            rows.append([s, p, labels.get(m, m), *cells, ", ".join(f"{o} {n}" for o, n in ch["optimizer"].items()),
+                         f"{c['trials']} ({c['pruned']} pruned)", str(c["epochs"]), str(c["optimizer_steps"])])
+    return ["## Tuning", "",
+            f"Recipes chosen by each fold's own study: {t['trials']} {t['sampler']} trials per model per fold (seed "
+            f"{t['seed']}, {t['startup_trials']} random start-up trials, {t['pruner']} pruning), each trained on the "
+            f"fold's training part for at most {t['epoch_cap']} epochs and scored on its validation part by "
+            f"{t['objective']}; the test part is read once, by the chosen weights. Median (range) over the folds; "
+            "optimizer: how many folds chose it; compute: summed over the folds.", "",
+            _md_table(["Scenario", "Protocol", "Model", "lr", "weight decay", "batch", "warm-up epochs",
+                       "label smoothing", "optimizer", "trials", "epochs", "optimizer steps"], rows), ""]
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
@@ -385,6 +413,9 @@ def header_rows(params: Params, r: Results, runs: dict, complexity: dict[str, di
         ["Protocols", "; ".join(described(p) for p in r.protocols)],
         ["Input size", f"{input_size} for training and testing; complexity also counted at 3x224x224 (the paper's)"],
         ["Epochs", epoch_words],
+        ["Tuning", (f"nested: {meta['tuning']['trials']} {meta['tuning']['sampler']} trials per model per fold on the "
+                    f"fold's training and validation parts, seed {meta['tuning']['seed']} (the Tuning table)")
+         if meta.get("tuning") else "none: the recipes as given (train.optim and train.overrides; tune.trials: 0)"],
         ["Folds", f"{', '.join(str(f) for f in meta['folds'])} of {params.split.folds}"],
         ["Seed", str(params.seed)],
         ["Weights", weights],
@@ -442,10 +473,14 @@ def readme(params: Params, r: Results, comparison_md: str, paper_md: str, runs: 
               "the folds as independent, which they are not (their training parts overlap): read it as naive. "
               "Patient-level accuracy (patient protocol only) averages each patient's image probabilities into "
               "one diagnosis. Cost: MACs and FLOPs at 3x224x224, PyTorch latency the median CPU time of one "
-              "3x224x224 image; the budget is each model's own recipe, the demo's chosen on its own folds (not "
-              "nested), the paper profile's fixed in advance. Every column, and macro-F1, the majority-class "
+              "3x224x224 image; " + (f"the budget is each model's recipe as its fold's nested study chose it "
+                                     f"({r.meta['tuning']['trials']} trials per model per fold: the Tuning table)"
+                                     if r.meta.get("tuning") else "the budget is each model's own recipe, the demo's "
+                                     "chosen on its own folds (not nested), the paper profile's fixed in advance")
+              + ". Every column, and macro-F1, the majority-class "
               "rates and the accuracy intervals over patients: [comparison.csv](comparison.csv), "
               "[metrics.json](metrics.json), [per_fold.csv](per_fold.csv).", "", comparison_md, "",
+              *tuning_section(r, {m: display_name(m, complexity) for m in r.models}),
               *(["## Ablations", "", "Each variant removes one design choice of the proposed network at the same "
                  "MACs; a positive lead means the design choice helped. Balanced accuracy, as in the reading; "
                  "one test per row: the corrected repeated k-fold t-test over the paired fold differences, its "
@@ -457,7 +492,8 @@ def readme(params: Params, r: Results, comparison_md: str, paper_md: str, runs: 
               "Published figures (pipeline/paper.py) next to this run's figure for the same quantity.", "",
               paper_md, "", "## Figures", ""]
     for spec in (*figures.figures_of("report"), *figures.figures_of("prepare")):
-        lines += [f"![{spec.caption}](figures/{spec.file})", "", spec.caption, ""]
+        if spec.shown is None or spec.shown(r):    # a figure with nothing to show in this run is not shown
+            lines += [f"![{spec.caption}](figures/{spec.file})", "", spec.caption, ""]
     if failures_md:
         lines += ["## Failure analysis", "", failures_md, ""]
     if checklist_md:

@@ -44,7 +44,8 @@ import pandas as pd
 import torch
 
 import models
-from pipeline import accel, checkpoint, coverage, cpu, distributed, fingerprints, foldpool, grid, layout, scenarios
+from pipeline import (accel, checkpoint, coverage, cpu, distributed, fingerprints, foldpool, grid, layout, scenarios,
+                      tuning)
 from pipeline.atomic import atomic_path, ensure_writable, torch_bytes, write_bytes_to
 from pipeline.batches import Augment, BatchStream, ImageBank, eval_batches
 from pipeline.cli import run_stage
@@ -269,9 +270,11 @@ def _checkpoint(run: FoldRun, epoch: int, finished: bool) -> dict[str, Any]:
                                generator=run.gen, device=run.device, selection=run.selection)
 
 
-def train_epochs(run: FoldRun, tp: TrainParams, ckpt_path: Path, log: Callable[[str], None] = print) -> None:
+def train_epochs(run: FoldRun, tp: TrainParams, ckpt_path: Path, log: Callable[[str], None] = print,
+                 on_epoch: Callable[[dict[str, float]], None] | None = None) -> None:
     """The epoch loop: train, validate, keep the best epoch, checkpoint after every epoch (among several
-    ranks, all train and rank 0 alone validates and checkpoints)."""
+    ranks, all train and rank 0 alone validates and checkpoints); `on_epoch(row)` after each epoch's
+    checkpoint (a tuning trial's pruner: it may raise to stop the loop)."""
     val_labels_t = torch.as_tensor(run.data.val_labels, device=run.device)
     saver = checkpoint.BackgroundSaver()
     interactive = sys.stderr.isatty()
@@ -311,6 +314,9 @@ def train_epochs(run: FoldRun, tp: TrainParams, ckpt_path: Path, log: Callable[[
                 f"{row['train_loss']:.4f} val_loss {val_loss:.4f} val_acc {val_acc:.4f} lr {row['lr']:.2e} "
                 f"{row['seconds']:.1f}s")
             saver.save(ckpt_path, _checkpoint(run, epoch, finished=epoch == run.epochs))
+            if on_epoch is not None:
+                saver.wait()     # the checkpoint is on disk before a pruner may stop the trial
+                on_epoch(row)
         saver.wait()
     except torch.OutOfMemoryError:
         raise TrainingError(f"out of memory training {run.model_name} ({run.protocol}, fold {run.fold}) at batch "
@@ -405,6 +411,16 @@ def train_fold(params: Params, scenario: str, model_name: str, protocol: str, fo
     run = set_up(params, scenario, model_name, protocol, fold, images=images, splits=splits,
                  data_digest=data_digest, world=world, repeat=repeat)
     log = log if world.main else (lambda line: None)
+    tuned = None
+    if params.tune.trials and not hasattr(run.model, "fit"):   # a closed-form fit chooses its own setting
+        if world.distributed:
+            raise DataError(f"tune.trials is {params.tune.trials}: a tuning study runs its trials in one process; "
+                            f"train {run.name} without torchrun, or set tune.trials: 0")
+        tuned = tune_fold(params, scenario, model_name, protocol, fold, images=images, splits=splits,
+                          ckpt_path=ckpt_path, data_digest=data_digest, log=log, repeat=repeat)
+        params = tuned.params   # the best trial's recipe; its checkpoint is now the fold's
+        run = set_up(params, scenario, model_name, protocol, fold, images=images, splits=splits,
+                     data_digest=data_digest, world=world, repeat=repeat)
     # rank 0 reads the checkpoint and every rank resumes from it, even where checkpoints/ is not shared
     resume(run, world.share(checkpoint.load(ckpt_path, run.fingerprint) if world.main else None), log)
     if hasattr(run.model, "fit"):
@@ -412,7 +428,37 @@ def train_fold(params: Params, scenario: str, model_name: str, protocol: str, fo
             fit_fold(run, params.train, ckpt_path, run.seed, log)
     else:
         train_epochs(run, params.train, ckpt_path, log)
-    return predict_test_part(run, params.train, ckpt_path) if world.main else None
+    if not world.main:
+        return None
+    result = predict_test_part(run, params.train, ckpt_path)
+    if tuned is not None:
+        result["trials"] = pd.DataFrame(tuned.trials, columns=tuning.TRIAL_COLUMNS)
+        result["metrics"]["tuning"] = tuned.summary
+        result["metrics"]["label_smoothing"] = params.train.label_smoothing
+    return result
+
+
+def tune_fold(params: Params, scenario: str, model_name: str, protocol: str, fold: int, *, images: np.ndarray,
+              splits: pd.DataFrame, ckpt_path: Path, data_digest: str, log: Callable[[str], None],
+              repeat: int = 1) -> "tuning.Tuned":
+    """The fold's nested recipe search (pipeline/tuning.py): each trial a training on the training part,
+    scored on the validation part by tune.objective; the test part is not read."""
+    objective = params.tune.objective
+
+    def train_trial(trial_params: Params, trial_ckpt: Path, on_epoch: Callable[[int, float, int], None]) -> dict:
+        run = set_up(trial_params, scenario, model_name, protocol, fold, images=images, splits=splits,
+                     data_digest=data_digest, repeat=repeat)
+        resume(run, checkpoint.load(trial_ckpt, run.fingerprint), lambda line: None)
+        report = lambda row: on_epoch(int(row["epoch"]), float(row[objective]),  # noqa: E731
+                                      len(run.stream) * int(row["epoch"]))
+        for row in run.history:          # a resumed trial's epochs, reported again to its new trial
+            report(row)
+        train_epochs(run, trial_params.train, trial_ckpt, lambda line: None, on_epoch=report)
+        return {"value": float(run.best[objective]), "epochs_run": len(run.history),
+                "optimizer_steps": len(run.stream) * len(run.history)}
+
+    return tuning.search(params, scenario, model_name, protocol, fold, repeat=repeat, ckpt_path=ckpt_path,
+                         data_digest=data_digest, train_trial=train_trial, log=log)
 
 
 def _progress(total: int, desc: str, interactive: bool):
@@ -433,6 +479,8 @@ def write_outputs(out: Path, result: dict[str, Any]) -> None:
         result["history"].to_csv(tmp / layout.HISTORY, index=False)
         result["predictions"].to_csv(tmp / layout.PREDICTIONS, index=False)
         result["validation"].to_csv(tmp / layout.VALIDATION, index=False)
+        if "trials" in result:   # a tuned run's study (tune.trials > 0)
+            result["trials"].to_csv(tmp / layout.TRIALS, index=False)
         (tmp / layout.RUN_METRICS).write_text(json.dumps(result["metrics"], indent=2, sort_keys=True) + "\n")
 
 
