@@ -5,7 +5,7 @@ import sys
 import traceback
 from typing import Callable
 
-from pipeline import lifecycle
+from pipeline import lifecycle, stagetime
 from pipeline.errors import PipelineError
 
 
@@ -13,9 +13,23 @@ def run_stage(main: Callable[[list[str] | None], int | None], unexpected_exit: i
     """Run a stage's `main`, turning user-facing errors into one line on stderr and exit code 2.
 
     Other exceptions are bugs: their traceback is printed, and the exit code is Python's 1, or
-    `unexpected_exit` where 1 means something else (the regression check).
+    `unexpected_exit` where 1 means something else (the regression check). However it ends, the stage's
+    wall time is recorded under timing/ (pipeline/stagetime.py).
     """
     lifecycle.install()
+    status = 1
+    try:
+        status = _run(main, unexpected_exit)
+    except SystemExit as e:
+        status = e.code if isinstance(e.code, int) else 1
+        raise
+    finally:
+        stagetime.record(status)
+    sys.exit(status)
+
+
+def _run(main: Callable[[list[str] | None], int | None], unexpected_exit: int | None) -> int:
+    stagetime.main_started()
     try:
         code = main(None)
     except PipelineError as e:
@@ -30,4 +44,4 @@ def run_stage(main: Callable[[list[str] | None], int | None], unexpected_exit: i
             raise
         traceback.print_exc()
         sys.exit(unexpected_exit)
-    sys.exit(code or 0)
+    return code or 0

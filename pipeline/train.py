@@ -45,7 +45,7 @@ import torch
 
 import models
 from pipeline import (accel, checkpoint, coverage, cpu, distributed, fingerprints, foldpool, grid, layout, scenarios,
-                      tuning)
+                      stagetime, tuning)
 from pipeline.atomic import atomic_path, ensure_writable, torch_bytes, write_bytes_to
 from pipeline.batches import Augment, BatchStream, ImageBank, eval_batches
 from pipeline.cli import run_stage
@@ -509,7 +509,7 @@ def load_inputs(scenario: str) -> tuple[np.ndarray, pd.DataFrame, dict[str, str]
 
 def train_and_write(job: tuple[int, int], *, params: Params, scenario: str, model_name: str, protocol: str,
                     images: np.ndarray, splits: pd.DataFrame, data_digest: str, provenance: dict[str, Any],
-                    world: World) -> None:
+                    world: World) -> float | None:
     """One job of the stage (pipeline/foldpool.py): train `job` = (repeat, fold) and write its run
     directory (rank 0)."""
     repeat, fold = job
@@ -518,7 +518,7 @@ def train_and_write(job: tuple[int, int], *, params: Params, scenario: str, mode
         result = train_fold(params, scenario, model_name, protocol, fold, images=images, splits=splits,
                             data_digest=data_digest, world=world, repeat=repeat, ckpt_path=ckpt_path)
     if result is None:
-        return   # rank 0 writes the outputs
+        return None   # rank 0 writes the outputs
     result["metrics"].update(provenance)
     write_outputs(layout.run_dir(scenario, model_name, protocol, fold, repeat=repeat), result)
     m = result["metrics"]
@@ -526,6 +526,7 @@ def train_and_write(job: tuple[int, int], *, params: Params, scenario: str, mode
           f"validation balanced accuracy {m['val_balanced_accuracy']:.4f} "
           f"(best epoch {m['best_epoch']}/{m['epochs']}, {m['seconds']:.1f}s on {m['device_name']}"
           f"{f', {world.size} processes' if world.distributed else ''})", flush=True)
+    return float(m["seconds"])    # the fold's own training seconds, for the stage's timing record
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -566,9 +567,12 @@ def main(argv: list[str] | None = None) -> int:
                              protocol=args.protocol, images=images, splits=splits, data_digest=data_digest,
                              provenance={**provenance, "fold_workers": workers, "data_source": params.data.source}, world=world)
     with distributed.process_group(world, device):
-        foldpool.run(jobs, work, workers, foldpool.start_method(device.type),
-                     describe=lambda job: f"{args.scenario}/{args.model}/{args.protocol}/"
-                                          f"{layout.fold_name(job[1], job[0])}")
+        seconds = foldpool.run(jobs, work, workers, foldpool.start_method(device.type),
+                               describe=lambda job: f"{args.scenario}/{args.model}/{args.protocol}/"
+                                                    f"{layout.fold_name(job[1], job[0])}")
+    # timing/<stage>.json (pipeline/stagetime.py): the folds, how many side by side, their own seconds
+    stagetime.note(fold_runs=len(jobs), side_by_side=workers,
+                   fold_train_s=round(sum(s for s in seconds if s is not None), 3))
     return 0
 
 

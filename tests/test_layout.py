@@ -313,3 +313,32 @@ def test_the_grid_lists_every_run_once_repeat_by_repeat():
     assert grid.stages(params)[:2] == [("S1", "stanet", "patient"), ("S1", "stanet", "image")]
     assert runs[2] == grid.Run("S1", "stanet", "patient", 2, 1)
     assert runs[2].dir() == layout.run_dir("S1", "stanet", "patient", 1, repeat=2)
+
+
+def test_a_stage_run_by_dvc_records_its_wall_time_however_it_ends(tmp_path, monkeypatch):
+    """pipeline/stagetime.py through cli.run_stage: under DVC (DVC_STAGE, DVC_ROOT) one record per stage with
+    its wall time, start-up and exit status, a refused stage too; typed by hand, no file."""
+    import json
+
+    from pipeline import cli, stagetime
+    from pipeline.errors import DataError
+
+    def refused(argv):
+        raise DataError("bad input")
+
+    monkeypatch.chdir(tmp_path)
+    for name, main, want in (("train@S1-x-patient", lambda argv: stagetime.note(fold_runs=3) or 0, 0),
+                             ("evaluate", refused, 2)):
+        monkeypatch.setenv("DVC_STAGE", name)
+        monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+        with pytest.raises(SystemExit) as end:
+            cli.run_stage(main)
+        assert end.value.code == want
+        record = json.loads((tmp_path / "timing" / f"{name}.json").read_text())
+        assert record["stage"] == name and record["exit"] == want and record["wall_s"] >= record["startup_s"] >= 0
+    assert json.loads((tmp_path / "timing/train@S1-x-patient.json").read_text())["fold_runs"] == 3
+    monkeypatch.delenv("DVC_STAGE")
+    (tmp_path / "timing").rename(tmp_path / "before")
+    with pytest.raises(SystemExit):
+        cli.run_stage(lambda argv: 0)
+    assert not (tmp_path / "timing").exists()

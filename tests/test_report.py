@@ -230,6 +230,7 @@ def _check_openings(root: Path, models, name: str) -> None:
     assert max(counts.values()) <= 3, (name, sorted(counts.items(), key=lambda x: -x[1])[:3])
 
 
+@pytest.mark.slow   # 20 s: the fast tier checks the committed demo report's openings; the slow tiny run the rest
 def test_no_sentence_pattern_repeats_more_than_three_times_in_the_reading(tmp_path):
     """On the tiny profile's shape (S1-S4, two protocols, two repeats) and the demo's (nine models), the
     reading states each kind of thing once: with numbers, model, scenario and protocol names masked, no
