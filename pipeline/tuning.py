@@ -125,7 +125,7 @@ def search(params: Params, scenario: str, model: str, protocol: str, fold: int, 
         raise DataError(f"{journal}: the tuning study cannot be written ({e.strerror or e}); make "
                         f"{journal.parent} writable") from None
     for stale in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):   # a killed process's trial
-        study._storage.set_trial_state_values(stale._trial_id, state=TrialState.FAIL)
+        study.tell(stale.number, state=TrialState.FAIL)
     seed = params.repeat_seed(repeat) * 1_000_003 + fold
     done = lambda: [x for x in study.get_trials(deepcopy=False)  # noqa: E731
                     if x.state in (TrialState.COMPLETE, TrialState.PRUNED)]
@@ -164,8 +164,8 @@ def search(params: Params, scenario: str, model: str, protocol: str, fold: int, 
         log(f"{model} {protocol} fold {fold} trial {k + 1}/{t.trials}: {t.objective} {out['value']:.4f} "
             f"({', '.join(f'{key} {v:.3g}' if isinstance(v, float) else f'{key} {v}' for key, v in recipe.items())})")
         best = study.best_trial
-        for other in done():     # keep the best trial's checkpoint and none of the others'
-            path = ckpt_path.parent / f"trial-{done().index(other)}.pt"
+        for i, other in enumerate(done()):     # keep the best trial's checkpoint (trial-<i>.pt) and no other
+            path = ckpt_path.parent / f"trial-{i}.pt"
             if other.number != best.number and path.exists():
                 path.unlink()
     finished = done()

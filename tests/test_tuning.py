@@ -183,3 +183,31 @@ def test_an_untuned_run_writes_no_tuning_block(tmp_path, monkeypatch):
     assert "tuning" not in json.loads((tmp_path / RUN / layout.RUN_METRICS).read_text())
     assert evaluate.main([]) == 0
     assert '"tuning"' not in (tmp_path / layout.METRICS).read_text()
+
+
+def test_a_trial_left_running_by_a_killed_process_is_failed_and_drawn_again(tmp_path, monkeypatch):
+    """A process killed during trial 2 leaves it RUNNING in the journal; the next run marks it failed and
+    asks again with the sampler seeded by the trials finished, so the study equals an uninterrupted one."""
+    import optuna
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+    from optuna.trial import TrialState
+
+    for name in ("killed", "whole"):
+        root = tmp_path / name
+        root.mkdir()
+        monkeypatch.chdir(root)
+        tuned_project(root, trials=1 if name == "killed" else 2)
+        assert train.main(ARGS) == 0
+        if name == "killed":
+            journal = layout.checkpoint_path("S1", "stanet", "patient", 1).parent / "tune.journal"
+            storage = JournalStorage(JournalFileBackend(str(journal)))
+            loaded = optuna.load_study(study_name=optuna.get_all_study_summaries(storage)[0].study_name,
+                                       storage=storage)
+            loaded.ask()                                  # trial 2 begun, its process gone
+            tuned_project(root, trials=2)
+            assert train.main(ARGS) == 0
+            states = [t.state for t in loaded.get_trials(deepcopy=False)]
+            assert states.count(TrialState.FAIL) == 1 and len(states) == 3
+    killed = study(tmp_path / "killed")
+    pd.testing.assert_frame_equal(killed, study(tmp_path / "whole"))
+    assert len(killed) == 2
