@@ -265,6 +265,7 @@ class ProfileParams:
     latency_runs: int = 30        # timed runs per measurement, after warm-up
     warmup_runs: int = 3
     threads: int = 2              # torch CPU threads during latency measurement (recorded in the JSON)
+    batch_size: int = 32          # the throughput batch, timed at the training input (latency.batch_<n>)
 
     def validate(self, key: str) -> None:
         # upper bounds: each run is a timed forward pass; beyond these a stage runs for hours for no precision
@@ -275,6 +276,7 @@ class ProfileParams:
                  "reporting)")
         _require(1 <= self.warmup_runs <= 1000, f"{key}.warmup_runs", self.warmup_runs, "an integer in 1..1000")
         _require(1 <= self.threads <= 1024, f"{key}.threads", self.threads, "an integer in 1..1024")
+        _require(1 <= self.batch_size <= 4096, f"{key}.batch_size", self.batch_size, "an integer in 1..4096")
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,7 @@ def test_repeat_seeds_derive_from_the_seed():
     ({"train": {"overrides": {"vgg99": {"lr": 0.1}}}}, "train.overrides.vgg99"),
     ({"train": {"overrides": {"dual_vgg": {"batch_size": 0}}}}, "train.overrides.dual_vgg.batch_size: 0"),
     ({"profile": {"latency_runs": 1}}, "profile.latency_runs: 1"),
+    ({"profile": {"batch_size": 0}}, "profile.batch_size: 0"),
     ({"deploy": {"calibration_images": 0}}, "deploy.calibration_images: 0"),
     ({"seed": -1}, "seed: -1"),
     ({"split": {"repeats": 0}}, "split.repeats: 0"),
