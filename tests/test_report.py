@@ -439,9 +439,11 @@ def _check_at_a_glance(project: Path, metrics: dict, models) -> None:
             f"{pts(t['ci_high'])}, p = {t['p_value']:.3f})") in glance
     assert f"detects {100 * d['mdd']:.1f} points with 80% power, and has {100 * d['power_at_target']:.0f}% power" in glance
     margin = (t["ci_high"] - t["ci_low"]) / 2
-    bal = {m: metrics["S1"][m]["patient"]["balanced_accuracy"]["mean"] for m in models}
+    # among the models that learned (a model that did not is no candidate, however light)
+    bal = {m: metrics["S1"][m]["patient"]["balanced_accuracy"]["mean"] for m in models
+           if not metrics["S1"][m]["patient"].get("degenerate")}
     macs = {m: json.loads((project / f"reports/complexity/{m}.json").read_text())["paper_setting"]["macs"] for m in models}
-    light = min((m for m in models if bal[m] >= max(bal.values()) - margin), key=macs.get)
+    light = min((m for m in bal if bal[m] >= max(bal.values()) - margin), key=macs.get)
     name = json.loads((project / f"reports/complexity/{light}.json").read_text())["display_name"]
     assert f"**Accuracy per compute** (patient folds, S1): {name} ({macs[light] / 1e6:,.1f} MMACs" in glance
     assert f"({100 * bal[light]:.1f}%) is within the primary interval's half-width ({100 * margin:.1f} points)" in glance
