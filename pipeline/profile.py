@@ -18,8 +18,9 @@ Figures (the JSON layout is the contract in the project docs):
   pooling or elementwise work, so flops is close to 2 x macs but not equal to it.
 - both at the paper's 3x224x224 and at the training input data.channels x data.image_size^2.
 - latency: CPU wall time of model(x) in inference mode with torch.set_num_threads(profile.threads),
-  batch 1 at 3x224x224 and batch profile.batch_size (32; key batch_<n>) at the training input; median, quartiles, min and max over
-  profile.latency_runs runs after profile.warmup_runs warm-up runs; the CPU model is recorded.
+  batch 1 at 3x224x224 and batch profile.batch_size (32; key batch_<n>) at the training input;
+  median, quartiles, min and max over profile.latency_runs runs after profile.warmup_runs warm-up
+  runs; the CPU model is recorded.
   Run it on an otherwise idle machine: with as many threads as cores, one busy core elsewhere
   makes OpenMP's threads wait on each other and can multiply the times several-fold.
 - peak_memory_bytes: the most bytes of CPU tensor memory allocated at once during one batch-1
@@ -193,8 +194,8 @@ def profile_model(name: str, params: params_module.Params, train_model: nn.Modul
     elif train_model is None:
         train_model = models.create_model(name, num_classes=num_classes, in_chans=train_input[0])
     paper = measure(paper_model, PAPER_INPUT)
-    # the same model at the same input is the same count (the paper profile's 3x224x224 training input)
-    training = paper if train_model is paper_model and train_input == PAPER_INPUT else measure(train_model, train_input)
+    # at the paper's own input the training model is the paper model (above): the same count, not made twice
+    training = paper if train_input == PAPER_INPUT else measure(train_model, train_input)
     runs, warmup, batch = params.profile.latency_runs, params.profile.warmup_runs, params.profile.batch_size
     latency = {
         "device": "cpu", "cpu": cpu_name(), "threads": torch.get_num_threads(), "runs": runs, "warmup": warmup,
