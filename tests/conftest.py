@@ -24,7 +24,7 @@ import yaml
 from PIL import Image
 
 from pipeline.params import Params, to_dict
-from projects import (GROUPS, paper_run, placeholder_checkout, shard_base, smoke_run,  # noqa: F401 (fixtures)
+from projects import (GROUP_ORDER, GROUPS, paper_run, placeholder_checkout, shard_base, smoke_run,  # noqa: F401 (fixtures)
                       tiny_report, tiny_run, tiny_threads2, ucar_run)
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # nothing may fetch weights or data at run time
@@ -37,14 +37,44 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 
+@pytest.hookimpl(tryfirst=True)   # before xdist's own, which reads the groups set here (else none is read)
 def pytest_collection_modifyitems(config, items):
     """Each shared project's tests on one xdist worker (`--dist loadgroup`): the project is built once
-    either way (tests/projects.py's `built_once`), and grouped its tests wait on nothing but their own build."""
+    either way (tests/projects.py's `built_once`), and grouped its tests wait on nothing but their own build.
+
+    And the longest work first (longest-processing-time scheduling on two workers): the shared projects
+    in GROUP_ORDER (the Uçar run, the longest build, first), then the other slow tests, then the fast
+    tier. xdist hands out work units in collection order (pyproject's `--no-loadscope-reorder`: by default
+    it orders them by their number of tests, which put the one-test Uçar run behind hundreds of short
+    ones and made it the suite's tail)."""
     for item in items:
         names = set(getattr(item, "fixturenames", ()))
         group = next((g for f, g in GROUPS.items() if f in names), None)   # GROUPS' order decides
         if group:
             item.add_marker(pytest.mark.xdist_group(group))
+        item.stash[_RANK] = (GROUP_ORDER.index(group) if group in GROUP_ORDER else len(GROUP_ORDER),
+                             0 if item.get_closest_marker("slow") else 1)
+    items.sort(key=lambda item: item.stash[_RANK])   # stable: collection order within a rank
+
+
+_RANK = pytest.StashKey[tuple]()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _xdist_groups_held(request):
+    """Every test errors, before any project is built, when xdist has lost the groups: its `--dist
+    loadgroup` marks a grouped test by a suffix of its node id, which pytest 9.2 no longer lets it set
+    (pytest-dev/pytest-xdist#1386; pyproject pins pytest below 9.2). The tests would pass all the same,
+    each project's tests spread over both workers, the second waiting minutes for the first's build."""
+    session = request.session
+    if not (os.environ.get("PYTEST_XDIST_WORKER") and session.config.getvalue("loadgroup")):
+        return
+    lost = [item.nodeid for item in session.items
+            if item.get_closest_marker("xdist_group") and "@" not in item.nodeid.rsplit("]", 1)[-1]]
+    if lost:
+        pytest.fail(f"--dist loadgroup: {len(lost)} grouped tests lost their group (e.g. {lost[0]}): pytest "
+                    f"{pytest.__version__} with this pytest-xdist does not group (pytest-dev/pytest-xdist#1386); "
+                    f"install pytest<9.2, as pyproject.toml pins it", pytrace=False)
 
 
 def pytest_addoption(parser):

@@ -8,7 +8,8 @@ from a shared run: a copy that changes one thing.
 - `smoke_run`: profiles/smoke.yaml, `dvc repro` of every stage in well under a minute: the fast tier's
   end to end run (S1, stanet and handcrafted, patient folds, one epoch of two steps).
 - `tiny_run`: profiles/tiny.yaml, S1-S4, two models, both protocols, two folds, two repeats; checked
-  against tests/data/baseline_tiny.json. `tiny_threads2` is the same run with train.threads 2.
+  against tests/data/baseline_tiny.json. `tiny_threads2` is a copy of it with train.threads 2, whose S1
+  train stages train again.
 - `paper_run`, `ucar_run`: profiles/paper.yaml at 224x224x3, shrunk to what a CPU affords (one optimizer
   step per epoch, one fold of each repeat); `ucar_run` adds the Uçar release layout and dual_vgg.
 - `placeholder_checkout`: the project with a placeholder for every stage output and a dvc.lock that
@@ -28,7 +29,8 @@ filled up once (tests/test_e2e.py checks what a shared project keeps).
 Under pytest-xdist each project is still built once per session, whichever worker asks first: the build
 runs under a file lock in the directory the workers share (`built_once`), and a worker that asks later
 waits for it and reads it. conftest.py groups each project's tests on one worker (`xdist_group`), so that
-the tiny run and its threads-2 twin, the paper and the Uçar runs are built side by side.
+the tiny, paper and Uçar runs are built side by side (the threads-2 twin, derived from the tiny run, goes
+with the tiny run's tests).
 """
 from __future__ import annotations
 
@@ -52,8 +54,10 @@ HEAVY = shutil.ignore_patterns("checkpoints", "cache", "*.pt", "__pycache__")
 
 # fixtures whose tests share one xdist worker, so that each project is built once
 # (a test that takes two of them goes with the first listed here)
-GROUPS = {"tiny_threads2": "tiny-threads2", "tiny_run": "tiny", "tiny_report": "tiny", "smoke_run": "smoke",
+GROUPS = {"tiny_threads2": "tiny", "tiny_run": "tiny", "tiny_report": "tiny", "smoke_run": "smoke",
           "paper_run": "paper", "ucar_run": "ucar", "placeholder_checkout": "placeholder"}
+# the groups whose tests run first, longest build first (conftest.py: the slowest work is handed out first)
+GROUP_ORDER = ["ucar", "tiny", "paper"]
 
 
 def run(cmd: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
@@ -175,14 +179,34 @@ def tiny_run(tmp_path_factory):
     return work, record["env"], _as_proc(record)
 
 
+# the twin's stages that train again: S1's, both models, both protocols (2 folds x 2 repeats each)
+TWIN_TRAINS = [f"train@S1-{model}-{protocol}" for model in ("stanet", "resnet18") for protocol in ("patient", "image")]
+
+
 @pytest.fixture(scope="session")
-def tiny_threads2(tmp_path_factory):
-    """The tiny run with train.threads: 2 (the profile pins 1): other rounding, another trajectory. Every
-    train stage trains again, so it is built beside the tiny run rather than from a copy of it (what a copy
-    would reuse, prepare, split and profile, takes seconds; waiting for the tiny run would serialise the
-    two longest builds of the suite)."""
-    work, record = built_once(tmp_path_factory, "tiny-threads2",
-                              _profile_build("profiles/tiny.yaml", extra={"train": {"threads": 2}}), dvc_outputs=False)
+def tiny_threads2(tiny_run, tmp_path_factory, pytestconfig):
+    """The tiny run with train.threads: 2 (the profile pins 1): other rounding, another trajectory. Derived
+    from the finished tiny run, not built beside it: a light copy with train.threads 2, whose S1 train
+    stages (TWIN_TRAINS: 16 fold runs of both models and protocols) train again and whose evaluate pools
+    them with the copy's S2-S4 runs, which are the tiny run's (`dvc repro --single-item`). The thread count's
+    rounding thus reaches S1's summaries and comparisons, and the rest is the same bytes. With
+    --update-tiny-baseline every stage trains again: the baseline's noise is calibrated on all four scenarios."""
+    full = pytestconfig.getoption("--update-tiny-baseline")
+
+    def build(work: Path) -> dict:
+        source, env, _ = tiny_run
+        shutil.copytree(source, work, symlinks=True, ignore=HEAVY, copy_function=shutil.copyfile, dirs_exist_ok=True)
+        env = {**env, "PYTHONPATH": str(work), "OMP_NUM_THREADS": "2"}
+        (work / "twin.yaml").write_text(yaml.safe_dump({"train": {"threads": 2}}))
+        run([sys.executable, "-m", "pipeline.params", "apply", "twin.yaml"], work, env)
+        if full:
+            return _repro_record(work, env, repro(work, env))
+        trained = repro(work, env, "--single-item", *TWIN_TRAINS)
+        pooled = repro(work, env, "--single-item", "evaluate")
+        return {"env": env, "stdout": trained.stdout + pooled.stdout, "stderr": trained.stderr + pooled.stderr}
+
+    work, record = built_once(tmp_path_factory, "tiny-threads2-full" if full else "tiny-threads2", build,
+                              dvc_outputs=False)
     return work, record["env"], _as_proc(record)
 
 
@@ -271,8 +295,11 @@ def ucar_run(tmp_path_factory):
 
     def build(work: Path) -> dict:
         # step 1: the release under data/raw, as published (random-pixel stand-ins at 256x224, resized to 224);
-        # one muscle (two sides) per patient; several muscles are parsed in tests/test_prepare.py
-        written = write_ucar_fixture(work / "data" / "raw", patients=UCAR_PATIENTS, muscles=("D",), size=(256, 224))
+        # one image per patient (the right deltoid: every network at 224 px predicts each test and validation
+        # image, and dual_vgg's forward there is most of its stages); several muscles and both sides are
+        # parsed in tests/test_prepare.py
+        written = write_ucar_fixture(work / "data" / "raw", patients=UCAR_PATIENTS, muscles=("D",), size=(256, 224),
+                                     sides=("R",))
         (work / "shrink.yaml").write_text(ucar_shrink())
         # step 2: the paper profile, then the ucar profile (then, here only, the CPU's sizes)
         env = scratch_project(work, ["profiles/paper.yaml", "profiles/ucar.yaml", "shrink.yaml"], link_cache=True)

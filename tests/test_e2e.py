@@ -184,9 +184,9 @@ def test_check_against_the_committed_tiny_baseline(tiny_run, request):
 @pytest.mark.slow
 def test_two_thread_counts_each_pass_the_check_against_the_other(tiny_threads2, tiny_run, tmp_path):
     """Runs that differ only in the thread count are the same result within the measured noise: a
-    baseline of either (its noise as the committed baseline measured it) passes the other. (The twin is
-    asked for first: its worker builds it at once, beside the tiny run's worker, instead of waiting
-    400 s for the tiny run before starting its own 1,000 s build.)"""
+    baseline of either (its noise as the committed baseline measured it) passes the other. The twin
+    (tests/projects.py) trains S1's 16 fold runs again at two threads and keeps the tiny run's S2-S4: the
+    thread count's rounding reaches S1's summaries and comparisons, and the check must tolerate it there."""
     work, env, _ = tiny_run
     other, _, proc = tiny_threads2
     assert "Running stage 'train@S1-stanet-patient'" in proc.stdout      # retrained, not reused

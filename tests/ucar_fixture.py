@@ -29,7 +29,8 @@ DEFAULT_PATIENTS = (("101", "N"), ("102", "IBM"), ("103", "PM"), ("104", "DM"), 
 
 
 def write_ucar_fixture(root: Path, patients=DEFAULT_PATIENTS, muscles=("D", "FCR", "FDP"), images_per_side: int = 1,
-                       size: tuple[int, int] = (40, 30), drop_column: str | None = None, seed: int = 0) -> dict:
+                       size: tuple[int, int] = (40, 30), drop_column: str | None = None, seed: int = 0,
+                       sides: tuple[str, ...] = ("R", "L")) -> dict:
     """Write the release layout under `root`; return what was written.
 
     Returns {"images": list of dicts (source_name, path, patient_id, diagnosis, muscle, side),
@@ -43,7 +44,7 @@ def write_ucar_fixture(root: Path, patients=DEFAULT_PATIENTS, muscles=("D", "FCR
     for patient_id, diagnosis in patients:
         first = True
         for muscle in muscles:
-            for side in ("R", "L"):
+            for side in sides:
                 for _ in range(images_per_side):
                     n = len(images) + 1
                     name = f"{n}.PNG"
