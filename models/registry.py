@@ -161,6 +161,13 @@ def _takes_on_meta(name: str, num_classes: int, in_chans: int, size: int, **kwar
     return True
 
 
+def _takes(name: str, model: nn.Module, num_classes: int, in_chans: int, size: int, **kwargs) -> bool:
+    """Whether the model takes in_chans x size x size: on the meta device when it passes there (shapes
+    only: a 384-px dual VGG forward is seconds of arithmetic, and a refusal tries eleven sizes), else by
+    the real `model`'s forward, which decides every size the meta check does not pass."""
+    return _takes_on_meta(name, num_classes, in_chans, size, **kwargs) or _forward_error(model, in_chans, size) is None
+
+
 def check_input(name: str, num_classes: int, in_chans: int, size: int, build: bool = True, **kwargs) -> nn.Module | None:
     """Build model `name` and pass a batch of two in_chans x size x size images through it; the model built
     (in eval mode), for a caller that needs one (the profile stage builds it once, not twice).
@@ -181,7 +188,7 @@ def check_input(name: str, num_classes: int, in_chans: int, size: int, build: bo
     error = _forward_error(model, in_chans, size)
     if error is None:
         return model
-    works = [s for s in CANDIDATE_SIZES if s != size and _forward_error(model, in_chans, s) is None]
+    works = [s for s in CANDIDATE_SIZES if s != size and _takes(name, model, num_classes, in_chans, s, **kwargs)]
     hint = (f"it does take {', '.join(str(s) for s in works[:5])} (set data.image_size to one of them)" if works
             else f"it took none of {list(CANDIDATE_SIZES)} either")
     raise ModelInputError(f"model {name!r} cannot take {in_chans}x{size}x{size} input ({error}); {hint}, or "

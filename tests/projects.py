@@ -8,8 +8,8 @@ from a shared run: a copy that changes one thing.
 - `smoke_run`: profiles/smoke.yaml, `dvc repro` of every stage in well under a minute: the fast tier's
   end to end run (S1, stanet and handcrafted, patient folds, one epoch of two steps).
 - `tiny_run`: profiles/tiny.yaml, S1-S4, two models, both protocols, two folds, two repeats; checked
-  against tests/data/baseline_tiny.json. `tiny_threads2` is a copy of it with train.threads 2, whose S1
-  train stages train again.
+  against tests/data/baseline_tiny.json. `tiny_threads2` is its S1 in a copy, trained again with
+  train.threads 2.
 - `paper_run`, `ucar_run`: profiles/paper.yaml at 224x224x3, shrunk to what a CPU affords (one optimizer
   step per epoch, one fold of each repeat); `ucar_run` adds the Uçar release layout and dual_vgg.
 - `placeholder_checkout`: the project with a placeholder for every stage output and a dvc.lock that
@@ -185,29 +185,41 @@ TWIN_TRAINS = [f"train@S1-{model}-{protocol}" for model in ("stanet", "resnet18"
 
 @pytest.fixture(scope="session")
 def tiny_threads2(tiny_run, tmp_path_factory, pytestconfig):
-    """The tiny run with train.threads: 2 (the profile pins 1): other rounding, another trajectory. Derived
-    from the finished tiny run, not built beside it: a light copy with train.threads 2, whose S1 train
-    stages (TWIN_TRAINS: 16 fold runs of both models and protocols) train again and whose evaluate pools
-    them with the copy's S2-S4 runs, which are the tiny run's (`dvc repro --single-item`). The thread count's
-    rounding thus reaches S1's summaries and comparisons, and the rest is the same bytes. With
-    --update-tiny-baseline every stage trains again: the baseline's noise is calibrated on all four scenarios."""
+    """The tiny run's S1 at train.threads 2 (the profile pins 1): other rounding, another trajectory:
+    (work, env, proc, the same scenarios' metrics.json at one thread).
+
+    Derived from the finished tiny run, not built beside it: a light copy restricted to S1
+    (split.scenarios), whose evaluate pools the tiny run's own S1 runs first (reports/metrics_threads1.json),
+    and then, with train.threads 2, S1's train stages (TWIN_TRAINS: 16 fold runs of both models and both
+    protocols) train again and evaluate pools those (reports/metrics.json; `dvc repro --single-item`: the
+    copy has no weights of the other scenarios, and one evaluation's runs share their thread count).
+    With --update-tiny-baseline all four scenarios train again: the baseline's noise is calibrated on all."""
     full = pytestconfig.getoption("--update-tiny-baseline")
 
     def build(work: Path) -> dict:
         source, env, _ = tiny_run
         shutil.copytree(source, work, symlinks=True, ignore=HEAVY, copy_function=shutil.copyfile, dirs_exist_ok=True)
         env = {**env, "PYTHONPATH": str(work), "OMP_NUM_THREADS": "2"}
-        (work / "twin.yaml").write_text(yaml.safe_dump({"train": {"threads": 2}}))
-        run([sys.executable, "-m", "pipeline.params", "apply", "twin.yaml"], work, env)
+
+        def apply(name: str, data: dict) -> None:
+            (work / name).write_text(yaml.safe_dump(data))
+            run([sys.executable, "-m", "pipeline.params", "apply", name], work, env)
+
         if full:
+            shutil.copy(work / "reports/metrics.json", work / "reports/metrics_threads1.json")
+            apply("twin.yaml", {"train": {"threads": 2}})
             return _repro_record(work, env, repro(work, env))
+        apply("s1.yaml", {"split": {"scenarios": ["S1"]}})
+        repro(work, env, "--single-item", "evaluate")
+        shutil.copy(work / "reports/metrics.json", work / "reports/metrics_threads1.json")
+        apply("twin.yaml", {"train": {"threads": 2}})
         trained = repro(work, env, "--single-item", *TWIN_TRAINS)
         pooled = repro(work, env, "--single-item", "evaluate")
         return {"env": env, "stdout": trained.stdout + pooled.stdout, "stderr": trained.stderr + pooled.stderr}
 
     work, record = built_once(tmp_path_factory, "tiny-threads2-full" if full else "tiny-threads2", build,
                               dvc_outputs=False)
-    return work, record["env"], _as_proc(record)
+    return work, record["env"], _as_proc(record), work / "reports/metrics_threads1.json"
 
 
 @pytest.fixture(scope="session")

@@ -174,7 +174,7 @@ def test_check_against_the_committed_tiny_baseline(tiny_run, request):
     """The tiny run (train.threads: 1) passes tests/data/baseline_tiny.json, made on another machine."""
     work, env, _ = tiny_run
     if request.config.getoption("--update-tiny-baseline"):
-        other, _, _ = request.getfixturevalue("tiny_threads2")
+        other, _, _, _ = request.getfixturevalue("tiny_threads2")
         run([sys.executable, "-m", "pipeline.check", "--update", "--baseline", str(BASELINE),
              "--calibration", str(other / "reports/metrics.json")], work, env)
     proc = run([sys.executable, "-m", "pipeline.check", "--baseline", str(BASELINE)], work, env)   # raises unless exit 0
@@ -182,20 +182,20 @@ def test_check_against_the_committed_tiny_baseline(tiny_run, request):
 
 
 @pytest.mark.slow
-def test_two_thread_counts_each_pass_the_check_against_the_other(tiny_threads2, tiny_run, tmp_path):
+def test_two_thread_counts_each_pass_the_check_against_the_other(tiny_threads2, tmp_path):
     """Runs that differ only in the thread count are the same result within the measured noise: a
     baseline of either (its noise as the committed baseline measured it) passes the other. The twin
-    (tests/projects.py) trains S1's 16 fold runs again at two threads and keeps the tiny run's S2-S4: the
-    thread count's rounding reaches S1's summaries and comparisons, and the check must tolerate it there."""
-    work, env, _ = tiny_run
-    other, _, proc = tiny_threads2
+    (tests/projects.py) is the tiny run's S1, evaluated as the tiny run trained it (one thread) and
+    trained again at two: 16 fold runs of both models and protocols, their summaries and comparisons."""
+    other, env, proc, threads1 = tiny_threads2
     assert "Running stage 'train@S1-stanet-patient'" in proc.stdout      # retrained, not reused
-    metrics = {"1": work / "reports/metrics.json", "2": other / "reports/metrics.json"}
+    metrics = {"1": threads1, "2": other / "reports/metrics.json"}
     assert metrics["1"].read_bytes() != metrics["2"].read_bytes()     # the thread count does change the numbers
+    assert {json.loads(metrics[t].read_text())["meta"]["threads"] for t in "12"} == {1, 2}
     for mine, theirs in (("1", "2"), ("2", "1")):
         baseline = tmp_path / f"baseline_threads{mine}.json"
         run([sys.executable, "-m", "pipeline.check", "--update", "--baseline", str(baseline), "--metrics",
-             str(metrics[mine]), "--noise-from", str(BASELINE)], work, env)
+             str(metrics[mine]), "--noise-from", str(BASELINE)], other, env)
         proc = run([sys.executable, "-m", "pipeline.check", "--baseline", str(baseline), "--metrics",
-                    str(metrics[theirs])], work, env)
+                    str(metrics[theirs])], other, env)
         assert "OK: no regressions" in proc.stdout, proc.stdout
