@@ -33,9 +33,10 @@ from pipeline.atomic import atomic_outputs, csv_text, json_text
 from pipeline.errors import DataError
 from pipeline.params import Params, load
 
-SUMMARY_METRICS = tuple(m.key for m in M.SUMMARY_METRICS)
-COMPARED_METRICS = tuple(m.key for m in M.SUMMARY_METRICS if m.paired_test)
-PER_FOLD_COLUMNS = ["scenario", "model", "protocol", "repeat", "fold", *SUMMARY_METRICS, "patient_accuracy",
+# the metrics' keys (metrics.SUMMARY_METRICS holds the Metric records), and those with a paired test
+SUMMARY_KEYS = tuple(m.key for m in M.SUMMARY_METRICS)
+COMPARED_KEYS = tuple(m.key for m in M.SUMMARY_METRICS if m.paired_test)
+PER_FOLD_COLUMNS = ["scenario", "model", "protocol", "repeat", "fold", *SUMMARY_KEYS, "patient_accuracy",
                     "majority_rate", "top_predicted_share", "failed", "n_test", "n_train", "n_patients", "epochs",
                     "optimizer_steps"]   # no wall-clock seconds: two runs of the same params give the same bytes
 DECIMALS = 6
@@ -54,7 +55,7 @@ def fold_row(scenario: str, model: str, protocol: str, fold: int, pred: pd.DataF
         patient_accuracy = float((prob_p.argmax(axis=1) == y_p).mean())
     failed = ST.failed_folds([fm["balanced_accuracy"]], [fm["top_predicted_share"]], [str(fold)], len(class_names))
     row = {"scenario": scenario, "model": model, "protocol": protocol, "repeat": repeat, "fold": fold,
-           **{k: fm[k] for k in SUMMARY_METRICS}, "patient_accuracy": patient_accuracy,
+           **{k: fm[k] for k in SUMMARY_KEYS}, "patient_accuracy": patient_accuracy,
            "majority_rate": fm["majority_rate"], "top_predicted_share": fm["top_predicted_share"],
            "failed": bool(failed), "n_test": fm["n"], "n_train": int(meta["n_train"]),
            "n_patients": int(pred["patient_id"].nunique()),
@@ -69,7 +70,7 @@ def summarize_runs(rows: list[dict], fms: list[dict], preds: list[pd.DataFrame],
                    prevalence: float | None = None, target_sensitivity: float = 0.9, *, repeats: int) -> dict:
     """Across-fold summary of one model under one protocol (`rows`: its k*R fold runs, grid.folds_of's
     order, `repeats` of them), with whether it learned at all."""
-    out: dict[str, Any] = {k: M.mean_sd_ci([r[k] for r in rows], bounds=UNIT) for k in SUMMARY_METRICS}
+    out: dict[str, Any] = {k: M.mean_sd_ci([r[k] for r in rows], bounds=UNIT) for k in SUMMARY_KEYS}
     reasons = M.degenerate([r["balanced_accuracy"] for r in rows], [r["top_predicted_share"] for r in rows],
                            len(class_names))
     out["degenerate"] = bool(reasons)
@@ -191,7 +192,7 @@ def compare(ref_rows: list[dict], other_rows: list[dict], ref_preds: list[pd.Dat
     out: dict[str, Any] = {}
     n_train = float(np.mean([r["n_train"] for r in ref_rows]))
     n_test = float(np.mean([r["n_test"] for r in ref_rows]))
-    for metric in COMPARED_METRICS:
+    for metric in COMPARED_KEYS:
         diffs = [a[metric] - b[metric] for a, b in zip(ref_rows, other_rows, strict=True)
                  if a[metric] is not None and b[metric] is not None]
         out[metric] = ST.repeated_kfold_ttest(diffs, n_train, n_test, repeats=repeats)
@@ -246,7 +247,7 @@ def claims(comparisons: dict[str, dict], summaries: dict[str, dict], ref: str, p
         c["no_claim_reason"] = (f"{' and '.join(bad)} did not learn under the {protocol} protocol (degenerate)"
                                 if bad else None)
         c["family"] = family(model)
-    for metric in COMPARED_METRICS:
+    for metric in COMPARED_KEYS:
         is_primary = {m: primary == (m, metric) for m in comparisons}
         for name in FAMILIES:
             members = [m for m, c in comparisons.items() if c["claim"] and c["family"] == name and not is_primary[m]]
