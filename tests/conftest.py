@@ -16,6 +16,8 @@ import os
 # Set before torch is first imported, here and in every process the tests start (they inherit it).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +62,33 @@ def pytest_collection_modifyitems(config, items):
 _RANK = pytest.StashKey[tuple]()
 
 
+FRESH = "MYOBENCH_FRESH_PROCESS"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem):
+    """A test marked `fresh_process` runs in a pytest of its own (a fresh interpreter), not in the worker
+    that collected it: a test that forks a process that trains (train.parallel_folds) inherits whatever
+    the worker's earlier tests left in torch, and a fork after autograd has started its threads in the
+    parent cannot train ("Unable to handle autograd's threading in combination with fork-based
+    multiprocessing"; it failed once, after slow tests ran first on that worker). The stages themselves
+    fork from a fresh process, as here."""
+    if pyfuncitem.get_closest_marker("fresh_process") is None or os.environ.get(FRESH):
+        return None
+    nodeid = pyfuncitem.nodeid.split("@")[0]     # without xdist's group suffix
+    # its own --basetemp: a pytest of its own would otherwise number a new one and, keeping one
+    # (tmp_path_retention_count), delete this session's, shared projects and all
+    basetemp = pyfuncitem.config._tmp_path_factory.mktemp("fresh-process")
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0",
+                           "-m", "slow or not slow", f"--basetemp={basetemp}", nodeid], cwd=pyfuncitem.config.rootpath,
+                          env={**{k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}, FRESH: "1"},
+                          capture_output=True, text=True)
+    if proc.returncode != 0 or " passed" not in proc.stdout:
+        pytest.fail(f"{nodeid}, in a fresh process, exited {proc.returncode}:\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}",
+                    pytrace=False)
+    return True     # called: the body ran there
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _xdist_groups_held(request):
     """Every test errors, before any project is built, when xdist has lost the groups: its `--dist
@@ -67,7 +96,7 @@ def _xdist_groups_held(request):
     (pytest-dev/pytest-xdist#1386; pyproject pins pytest below 9.2). The tests would pass all the same,
     each project's tests spread over both workers, the second waiting minutes for the first's build."""
     session = request.session
-    if not (os.environ.get("PYTEST_XDIST_WORKER") and session.config.getvalue("loadgroup")):
+    if not (os.environ.get("PYTEST_XDIST_WORKER") and getattr(session.config.option, "loadgroup", False)):
         return
     lost = [item.nodeid for item in session.items
             if item.get_closest_marker("xdist_group") and "@" not in item.nodeid.rsplit("]", 1)[-1]]

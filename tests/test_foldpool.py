@@ -70,6 +70,7 @@ def serial_reference(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.mark.fresh_process   # it forks trainers from this interpreter (tests/conftest.py)
 def test_folds_side_by_side_give_each_fold_the_bits_it_has_alone(serial_reference, tmp_path, monkeypatch):
     """Two workers over three folds (one worker trains two of them, the other one), in another order, give
     the bytes of one process training them one after another with the same thread per fold."""
@@ -135,6 +136,7 @@ def test_a_failed_fold_fails_the_stage_with_its_own_one_line_error(tmp_path):
     assert not (tmp_path / "runs/S1/stanet/image/fold-2").exists()
 
 
+@pytest.mark.fresh_process   # it forks trainers from this interpreter (tests/conftest.py)
 def test_a_worker_that_dies_fails_the_stage_naming_its_fold(tmp_path, monkeypatch):
     """A worker killed from outside (here: SIGKILL in its own first epoch) is named with the signal."""
     monkeypatch.chdir(tmp_path)

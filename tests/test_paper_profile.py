@@ -4,12 +4,13 @@ The paper profile is applied with `python -m pipeline.params apply`, exactly as 
 then a second profile shrinks only what a CPU needs: the cohort (27 patients, the fewest with five of
 every class, so S1-S4 each have five patient folds), the folds trained (fold 1 of 5), epochs (1) of one
 optimizer step of 16 images each (train.max_steps_per_epoch and train.optim.batch_size: one batch is a
-path through training; validation and testing still see every image), the models (stanet and
-handcrafted; the paper's recipes for dual_vgg and efficientnet_b0 stay in train.overrides and are
+path through training; validation and testing still see every image), the models (stanet alone;
+the paper's recipes for dual_vgg and efficientnet_b0 stay in train.overrides and are
 ignored with a note), latency runs (2), the protocols exported to ONNX (patient), bootstrap resamples
 and int8 calibration images. Everything else is the paper's: 224x224x3 input, S1-S4, five-fold splits,
 three repeats, both protocols, `select_by: val_balanced_accuracy`, `runtime.cpu_isa: native`,
-`train.threads: 0`, its optimizers and learning rates. The Uçar-layout run adds dual_vgg on the paper's
+`train.threads: 0`, its optimizers and learning rates. The Uçar-layout run adds the handcrafted baseline
+(so that the classical model's texture features run at 224 px too) and dual_vgg on the paper's
 recipe (from stand-in ImageNet weights) with its batch shrunk to 2 images (a step at 224 px costs about
 20 of STANet's), so that the report's Uçar rows are filled from its ucar protocol.
 
