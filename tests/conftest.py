@@ -54,12 +54,13 @@ def pytest_collection_modifyitems(config, items):
         group = next((g for f, g in GROUPS.items() if f in names), None)   # GROUPS' order decides
         if group:
             item.add_marker(pytest.mark.xdist_group(group))
-        item.stash[_RANK] = (GROUP_ORDER.index(group) if group in GROUP_ORDER else len(GROUP_ORDER),
-                             0 if item.get_closest_marker("slow") else 1)
-    items.sort(key=lambda item: item.stash[_RANK])   # stable: collection order within a rank
 
+    def rank(item) -> tuple[int, int]:
+        group = next((m.args[0] for m in item.iter_markers("xdist_group")), None)
+        return (GROUP_ORDER.index(group) if group in GROUP_ORDER else len(GROUP_ORDER),
+                0 if item.get_closest_marker("slow") else 1)
 
-_RANK = pytest.StashKey[tuple]()
+    items.sort(key=rank)   # stable: collection order within a rank
 
 
 FRESH = "MYOBENCH_FRESH_PROCESS"

@@ -147,7 +147,7 @@ def _as_proc(record: dict) -> subprocess.CompletedProcess:
 def light_copy(work: Path, to: Path, env: dict) -> tuple[Path, dict]:
     """A copy of a finished project without checkpoints, weights or DVC's cache, with its own PYTHONPATH;
     its files are writable (the file contents are copied, not DVC's read-only mode of a linked output)."""
-    shutil.copytree(work, to, symlinks=True, ignore=HEAVY, copy_function=shutil.copyfile)
+    shutil.copytree(work, to, symlinks=True, ignore=HEAVY, copy_function=shutil.copyfile, dirs_exist_ok=True)
     return to, {**env, "PYTHONPATH": str(to)}
 
 
@@ -198,8 +198,8 @@ def tiny_threads2(tiny_run, tmp_path_factory, pytestconfig):
 
     def build(work: Path) -> dict:
         source, env, _ = tiny_run
-        shutil.copytree(source, work, symlinks=True, ignore=HEAVY, copy_function=shutil.copyfile, dirs_exist_ok=True)
-        env = {**env, "PYTHONPATH": str(work), "OMP_NUM_THREADS": "2"}
+        _, env = light_copy(source, work, env)     # into built_once's (empty) directory
+        env["OMP_NUM_THREADS"] = "2"
 
         def apply(name: str, data: dict) -> None:
             (work / name).write_text(yaml.safe_dump(data))
