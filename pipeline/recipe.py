@@ -170,10 +170,10 @@ def validate(runner: torch.nn.Module, model: torch.nn.Module, bank: ImageBank, v
              val_labels: torch.Tensor, train_ids: np.ndarray, o: OptimParams, eval_batch_size: int, mean: Any,
              std: Any, channels_last: bool, n_classes: int) -> dict[str, float]:
     """The validation figures of the current weights (after precise batch norm when `o.precise_bn`):
-    val_loss, val_accuracy and val_balanced_accuracy."""
+    val_loss, val_accuracy and val_balanced_accuracy, and the probabilities they came from (`prob`)."""
     if o.precise_bn:
         recalibrate_bn(model, bank, train_ids, o.batch_size, mean, std, channels_last)
     prob = predict(runner, bank, val_ids, eval_batch_size, mean, std, channels_last)
     return {"val_loss": float(F.nll_loss(prob.clamp_min(1e-12).log(), val_labels)),
             "val_accuracy": float((prob.argmax(1) == val_labels).float().mean()),
-            "val_balanced_accuracy": balanced_accuracy(val_labels, prob.argmax(1), n_classes)}
+            "val_balanced_accuracy": balanced_accuracy(val_labels, prob.argmax(1), n_classes), "prob": prob}

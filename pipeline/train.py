@@ -146,6 +146,9 @@ class FoldRun:
     world: World = World()           # the ranks training this fold together; one by default
     repeat: int = 1                  # which repeat of the cross-validation this fold belongs to
     seed: int = 0                    # the repeat's seed (Params.repeat_seed)
+    # the selected epoch's validation probabilities, as its validation computed them (not checkpointed: a
+    # resumed run predicts them again); None where validation ran another module than `model` (compiled)
+    best_val_prob: torch.Tensor | None = None
 
     @property
     def name(self) -> str:
@@ -310,6 +313,7 @@ def train_epochs(run: FoldRun, tp: TrainParams, ckpt_path: Path, log: Callable[[
             if selection_key(row, tp.select_by) > selection_key(run.best, tp.select_by):
                 run.best = {"epoch": epoch, "val_accuracy": val_acc, "val_balanced_accuracy": val_bal,
                             "val_loss": val_loss, "state": checkpoint.cpu_copy(run.model.state_dict())}
+                run.best_val_prob = val["prob"] if run.runner is run.model else None
             log(f"{run.model_name} {run.protocol} fold {run.fold} epoch {epoch}/{run.epochs}: train_loss "
                 f"{row['train_loss']:.4f} val_loss {val_loss:.4f} val_acc {val_acc:.4f} lr {row['lr']:.2e} "
                 f"{row['seconds']:.1f}s")
@@ -367,9 +371,14 @@ def predict_test_part(run: FoldRun, tp: TrainParams, ckpt_path: Path) -> dict[st
     predictions = data.test.assign(predicted=prob_np.argmax(1))
     for j, col in enumerate(layout.prob_columns(run.class_names)):
         predictions[col] = np.round(prob_np[:, j], 6)
-    # the validation part under the same weights: evaluate chooses its operating point there, never on test
-    val_prob = predict(run.model, run.bank, data.val["image_id"].to_numpy(), tp.eval_batch_size, run.mean, run.std,
-                       run.channels_last).cpu().numpy().astype(np.float64)
+    # the validation part under the same weights: evaluate chooses its operating point there, never on test.
+    # The selected epoch's validation predicted it with these weights already (the same module, batches and
+    # bits); predicted again only where that was not kept (a resumed run, a compiled validation)
+    val_prob = run.best_val_prob
+    if val_prob is None:
+        val_prob = predict(run.model, run.bank, data.val["image_id"].to_numpy(), tp.eval_batch_size, run.mean,
+                           run.std, run.channels_last)
+    val_prob = val_prob.cpu().numpy().astype(np.float64)
     validation = data.val.assign(predicted=val_prob.argmax(1))
     for j, col in enumerate(layout.prob_columns(run.class_names)):
         validation[col] = np.round(val_prob[:, j], 6)
