@@ -61,7 +61,7 @@ if [ "$DRY" = 1 ]; then python3 -m pipeline.params apply "$REPO/profiles/gpu-che
 SCRATCH_NOTE=$(python3 - <<'PY'
 import yaml
 import models
-from pipeline.params import load
+from pipeline.core.params import load
 p = load()
 if "dual_vgg" in p.train.models and p.train.pretrained_for("dual_vgg"):
     try:
@@ -90,9 +90,9 @@ timed() {  # timed STAGE MODEL PROTOCOL FOLD -- command...
 }
 timed prepare - - - -- python3 -m pipeline.prepare | tail -5
 timed split - - - -- python3 -m pipeline.split > /dev/null
-MODELS=$(python3 -c "from pipeline.params import load; print(' '.join(load().train.models))" 2>/dev/null)
-FOLDS=$(python3 -c "from pipeline.params import load; print(' '.join(map(str, load().train.folds)))" 2>/dev/null)
-EPOCHS=$(python3 -c "from pipeline.params import load; print(load().train.epochs)" 2>/dev/null)
+MODELS=$(python3 -c "from pipeline.core.params import load; print(' '.join(load().train.models))" 2>/dev/null)
+FOLDS=$(python3 -c "from pipeline.core.params import load; print(' '.join(map(str, load().train.folds)))" 2>/dev/null)
+EPOCHS=$(python3 -c "from pipeline.core.params import load; print(load().train.epochs)" 2>/dev/null)
 for fold in $FOLDS; do
   for model in $MODELS; do
     if python3 -c "import sys; sys.exit(0 if $(elapsed) < $BUDGET else 1)"; then
@@ -106,8 +106,8 @@ done
 echo "== 3. profile, deploy, evaluate, report (t=$(elapsed)s)"
 for model in $MODELS; do timed profile "$model" - - -- python3 -m pipeline.profile --model "$model" > /dev/null; done
 # the report reads every deploy stage's output: export, check and quantize S1's trained folds (ONNX Runtime on the CPU)
-DEPLOY_PROTOCOLS=$(python3 -c "from pipeline.params import load; print(' '.join(load().deploy_protocols()))" 2>/dev/null)
-DEPLOY_FOLDS=$(python3 -c "from pipeline.params import load; print(' '.join(map(str, load().deploy_folds())))" 2>/dev/null)
+DEPLOY_PROTOCOLS=$(python3 -c "from pipeline.core.params import load; print(' '.join(load().deploy_protocols()))" 2>/dev/null)
+DEPLOY_FOLDS=$(python3 -c "from pipeline.core.params import load; print(' '.join(map(str, load().deploy_folds())))" 2>/dev/null)
 for model in $MODELS; do
   timed deploy "$model" "$DEPLOY_PROTOCOLS" "$DEPLOY_FOLDS" -- python3 -m pipeline.deploy --scenario S1 --model "$model" | tail -3
 done
@@ -133,7 +133,7 @@ print("skipped or failed: " + (", ".join(f"{r['stage']} {r['model']} fold {r['fo
 PY
 if [ "$DRY" = 1 ]; then
   echo "skipped by the dry run: nvidia-smi and CUDA; 224x224 input; $(python3 -c "
-from pipeline.roster import DEFAULT_MODELS
+from pipeline.core.roster import DEFAULT_MODELS
 print(', '.join(m for m in DEFAULT_MODELS if m not in '$MODELS'.split()) or 'no models')") (only $MODELS were run); folds other than $FOLDS"
 fi
 echo "== done in $(elapsed)s"

@@ -37,7 +37,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from pipeline.sysinfo import cpu_name  # noqa: E402
+from pipeline.core.sysinfo import cpu_name  # noqa: E402
 
 
 def stage_seconds(workdir: Path, model: str, protocol: str) -> float:

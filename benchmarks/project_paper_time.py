@@ -18,7 +18,7 @@ between stages is added as `--dvc-overhead-s` per stage.
 
 `--power` projects instead what the profile's design (folds x repeats on its patients) would detect with
 80% power, from a run's primary comparison under stated assumptions about the fold differences' sd
-(pipeline.stats.projected_mdd): a bracket, not an answer. The demo's sd rests on 2 degrees of freedom;
+(pipeline.evaluation.stats.projected_mdd): a bracket, not an answer. The demo's sd rests on 2 degrees of freedom;
 it cannot tell whether the paper profile is powered for the paper's 5.9 points.
 """
 from __future__ import annotations
@@ -62,8 +62,8 @@ def from_throughput(params, images_per_s: dict[str, float], eval_cost: float = 1
     every scenario's cohort (its patients' images), the training part of every fold of every protocol,
     every epoch; plus validation each epoch and the test part once, a forward pass costing `eval_cost`
     of a training step. A lower bound: start-up, data loading and profiling are not in it."""
-    from pipeline.scenarios import label_map
-    from pipeline.synthetic import diagnosis_counts
+    from pipeline.core.scenarios import label_map
+    from pipeline.data.synthetic import diagnosis_counts
 
     syn, sp, tp = params.data.synthetic, params.split, params.train
     per_patient = 14 * syn.images_per_side
@@ -91,7 +91,7 @@ def power_table(metrics_path: str, profile_path: str, json_path: str | None = No
     import numpy as np
     import yaml
 
-    from pipeline.stats import projected_mdd
+    from pipeline.evaluation.stats import projected_mdd
 
     metrics = json.load(open(metrics_path))
     primary = next((metrics[s]["primary"] for s in metrics["meta"]["scenarios"] if metrics[s].get("primary")), None)
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.throughput:
         import yaml
 
-        from pipeline.params import deep_merge, from_dict
+        from pipeline.core.params import deep_merge, from_dict
 
         base = yaml.safe_load(open("params.yaml")) or {}
         profile = yaml.safe_load(open(args.profile)) or {}

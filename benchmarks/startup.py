@@ -23,8 +23,8 @@ def main() -> int:
     figures = {"import pipeline.train (torch, pandas, the project)": clock() - t}
     import torch
 
-    from pipeline.modelcheck import check_model
-    from pipeline.params import load
+    from pipeline.training.modelcheck import check_model
+    from pipeline.core.params import load
 
     torch.set_num_threads(1)
     t = clock()

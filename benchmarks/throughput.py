@@ -3,8 +3,8 @@
 For each model, in one process and at the same batch size, it measures training images per second
 (a) on random tensors already on the device (the ceiling: nothing but forward, backward and the
 optimizer step), and
-(b) through the project's own data path (pipeline.batches: uint8 cohort on the device, index
-slicing, batch augmentation, normalisation) and the same training step (pipeline.recipe.make_step).
+(b) through the project's own data path (pipeline.training.batches: uint8 cohort on the device, index
+slicing, batch augmentation, normalisation) and the same training step (pipeline.training.recipe.make_step).
 Rounds of (a) and (b) alternate, and the median round of each is reported, because this machine's
 speed drifts. The ratio b/a says how much of the hardware's training speed the pipeline keeps.
 
@@ -30,10 +30,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import models  # noqa: E402
-from pipeline.batches import Augment, BatchStream, ImageBank  # noqa: E402
-from pipeline.accel import for_device  # noqa: E402
-from pipeline.params import OptimParams, load  # noqa: E402
-from pipeline.recipe import make_optimizer, make_step, seed_everything  # noqa: E402
+from pipeline.core.params import OptimParams, load  # noqa: E402
+from pipeline.training.accel import for_device  # noqa: E402
+from pipeline.training.batches import Augment, BatchStream, ImageBank  # noqa: E402
+from pipeline.training.recipe import make_optimizer, make_step, seed_everything  # noqa: E402
 
 
 def sync(device: torch.device) -> None:
@@ -56,7 +56,7 @@ def bench_model(name: str, device: torch.device, input_size: tuple[int, int, int
                 optim: OptimParams, steps: int, warmup: int, rounds: int, bank_images: int, compile_: bool) -> dict:
     """Ceiling and pipeline throughput of one model; returns the figures."""
     seed_everything(0, device)
-    acc = for_device(device, compile_)   # the train stage's CUDA-path settings (pipeline/accel.py)
+    acc = for_device(device, compile_)   # the train stage's CUDA-path settings (pipeline/training/accel.py)
     channels_last = acc.channels_last
     model = models.create_model(name, num_classes=classes, in_chans=input_size[0]).to(device)
     if channels_last:

@@ -2,7 +2,7 @@
 run as `python -m pipeline.<stage>`, beside the modules they share (docs/architecture.md maps them).
 
 Importing the package pins the CPU code paths of numpy, OpenBLAS, PyTorch, oneDNN and MKL as
-params.yaml's `runtime.cpu_isa` says (pipeline/cpu.py). This is the one import-time side effect of
+params.yaml's `runtime.cpu_isa` says (pipeline/core/cpu.py). This is the one import-time side effect of
 the project, and it is here on purpose:
 - the libraries read these environment variables once, when they load, so the pin must come before
   the first `import numpy` or `import torch` of any stage, and every stage imports this package first;
@@ -11,6 +11,6 @@ the project, and it is here on purpose:
   one it pins nothing ('native'), and `params.load` reports what is wrong with the file;
 - a variable the user already set is kept, so `OMP_NUM_THREADS=...` and friends still win.
 """
-from pipeline import cpu as _cpu
+from pipeline.core import cpu as _cpu
 
 _cpu.pin()

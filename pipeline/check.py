@@ -5,7 +5,7 @@
     python -m pipeline.check --update --calibration OTHER/metrics.json [...]   # ... and measure its noise
     python -m pipeline.check --baseline PATH --metrics PATH --complexity DIR   # for CI
 
-What decides, for each scenario, model, protocol and summary metric (pipeline/metrics.py):
+What decides, for each scenario, model, protocol and summary metric (pipeline/evaluation/metrics.py):
 
 - A model that did not learn (metrics.json `degenerate`) is not compared number by number: the
   noise in a constant predictor's AUC means nothing. It must stay degenerate or start learning;
@@ -22,7 +22,7 @@ What decides, for each scenario, model, protocol and summary metric (pipeline/me
   CPU), and the baseline records, per figure, the largest difference seen. Differences between
   machines are of this kind: the same code and data, other rounding, another training trajectory.
 - Complexity fields in check.exact (params, MACs, FLOPs) must match exactly.
-- The CPU settings (pipeline/cpu.py) are recorded and a difference is printed, not refused: a CI
+- The CPU settings (pipeline/core/cpu.py) are recorded and a difference is printed, not refused: a CI
   runner without AVX2, say, computes other bits, and that is what the noise allowance is for.
 
 Every flagged figure is printed with the measured noise and the tolerance beside the drop.
@@ -39,13 +39,13 @@ import math
 from pathlib import Path
 from typing import Any
 
-from pipeline import layout
-from pipeline.atomic import atomic_write_json
-from pipeline.errors import DataError
-from pipeline.metrics import SUMMARY_METRICS
-from pipeline.params import PARAMS_FILE, CheckParams, load
-from pipeline.readers import read_json
-from pipeline.results import read as read_results
+from pipeline.core import layout
+from pipeline.core.atomic import atomic_write_json
+from pipeline.core.errors import DataError
+from pipeline.core.params import PARAMS_FILE, CheckParams, load
+from pipeline.core.readers import read_json
+from pipeline.evaluation.metrics import SUMMARY_METRICS
+from pipeline.reporting.results import read as read_results
 
 METRICS = {m.key: m for m in SUMMARY_METRICS}
 SETTINGS = ("data_source", "scenarios", "protocols", "folds", "input_size", "epochs")
@@ -424,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from pipeline.cli import run_stage
+    from pipeline.core.cli import run_stage
 
     # exit 1 means a regression and nothing else: any failure to run, even a bug, exits 2
     run_stage(main, unexpected_exit=2)

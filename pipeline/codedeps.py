@@ -4,7 +4,7 @@ dvc.yaml declares, for every stage, each module under pipeline/ and models/ that
 `python -m pipeline.<stage>` imports, directly or through other modules, at the top of a file or
 inside a function, and nothing more. `closure` derives that list from the source; the test suite
 (tests/test_layout.py) fails when dvc.yaml and the derivation disagree, and the train stage's
-checkpoint fingerprint hashes the files dvc.yaml declares (pipeline/fingerprints.py
+checkpoint fingerprint hashes the files dvc.yaml declares (pipeline/core/fingerprints.py
 `declared_code`), so this tool is not on any stage's path. An edit to any code a stage runs makes
 `dvc repro` rerun it, and an edit to code it does not run does not.
 
@@ -23,6 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # a package __init__ that imports every module beside it (models/ registers its networks this way)
 DISCOVERS_SUBMODULES = "pkgutil.iter_modules(__path__)"
 STAGE_COMMAND = re.compile(r"python -m (pipeline\.\w+)")
+# the package every stage stands on, declared whole by each (an edit there reruns every stage, as an edit to
+# params.py always did); every other package is declared whole only by a stage that imports all of it
+FOUNDATION = ("pipeline/core",)
 
 
 def module_path(name: str, root: Path = ROOT) -> Path | None:
@@ -104,14 +107,20 @@ def stage_modules(dvc_yaml: Path = ROOT / "dvc.yaml") -> dict[str, str]:
 
 
 def as_declared(files: list[str], root: Path = ROOT) -> list[str]:
-    """`files` as dvc.yaml lists them: a package whose every module is needed is named as its directory."""
+    """`files` as dvc.yaml lists them: a package whose every module is needed is named as its directory
+    (models/, pipeline/training/, ...; a directory dep stands for its own *.py files, so an edit anywhere
+    in it reruns the stage), and pipeline/core/ (FOUNDATION) by every stage that imports any of it: each
+    imports most of it, train all of it. pipeline/ itself, whose top level is the commands, never is."""
     out, needed = [], set(files)
-    for package in PACKAGES:
-        members = sorted(p.relative_to(root).as_posix() for p in (root / package).glob("*.py"))
-        if package != "pipeline" and members and needed.issuperset(members):
-            out.append(package)
-            needed -= set(members)
-    return out + sorted(needed)
+    packages = [root / package for package in PACKAGES]
+    packages += [d for d in sorted((root / "pipeline").iterdir()) if (d / "__init__.py").is_file()]
+    for directory in packages:
+        members = set(p.relative_to(root).as_posix() for p in directory.glob("*.py"))
+        name = directory.relative_to(root).as_posix()
+        if directory != root / "pipeline" and members and (needed >= members or (name in FOUNDATION and needed & members)):
+            out.append(name)
+            needed -= members
+    return sorted(out) + sorted(needed)
 
 
 def main() -> int:

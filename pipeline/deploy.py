@@ -4,7 +4,7 @@
 
 For every trained fold of every protocol (runs/<scenario>/<model>/<protocol>/fold-<k>, at the input
 size it was trained at; nothing is trained here), or those of deploy.protocols and deploy.folds:
-- export to ONNX (pipeline/deployment.py, which says which exporter and why) and compare ONNX
+- export to ONNX (pipeline/deployment/exports.py, which says which exporter and why) and compare ONNX
   Runtime's probabilities with PyTorch's on the fold's test images: the largest absolute difference
   is recorded, and the stage fails (ExportError) above PARITY_TOLERANCE;
 - quantize to int8 (static, QDQ), calibrated on the fold's training part only (at most
@@ -32,14 +32,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline import deployment, grid, layout
-from pipeline.atomic import atomic_write_json
-from pipeline.cli import run_stage
-from pipeline.errors import DataError, ExportError
-from pipeline.params import Params, load
-from pipeline.readers import read_table
-from pipeline.scores import balanced_accuracy
-from pipeline.sysinfo import cpu_name
+from pipeline.core import grid, layout
+from pipeline.core.atomic import atomic_write_json
+from pipeline.core.cli import run_stage
+from pipeline.core.errors import DataError, ExportError
+from pipeline.core.params import Params, load
+from pipeline.core.readers import read_table
+from pipeline.core.scores import balanced_accuracy
+from pipeline.core.sysinfo import cpu_name
+from pipeline.deployment import exports
 
 PARITY_TOLERANCE = 1e-4      # largest |ONNX Runtime - PyTorch| probability accepted
 LOSSY_POINTS = 2.0           # int8 losing more balanced accuracy than this (points) is flagged
@@ -63,7 +64,7 @@ def calibration_ids(train_ids: np.ndarray, seed: int, limit: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(train_ids, size=limit, replace=False))
 
 
-def deploy_fold(fold: deployment.Fold, images: np.ndarray, splits, params: Params, workdir: Path,
+def deploy_fold(fold: exports.Fold, images: np.ndarray, splits, params: Params, workdir: Path,
                 measure_latency: bool) -> dict:
     """Export, parity, int8 and (when asked) latency for one trained fold."""
     ids = fold_ids(splits, fold.scenario, fold.protocol, fold.fold)
@@ -73,22 +74,22 @@ def deploy_fold(fold: deployment.Fold, images: np.ndarray, splits, params: Param
                         f"in {layout.splits_path(fold.scenario)} (the folds changed after training); retrain")
     labels = splits.drop_duplicates("image_id").set_index("image_id").loc[ids["test"], "label"].to_numpy()
     net = fold.build()
-    x_test = deployment.normalise(images[ids["test"]], fold)
-    p_torch = deployment.torch_probabilities(net, x_test)
-    fp32 = deployment.export_onnx(net, fold.input_size, workdir / f"{fold.protocol}-{fold.fold}.onnx")
+    x_test = exports.normalise(images[ids["test"]], fold)
+    p_torch = exports.torch_probabilities(net, x_test)
+    fp32 = exports.export_onnx(net, fold.input_size, workdir / f"{fold.protocol}-{fold.fold}.onnx")
     threads = params.profile.threads
-    s32 = deployment.session(fp32, threads)
-    p32 = deployment.ort_probabilities(s32, x_test)
+    s32 = exports.session(fp32, threads)
+    p32 = exports.ort_probabilities(s32, x_test)
     parity = float(np.abs(p32 - p_torch).max())
     if not parity <= PARITY_TOLERANCE:
         raise ExportError(f"{fold.directory}: ONNX Runtime's probabilities differ from PyTorch's by up to {parity:.2e} "
                           f"on the fold's {len(x_test)} test images, more than the {PARITY_TOLERANCE:g} accepted; "
-                          f"the export ({deployment.EXPORTER}) does not reproduce the network")
+                          f"the export ({exports.EXPORTER}) does not reproduce the network")
     calib = calibration_ids(ids["train"], params.seed + fold.fold, params.deploy.calibration_images)
-    int8 = deployment.quantize_int8(fp32, workdir / f"{fold.protocol}-{fold.fold}.int8.onnx",
-                                    deployment.normalise(images[calib], fold))
-    s8 = deployment.session(int8, threads)
-    p8 = deployment.ort_probabilities(s8, x_test)
+    int8 = exports.quantize_int8(fp32, workdir / f"{fold.protocol}-{fold.fold}.int8.onnx",
+                                    exports.normalise(images[calib], fold))
+    s8 = exports.session(int8, threads)
+    p8 = exports.ort_probabilities(s8, x_test)
     ba32, ba8 = (balanced_accuracy(labels, p.argmax(1), p.shape[1]) for p in (p32, p8))
     drop = round(100 * (ba32 - ba8), 3)
     record = {"protocol": fold.protocol, "fold": fold.fold, "n_test": int(len(x_test)),
@@ -102,16 +103,16 @@ def deploy_fold(fold: deployment.Fold, images: np.ndarray, splits, params: Param
         runs, warmup = params.profile.latency_runs, params.profile.warmup_runs
         torch.set_num_threads(threads)
         with torch.inference_mode():
-            eager = deployment.latency(lambda: net(one), runs, warmup)
+            eager = exports.latency(lambda: net(one), runs, warmup)
         record["latency"] = {
             "batch": 1, "input": list(fold.input_size), "threads": threads, "cpu": cpu_name(),
             "protocol": fold.protocol, "fold": fold.fold,
             "torch_eager": eager,
-            "ort_fp32": deployment.latency(lambda: s32.run(None, feed), runs, warmup),
-            "ort_int8": deployment.latency(lambda: s8.run(None, feed), runs, warmup)}
+            "ort_fp32": exports.latency(lambda: s32.run(None, feed), runs, warmup),
+            "ort_int8": exports.latency(lambda: s8.run(None, feed), runs, warmup)}
         if params.deploy.paper_input_latency_runs:
             record["latency"]["paper_input"] = paper_input_latency(
-                fold, net, deployment.normalise(images[calib[:PAPER_INPUT_CALIBRATION]], fold), params, workdir,
+                fold, net, exports.normalise(images[calib[:PAPER_INPUT_CALIBRATION]], fold), params, workdir,
                 exported=(fp32, int8) if tuple(fold.input_size) == PAPER_INPUT else None)
     return record
 
@@ -121,10 +122,10 @@ PAPER_INPUT_CALIBRATION = 4       # calibration images for the int8 network time
 PAPER_INPUT_THREADS = (1, 2)
 
 
-def paper_input_latency(fold: deployment.Fold, net: torch.nn.Module, calibration: torch.Tensor, params: Params,
+def paper_input_latency(fold: exports.Fold, net: torch.nn.Module, calibration: torch.Tensor, params: Params,
                         workdir: Path, exported: tuple[Path, Path] | None = None) -> dict:
     """ONNX Runtime batch-1 latency of the fold's network at 3x224x224, fp32 and int8, at 1 and 2 threads:
-    the trained weights rebuilt for three channels (`deployment.at_input`), exported at that input and
+    the trained weights rebuilt for three channels (`exports.at_input`), exported at that input and
     int8-quantized on the fold's calibration images resized to it (only latency is measured there: the
     network was trained at its own input, so its outputs at 224 px mean nothing). A fold trained at
     3x224x224 already has both networks (`exported`: its fp32 and int8 files): they are timed as they are,
@@ -135,16 +136,16 @@ def paper_input_latency(fold: deployment.Fold, net: torch.nn.Module, calibration
     if exported is not None:
         fp32, int8 = exported
     else:
-        wide = deployment.at_input(fold, net, c)
-        fp32 = deployment.export_onnx(wide, PAPER_INPUT, workdir / f"{fold.protocol}-{fold.fold}.224.onnx")
-        int8 = deployment.quantize_int8(fp32, workdir / f"{fold.protocol}-{fold.fold}.224.int8.onnx", x.contiguous())
+        wide = exports.at_input(fold, net, c)
+        fp32 = exports.export_onnx(wide, PAPER_INPUT, workdir / f"{fold.protocol}-{fold.fold}.224.onnx")
+        int8 = exports.quantize_int8(fp32, workdir / f"{fold.protocol}-{fold.fold}.224.int8.onnx", x.contiguous())
     feed = {"image": x[:1].contiguous().numpy()}
     runs, warmup = params.deploy.paper_input_latency_runs, params.profile.warmup_runs
     out = {"input": list(PAPER_INPUT), "batch": 1, "cpu": cpu_name(), "by_threads": {}}
     for threads in PAPER_INPUT_THREADS:
-        s32, s8 = deployment.session(fp32, threads), deployment.session(int8, threads)
-        out["by_threads"][str(threads)] = {"ort_fp32": deployment.latency(lambda: s32.run(None, feed), runs, warmup),
-                                           "ort_int8": deployment.latency(lambda: s8.run(None, feed), runs, warmup)}
+        s32, s8 = exports.session(fp32, threads), exports.session(int8, threads)
+        out["by_threads"][str(threads)] = {"ort_fp32": exports.latency(lambda: s32.run(None, feed), runs, warmup),
+                                           "ort_int8": exports.latency(lambda: s8.run(None, feed), runs, warmup)}
     return out
 
 
@@ -168,11 +169,11 @@ def deploy_model(params: Params, scenario: str, model: str, runs: Path = layout.
     """The deploy record of `model` on `scenario`: every trained fold of every protocol."""
     import onnxruntime
 
-    record = {"model": model, "scenario": scenario, "exporter": deployment.EXPORTER,
+    record = {"model": model, "scenario": scenario, "exporter": exports.EXPORTER,
               "parity_tolerance": PARITY_TOLERANCE, "lossy_points": LOSSY_POINTS,
               "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__}}
     stages = [layout.stage_dir(scenario, model, p, runs) for p in params.deploy_protocols()]
-    folds = [f for d in stages for f in deployment.load_run(d, params.deploy_folds())]
+    folds = [f for d in stages for f in exports.load_run(d, params.deploy_folds())]
     if not folds[0].is_network:
         return {**record, "exported": False, "reason": NOT_A_NETWORK}
     if not layout.IMAGES.is_file():

@@ -26,12 +26,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline import fingerprints, grid, layout, roster, scenarios
-from pipeline import metrics as M
-from pipeline import stats as ST
-from pipeline.atomic import atomic_outputs, csv_text, json_text
-from pipeline.errors import DataError
-from pipeline.params import Params, load
+from pipeline.core import fingerprints, grid, layout, roster, scenarios
+from pipeline.core.atomic import atomic_outputs, csv_text, json_text
+from pipeline.core.errors import DataError
+from pipeline.core.params import Params, load
+from pipeline.evaluation import metrics as M
+from pipeline.evaluation import stats as ST
 
 # the metrics' keys (metrics.SUMMARY_METRICS holds the Metric records), and those with a paired test
 SUMMARY_KEYS = tuple(m.key for m in M.SUMMARY_METRICS)
@@ -555,6 +555,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from pipeline.cli import run_stage
+    from pipeline.core.cli import run_stage
 
     run_stage(main)

@@ -6,11 +6,11 @@
 
 Inputs: image files, folders (their PNG, JPEG, BMP and TIFF files, sorted by name) or a manifest as
 the `folder` source reads it (path, patient_id, diagnosis[, muscle, side], paths relative to the
-manifest's folder). Every image is read and resized exactly as prepare does (pipeline/imageio.py:
+manifest's folder). Every image is read and resized exactly as prepare does (pipeline/data/imageio.py:
 8 bits, luminance or RGB, padded to a square with black, resampled to the run's input size) and
 normalised with each fold's own statistics, stored in its metrics.json by training. The folds form
 an ensemble: the mean of their softmax probabilities. Under `--runtime onnxruntime` each fold is
-exported to ONNX (pipeline/deployment.py) and run by ONNX Runtime on the CPU.
+exported to ONNX (pipeline/deployment/exports.py) and run by ONNX Runtime on the CPU.
 
 Writes a CSV (default predict.csv): one row per image with its probabilities, the predicted class and
 the number of folds; with a manifest, also <out>_patients.csv: the mean probability over each
@@ -25,14 +25,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline import deployment, layout
-from pipeline.atomic import atomic_write_text
-from pipeline.cli import run_stage
-from pipeline.errors import DataError
-from pipeline.imageio import FORMATS
-from pipeline.manifests import read_folder
-from pipeline.params import DataParams
-from pipeline.sources import load_images
+from pipeline.core import layout
+from pipeline.core.atomic import atomic_write_text
+from pipeline.core.cli import run_stage
+from pipeline.core.errors import DataError
+from pipeline.core.params import DataParams
+from pipeline.data.imageio import FORMATS
+from pipeline.data.manifests import read_folder
+from pipeline.data.sources import load_images
+from pipeline.deployment import exports
 
 SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")   # the files of FORMATS a folder is searched for
 
@@ -66,7 +67,7 @@ def image_records(inputs: list[str], manifest: str | None) -> tuple[pd.DataFrame
     return records, Path(".")
 
 
-def ensemble(folds: list[deployment.Fold], images: np.ndarray, runtime: str, threads: int) -> np.ndarray:
+def ensemble(folds: list[exports.Fold], images: np.ndarray, runtime: str, threads: int) -> np.ndarray:
     """Mean probability over the folds, each fold normalising with its own statistics."""
     import torch
 
@@ -75,12 +76,12 @@ def ensemble(folds: list[deployment.Fold], images: np.ndarray, runtime: str, thr
     with tempfile.TemporaryDirectory(prefix="predict-") as tmp:
         for fold in folds:
             net = fold.build()
-            x = deployment.normalise(images, fold)
+            x = exports.normalise(images, fold)
             if runtime == "torch":
-                prob = deployment.torch_probabilities(net, x)
+                prob = exports.torch_probabilities(net, x)
             else:
-                path = deployment.export_onnx(net, fold.input_size, Path(tmp) / f"fold-{fold.fold}.onnx")
-                prob = deployment.ort_probabilities(deployment.session(path, threads), x)
+                path = exports.export_onnx(net, fold.input_size, Path(tmp) / f"fold-{fold.fold}.onnx")
+                prob = exports.ort_probabilities(exports.session(path, threads), x)
             total += prob
     return total / len(folds)
 
@@ -119,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-pixels", type=int, default=DataParams.max_pixels,
                     help=f"largest padded image accepted, in pixels (default: {DataParams.max_pixels})")
     args = ap.parse_args(argv)
-    folds = deployment.load_run(args.run, args.folds)
+    folds = exports.load_run(args.run, args.folds)
     first = folds[0]
     channels, size, _ = first.input_size
     if args.channels is not None and args.channels != channels:
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         raise DataError(f"{args.run}: {first.model} is not a network and is not exported to ONNX; "
                         f"use --runtime torch")
     if first.data_source == "synthetic":
-        print(deployment.SYNTHETIC_CAVEAT)
+        print(exports.SYNTHETIC_CAVEAT)
     records, root = image_records(args.images, args.manifest)
     images, _ = load_images(records, root, DataParams(image_size=size, channels=channels, max_pixels=args.max_pixels))
     prob = ensemble(folds, images, args.runtime, args.threads)

@@ -1,8 +1,8 @@
 """Stage `prepare`: the cohort as one uint8 array plus a manifest.
 
 Reads params.yaml (`data`, `seed`) and loads data.source through the table of sources
-(pipeline/sources.py `SOURCES`): the synthetic cohort (pipeline/synthetic.py), a folder with a
-CSV manifest, or the public Uçar release. Every image is decoded and resized the same way (pipeline/imageio.py:
+(pipeline/data/sources.py `SOURCES`): the synthetic cohort (pipeline/data/synthetic.py), a folder with a
+CSV manifest, or the public Uçar release. Every image is decoded and resized the same way (pipeline/data/imageio.py:
 8-bit, luminance or RGB, padded to a square with black, area-resampled to data.image_size).
 
 Outputs, written only once everything has been read (a failed run leaves the previous ones):
@@ -21,14 +21,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline import layout
-from pipeline.atomic import atomic_outputs
-from pipeline.cohortfigure import COHORT, CohortInputs
-from pipeline.figurekit import draw_specs
-from pipeline.cli import run_stage
-from pipeline.params import Params, load
-from pipeline.scenarios import DIAGNOSES
-from pipeline.sources import SOURCES
+from pipeline.core import layout
+from pipeline.core.atomic import atomic_outputs
+from pipeline.core.cli import run_stage
+from pipeline.core.params import Params, load
+from pipeline.core.scenarios import DIAGNOSES
+from pipeline.data.sources import SOURCES
+from pipeline.reporting.cohortfigure import COHORT, CohortInputs
+from pipeline.reporting.figurekit import draw_specs
 
 MANIFEST_COLUMNS = ["image_id", "patient_id", "diagnosis", "muscle", "side", "source", "path", "sha256",
                     "source_name"]

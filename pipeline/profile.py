@@ -54,13 +54,13 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import models
-from pipeline.sysinfo import cpu_name
-from pipeline import layout
-from pipeline import params as params_module
-from pipeline.atomic import atomic_write_json
-from pipeline.cli import run_stage
-from pipeline.modelcheck import check_model
-from pipeline.scenarios import class_names
+from pipeline.core import layout
+from pipeline.core import params as params_module
+from pipeline.core.atomic import atomic_write_json
+from pipeline.core.cli import run_stage
+from pipeline.core.scenarios import class_names
+from pipeline.core.sysinfo import cpu_name
+from pipeline.training.modelcheck import check_model
 
 PAPER_INPUT = (3, 224, 224)
 OUT_DIR = layout.COMPLEXITY_DIR

@@ -5,7 +5,7 @@ Reads reports/metrics.json and reports/per_fold.csv (evaluate), reports/complexi
 and metrics.json (train) and the cohort's data/processed/manifest.csv (prepare: diagnosis, muscle and
 side for the failure analysis). Writes
 reports/comparison.{csv,md}, reports/figures/*.png and reports/README.md. Every number in the
-text is read from those files; the only constants are the published figures in pipeline/paper.py.
+text is read from those files; the only constants are the published figures in pipeline/reporting/paper.py.
 """
 from __future__ import annotations
 
@@ -21,17 +21,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline import checklist, deployreport, failures, figures, grid, layout, paper, results, roster, scenarios
-from pipeline.atomic import atomic_outputs, csv_text
-from pipeline.errors import DataError
-from pipeline.findings import at_a_glance, exploratory_rows, findings
-from pipeline.metrics import SUMMARY_METRICS
-from pipeline.params import Params, load
-from pipeline.protocols import described
-from pipeline.readers import read_json, read_table
-from pipeline.results import Results
-from pipeline.sources import SOURCES
-from pipeline.sysinfo import cpu_name
+from pipeline.core import grid, layout, roster, scenarios
+from pipeline.core.atomic import atomic_outputs, csv_text
+from pipeline.core.errors import DataError
+from pipeline.core.params import Params, load
+from pipeline.core.readers import read_json, read_table
+from pipeline.core.sysinfo import cpu_name
+from pipeline.data.protocols import described
+from pipeline.data.sources import SOURCES
+from pipeline.evaluation.metrics import SUMMARY_METRICS
+from pipeline.reporting import checklist, deployreport, failures, figures, paper, results
+from pipeline.reporting.findings import at_a_glance, exploratory_rows, findings
+from pipeline.reporting.results import Results
 
 REFERENCE_COMPUTE = roster.COMPUTE_REFERENCE   # the paper states computation as a share of this network's
 FIGURES = tuple(f.file for f in figures.figures_of("report"))
@@ -428,7 +429,7 @@ def header_rows(params: Params, r: Results, runs: dict, complexity: dict[str, di
 
 
 def _cpu_words(settings: dict | None) -> str:
-    """The pinned CPU settings the runs recorded (pipeline/cpu.py), in words."""
+    """The pinned CPU settings the runs recorded (pipeline/core/cpu.py), in words."""
     if not settings:
         return "not recorded"
     pinned = {k: v for k, v in settings.items() if v is not None and k != "torch_cpu_capability"}
@@ -489,7 +490,7 @@ def readme(params: Params, r: Results, comparison_md: str, paper_md: str, runs: 
                  "", ablation_md, ""] if ablation_md else []),
               *deploy_lines,
               "## The paper beside this run", "",
-              "Published figures (pipeline/paper.py) next to this run's figure for the same quantity.", "",
+              "Published figures (pipeline/reporting/paper.py) next to this run's figure for the same quantity.", "",
               paper_md, "", "## Figures", ""]
     for spec in (*figures.figures_of("report"), *figures.figures_of("prepare")):
         if spec.shown is None or spec.shown(r):    # a figure with nothing to show in this run is not shown
@@ -584,6 +585,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from pipeline.cli import run_stage
+    from pipeline.core.cli import run_stage
 
     run_stage(main)

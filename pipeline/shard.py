@@ -21,11 +21,11 @@ import argparse
 import sys
 from dataclasses import dataclass
 
-from pipeline import grid, layout
-from pipeline.cli import run_stage
-from pipeline.errors import PipelineError
-from pipeline.params import Params, load
-from pipeline.readers import read_json
+from pipeline.core import grid, layout
+from pipeline.core.cli import run_stage
+from pipeline.core.errors import PipelineError
+from pipeline.core.params import Params, load
+from pipeline.core.readers import read_json
 
 PAPER_SIDE = 224   # reports/complexity/*.json's paper_setting is 3 x 224 x 224
 

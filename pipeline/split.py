@@ -28,15 +28,16 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
 
-from pipeline import coverage, fingerprints, layout, scenarios, ucar_folds
-from pipeline.atomic import AtomicOutputs, atomic_outputs
-from pipeline.cli import run_stage
-from pipeline.errors import DataError
-from pipeline.params import Params, load
-from pipeline.readers import read_table
+from pipeline.core import coverage, fingerprints, layout, scenarios
+from pipeline.core.atomic import AtomicOutputs, atomic_outputs
+from pipeline.core.cli import run_stage
+from pipeline.core.errors import DataError
+from pipeline.core.params import Params, load
+from pipeline.core.readers import read_table
+from pipeline.data import ucar_folds
 
 MANIFEST, SUMMARY = layout.MANIFEST, layout.SPLIT_SUMMARY
-# `cohort`: the fingerprint of the manifest the folds were made from (pipeline/fingerprints.py)
+# `cohort`: the fingerprint of the manifest the folds were made from (pipeline/core/fingerprints.py)
 # `repeat`: 1..split.repeats, each repeat's folds drawn with its own seed (Params.repeat_seed)
 COLUMNS = ["image_id", "patient_id", "label", "scenario", "protocol", "repeat", "fold", "part", "cohort"]
 

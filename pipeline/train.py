@@ -12,15 +12,15 @@ predictions.csv on the test part, validation.csv (the validation part under the 
 metrics.json (what train knows: budget, seconds, threads, provenance; the test metrics are evaluate's,
 from predictions.csv). The folds of every repeat run in one stage
 because starting Python, torch and timm costs more than training a small fold, train.parallel_folds
-of them side by side in worker processes (pipeline/foldpool.py), each on train.threads //
+of them side by side in worker processes (pipeline/training/foldpool.py), each on train.threads //
 parallel_folds threads; each fold is seeded afresh, so its result is the same as when it is trained
 alone on as many threads.
 
-A checkpoint is written at the end of every epoch outside DVC's outputs (pipeline/checkpoint.py):
+A checkpoint is written at the end of every epoch outside DVC's outputs (pipeline/training/checkpoint.py):
 a killed run started again continues from the last complete epoch with the same result as an
 uninterrupted one (on the CPU), and a finished fold is not trained again.
 
-One fold can also be trained data-parallel by several processes (pipeline/distributed.py):
+One fold can also be trained data-parallel by several processes (pipeline/training/distributed.py):
 
     torchrun --nproc_per_node 2 -m pipeline.train --model stanet --protocol patient --fold 1
 
@@ -44,19 +44,19 @@ import pandas as pd
 import torch
 
 import models
-from pipeline import (accel, checkpoint, coverage, cpu, distributed, fingerprints, foldpool, grid, layout, scenarios,
-                      stagetime, tuning)
-from pipeline.atomic import atomic_path, ensure_writable, torch_bytes, write_bytes_to
-from pipeline.batches import Augment, BatchStream, ImageBank, eval_batches
-from pipeline.cli import run_stage
-from pipeline.distributed import World
-from pipeline.errors import DataError, TrainingError
-from pipeline.modelcheck import check_model
-from pipeline.params import OptimParams, Params, TrainParams, load, to_dict
-from pipeline.readers import read_table
-from pipeline.recipe import (make_criterion, make_optimizer, make_step, predict, seed_everything, selection_key,
+from pipeline.core import coverage, cpu, fingerprints, grid, layout, scenarios, stagetime
+from pipeline.core.atomic import atomic_path, ensure_writable, torch_bytes, write_bytes_to
+from pipeline.core.cli import run_stage
+from pipeline.core.errors import DataError, TrainingError
+from pipeline.core.params import OptimParams, Params, TrainParams, load, to_dict
+from pipeline.core.readers import read_table
+from pipeline.training import accel, checkpoint, distributed, foldpool, tuning
+from pipeline.training.batches import Augment, BatchStream, ImageBank, eval_batches
+from pipeline.training.distributed import World
+from pipeline.training.modelcheck import check_model
+from pipeline.training.recipe import (make_criterion, make_optimizer, make_step, predict, seed_everything, selection_key,
                              validate)
-from pipeline.sysinfo import cpu_name
+from pipeline.core.sysinfo import cpu_name
 
 
 def select_device(preference: str) -> torch.device:
@@ -223,7 +223,7 @@ def set_up(params: Params, scenario: str, model_name: str, protocol: str, fold: 
     o, epochs = tp.optim_for(model_name), tp.epochs_for(model_name)
     pretrained = tp.pretrained_for(model_name) and models.has_weights(model_name)   # see modelcheck
     bank = ImageBank(images, device)
-    acc = accel.for_device(device, tp.compile)   # the CUDA path's settings (pipeline/accel.py)
+    acc = accel.for_device(device, tp.compile)   # the CUDA path's settings (pipeline/training/accel.py)
     channels_last = acc.channels_last
     config = _fold_config(params, scenario, model_name, protocol, fold, data, device, world, data_digest, repeat)
     model = _build_model(model_name, len(names), bank.input_size[0], pretrained, device, channels_last)
@@ -267,7 +267,7 @@ def resume(run: FoldRun, state: dict[str, Any] | None, log: Callable[[str], None
 
 
 def _checkpoint(run: FoldRun, epoch: int, finished: bool) -> dict[str, Any]:
-    """The run's checkpoint after `epoch` (pipeline/checkpoint.py says what it holds)."""
+    """The run's checkpoint after `epoch` (pipeline/training/checkpoint.py says what it holds)."""
     return checkpoint.contents(fingerprint=run.fingerprint, epoch=epoch, finished=finished, history=run.history,
                                best=run.best, model=run.model, optimizer=run.opt, scheduler=run.sched,
                                generator=run.gen, device=run.device, selection=run.selection)
@@ -450,7 +450,7 @@ def train_fold(params: Params, scenario: str, model_name: str, protocol: str, fo
 def tune_fold(params: Params, scenario: str, model_name: str, protocol: str, fold: int, *, images: np.ndarray,
               splits: pd.DataFrame, ckpt_path: Path, data_digest: str, log: Callable[[str], None],
               repeat: int = 1) -> "tuning.Tuned":
-    """The fold's nested recipe search (pipeline/tuning.py): each trial a training on the training part,
+    """The fold's nested recipe search (pipeline/training/tuning.py): each trial a training on the training part,
     scored on the validation part by tune.objective; the test part is not read."""
     objective = params.tune.objective
 
@@ -519,7 +519,7 @@ def load_inputs(scenario: str) -> tuple[np.ndarray, pd.DataFrame, dict[str, str]
 def train_and_write(job: tuple[int, int], *, params: Params, scenario: str, model_name: str, protocol: str,
                     images: np.ndarray, splits: pd.DataFrame, data_digest: str, provenance: dict[str, Any],
                     world: World) -> float | None:
-    """One job of the stage (pipeline/foldpool.py): train `job` = (repeat, fold) and write its run
+    """One job of the stage (pipeline/training/foldpool.py): train `job` = (repeat, fold) and write its run
     directory (rank 0)."""
     repeat, fold = job
     ckpt_path = layout.checkpoint_path(scenario, model_name, protocol, fold, repeat=repeat)
@@ -560,12 +560,12 @@ def main(argv: list[str] | None = None) -> int:
         if value not in allowed:
             raise DataError(f"{flag} {value!r} is not in {key} {list(allowed)}")
     world = distributed.from_environment()   # torchrun's ranks; a single process otherwise
-    # every fold of every repeat (split.repeats): side by side in worker processes (pipeline/foldpool.py);
+    # every fold of every repeat (split.repeats): side by side in worker processes (pipeline/training/foldpool.py);
     # under torchrun, one after another
     jobs = grid.folds_of(params, args.fold)
     workers = 1 if world.distributed else min(params.train.parallel_folds, len(jobs))
     if workers > 1:
-        torch.set_num_threads(1)   # nothing multi-threaded before the workers fork (see pipeline/foldpool.py)
+        torch.set_num_threads(1)   # nothing multi-threaded before the workers fork (see pipeline/training/foldpool.py)
     check_model(params, args.model, args.scenario, build=False)    # before any data is read
     for directory in (layout.stage_dir(args.scenario, args.model, args.protocol), layout.CHECKPOINTS):
         ensure_writable(directory)   # before the training, not after it
@@ -579,7 +579,7 @@ def main(argv: list[str] | None = None) -> int:
         seconds = foldpool.run(jobs, work, workers, foldpool.start_method(device.type),
                                describe=lambda job: f"{args.scenario}/{args.model}/{args.protocol}/"
                                                     f"{layout.fold_name(job[1], job[0])}")
-    # timing/<stage>.json (pipeline/stagetime.py): the folds, how many side by side, their own seconds
+    # timing/<stage>.json (pipeline/core/stagetime.py): the folds, how many side by side, their own seconds
     stagetime.note(fold_runs=len(jobs), side_by_side=workers,
                    fold_train_s=round(sum(s for s in seconds if s is not None), 3))
     return 0

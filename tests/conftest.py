@@ -25,7 +25,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from pipeline.params import Params, to_dict
+from pipeline.core.params import Params, to_dict
 from projects import (GROUP_ORDER, GROUPS, paper_run, placeholder_checkout, shard_base, smoke_run,  # noqa: F401 (fixtures)
                       tiny_report, tiny_run, tiny_threads2, ucar_run)
 

@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from pipeline.layout import fold_name
-from pipeline.scenarios import class_names as scenario_classes
-from pipeline.scenarios import MUSCLES, label_map
+from pipeline.core.layout import fold_name
+from pipeline.core.scenarios import class_names as scenario_classes
+from pipeline.core.scenarios import MUSCLES, label_map
 
 # params, MACs and FLOPs at 3x224x224: orders of magnitude of the real networks, not measurements
 FAKE_COMPLEXITY = {

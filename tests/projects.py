@@ -304,7 +304,7 @@ def ucar_shrink() -> str:
 def ucar_run(tmp_path_factory):
     """The Uçar release layout (tests/ucar_fixture.py) under profiles/paper.yaml, profiles/ucar.yaml and
     UCAR_SHRINK, after `dvc repro`: (work, proc, what the fixture wrote)."""
-    from test_pretrained import vgg_stand_ins
+    from builders import vgg_stand_ins
     from ucar_fixture import write_ucar_fixture
 
     def build(work: Path) -> dict:
@@ -367,7 +367,7 @@ def placeholder_checkout(tmp_path_factory):
 def shard_base(tmp_path):
     """The tiny profile at S1, one epoch of two steps, as a committed git and DVC project with a local
     remote: (base, remote, env without PYTHONPATH, commit)."""
-    from pipeline import layout
+    from pipeline.core import layout
 
     base, remote = tmp_path / "project", tmp_path / "remote"
     base.mkdir()

@@ -1,4 +1,4 @@
-"""The CUDA code path's switch (pipeline/accel.py) and its CPU-runnable equivalents.
+"""The CUDA code path's switch (pipeline/training/accel.py) and its CPU-runnable equivalents.
 
 On a CPU, MYOBENCH_CUDA_PATH_ON_CPU=1 gives training the settings CUDA gets: bfloat16 autocast,
 channels_last, the fused optimizer kernels and (when train.compile asks) torch.compile. What stays
@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import accel, recipe, train
-from pipeline.batches import ImageBank
-from pipeline.params import OptimParams
-from test_train import write_cohort
+from pipeline import train
+from pipeline.core.params import OptimParams
+from pipeline.training import accel, recipe
+from pipeline.training.batches import ImageBank
+from builders import write_cohort
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")   # a device object needs no GPU
 

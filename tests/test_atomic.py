@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.atomic import atomic_path, atomic_write_json, atomic_write_text
+from pipeline.core.atomic import atomic_path, atomic_write_json, atomic_write_text
 
 
 def test_failed_write_leaves_old_file_and_no_temporary(tmp_path):

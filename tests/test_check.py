@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from pipeline import check, evaluate
-from pipeline.errors import DataError
-from tests.fixture_runs import write_fixture
+from pipeline.core.errors import DataError
+from fixture_runs import write_fixture
 
 MODELS = ("stanet", "dual_vgg", "resnet18")
 

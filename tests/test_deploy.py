@@ -17,11 +17,13 @@ import yaml
 from PIL import Image
 
 import models
-from pipeline import deploy, deployment, layout, predict, scenarios, train
-from pipeline.errors import DataError, ExportError
-from pipeline.metrics import fold_metrics
-from pipeline.params import load
-from tests.test_train import write_cohort
+from pipeline import deploy, predict, train
+from pipeline.core import layout, scenarios
+from pipeline.core.errors import DataError, ExportError
+from pipeline.core.params import load
+from pipeline.deployment import exports
+from pipeline.evaluation.metrics import fold_metrics
+from builders import write_cohort
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = Path("runs/S1/stanet/patient")
@@ -74,9 +76,9 @@ def test_onnx_runtime_reproduces_pytorch(name, tmp_path):
     torch.manual_seed(0)
     net = models.create_model(name, num_classes=2, in_chans=1).eval()
     x = torch.randn(5, 1, 36, 36)
-    path = deployment.export_onnx(net, (1, 36, 36), tmp_path / "m.onnx")
-    ort = deployment.ort_probabilities(deployment.session(path, 1), x)
-    expected = deployment.torch_probabilities(net, x)
+    path = exports.export_onnx(net, (1, 36, 36), tmp_path / "m.onnx")
+    ort = exports.ort_probabilities(exports.session(path, 1), x)
+    expected = exports.torch_probabilities(net, x)
     assert ort.shape == (5, 2)
     assert np.abs(ort - expected).max() <= deploy.PARITY_TOLERANCE
 
@@ -99,11 +101,11 @@ def test_soft_threshold_exports_as_standard_operators(tmp_path):
         unit.bn.running_var.uniform_(0.5, 2)
     path = tmp_path / "st.onnx"
     with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)   # the TorchScript exporter's notice (see deployment.py)
-        torch.onnx.export(unit, (x,), str(path), input_names=["image"], dynamo=False, opset_version=deployment.OPSET)
+        warnings.simplefilter("ignore", DeprecationWarning)   # the TorchScript exporter's notice (see exports.py)
+        torch.onnx.export(unit, (x,), str(path), input_names=["image"], dynamo=False, opset_version=exports.OPSET)
     ops = _standard_ops(path)
     assert {"Abs", "ReduceMean", "Sigmoid"} <= ops
-    out = deployment.session(path, 1).run(None, {"image": x.numpy()})[0]
+    out = exports.session(path, 1).run(None, {"image": x.numpy()})[0]
     assert np.abs(out - unit(x).detach().numpy()).max() < 1e-5
 
 
@@ -112,10 +114,10 @@ def test_stanet_exports_under_the_torch_export_based_exporter_too(tmp_path):
     torch.manual_seed(0)
     net = models.create_model("stanet", num_classes=2, in_chans=1).eval()
     x = torch.randn(3, 1, 36, 36)
-    path = deployment.export_onnx(net, (1, 36, 36), tmp_path / "m.onnx", dynamo=True)
+    path = exports.export_onnx(net, (1, 36, 36), tmp_path / "m.onnx", dynamo=True)
     assert {"Abs", "ReduceMean", "Sigmoid"} <= _standard_ops(path)
-    ort = deployment.ort_probabilities(deployment.session(path, 1), x)
-    assert np.abs(ort - deployment.torch_probabilities(net, x)).max() <= deploy.PARITY_TOLERANCE
+    ort = exports.ort_probabilities(exports.session(path, 1), x)
+    assert np.abs(ort - exports.torch_probabilities(net, x)).max() <= deploy.PARITY_TOLERANCE
 
 
 # ---- the deploy stage ------------------------------------------------------------------------------
@@ -124,9 +126,9 @@ def test_int8_is_calibrated_on_training_images_only(project, monkeypatch):
     splits = pd.read_csv(layout.splits_path("S1"))
     images = np.load(layout.IMAGES)
     seen_ids, seen_inputs = [], []
-    real_ids, real_quantize = deploy.calibration_ids, deployment.quantize_int8
+    real_ids, real_quantize = deploy.calibration_ids, exports.quantize_int8
     monkeypatch.setattr(deploy, "calibration_ids", lambda *a, **k: seen_ids.append(real_ids(*a, **k)) or seen_ids[-1])
-    monkeypatch.setattr(deployment, "quantize_int8",
+    monkeypatch.setattr(exports, "quantize_int8",
                         lambda fp32, out, calibration, **k: seen_inputs.append(calibration) or real_quantize(
                             fp32, out, calibration, **k))
     record = deploy.deploy_model(load(), "S1", "stanet")
@@ -134,9 +136,9 @@ def test_int8_is_calibrated_on_training_images_only(project, monkeypatch):
     # first fold's): the first of that fold's calibration images, resized and spread over three channels
     assert len(seen_ids) == 2 and len(seen_inputs) == 3
     paper = seen_inputs.pop(1)    # fold 1 (timed), then its 224-px network, then fold 2
-    first = deployment.load_run(RUN, [1])[0]
+    first = exports.load_run(RUN, [1])[0]
     want = torch.nn.functional.interpolate(
-        deployment.normalise(images[np.asarray(seen_ids[0][:deploy.PAPER_INPUT_CALIBRATION])], first),
+        exports.normalise(images[np.asarray(seen_ids[0][:deploy.PAPER_INPUT_CALIBRATION])], first),
         size=(224, 224), mode="bilinear", align_corners=False).expand(-1, 3, -1, -1)
     assert paper.shape == (deploy.PAPER_INPUT_CALIBRATION, 3, 224, 224) and torch.equal(paper, want)
     assert all(len(ids) == 20 for ids in seen_ids)
@@ -145,8 +147,8 @@ def test_int8_is_calibrated_on_training_images_only(project, monkeypatch):
         ids_of = lambda part: set(rows.loc[rows["part"] == part, "image_id"])  # noqa: E731
         assert set(ids) and set(ids) <= ids_of("train")
         assert not set(ids) & ids_of("test") and not set(ids) & ids_of("val")
-        f = deployment.load_run(RUN, [fold])[0]
-        assert torch.equal(x, deployment.normalise(images[np.asarray(ids)], f))   # exactly those images
+        f = exports.load_run(RUN, [fold])[0]
+        assert torch.equal(x, exports.normalise(images[np.asarray(ids)], f))   # exactly those images
     assert record["exported"] and [f["fold"] for f in record["folds"]] == [1, 2]
     for f in record["folds"]:
         assert f["calibration"]["part"] == "train" and f["calibration"]["images"] == 20 < f["calibration"]["of"]
@@ -171,11 +173,11 @@ def test_int8_is_calibrated_on_training_images_only(project, monkeypatch):
 
 
 def test_the_network_timed_at_the_paper_input_keeps_the_trained_weights(project):
-    """deployment.at_input: 3 channels, every weight but the first convolution's as trained, that one the
+    """exports.at_input: 3 channels, every weight but the first convolution's as trained, that one the
     trained kernels spread over the channels (so a grey image in 3 copies gives the trained network's output)."""
-    fold = deployment.load_run(RUN, [1])[0]
+    fold = exports.load_run(RUN, [1])[0]
     net = fold.build()
-    wide = deployment.at_input(fold, net, 3)
+    wide = exports.at_input(fold, net, 3)
     narrow_state, wide_state = net.state_dict(), wide.state_dict()
     changed = [k for k in narrow_state if narrow_state[k].shape != wide_state[k].shape]
     assert len(changed) == 1 and wide_state[changed[0]].shape[1] == 3
@@ -218,7 +220,7 @@ def test_predict_reproduces_the_folds_test_probabilities(project, runtime, toler
     got = _probabilities(project / "p.csv")
     assert len(got) == len(expected)
     assert np.abs(got - expected[["prob_normal", "prob_myositis"]].to_numpy()).max() <= tolerance
-    assert deployment.SYNTHETIC_CAVEAT in capsys.readouterr().out
+    assert exports.SYNTHETIC_CAVEAT in capsys.readouterr().out
 
 
 def test_predict_ensembles_the_folds_and_aggregates_patients(project):
@@ -277,8 +279,8 @@ def test_predict_refusal_is_one_line_and_exit_code_2(project):
 # ---- the report's deployment table ------------------------------------------------------------------
 
 def test_report_table_names_a_lossy_model_and_why_handcrafted_is_absent(tmp_path):
-    from pipeline import deployreport
-    from tests.fixture_runs import write_fixture
+    from pipeline.reporting import deployreport
+    from fixture_runs import write_fixture
 
     write_fixture(tmp_path, models=("stanet", "resnet18"))
     records = deployreport.load(["S1"], ["stanet", "resnet18"], tmp_path / "reports" / "deploy")
@@ -298,7 +300,7 @@ def test_report_table_names_a_lossy_model_and_why_handcrafted_is_absent(tmp_path
 def test_a_fold_already_at_the_paper_input_is_timed_as_exported_not_exported_again(project, tmp_path, monkeypatch):
     """A 224-px fold's own fp32 and int8 files are what paper_input_latency times: no second export or
     quantization (for a 224-px dual VGG, a second 1.1 GB file)."""
-    fold = deployment.load_run(RUN, [1])[0]
+    fold = exports.load_run(RUN, [1])[0]
     net = fold.build().eval()
     calibration = torch.rand(4, 1, 32, 32)
     params = load()
@@ -308,7 +310,7 @@ def test_a_fold_already_at_the_paper_input_is_timed_as_exported_not_exported_aga
 
     def refuse(*_a, **_k):
         raise AssertionError("exported a second time")
-    monkeypatch.setattr(deployment, "export_onnx", refuse)
-    monkeypatch.setattr(deployment, "quantize_int8", refuse)
+    monkeypatch.setattr(exports, "export_onnx", refuse)
+    monkeypatch.setattr(exports, "quantize_int8", refuse)
     again = deploy.paper_input_latency(fold, net, calibration, params, tmp_path, exported=exported)
     assert again["input"] == first["input"] == [3, 224, 224] and set(again["by_threads"]) == {"1", "2"}

@@ -14,11 +14,13 @@ import pytest
 import torch
 import yaml
 
-from pipeline import layout, recipe, train
-from pipeline.batches import Augment, BatchStream, ImageBank
-from pipeline.distributed import World
-from pipeline.errors import DataError
-from tests.test_train import write_cohort
+from pipeline import train
+from pipeline.core import layout
+from pipeline.core.errors import DataError
+from pipeline.training import recipe
+from pipeline.training.batches import Augment, BatchStream, ImageBank
+from pipeline.training.distributed import World
+from builders import write_cohort
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")

@@ -42,7 +42,7 @@ def test_smoke_repro_runs_every_stage_and_is_then_up_to_date(smoke_run):
     assert (work / "reports/deploy/S1/stanet.json").is_file() and (work / "reports/complexity/stanet.json").is_file()
     readme = (work / "reports/README.md").read_text()
     assert "at most 2 optimizer steps per epoch" in readme and "not a benchmark" in readme
-    # where the time went (pipeline/stagetime.py): one record per stage DVC ran, train's with its folds
+    # where the time went (pipeline/core/stagetime.py): one record per stage DVC ran, train's with its folds
     stages = [line.split("'")[1] for line in proc.stdout.splitlines() if line.startswith("Running stage")]
     records = {r["stage"]: r for r in (json.loads(p.read_text()) for p in (work / "timing").glob("*.json"))}
     assert set(records) == set(stages), sorted(set(stages) ^ set(records))

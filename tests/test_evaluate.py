@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 
 from pipeline import evaluate
-from pipeline import metrics as M
-from pipeline.errors import DataError
-from tests.fixture_runs import write_fixture
+from pipeline.core.errors import DataError
+from pipeline.evaluation import metrics as M
+from fixture_runs import write_fixture
 
 MODELS = ("stanet", "dual_vgg", "resnet18")
 PROTOCOLS = ("patient", "image")
@@ -58,7 +58,7 @@ def test_writes_metrics_and_per_fold(project):
 
 
 def test_numbers_match_the_predictions(project):
-    """Recompute accuracy straight from predictions.csv, independently of pipeline.metrics."""
+    """Recompute accuracy straight from predictions.csv, independently of pipeline.evaluation.metrics."""
     metrics = json.loads((project / "reports/metrics.json").read_text())
     for model in MODELS:
         for protocol in PROTOCOLS:

@@ -15,8 +15,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from pipeline import checklist, cohortfigure, evaluate, figures, layout, report, stats
-from tests.fixture_runs import DEMO_MODELS, write_fixture
+from pipeline import evaluate, report
+from pipeline.core import layout
+from pipeline.evaluation import stats
+from pipeline.reporting import checklist, cohortfigure, figures
+from fixture_runs import DEMO_MODELS, write_fixture
 
 PROFILES = {
     # the tiny profile (profiles/tiny.yaml): S1-S4, stanet and resnet18, patient and image, 2 folds, 2 repeats
@@ -229,7 +232,7 @@ def test_failed_folds_are_ringed_as_per_fold_csv_says(project):
 def test_corrected_interval_is_stats_test():
     """One implementation: the figure's bar is the half-width of stats.repeated_kfold_ttest's interval,
     with R repeats counted in its degrees of freedom (k*R - 1); zero spread gives a zero-width bar."""
-    from pipeline import stats
+    from pipeline.evaluation import stats
 
     v = [0.61, 0.72, 0.55, 0.68, 0.70, 0.59]
     t = stats.repeated_kfold_ttest(v, 100, 50, repeats=2)

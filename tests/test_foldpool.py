@@ -1,4 +1,4 @@
-"""Folds side by side (train.parallel_folds, pipeline/foldpool.py): the same bits as one after another,
+"""Folds side by side (train.parallel_folds, pipeline/training/foldpool.py): the same bits as one after another,
 resume after SIGKILL, a failed fold's own error, workers stopped with the stage, params checked."""
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 
 from pipeline import train
-from pipeline.params import ParamsError, from_dict
-from tests.test_train import ROOT, write_cohort
+from pipeline.core.params import ParamsError, from_dict
+from builders import ROOT, write_cohort
 
 PARALLEL = {"threads": 2, "parallel_folds": 2}    # two workers of one thread each
 SERIAL = {"threads": 1, "parallel_folds": 1}      # the same thread per fold, one fold after another
@@ -119,7 +119,7 @@ def test_sigterm_stops_the_workers_and_the_stage_dies_of_it(tmp_path):
     assert len(workers) == 2
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=60)
-    assert proc.returncode == 128 + signal.SIGTERM   # pipeline/lifecycle.py: one line, the shell's code for it
+    assert proc.returncode == 128 + signal.SIGTERM   # pipeline/core/lifecycle.py: one line, the shell's code for it
     assert gone(workers, within=5)
     assert not (tmp_path / "runs").exists()
 
@@ -149,7 +149,7 @@ def test_a_worker_that_dies_fails_the_stage_naming_its_fold(tmp_path, monkeypatc
         return real(run, *a, **k)
 
     monkeypatch.setattr(train, "train_epochs", dies_on_fold_2)   # inherited by the forked workers
-    from pipeline.errors import TrainingError
+    from pipeline.core.errors import TrainingError
 
     with pytest.raises(TrainingError, match=r"the worker training S1/stanet/image/fold-2 died \(signal SIGKILL\)"):
         train.main(["--scenario", "S1", "--model", "stanet", "--protocol", "image"])
@@ -177,7 +177,7 @@ def test_each_fold_gets_the_stage_threads_shared_by_the_workers():
 def test_the_pool_returns_results_in_job_order_and_raises_a_jobs_own_error(method):
     import math
 
-    from pipeline import foldpool
+    from pipeline.training import foldpool
 
     assert foldpool.run([9.0, 1.0, 4.0, 16.0, 25.0], math.sqrt, 2, method) == [3.0, 1.0, 2.0, 4.0, 5.0]
     with pytest.raises(ValueError, match="math domain error"):

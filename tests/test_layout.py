@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import codedeps, figures, layout
+from pipeline import codedeps
+from pipeline.core import layout
+from pipeline.reporting import figures
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGE_MODULES = {"pipeline.prepare", "pipeline.split", "pipeline.train", "pipeline.profile", "pipeline.deploy",
@@ -54,24 +56,31 @@ def test_stage_declares_exactly_the_code_it_imports(stage):
     module = codedeps.stage_modules()[stage]
     needed = set(codedeps.closure(module))
     declared = _declared_code(_entries(_body(_stages()[stage]).get("deps")))
-    missing, extra = sorted(needed - declared), sorted(declared - needed)
+    # pipeline/core is declared whole by every stage (codedeps.FOUNDATION); every other declared file is imported
+    foundation = {p for p in declared if any(p.startswith(f"{package}/") for package in codedeps.FOUNDATION)}
+    assert foundation & needed, stage
+    missing, extra = sorted(needed - declared), sorted(declared - needed - foundation)
     assert not missing and not extra, (
         f"dvc.yaml stage {stage!r}: missing code deps {missing}, declared but not imported {extra}; "
         f"`python -m pipeline.codedeps` prints the list")
 
 
 # what training must not run: the report's code, the paper's table and the data sources (prepare's job)
-NOT_TRAINING = {"pipeline/paper.py", "pipeline/findings.py", "pipeline/report.py", "pipeline/figures.py",
-                "pipeline/evaluate.py", "pipeline/sources.py", "pipeline/synthetic.py",
+NOT_TRAINING = {"pipeline/reporting/paper.py", "pipeline/reporting/findings.py", "pipeline/report.py", "pipeline/reporting/figures.py",
+                "pipeline/evaluate.py", "pipeline/data/sources.py", "pipeline/data/synthetic.py",
                 # the test metrics and their statistics are evaluate's: adding a metric retrains nothing
-                "pipeline/metrics.py", "pipeline/stats.py"}
+                "pipeline/evaluation/metrics.py", "pipeline/evaluation/stats.py"}
 
 
 def test_training_does_not_depend_on_the_report_code():
     train = set(codedeps.closure("pipeline.train"))
     assert not train & NOT_TRAINING, sorted(train & NOT_TRAINING)
+    # nor on any module of the packages that report, evaluate or deploy: a comment in one retrains nothing
+    declared = _declared_code(_entries(_stages()["train"]["deps"]))
+    assert not [p for p in train | declared
+                if p.startswith(("pipeline/reporting/", "pipeline/evaluation/", "pipeline/deployment/"))], sorted(train)
     # nor on the deployment code: editing it reruns deploy and report, never a train stage
-    assert not train & {"pipeline/deploy.py", "pipeline/deployment.py", "pipeline/deployreport.py",
+    assert not train & {"pipeline/deploy.py", "pipeline/deployment/exports.py", "pipeline/reporting/deployreport.py",
                         "pipeline/predict.py"}, sorted(train)
     train_stage = _stages()["train"]
     assert not [d for d in train_stage["deps"] if "deploy" in d] and "deploy" not in train_stage["params"]
@@ -82,7 +91,7 @@ def _import_graph() -> dict[str, set[str]]:
     module's own packages (whose __init__ runs first by Python's rules) are left out."""
     graph = {}
     for package in codedeps.PACKAGES:
-        for path in sorted((ROOT / package).glob("*.py")):
+        for path in sorted((ROOT / package).rglob("*.py")):
             name = codedeps._module_name(path, ROOT)
             graph[name] = {m for m in codedeps._direct_imports(path, ROOT)
                            if m != name and not name.startswith(m + ".")}
@@ -103,7 +112,7 @@ def test_the_cycle_test_sees_a_cycle(monkeypatch):
     import graphlib
 
     graph = _import_graph()
-    graph["pipeline.errors"] = graph["pipeline.errors"] | {"pipeline.params"}   # params imports errors
+    graph["pipeline.core.errors"] = graph["pipeline.core.errors"] | {"pipeline.core.params"}   # params imports errors
     with pytest.raises(graphlib.CycleError):
         list(graphlib.TopologicalSorter(graph).static_order())
 
@@ -132,7 +141,8 @@ def test_a_package_that_discovers_its_modules_needs_them_all():
 
 
 def test_the_training_fingerprint_hashes_the_declared_code(monkeypatch):
-    from pipeline import fingerprints, train
+    from pipeline import train
+    from pipeline.core import fingerprints
 
     assert fingerprints.declared_code("train") == codedeps.closure("pipeline.train")
     assert "pipeline/codedeps.py" not in codedeps.closure("pipeline.train")   # a tool, not training code
@@ -140,7 +150,7 @@ def test_the_training_fingerprint_hashes_the_declared_code(monkeypatch):
     real = fingerprints.declared_code
 
     def without_recipe(stage, root=fingerprints.ROOT):
-        return [p for p in real(stage, root) if p != "pipeline/recipe.py"]
+        return [p for p in real(stage, root) if p != "pipeline/training/recipe.py"]
 
     monkeypatch.setattr(fingerprints, "declared_code", without_recipe)
     assert train.code_digest() != digest     # the digest covers exactly what dvc.yaml declares
@@ -183,7 +193,7 @@ def test_layout_paths_match_dvc_yaml():
 
 
 def test_only_models_params_and_the_roster_name_the_papers_models():
-    for path in sorted((ROOT / "pipeline").glob("*.py")):
+    for path in sorted((ROOT / "pipeline").rglob("*.py")):
         if path.name == "roster.py":
             continue
         code = "\n".join(line for line in path.read_text().splitlines()
@@ -191,12 +201,12 @@ def test_only_models_params_and_the_roster_name_the_papers_models():
         # usage examples in docstrings may show a model name; code may not
         body = code.split('"""', 2)[-1] if code.lstrip().startswith(('"""', "from __future__")) else code
         for name in ('"stanet"', "'stanet'", '"dual_vgg"', "'dual_vgg'"):
-            assert name not in body, f"{path.name} names {name}; read it from pipeline/roster.py or params"
+            assert name not in body, f"{path.name} names {name}; read it from pipeline/core/roster.py or params"
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("edited", ["pipeline/paper.py", "pipeline/findings.py", "pipeline/figures.py",
-                                    "pipeline/metrics.py", "pipeline/stats.py"])
+@pytest.mark.parametrize("edited", ["pipeline/reporting/paper.py", "pipeline/reporting/findings.py", "pipeline/reporting/figures.py",
+                                    "pipeline/evaluation/metrics.py", "pipeline/evaluation/stats.py"])
 def test_editing_report_code_leaves_every_train_stage_unchanged(placeholder_checkout, edited):
     """In a scratch checkout with a dvc.lock that matches it (placeholder outputs, `dvc commit -f`: the
     shared `placeholder_checkout`), a comment added to report-side code, or to a metric (metrics.py,
@@ -222,8 +232,9 @@ def test_editing_report_code_leaves_every_train_stage_unchanged(placeholder_chec
 
 
 def test_one_table_of_protocols():
-    """Each protocol params accepts has one entry of words, colour and marker (pipeline/protocols.py)."""
-    from pipeline import params, protocols
+    """Each protocol params accepts has one entry of words, colour and marker (pipeline/data/protocols.py)."""
+    from pipeline.core import params
+    from pipeline.data import protocols
 
     assert list(params.PROTOCOLS) == list(protocols.PROTOCOLS)
     assert typing_args(params.SplitParams, "protocols") == params.PROTOCOLS
@@ -241,9 +252,11 @@ def test_the_readme_names_every_module_of_the_pipeline():
     """The architecture page (docs/architecture.md, linked from README.md) stays true: each module of
     pipeline/ is named there."""
     page = (ROOT / "docs" / "architecture.md").read_text()
-    unnamed = [p.name for p in sorted((ROOT / "pipeline").glob("*.py"))
+    unnamed = [p.name for p in sorted((ROOT / "pipeline").rglob("*.py"))
                if p.name != "__init__.py" and f"{p.name}`" not in page]
     assert not unnamed, f"docs/architecture.md does not name {unnamed}"
+    packages = [d.name for d in sorted((ROOT / "pipeline").iterdir()) if (d / "__init__.py").is_file()]
+    assert len(packages) >= 6 and not [name for name in packages if f"  {name}/ " not in page], packages
 
 
 def _project_builds(source: str) -> list[str]:
@@ -286,11 +299,11 @@ HAND_BUILT_GRID = (re.compile(r"range\(1, (?:\w+\.)*repeats \+ 1\)"),
 
 
 def test_the_run_grid_is_built_from_params_in_one_module():
-    """pipeline/grid.py lists the (scenario, model, protocol, repeat, fold) runs; results.py gives the same
+    """pipeline/core/grid.py lists the (scenario, model, protocol, repeat, fold) runs; results.py gives the same
     (repeat, fold) order from metrics.json through grid.fold_keys; split.py draws each repeat's folds (the
     data of the grid, not the runs). No other module walks the grid by hand."""
     own = {"grid.py", "results.py", "split.py"}
-    found = [f"{p.name}: {m.group(0)}" for p in sorted((ROOT / "pipeline").glob("*.py")) if p.name not in own
+    found = [f"{p.name}: {m.group(0)}" for p in sorted((ROOT / "pipeline").rglob("*.py")) if p.name not in own
              for rx in HAND_BUILT_GRID for m in rx.finditer(p.read_text())]
     assert not found, found
     # and the check sees a hand-built grid
@@ -299,9 +312,9 @@ def test_the_run_grid_is_built_from_params_in_one_module():
 
 
 def test_the_grid_lists_every_run_once_repeat_by_repeat():
-    from pipeline import grid
-    from pipeline.params import from_dict, to_dict
-    from pipeline.params import Params as P
+    from pipeline.core import grid
+    from pipeline.core.params import from_dict, to_dict
+    from pipeline.core.params import Params as P
 
     raw = to_dict(P())
     raw["split"].update(scenarios=["S1", "S2"], protocols=["patient", "image"], repeats=2)
@@ -316,12 +329,12 @@ def test_the_grid_lists_every_run_once_repeat_by_repeat():
 
 
 def test_a_stage_run_by_dvc_records_its_wall_time_however_it_ends(tmp_path, monkeypatch):
-    """pipeline/stagetime.py through cli.run_stage: under DVC (DVC_STAGE, DVC_ROOT) one record per stage with
+    """pipeline/core/stagetime.py through cli.run_stage: under DVC (DVC_STAGE, DVC_ROOT) one record per stage with
     its wall time, start-up and exit status, a refused stage too; typed by hand, no file."""
     import json
 
-    from pipeline import cli, stagetime
-    from pipeline.errors import DataError
+    from pipeline.core import cli, stagetime
+    from pipeline.core.errors import DataError
 
     def refused(argv):
         raise DataError("bad input")
@@ -342,3 +355,14 @@ def test_a_stage_run_by_dvc_records_its_wall_time_however_it_ends(tmp_path, monk
     with pytest.raises(SystemExit):
         cli.run_stage(lambda argv: 0)
     assert not (tmp_path / "timing").exists()
+
+
+def test_pyproject_installs_every_package():
+    """A non-editable install gets every subpackage: pyproject's packages list names each folder with an
+    __init__.py under pipeline/ and models/."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {p.parent.relative_to(ROOT).as_posix().replace("/", ".")
+             for package in codedeps.PACKAGES for p in (ROOT / package).rglob("__init__.py")}
+    assert listed == found, (sorted(found - listed), sorted(listed - found))

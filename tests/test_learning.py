@@ -18,10 +18,11 @@ import torch
 import yaml
 
 import models
-from pipeline import layout, scenarios, split, train
-from pipeline.atomic import atomic_outputs
-from pipeline.metrics import fold_metrics
-from pipeline.params import from_dict, load
+from pipeline import split, train
+from pipeline.core import layout, scenarios
+from pipeline.core.atomic import atomic_outputs
+from pipeline.core.params import from_dict, load
+from pipeline.evaluation.metrics import fold_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = load(ROOT / "params.yaml")

@@ -1,4 +1,4 @@
-"""pipeline.metrics on small cases computed by hand."""
+"""pipeline.evaluation.metrics on small cases computed by hand."""
 from __future__ import annotations
 
 import json
@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import metrics as M
-from pipeline.errors import DataError
+from pipeline.core.errors import DataError
+from pipeline.evaluation import metrics as M
 
 BINARY = ("normal", "myositis")
 
@@ -169,12 +169,12 @@ def test_paired_bootstrap():
 
 @pytest.mark.parametrize("seed", range(5))
 def test_the_one_balanced_accuracy_is_sklearns(seed):
-    """pipeline/scores.py (train's epoch selection, deploy's parity, evaluate's metric) against
+    """pipeline/core/scores.py (train's epoch selection, deploy's parity, evaluate's metric) against
     scikit-learn's balanced_accuracy_score, a class absent from the labels included; torch tensors too."""
     import torch
     from sklearn.metrics import balanced_accuracy_score
 
-    from pipeline.scores import balanced_accuracy
+    from pipeline.core.scores import balanced_accuracy
 
     rng = np.random.default_rng(seed)
     labels = rng.choice([0, 2, 3] if seed % 2 else [0, 1], size=40)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.params import ParamsError, apply_profile, from_dict, load
+from pipeline.core.params import ParamsError, apply_profile, from_dict, load
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -172,7 +172,7 @@ def test_apply_keeps_the_comments_and_order_of_params_yaml(tmp_path, profile):
 
 def test_params_knows_every_data_source_by_name():
     """params validates data.source against SOURCE_NAMES without importing the sources: the two lists agree."""
-    from pipeline.params import SOURCE_NAMES
-    from pipeline.sources import SOURCES
+    from pipeline.core.params import SOURCE_NAMES
+    from pipeline.data.sources import SOURCES
 
     assert list(SOURCE_NAMES) == list(SOURCES)

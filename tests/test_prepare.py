@@ -18,13 +18,14 @@ import yaml
 from PIL import Image
 
 from conftest import GOOD_ROWS, png_header_only, snapshot, write_manifest, write_params
-from pipeline import imageio, prepare
-from pipeline.cli import run_stage
-from pipeline.errors import DataError
-from pipeline.imageio import fit_square, read_image, read_input_file
-from pipeline.params import load
-from pipeline.manifests import read_ucar
-from pipeline.ucar_folds import read_ucar_folds
+from pipeline import prepare
+from pipeline.core.cli import run_stage
+from pipeline.core.errors import DataError
+from pipeline.core.params import load
+from pipeline.data import imageio
+from pipeline.data.imageio import fit_square, read_image, read_input_file
+from pipeline.data.manifests import read_ucar
+from pipeline.data.ucar_folds import read_ucar_folds
 from ucar_fixture import write_ucar_fixture
 
 
@@ -84,7 +85,7 @@ def test_ucar_columns_are_matched_by_their_title_exactly(tmp_path):
     """The release's header row (tests/ucar_fixture.py HEADERS, cell for cell): "Muscle\nD - deltoid..." and
     "Muscle Strength\n(1 - 10)" are two columns, matched by the first line of the cell; the real first row's
     shapes (a string id, a 14-digit 2D image, strength '10') load."""
-    from pipeline.manifests import column_title, read_ucar
+    from pipeline.data.manifests import column_title, read_ucar
     from ucar_fixture import HEADERS
 
     assert [column_title(h) for h in HEADERS][2:7] == ["muscle", "age", "sex", "muscle strength", "diagnosis"]
@@ -98,7 +99,7 @@ def test_ucar_columns_are_matched_by_their_title_exactly(tmp_path):
 def test_two_ucar_columns_with_one_title_are_refused(tmp_path):
     import openpyxl
 
-    from pipeline.manifests import read_ucar
+    from pipeline.data.manifests import read_ucar
 
     write_ucar_fixture(tmp_path, muscles=("D",))
     book = openpyxl.load_workbook(tmp_path / "OrginalAndCroppedFileNames.xlsx")
@@ -309,7 +310,7 @@ def test_stage_prints_the_error_and_exits_2(data_project, capsys, monkeypatch):
 
 def test_a_good_rerun_replaces_the_outputs(data_project):
     before = snapshot(data_project)
-    # a mirror image of n1_d.png (an identical copy would be refused: pipeline/duplicates.py)
+    # a mirror image of n1_d.png (an identical copy would be refused: pipeline/data/duplicates.py)
     Image.open(data_project / "data/raw/n1_d.png").transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(
         data_project / "data/raw/extra.png")
     _rewrite(GOOD_ROWS + [("extra.png", "P1", "normal", "", "")])(data_project)

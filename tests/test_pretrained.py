@@ -6,7 +6,6 @@ tensors of the right names and shapes) are written into a temporary cache in the
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -20,36 +19,9 @@ import yaml
 
 import models
 from models import WeightsNotFoundError
+from builders import vgg_stand_ins, write_hub_weights
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def write_hub_weights(cache: Path, hub_id: str, state: dict[str, torch.Tensor]) -> Path:
-    """Stand-in weights for `hub_id` in the Hugging Face cache layout under `cache`; the file's path."""
-    from safetensors.torch import save_file
-
-    repo = cache / f"models--{hub_id.replace('/', '--')}"
-    commit = hashlib.sha1(hub_id.encode()).hexdigest()
-    snapshot = repo / "snapshots" / commit
-    snapshot.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in state.items()}, snapshot / "model.safetensors")
-    (repo / "refs").mkdir(exist_ok=True)
-    (repo / "refs" / "main").write_text(commit)
-    return snapshot / "model.safetensors"
-
-
-def vgg_stand_ins(cache: Path) -> dict[str, dict[str, torch.Tensor]]:
-    """The feature tensors of timm's vgg16 and vgg19 (half precision, to keep the files small), seeded."""
-    import timm
-
-    out = {}
-    for arch in ("vgg16", "vgg19"):
-        torch.manual_seed(len(arch) + (16 if arch == "vgg16" else 19))
-        features = timm.create_model(arch, pretrained=False, num_classes=0).features.state_dict()
-        state = {f"features.{k}": v.half() for k, v in features.items()}
-        write_hub_weights(cache, f"timm/{arch}.tv_in1k", state)
-        out[arch] = state
-    return out
 
 
 @pytest.fixture
@@ -116,7 +88,7 @@ def test_a_fresh_timm_head_starts_near_zero():
 
 
 def _project(root: Path, cache: Path) -> dict:
-    from tests.test_hardening import write_project
+    from builders import write_project
 
     write_project(root, models=("dual_vgg",))
     raw = yaml.safe_load((root / "params.yaml").read_text())

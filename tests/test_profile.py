@@ -11,7 +11,7 @@ from torch import nn
 
 import models
 from pipeline import profile
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
 
 # torchvision's published figures at 3x224x224, 1000 classes (GMACs as torchvision's "GFLOPS")
 TORCHVISION = {

@@ -13,12 +13,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import evaluate, figures, paper, report
-from pipeline.findings import exploratory_rows, findings
-from pipeline.results import Results
-from pipeline.sources import SOURCES
-from pipeline.errors import DataError
-from tests.fixture_runs import write_fixture
+from pipeline import evaluate, report
+from pipeline.core.errors import DataError
+from pipeline.data.sources import SOURCES
+from pipeline.reporting import figures, paper
+from pipeline.reporting.findings import exploratory_rows, findings
+from pipeline.reporting.results import Results
+from fixture_runs import write_fixture
 
 MODELS = ("stanet", "dual_vgg", "resnet18")
 PROTOCOLS = ("patient", "image")
@@ -98,7 +99,7 @@ def test_comparison_csv_reads_metrics_and_complexity(project, metrics):
 def test_comparison_md_has_a_column_per_summary_metric(project):
     """The performance table's metric columns come from metrics.SUMMARY_METRICS (balanced accuracy first);
     comparison.csv keeps a column for every one of them, macro-F1 too."""
-    from pipeline.metrics import SUMMARY_METRICS
+    from pipeline.evaluation.metrics import SUMMARY_METRICS
     from pipeline.report import PERFORMANCE
 
     header = next(line for line in (project / "reports/comparison.md").read_text().splitlines()
@@ -235,7 +236,7 @@ def test_no_sentence_pattern_repeats_more_than_three_times_in_the_reading(tmp_pa
     """On the tiny profile's shape (S1-S4, two protocols, two repeats) and the demo's (nine models), the
     reading states each kind of thing once: with numbers, model, scenario and protocol names masked, no
     opening of a sentence appears more than three times."""
-    from tests.fixture_runs import DEMO_MODELS
+    from fixture_runs import DEMO_MODELS
 
     for name, kw in {"tiny": dict(models=("stanet", "resnet18"), scenarios=("S1", "S2", "S3", "S4"), folds=2,
                                   repeats=2),
@@ -384,7 +385,7 @@ def test_a_model_that_learned_nothing_is_flagged_and_never_beaten_significantly(
 
 def test_one_epoch_curves_are_drawn_with_markers(monkeypatch, tmp_path):
     """A one-epoch run is one point per model: without a marker, matplotlib draws nothing."""
-    from pipeline import figures
+    from pipeline.reporting import figures
 
     root = write_fixture(tmp_path, models=MODELS, protocols=("image",), folds=2, epochs=1)
     args = ["--params", str(root / "params.yaml"), "--runs", str(root / "runs")]

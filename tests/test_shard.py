@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import layout, shard
-from pipeline.params import from_dict
+from pipeline import shard
+from pipeline.core import layout
+from pipeline.core.params import from_dict
 from projects import assemble, run
 
 ROOT = Path(__file__).resolve().parents[1]

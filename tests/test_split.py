@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from pipeline import split
-from pipeline.errors import DataError
-from pipeline.params import from_dict
+from pipeline.core.errors import DataError
+from pipeline.core.params import from_dict
 
 MUSCLES = ("D", "B", "R", "G", "T", "FCR", "FDP")
 
@@ -165,7 +165,7 @@ def test_each_scenario_gets_its_own_folds_of_its_own_patients(tmp_path, monkeypa
 
 def test_ucar_protocol_is_refused_for_a_source_without_published_folds():
     """Where the ucar folds are made: protocol 'ucar' needs data.source 'ucar', refused before any fold."""
-    from pipeline.params import ParamsError
+    from pipeline.core.params import ParamsError
 
     manifest = random_manifest(np.random.default_rng(0), 20)
     params = from_dict({"split": {"protocols": ["patient", "ucar"]}})   # the synthetic source

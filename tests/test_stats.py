@@ -1,5 +1,5 @@
 """The statistics core: corrected repeated k-fold t-test, its power, exact and bootstrap intervals,
-calibration and the per-fold failure flag (pipeline/stats.py)."""
+calibration and the per-fold failure flag (pipeline/evaluation/stats.py)."""
 from __future__ import annotations
 
 import math
@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from pipeline import metrics as M
-from pipeline import stats as S
+from pipeline.evaluation import metrics as M
+from pipeline.evaluation import stats as S
 
 
 def test_repeated_kfold_ttest_matches_a_worked_example():

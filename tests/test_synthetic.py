@@ -11,8 +11,8 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from pipeline.imageio import fit_square
-from pipeline.synthetic import COHORT_COUNTS, MUSCLES, diagnosis_counts, generate
+from pipeline.data.imageio import fit_square
+from pipeline.data.synthetic import COHORT_COUNTS, MUSCLES, diagnosis_counts, generate
 
 
 def echo_intensity(images: np.ndarray, table: pd.DataFrame) -> pd.Series:

@@ -14,40 +14,14 @@ import pytest
 import torch
 import yaml
 
-from pipeline import checkpoint, layout, split, train
-from pipeline.atomic import atomic_outputs
-from pipeline.errors import TrainingError
-from pipeline.params import from_dict
+from pipeline import train
+from pipeline.core import layout
+from pipeline.core.errors import TrainingError
+from pipeline.core.params import from_dict
+from pipeline.training import checkpoint
+from builders import write_cohort
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def write_cohort(root: Path, patients: int = 12, per_side: int = 1, size: int = 32, separation: float = 60.0,
-                 seed: int = 0, train_cfg: dict | None = None, split_folds: int = 2) -> None:
-    """A tiny processed cohort in `root`: diseased images brighter by `separation` grey levels."""
-    rng = np.random.default_rng(seed)
-    dx = np.array(["N", "IBM", "N", "DM"] * patients)[:patients]  # half normal: S1 is balanced
-    rows, images = [], []
-    for p in range(patients):
-        for side in "RL":
-            for muscle in ("D", "B", "R", "G", "T", "FCR", "FDP"):
-                for _ in range(per_side):
-                    base = 70 + (separation if dx[p] != "N" else 0) + rng.normal(0, 5)
-                    images.append(np.clip(rng.normal(base, 25, size=(1, size, size)), 0, 255))
-                    rows.append({"patient_id": f"P{p:02d}", "diagnosis": dx[p], "muscle": muscle, "side": side})
-    manifest = pd.DataFrame(rows)
-    manifest.insert(0, "image_id", np.arange(len(manifest)))
-    manifest = manifest.assign(source="synthetic", path="x", sha256="0", source_name="x")
-    (root / "data/processed").mkdir(parents=True, exist_ok=True)
-    np.save(root / "data/processed/images.npy", np.stack(images).astype(np.uint8))
-    manifest.to_csv(root / "data/processed/manifest.csv", index=False)
-    raw = {"seed": 0, "data": {"image_size": size},
-           "split": {"folds": split_folds, "protocols": ["patient", "image"]},
-           "train": {"models": ["stanet"], "folds": [1, 2], "epochs": 3,
-                     "optim": {"batch_size": 16, "lr": 0.003}, **(train_cfg or {})}}
-    (root / "params.yaml").write_text(yaml.safe_dump(raw))
-    with atomic_outputs() as out:
-        split.write_splits(split.make_splits(manifest, from_dict(raw)), ["S1"], out, root / "data/splits")
 
 
 @pytest.fixture
@@ -86,7 +60,7 @@ def test_tiny_cohort_writes_every_output(cohort):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n_test"] == len(pred) and metrics["pretrained"] is False
     # no test metric: those are evaluate's, from predictions.csv, so adding one retrains nothing
-    from pipeline.metrics import SUMMARY_METRICS
+    from pipeline.evaluation.metrics import SUMMARY_METRICS
     assert not {m.key for m in SUMMARY_METRICS} & set(metrics) and "per_class" not in metrics
     assert metrics["val_balanced_accuracy"] == pytest.approx(history["val_balanced_accuracy"].max())
     assert 1 <= metrics["best_epoch"] <= 3
@@ -176,7 +150,7 @@ def test_non_finite_loss_names_model_protocol_fold_epoch_and_step(cohort, monkey
 
 
 def test_unknown_fold_or_model_is_refused(cohort):
-    from pipeline.errors import DataError
+    from pipeline.core.errors import DataError
 
     with pytest.raises(DataError, match=r"--fold 7 is not in train.folds \[1, 2\]"):
         train.main(["--scenario", "S1", "--model", "stanet", "--protocol", "patient", "--fold", "7"])
@@ -253,7 +227,7 @@ def test_a_stage_trains_every_fold_and_each_matches_its_fold_trained_alone(cohor
 
 
 def test_unknown_scenario_is_refused(cohort):
-    from pipeline.errors import DataError
+    from pipeline.core.errors import DataError
 
     with pytest.raises(DataError, match=r"--scenario 'S4' is not in split.scenarios \['S1'\]"):
         train.main(["--scenario", "S4", "--model", "stanet", "--protocol", "patient"])
@@ -277,7 +251,7 @@ def test_max_steps_per_epoch_caps_the_steps_and_the_schedule_and_is_part_of_the_
 
 
 def test_max_steps_per_epoch_is_validated_at_load():
-    from pipeline.params import ParamsError
+    from pipeline.core.params import ParamsError
 
     with pytest.raises(ParamsError, match=r"train.max_steps_per_epoch: -1 is not accepted; expected an integer in 0"):
         from_dict({"train": {"max_steps_per_epoch": -1}})

@@ -1,4 +1,4 @@
-"""The nested recipe search (params.yaml `tune`, pipeline/tuning.py): trials trained on the fold's training
+"""The nested recipe search (params.yaml `tune`, pipeline/training/tuning.py): trials trained on the fold's training
 part and scored on its validation part, never its test part; the same params give the same study; a study
 continues where it stopped; bad settings and files are refused with the key or file at fault."""
 from __future__ import annotations
@@ -11,10 +11,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from pipeline import layout, train
-from pipeline.errors import DataError, TrainingError
-from pipeline.params import Params, ParamsError, from_dict, to_dict
-from tests.test_train import write_cohort
+from pipeline import train
+from pipeline.core import layout
+from pipeline.core.errors import DataError, TrainingError
+from pipeline.core.params import Params, ParamsError, from_dict, to_dict
+from builders import write_cohort
 
 RUN = Path("runs/S1/stanet/patient/fold-1")
 ARGS = ["--scenario", "S1", "--model", "stanet", "--protocol", "patient", "--fold", "1"]
@@ -136,8 +137,9 @@ def test_tuning_refuses_a_selection_by_the_last_epoch():
 def test_a_tuned_run_is_summarised_by_evaluate_and_reported_with_its_budget(tmp_path, monkeypatch):
     """evaluate: each model's chosen recipes (median and range over folds) and search compute, no seconds;
     the report's header, budget sentence and Tuning table say how the recipes were chosen."""
-    from pipeline import evaluate, findings, report
-    from pipeline.results import Results
+    from pipeline import evaluate, report
+    from pipeline.reporting import findings
+    from pipeline.reporting.results import Results
 
     monkeypatch.chdir(tmp_path)
     tuned_project(tmp_path, trials=2)
@@ -158,8 +160,8 @@ def test_a_tuned_run_is_summarised_by_evaluate_and_reported_with_its_budget(tmp_
     budget = " ".join(findings._budgets(r, "S1", {"stanet": "STANet"}))
     assert budget.startswith("Equal search budget: 2 trials per model per fold, nested") and "test part is never read" in budget
     # the figure: best validation score so far against the trial, one line per model and panel
-    from pipeline import figures
-    from pipeline.params import load
+    from pipeline.reporting import figures
+    from pipeline.core.params import load
 
     runs = report.load_runs(load(), Path("runs"))
     x = figures.ReportInputs(r, pd.read_csv(tmp_path / layout.PER_FOLD), {}, runs, {"stanet": "STANet"}, "context",

@@ -15,7 +15,7 @@ import numpy as np
 import openpyxl
 from PIL import Image
 
-from pipeline.scenarios import SCENARIOS
+from pipeline.core.scenarios import SCENARIOS
 
 # the release's header row, cell for cell (OrginalAndCroppedFileNames.xlsx of github:e-ucar/myositis_classification):
 # a title, and for some a legend of codes on the lines below it; "Muscle" and "Muscle Strength" are two columns
