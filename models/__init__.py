@@ -7,9 +7,9 @@
 import importlib
 import pkgutil
 
-from models.registry import (ModelInputError, UnknownModelError, WeightsNotFoundError, check_input, create_model,
-                             display_name, has_weights, init_head, input_normalization, list_models, pretrained_weights,
-                             register_model)
+from models.registry import (ModelInputError, UnknownModelError, WeightsNotFoundError, build_on_meta, check_input,
+                             create_model, display_name, has_weights, init_head, input_normalization, list_models,
+                             pretrained_weights, register_model)
 from models.attention import SoftThreshold
 
 # Every module of this package is imported here, so a network is registered by its file alone:
@@ -17,6 +17,6 @@ from models.attention import SoftThreshold
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["create_model", "check_input", "list_models", "display_name", "register_model", "pretrained_weights",
+__all__ = ["create_model", "build_on_meta", "check_input", "list_models", "display_name", "register_model", "pretrained_weights",
            "has_weights", "init_head", "input_normalization", "WeightsNotFoundError", "UnknownModelError", "ModelInputError",
            "SoftThreshold"]

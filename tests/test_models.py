@@ -152,3 +152,24 @@ def test_the_meta_device_check_builds_nothing_and_refuses_as_the_real_one():
     assert refusals[0] == refusals[1] and "cannot take 1x32x32 input" in refusals[0]
     with pytest.raises(models.UnknownModelError):
         models.check_input("resnt18", 2, 1, 32, build=False)
+
+
+def test_build_on_meta_draws_no_weight_and_says_when_it_cannot(monkeypatch):
+    """models.build_on_meta: the network's shapes without storage; None for an __init__ that reads values
+    there (its callers then build for real); an unknown name still raises."""
+    import torch
+
+    from models import registry
+
+    net = models.build_on_meta("stanet", 2, 1)
+    assert all(p.device.type == "meta" for p in net.parameters())
+
+    def reads_values(num_classes, in_chans, pretrained=False, **kwargs):
+        scale = torch.ones(1).item()        # a value: impossible on the meta device
+        return torch.nn.Linear(in_chans, num_classes * int(scale))
+
+    monkeypatch.setitem(registry._model_entrypoints, "reads_values", reads_values)
+    assert models.build_on_meta("reads_values", 2, 1) is None
+    assert isinstance(models.create_model("reads_values", 2, 1), torch.nn.Linear)   # the real build still works
+    with pytest.raises(models.UnknownModelError):
+        models.build_on_meta("resnt18", 2, 1)

@@ -3,8 +3,6 @@ does it take the configured input? A sentence naming the model, the size and wha
 instead of a ValueError, an AssertionError or a RuntimeError minutes into a run."""
 from __future__ import annotations
 
-import warnings
-
 from torch import nn
 
 import models
@@ -40,15 +38,7 @@ def check_model(params: Params, model: str, scenario: str | None = None, build: 
 
 def _build_pretrained(model: str, num_classes: int, in_chans: int) -> None:
     """Build `model` from its pretrained weights, to refuse weights that are not to be had: on the meta
-    device (the file is found, read and its tensors' names and shapes loaded against the network, but no
-    weight is drawn: a dual VGG's 3.5 s become 0.1 s), or for real where the meta device cannot build it."""
-    import torch
-
-    try:
-        with torch.device("meta"), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*copying from a non-meta parameter")   # a no-op, on purpose
-            models.create_model(model, num_classes, in_chans, pretrained=True)
-    except models.WeightsNotFoundError:
-        raise
-    except Exception:   # the real build decides (and raises what it raises)
+    device (models.build_on_meta: the file found, read and loaded against the network, no weight drawn:
+    a dual VGG's 3.5 s become 0.1 s), or for real where the meta device cannot build it."""
+    if models.build_on_meta(model, num_classes, in_chans, pretrained=True) is None:
         models.create_model(model, num_classes, in_chans, pretrained=True)
