@@ -39,7 +39,6 @@ import statistics
 import time
 import warnings
 from importlib.metadata import version
-from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("KINETO_LOG_LEVEL", "6")  # 6 silences torch.profiler's start/stop lines on stderr

@@ -18,7 +18,7 @@ import yaml
 from pipeline import evaluate, report
 from pipeline.core import layout
 from pipeline.evaluation import stats
-from pipeline.reporting import checklist, cohortfigure, figures
+from pipeline.reporting import checklist, cohortfigure, figures, placement
 from fixture_runs import DEMO_MODELS, write_fixture
 
 PROFILES = {
@@ -98,7 +98,7 @@ def _boxes_overlap(a, b, tol: float = 0.5) -> bool:
 def overlapping_labels(fig) -> list[tuple[str, str]]:
     """Pairs of text labels drawn inside the axes (annotations, line labels) whose letters overlap."""
     r = fig.canvas.get_renderer()
-    labels = [(t.get_text(), figures.text_box(t, r)) for ax in fig.axes for t in ax.texts if t.get_visible()]
+    labels = [(t.get_text(), placement.text_box(t, r)) for ax in fig.axes for t in ax.texts if t.get_visible()]
     return [(a, b) for i, (a, ba) in enumerate(labels) for b, bb in labels[i + 1:] if _boxes_overlap(ba, bb)]
 
 
@@ -121,7 +121,7 @@ def texts_off_canvas(fig) -> list[str]:
     r = fig.canvas.get_renderer()
     canvas = fig.bbox
     out = [t.get_text()[:60] for t in _texts(fig)
-           if (b := figures.text_box(t, r)).x0 < canvas.x0 - 1 or b.x1 > canvas.x1 + 1
+           if (b := placement.text_box(t, r)).x0 < canvas.x0 - 1 or b.x1 > canvas.x1 + 1
            or b.y0 < canvas.y0 - 1 or b.y1 > canvas.y1 + 1]
     tight = fig.get_tightbbox(r)      # inches
     w, h = fig.get_size_inches()
@@ -174,7 +174,7 @@ def test_headline_labels_stay_in_their_panels(project):
     for ax in fig.axes:
         inside = ax.get_window_extent(r)
         for t in ax.texts:
-            b = figures.text_box(t, r)
+            b = placement.text_box(t, r)
             assert inside.x0 - 1 <= b.x0 and b.x1 <= inside.x1 + 1 and inside.y0 - 1 <= b.y0 and b.y1 <= inside.y1 + 1, \
                 t.get_text()
 

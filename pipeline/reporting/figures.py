@@ -1,7 +1,7 @@
 """The report's figures (PNG, matplotlib Agg) and the one table of every figure. Each function draws one
-figure from plain data, titled with the data source, protocol(s) and input size; label placement by
-rendered boxes and the Pareto front are here, the figure primitives (size, title, saving) in
-pipeline/reporting/figurekit.py, the prepare stage's cohort figure in pipeline/reporting/cohortfigure.py. `FIGURES` at the
+figure from plain data, titled with the data source, protocol(s) and input size; the Pareto front is
+here, label placement by rendered boxes in pipeline/reporting/placement.py, the figure primitives (size,
+title, saving) in pipeline/reporting/figurekit.py, the prepare stage's cohort figure in pipeline/reporting/cohortfigure.py. `FIGURES` at the
 end is the one table of figures: file, caption, the stage that draws it and the drawing function.
 """
 from __future__ import annotations
@@ -25,6 +25,7 @@ from pipeline.reporting.figurekit import freeze as _freeze
 from pipeline.reporting.figurekit import save as _save
 from pipeline.reporting.figurekit import title as _title
 from pipeline.reporting.figurekit import wrap as _wrap
+from pipeline.reporting.placement import clear_of, marker_box, place_labels, text_box
 from pipeline.reporting.results import Results
 
 PROPOSED_COLOR = "#d62728"
@@ -59,64 +60,6 @@ class Roles:
                 "marker": "o", "size": 90}
 
 
-def text_box(text, renderer):
-    """The rendered box of a text's letters alone (an annotation's own extent includes its leader line)."""
-    from matplotlib.text import Annotation, Text
-
-    if isinstance(text, Annotation):
-        text.update_positions(renderer)
-    return Text.get_window_extent(text, renderer)
-
-
-def _overlaps(a, b) -> bool:
-    return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
-
-
-def place_labels(ax, anchors: list[tuple[float, float, str, dict]], avoid: list) -> list:
-    """Annotate each (x, y, text, text kwargs) near its point, trying offsets in widening rings until
-    the text's rendered box overlaps no other label and nothing in `avoid` (display-space boxes) and
-    lies inside the axes; a leader line joins a label set apart from its point. The figure's layout
-    must be frozen first (`_freeze`). Returns the annotations."""
-    renderer = ax.figure.canvas.get_renderer()
-    inside = ax.get_window_extent(renderer)
-    taken = list(avoid)
-    placed = []
-    for x, y, text, kw in anchors:
-        shrink = kw.pop("marker_radius", 4)      # points: the leader line stops at the marker's edge
-        chosen = None
-        for radius in (shrink + r for r in (3, 10, 20, 32, 46, 62, 80, 100)):
-            for angle in (20, -20, 160, -160, 60, -60, 120, -120, 90, -90, 0, 180):
-                dx, dy = radius * math.cos(math.radians(angle)), radius * math.sin(math.radians(angle))
-                ann = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points",
-                                  ha="left" if dx > 1 else "right" if dx < -1 else "center",
-                                  va="bottom" if dy > 1 else "top" if dy < -1 else "center",
-                                  arrowprops={"arrowstyle": "-", "lw": 0.6, "color": "0.4", "shrinkA": 1,
-                                              "shrinkB": shrink}, **kw)
-                box = text_box(ann, renderer).expanded(1.04, 1.1)
-                fits = (box.x0 >= inside.x0 and box.x1 <= inside.x1 and box.y0 >= inside.y0 and box.y1 <= inside.y1)
-                if fits and not any(_overlaps(box, t) for t in taken):
-                    chosen = (ann, box)
-                    break
-                ann.remove()
-            if chosen:
-                break
-        if chosen is None:   # nowhere free: the last resort is the widest ring, and the test will say so
-            ann = ax.annotate(text, (x, y), xytext=(0, 106), textcoords="offset points", ha="center", **kw)
-            chosen = (ann, text_box(ann, renderer))
-        taken.append(chosen[1])
-        placed.append(chosen[0])
-    return placed
-
-
-def _marker_box(ax, x: float, y: float, size_pt2: float):
-    """The display-space box of a scatter marker of area `size_pt2` (points^2) at data (x, y)."""
-    from matplotlib.transforms import Bbox
-
-    px, py = ax.transData.transform((x, y))
-    half = math.sqrt(size_pt2) / 2 * ax.figure.dpi / 72
-    return Bbox([[px - half, py - half], [px + half, py + half]])
-
-
 def _chance_line(ax, chance: float, words: str) -> Any:
     """The chance level of balanced accuracy, drawn and labelled where it lies (right end, above the line)."""
     from matplotlib.transforms import blended_transform_factory
@@ -125,18 +68,6 @@ def _chance_line(ax, chance: float, words: str) -> Any:
     return ax.text(0.99, chance, words, transform=blended_transform_factory(ax.transAxes, ax.transData),
                    ha="right", va="bottom", fontsize=7, color="black",
                    bbox={"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.8})
-
-
-def _clear_of(line_text, boxes: list, renderer) -> None:
-    """Move a line's label (drawn in axes x, data y) to the first end of its line, above or below it,
-    where it covers none of `boxes` (the markers)."""
-    for x, ha, va in ((0.99, "right", "bottom"), (0.01, "left", "bottom"), (0.99, "right", "top"),
-                      (0.01, "left", "top")):
-        line_text.set_x(x)
-        line_text.set_ha(ha)
-        line_text.set_va(va)
-        if not any(_overlaps(text_box(line_text, renderer), b) for b in boxes):
-            return
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -237,8 +168,8 @@ def accuracy_vs_macs(x: "ReportInputs", path: str | Path) -> Any:
     _freeze(fig)
     for ax, pts, line_text in layout:
         renderer = fig.canvas.get_renderer()
-        markers = [_marker_box(ax, mx, y, st["size"]) for m, mx, y, st, *_ in pts]
-        _clear_of(line_text, markers, renderer)
+        markers = [marker_box(ax, mx, y, st["size"]) for m, mx, y, st, *_ in pts]
+        clear_of(line_text, markers, renderer)
         avoid = [text_box(line_text, renderer)] + markers
         anchors = []
         ablations = [q for q in pts if q[0] in roles.ablations]
@@ -307,7 +238,7 @@ def latency_vs_balanced_accuracy(x: "ReportInputs", path: str | Path) -> Any:
     _freeze(fig)
     for ax, s in zip(axes, scenarios, strict=True):
         mine = [q for q in points if q["scenario"] == s]
-        avoid = [_marker_box(ax, q[f"{kind}_ms"], q[f"{kind}_ba"], size) for q in mine for kind in ("fp32", "int8")]
+        avoid = [marker_box(ax, q[f"{kind}_ms"], q[f"{kind}_ba"], size) for q in mine for kind in ("fp32", "int8")]
         place_labels(ax, [(q["fp32_ms"], q["fp32_ba"], f"{q['model']} ({q['protocol']})"
                            + (", int8 LOSSY" if q["lossy"] else ""), {"fontsize": 7, "zorder": 8}) for q in mine],
                      avoid)
