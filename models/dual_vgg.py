@@ -68,21 +68,44 @@ def _fresh_features(arch: str, in_chans: int) -> nn.Sequential:
 
 
 def _vgg_features(arch: str, in_chans: int, pretrained: bool) -> nn.Sequential:
-    """timm's `arch` convolutional features; with `pretrained`, its ImageNet weights, loaded by timm
-    (which also adapts the first convolution to `in_chans`)."""
+    """timm's `arch` convolutional features; with `pretrained`, its ImageNet weights from the Hugging
+    Face cache (timm's files, found the way timm finds them), the first convolution adapted to
+    `in_chans` by timm's own rule (`adapt_input_conv`), as `timm.create_model(pretrained=True)` does.
+
+    Only the `features.*` tensors are read: timm's VGG would first build and randomly initialise its
+    4096-d ConvMlp pre-logits (100 M parameters, about 2 s a branch) and read their 400 MB from the
+    file, all to be dropped. The branches are built on the meta device and take the checkpoint's
+    tensors (in float32), so they draw no random numbers either: the fusion head's initialisation
+    depends on the seed alone. Every feature tensor is checked to be in the file."""
     if not pretrained:
         return _fresh_features(arch, in_chans)
-    import timm  # lazily: see models/registry.py
+    from timm.models import adapt_input_conv
 
     hub_id, path = pretrained_weights(arch)      # fails at once when they are not to be had
-    # Only `.features` is used, so a checkpoint needs only its `features.*` tensors: timm loads
-    # non-strictly (the 4096-d pre-logits are dropped anyway), and every feature tensor is checked here.
-    vgg = timm.create_model(arch, pretrained=True, num_classes=0, in_chans=in_chans, pretrained_strict=False)
-    missing = sorted(f"features.{k}" for k in vgg.features.state_dict() if f"features.{k}" not in weight_names(path))
+    with torch.device("meta"):
+        features = _fresh_features(arch, in_chans)
+    wanted = [f"features.{k}" for k in features.state_dict()]
+    missing = sorted(set(wanted) - weight_names(path))
     if missing:
         raise WeightsNotFoundError(f"pretrained weights for {arch}: {path} ({hub_id}) lacks {missing[:3]}"
                                    f"{'...' if len(missing) > 3 else ''}; it is not a {arch} checkpoint")
-    return vgg.features
+    state = {k.removeprefix("features."): v for k, v in _read_tensors(path, wanted).items()}
+    if in_chans != state["0.weight"].shape[1]:       # adapted in the file's dtype, then cast, as timm does
+        state["0.weight"] = adapt_input_conv(in_chans, state["0.weight"])
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    features.load_state_dict(state, strict=True, assign=True)
+    return features
+
+
+def _read_tensors(path, names: Sequence[str]) -> dict[str, torch.Tensor]:
+    """The tensors `names` of a .safetensors file (read alone) or a torch checkpoint."""
+    if str(path).endswith(".safetensors"):
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            return {k: f.get_tensor(k) for k in names}
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return {k: state[k] for k in names}
 
 
 def _create_dual_vgg(num_classes: int, in_chans: int, pretrained: bool = False, batch_norm: bool = False,

@@ -55,6 +55,22 @@ def test_dual_vgg_starts_from_the_cached_weights_of_both_branches(hub_cache):
     gray = models.create_model("dual_vgg", num_classes=2, in_chans=1, pretrained=True)
     torch.testing.assert_close(gray.vgg16[0].weight, stand_in["vgg16"]["features.0.weight"].float().sum(1, keepdim=True),
                                atol=1e-3, rtol=1e-3)      # timm sums the half-precision stand-in
+    # the branches read the file's features.* alone (no pre-logits built): the very tensors timm's own load gives
+    import timm
+    for branch, arch in ((gray.vgg16, "vgg16"), (gray.vgg19, "vgg19")):
+        theirs = timm.create_model(arch, pretrained=True, num_classes=0, in_chans=1, pretrained_strict=False).features
+        for (name, mine), (_, ref) in zip(branch.state_dict().items(), theirs.state_dict().items(), strict=True):
+            assert mine.dtype == ref.dtype and torch.equal(mine, ref), (arch, name)
+    # the build is the seed's: the same seed, the same model; a draw before it changes the fusion head
+    torch.manual_seed(7)
+    first = models.create_model("dual_vgg", num_classes=2, in_chans=1, pretrained=True)
+    torch.manual_seed(7)
+    torch.rand(3)
+    moved = models.create_model("dual_vgg", num_classes=2, in_chans=1, pretrained=True)
+    assert not torch.equal(first.fc.weight, moved.fc.weight)
+    torch.manual_seed(7)
+    again = models.create_model("dual_vgg", num_classes=2, in_chans=1, pretrained=True)
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values()))
     (mean,), (std,) = models.input_normalization(gray, 1)      # ImageNet's, averaged over RGB
     assert mean == pytest.approx(0.449, abs=1e-3) and std == pytest.approx(0.226, abs=1e-3)
 
