@@ -19,7 +19,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from models.registry import WeightsNotFoundError, init_head, pretrained_weights, register_model, weight_names
+from models.registry import WeightsNotFoundError, init_head, pretrained_weights, register_model
 
 
 class DualVGG(nn.Module):
@@ -85,11 +85,12 @@ def _vgg_features(arch: str, in_chans: int, pretrained: bool) -> nn.Sequential:
     with torch.device("meta"):
         features = _fresh_features(arch, in_chans)
     wanted = [f"features.{k}" for k in features.state_dict()]
-    missing = sorted(set(wanted) - weight_names(path))
+    found = _read_tensors(path, wanted)          # the file read once: its feature tensors, those it has
+    missing = sorted(set(wanted) - set(found))
     if missing:
         raise WeightsNotFoundError(f"pretrained weights for {arch}: {path} ({hub_id}) lacks {missing[:3]}"
                                    f"{'...' if len(missing) > 3 else ''}; it is not a {arch} checkpoint")
-    state = {k.removeprefix("features."): v for k, v in _read_tensors(path, wanted).items()}
+    state = {k.removeprefix("features."): v for k, v in found.items()}
     if in_chans != state["0.weight"].shape[1]:       # adapted in the file's dtype, then cast, as timm does
         state["0.weight"] = adapt_input_conv(in_chans, state["0.weight"])
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
@@ -98,14 +99,15 @@ def _vgg_features(arch: str, in_chans: int, pretrained: bool) -> nn.Sequential:
 
 
 def _read_tensors(path, names: Sequence[str]) -> dict[str, torch.Tensor]:
-    """The tensors `names` of a .safetensors file (read alone) or a torch checkpoint."""
+    """Those of the tensors `names` that a .safetensors file (each read alone) or a torch checkpoint holds."""
     if str(path).endswith(".safetensors"):
         from safetensors import safe_open
 
         with safe_open(str(path), framework="pt") as f:
-            return {k: f.get_tensor(k) for k in names}
+            held = set(f.keys())
+            return {k: f.get_tensor(k) for k in names if k in held}
     state = torch.load(path, map_location="cpu", weights_only=True)
-    return {k: state[k] for k in names}
+    return {k: state[k] for k in names if k in state}
 
 
 def _create_dual_vgg(num_classes: int, in_chans: int, pretrained: bool = False, batch_norm: bool = False,
